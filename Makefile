@@ -1,0 +1,43 @@
+# botfleet: `make run` to try it, `make test` to check it.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: run test test-pg test-sqlite lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## run: the manager on the embedded default (SQLite, embedded Redis, process backend)
+run: $(STAMP)
+	$(BIN)/botfleet migrate
+	$(BIN)/botfleet serve --welcome
+
+## test: install and start PostgreSQL and Redis, lint, then the suite on PostgreSQL and SQLite
+test: $(STAMP)
+	bash scripts/test-services.sh
+	$(BIN)/ruff check .
+	$(MAKE) test-pg test-sqlite
+
+test-pg: $(STAMP)
+	BOTFLEET_TEST_DATABASE=postgresql $(BIN)/pytest -p no:cacheprovider
+
+# Only the tests that touch the database run again on SQLite (they are marked `db`).
+test-sqlite: $(STAMP)
+	BOTFLEET_TEST_DATABASE=sqlite $(BIN)/pytest -p no:cacheprovider -m db
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+## bench: start latency of the process backend (POST /bots → active)
+bench: $(STAMP)
+	bash scripts/test-services.sh
+	$(BIN)/python -m bench.start_latency
+
+clean:
+	rm -rf $(VENV) .botfleet

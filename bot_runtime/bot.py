@@ -1,0 +1,89 @@
+"""The base class every bot subclasses: a handful of async hooks the runtime calls in order."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+# Leave reasons the runtime reports in its `leaving` callback.
+LEAVE_COMMAND = "leave_requested"
+LEAVE_SIGTERM = "sigterm"
+LEAVE_SIGINT = "sigint"
+LEAVE_BY_BOT = "bot_leaving"
+
+
+class Bot:
+    """Subclass and override the hooks; the runtime owns callbacks, commands and signals.
+
+    Order: ``on_start`` (return once joined; raising reports ``start_failed``), then ``run``
+    (the bot's work; returning means a natural finish with exit 0, or the int it returns;
+    raising reports ``crashed``). When a ``leave`` command, SIGTERM or ``request_leave`` arrives,
+    the runtime calls ``on_leave`` (within a grace period), then cancels ``run`` if it is still
+    going, and exits 0. ``on_reconfigure`` may run at any time after construction; raise to
+    refuse, and the error text is sent in the ack. After it succeeds ``self.config`` is the new
+    config.
+
+    Example::
+
+        class EchoBot(Bot):
+            async def on_start(self) -> None:
+                self.session = await join(self.config["meeting_url"], self.secrets["api_key"])
+
+            async def on_leave(self) -> None:
+                await self.session.hang_up()
+
+    Set ``callbacks_enabled = False`` (class or instance, before ``on_start``) to run without
+    ever calling the manager back: no events, no pending-command reads, no acks.
+    """
+
+    callbacks_enabled: bool = True
+
+    def __init__(
+        self,
+        *,
+        bot_id: str,
+        config: dict[str, Any],
+        secrets: dict[str, str],
+        logger: logging.Logger,
+    ) -> None:
+        self.bot_id = bot_id
+        self.config = config
+        self.secrets = secrets
+        self.log = logger
+        self._leave = asyncio.Event()
+        self.leave_reason: str | None = None
+        self.leave_detail: str | None = None
+
+    async def on_start(self) -> None:
+        """Join the meeting or connect; return when running. Raising means the start failed."""
+
+    async def run(self) -> int | None:
+        """Do the bot's work. The default idles until a leave is requested."""
+        await self.wait_for_leave()
+        return None
+
+    async def on_reconfigure(self, config: dict[str, Any]) -> None:
+        """Apply a new config. Raise to refuse it; the error text goes back in the ack."""
+
+    async def on_leave(self) -> None:
+        """Leave gracefully (hang up, flush). Bounded by the runtime's leave grace."""
+
+    def request_leave(self, reason: str = "the bot decided to leave") -> None:
+        """Leave on the bot's own initiative; the runtime reports `leaving` with this detail."""
+        self._begin_leave(LEAVE_BY_BOT, reason)
+
+    @property
+    def leave_requested(self) -> bool:
+        return self._leave.is_set()
+
+    async def wait_for_leave(self) -> None:
+        """Return once a leave was requested by a command, a signal or the bot itself."""
+        await self._leave.wait()
+
+    def _begin_leave(self, reason: str, detail: str | None = None) -> None:
+        """Runtime side of a leave request; the first reason wins, repeats change nothing."""
+        if self._leave.is_set():
+            return
+        self.leave_reason, self.leave_detail = reason, detail
+        self._leave.set()

@@ -1,0 +1,267 @@
+"""The runtime's main loop: start the bot, report its lifecycle, apply commands, leave cleanly.
+
+The process exit code is always the `exit_code` reported in the `exited` callback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import traceback
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from bot_runtime.bot import LEAVE_BY_BOT, LEAVE_SIGINT, LEAVE_SIGTERM, Bot
+from bot_runtime.client import ManagerClient, SilentClient
+from bot_runtime.commands import CommandRouter
+from bot_runtime.env import RuntimeConfigError, RuntimeEnv
+from bot_runtime.loader import load_bot_class
+from bot_runtime.protocol import (
+    EVENT_EXITED,
+    EVENT_HEARTBEAT,
+    EVENT_LEAVING,
+    EVENT_STARTED,
+    CommandMessage,
+    ProtocolError,
+    describe_error,
+)
+from bot_runtime.retry import Backoff
+
+log = logging.getLogger("bot_runtime")
+
+LEAVE_GRACE_S = 20.0  # how long on_leave may take
+STOP_GRACE_S = 5.0  # how long run() may take to return after on_leave, before it is cancelled
+REDIS_POLL_S = 15.0  # also the pubsub health-check period, to notice a silently dead connection
+EXIT_CONFIG_ERROR = 2  # no callback possible: the manager sees a non-zero exit without `exited`
+
+
+class Runner:
+    def __init__(self, env: RuntimeEnv, bot: Bot, client: ManagerClient | SilentClient) -> None:
+        self.env, self.bot, self.client = env, bot, client
+        self.router = CommandRouter(bot=bot, client=client)
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._last_report: asyncio.Task[bool] | None = None
+
+    async def run(self) -> int:
+        """Start, supervise and stop the bot; return the exit code that was reported."""
+        self._install_signal_handlers()
+        listener = asyncio.create_task(self._listen_for_commands(), name="commands")
+        try:
+            start = asyncio.create_task(self.bot.on_start(), name="on_start")
+            if await self._leave_first(start):
+                await self._stop(start, grace_s=0)
+                return await self._leave()
+            if (exc := start.exception()) is not None:
+                log.error("on_start failed: %s", describe_error(exc), exc_info=exc)
+                return await self._exit(1, "start_failed", describe_error(exc))
+            log.info("bot started")
+            self._report(EVENT_STARTED)
+            self._heartbeat = asyncio.create_task(self._heartbeat_loop(), name="heartbeat")
+            work = asyncio.create_task(self.bot.run(), name="run")
+            if await self._leave_first(work):
+                return await self._leave(work)
+            return await self._finished(work)
+        finally:
+            for task in (listener, self._heartbeat):
+                if task is not None:
+                    task.cancel()
+            await asyncio.gather(listener, return_exceptions=True)
+
+    async def _leave_first(self, task: asyncio.Task[Any]) -> bool:
+        """Wait for `task` or a leave request; True if a leave was requested."""
+        leave = asyncio.create_task(self.bot.wait_for_leave())
+        try:
+            await asyncio.wait({task, leave}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            leave.cancel()
+        return self.bot.leave_requested
+
+    async def _finished(self, work: asyncio.Task[int | None]) -> int:
+        if (exc := work.exception()) is not None:
+            traceback.print_exception(exc)
+            return await self._exit(1, "crashed", describe_error(exc))
+        code = work.result()
+        if code is None:
+            code = 0
+        if type(code) is not int or not 0 <= code <= 255:
+            return await self._exit(1, "bot_error", f"run() returned {code!r}, not an exit code")
+        return await self._exit(code, "finished" if code == 0 else "bot_error")
+
+    async def _leave(self, work: asyncio.Task[Any] | None = None) -> int:
+        """The graceful path: report `leaving`, run on_leave within a grace, stop run(), exit 0."""
+        reason = self.bot.leave_reason or LEAVE_BY_BOT
+        log.info("leaving (%s)", reason)
+        self._report(EVENT_LEAVING, reason=reason, detail=self.bot.leave_detail)
+        failure = None
+        try:
+            await asyncio.wait_for(self.bot.on_leave(), LEAVE_GRACE_S)
+        except TimeoutError:
+            log.warning("on_leave took longer than %ss; exiting anyway", LEAVE_GRACE_S)
+        except Exception as exc:
+            log.error("on_leave failed: %s", describe_error(exc), exc_info=exc)
+            failure = describe_error(exc)
+        if work is not None:
+            await self._stop(work, grace_s=STOP_GRACE_S)
+        if failure is not None:
+            return await self._exit(1, "leave_failed", failure)
+        return await self._exit(0, "left")
+
+    async def _stop(self, task: asyncio.Task[Any], *, grace_s: float) -> None:
+        """Let `task` return within the grace, then cancel it (arq-style)."""
+        if not task.done():
+            await asyncio.wait({task}, timeout=grace_s)
+        if not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=STOP_GRACE_S)
+        if not task.done():
+            log.warning(
+                "%s ignores cancellation; waiting until it stops or is killed", task.get_name()
+            )
+            await asyncio.wait({task})
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.warning("%s raised while leaving: %s", task.get_name(), describe_error(exc))
+
+    async def _exit(self, code: int, reason: str, detail: str | None = None) -> int:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()  # no heartbeat may follow `exited`
+        log.info("exiting with code %d (%s)", code, reason)
+        await self._report(EVENT_EXITED, exit_code=code, reason=reason, detail=detail)
+        return code
+
+    def _report(self, event: str, **fields: Any) -> asyncio.Task[bool]:
+        """Send a lifecycle event after the previous one, without holding up the bot.
+
+        A manager that is down for a while must not delay on_leave or run(); the events
+        still arrive in order, and `_exit` awaits the chain.
+        """
+        previous = self._last_report
+
+        async def send() -> bool:
+            if previous is not None:
+                await asyncio.wait({previous})
+            return await self.client.send_event(event, **fields)
+
+        self._last_report = asyncio.create_task(send(), name=f"report-{event}")
+        return self._last_report
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.env.heartbeat_s)
+            try:
+                await self.client.send_event(EVENT_HEARTBEAT)
+            except Exception:
+                log.exception("heartbeat failed")
+
+    def _install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig, reason in ((signal.SIGTERM, LEAVE_SIGTERM), (signal.SIGINT, LEAVE_SIGINT)):
+            loop.add_signal_handler(sig, self._on_signal, sig, reason)
+
+    def _on_signal(self, sig: signal.Signals, reason: str) -> None:
+        if self.bot.leave_requested:
+            log.info("%s received; already leaving", sig.name)
+        else:
+            log.info("%s received; leaving gracefully", sig.name)
+            self.bot._begin_leave(reason)
+
+    async def _listen_for_commands(self) -> None:
+        """Follow the command channel for the whole life of the bot, reconnecting with backoff.
+
+        Redis' own silent reconnects are disabled (retries=0) so that every reconnect goes
+        through here and re-reads the pending commands it may have missed.
+        """
+        redis = Redis.from_url(
+            self.env.redis_url,
+            retry=Retry(NoBackoff(), 0),
+            socket_connect_timeout=5,
+            socket_keepalive=True,
+            health_check_interval=REDIS_POLL_S,
+        )
+        backoff = Backoff(base_s=0.5, cap_s=30.0)
+        try:
+            while True:
+                try:
+                    await self._follow_channel(redis, backoff)
+                except (RedisError, OSError) as exc:
+                    delay = backoff.next_delay()
+                    log.warning(
+                        "command channel down (%s); retry in %.1fs", describe_error(exc), delay
+                    )
+                    await asyncio.sleep(delay)
+                except Exception:
+                    log.exception("command listener failed; restarting it")
+                    await asyncio.sleep(backoff.next_delay())
+        finally:
+            await redis.aclose()
+
+    async def _follow_channel(self, redis: Redis, backoff: Backoff) -> None:
+        async with redis.pubsub() as pubsub:
+            # Subscribe before reading pending commands, so nothing published after is missed.
+            await pubsub.subscribe(self.env.command_channel)
+            log.info("listening for commands on %s", self.env.command_channel)
+            backoff.reset()
+            for command in await self.client.pending_commands():
+                await self.router.handle_command(command)
+            while True:
+                message = await pubsub.get_message(
+                    ignore_subscribe_messages=True, timeout=REDIS_POLL_S
+                )
+                if message is None or message.get("type") != "message":
+                    continue
+                try:
+                    command = CommandMessage.from_json(message["data"])
+                except ProtocolError as exc:
+                    log.warning("ignoring a malformed command: %s", exc)
+                    continue
+                await self.router.handle_command(command)
+
+
+async def _amain(env: RuntimeEnv) -> int:
+    def manager() -> ManagerClient:
+        return ManagerClient(base_url=env.callback_url, bot_id=env.bot_id, token=env.token)
+
+    try:
+        bot_class = load_bot_class(env.bot)
+        bot = bot_class(
+            bot_id=env.bot_id,
+            config=env.config,
+            secrets=env.secrets,
+            logger=logging.getLogger(f"bot.{env.bot}"),
+        )
+    except Exception as exc:
+        log.error("cannot create bot %r: %s", env.bot, describe_error(exc), exc_info=exc)
+        client = manager()
+        try:
+            await client.send_event(EVENT_EXITED, exit_code=1, reason="start_failed",
+                                    detail=describe_error(exc))  # fmt: skip
+        finally:
+            await client.aclose()
+        return 1
+    if not bot.callbacks_enabled:
+        log.info("callbacks disabled by the bot: the manager will hear nothing")
+    client = manager() if bot.callbacks_enabled else SilentClient()
+    log.info("starting bot %r as %s", env.bot, env.bot_id)
+    try:
+        return await Runner(env, bot, client).run()
+    finally:
+        await client.aclose()
+
+
+def main() -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        env = RuntimeEnv.from_environ(os.environ)
+    except RuntimeConfigError as exc:
+        log.error("invalid runtime configuration: %s", exc)
+        return EXIT_CONFIG_ERROR
+    return asyncio.run(_amain(env))

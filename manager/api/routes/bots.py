@@ -1,0 +1,122 @@
+"""The public bot API: start, list, read, reconfigure, stop, commands, logs."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+from fastapi.responses import PlainTextResponse
+
+from manager.api.deps import CurrentUser, FleetDep, SessionDep
+from manager.errors import NotImplementedByBackend, Unavailable
+from manager.schemas import (
+    BotCreate,
+    BotPage,
+    BotPublic,
+    CommandPublic,
+    ConfigUpdate,
+    TransitionPublic,
+)
+from manager.services import bots as bot_records
+from manager.services import commands as command_records
+from orchestrators.base import CapabilityNotSupported, OrchestratorError
+
+router = APIRouter(prefix="/bots", tags=["bots"])
+BotId = Annotated[str, "bot id"]
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=BotPublic)
+def start_bot(body: BotCreate, user: CurrentUser, fleet: FleetDep) -> BotPublic:
+    return BotPublic.model_validate(fleet.start_bot(user_id=user.id, data=body))
+
+
+@router.get("", response_model=BotPage)
+def list_bots(
+    session: SessionDep,
+    user: CurrentUser,
+    status_: Annotated[list[str], Query(alias="status")] = [],  # noqa: B006
+    label: Annotated[list[str], Query(description="key:value, repeatable")] = [],  # noqa: B006
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> BotPage:
+    statuses = [s for item in status_ for s in item.split(",") if s]
+    rows, next_cursor = bot_records.list_bots(
+        session,
+        user_id=user.id,
+        statuses=statuses,
+        labels=bot_records.parse_label_filters(label),
+        limit=limit,
+        cursor=cursor,
+    )
+    return BotPage(items=[BotPublic.model_validate(b) for b in rows], next_cursor=next_cursor)
+
+
+@router.get("/{bot_id}", response_model=BotPublic)
+def get_bot(bot_id: str, session: SessionDep, user: CurrentUser) -> BotPublic:
+    return BotPublic.model_validate(bot_records.get_bot(session, bot_id, user_id=user.id))
+
+
+@router.get("/{bot_id}/transitions", response_model=list[TransitionPublic])
+def get_transitions(bot_id: str, session: SessionDep, user: CurrentUser) -> list[TransitionPublic]:
+    bot_records.get_bot(session, bot_id, user_id=user.id)
+    return [
+        TransitionPublic(
+            from_=t.from_status,
+            to=t.to_status,
+            reason=t.reason,
+            source=t.source,
+            detail=t.detail,
+            attempt=t.attempt,
+            at=t.at,
+        )
+        for t in bot_records.list_transitions(session, bot_id)
+    ]
+
+
+@router.patch(
+    "/{bot_id}/config", status_code=status.HTTP_202_ACCEPTED, response_model=CommandPublic
+)
+def reconfigure(
+    bot_id: str, body: ConfigUpdate, user: CurrentUser, fleet: FleetDep
+) -> CommandPublic:
+    command = fleet.reconfigure(bot_id=bot_id, user_id=user.id, config=body.config)
+    return CommandPublic.model_validate(command)
+
+
+@router.post("/{bot_id}/stop", status_code=status.HTTP_202_ACCEPTED, response_model=BotPublic)
+def stop_bot(bot_id: str, user: CurrentUser, fleet: FleetDep) -> BotPublic:
+    return BotPublic.model_validate(fleet.stop_bot(bot_id=bot_id, user_id=user.id))
+
+
+@router.get("/{bot_id}/commands", response_model=list[CommandPublic])
+def list_commands(bot_id: str, session: SessionDep, user: CurrentUser) -> list[CommandPublic]:
+    bot_records.get_bot(session, bot_id, user_id=user.id)
+    return [CommandPublic.model_validate(c) for c in command_records.list_commands(session, bot_id)]
+
+
+@router.get("/{bot_id}/commands/{command_id}", response_model=CommandPublic)
+def get_command(
+    bot_id: str, command_id: str, session: SessionDep, user: CurrentUser
+) -> CommandPublic:
+    bot_records.get_bot(session, bot_id, user_id=user.id)
+    return CommandPublic.model_validate(command_records.get_command(session, bot_id, command_id))
+
+
+@router.get("/{bot_id}/logs", response_class=PlainTextResponse)
+def get_logs(
+    bot_id: str,
+    session: SessionDep,
+    user: CurrentUser,
+    fleet: FleetDep,
+    tail: Annotated[int, Query(ge=1, le=10_000)] = 200,
+) -> PlainTextResponse:
+    bot = bot_records.get_bot(session, bot_id, user_id=user.id)
+    if not bot.runtime_ref:
+        return PlainTextResponse("")
+    try:
+        text = fleet.orchestrator.logs(bot.runtime_ref, bot_id=bot.id, tail=tail)
+    except CapabilityNotSupported as exc:
+        raise NotImplementedByBackend(exc.code, str(exc)) from exc
+    except OrchestratorError as exc:
+        raise Unavailable(exc.code, str(exc)) from exc
+    return PlainTextResponse(text)

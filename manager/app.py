@@ -1,0 +1,134 @@
+"""The FastAPI application and its lifespan: everything is built at start, closed at stop."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from manager.api.routes import admin, bots, health, internal
+from manager.backends import create_orchestrator
+from manager.bootstrap import admin_token
+from manager.bus import CommandBus
+from manager.config import Settings, get_settings
+from manager.db import make_engine, make_session_factory
+from manager.embedded_redis import EmbeddedRedis
+from manager.errors import error_body, install_error_handlers
+from manager.reconciler import Reconciler
+from manager.services.fleet import Fleet
+
+log = logging.getLogger(__name__)
+
+
+class BodySizeLimit:
+    """Refuse bodies over the limit with 413, whether or not Content-Length is sent."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await self._refuse(send)
+
+    async def _refuse(self, send: Send) -> None:
+        import json
+
+        body = json.dumps(
+            error_body("body_too_large", f"request bodies are limited to {self.max_bytes} bytes")
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    async with AsyncExitStack() as stack:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        if settings.redis_url is None:
+            embedded = EmbeddedRedis(settings.data_dir)
+            embedded_url = embedded.start()
+            stack.callback(embedded.stop)
+            settings = settings.model_copy(update={"redis_url": embedded_url})
+            app.state.settings = settings
+        engine = make_engine(settings.resolved_database_url())
+        stack.callback(engine.dispose)
+        app.state.sessions = make_session_factory(engine)
+        app.state.admin_token, _ = admin_token(settings)
+        orchestrator = create_orchestrator(settings)
+        stack.callback(orchestrator.close)
+        bus = CommandBus(settings.redis_url or "")
+        stack.callback(bus.close)
+        fleet = Fleet(
+            sessions=app.state.sessions, orchestrator=orchestrator, bus=bus, settings=settings
+        )
+        stack.callback(fleet.close)
+        app.state.fleet = fleet
+        app.state.reconciler = reconciler = Reconciler(fleet)
+        scheduler = BackgroundScheduler(timezone="UTC")
+        scheduler.add_job(
+            reconciler.run_once,
+            "interval",
+            seconds=settings.reconcile_interval_s,
+            id="reconcile",
+            max_instances=1,
+            coalesce=True,
+            jitter=None,
+        )
+        scheduler.start()
+        stack.callback(scheduler.shutdown, wait=True)
+        log.info(
+            "botfleet manager ready: %s backend, database %s",
+            orchestrator.name,
+            engine.url.render_as_string(hide_password=True),
+        )
+        yield
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="botfleet",
+        version="0.1.0",
+        description="Start, watch, reconfigure and stop fleets of bots.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    for module in (bots, internal, admin, health):
+        app.include_router(module.router)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    return app

@@ -1,0 +1,122 @@
+"""`botfleet`: serve the manager, migrate its database, bootstrap a first user."""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+import uvicorn
+from rich.console import Console
+from rich.panel import Panel
+
+from manager.config import get_settings
+
+app = typer.Typer(help="botfleet: a control plane for fleets of bots.", no_args_is_help=True)
+console = Console(stderr=True)
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    # Per-tick scheduler chatter and Alembic's plugin list say nothing an operator needs.
+    for noisy in ("apscheduler", "alembic.runtime.plugins"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@app.command()
+def migrate() -> None:
+    """Bring the database schema up to date (Alembic upgrade head)."""
+    from manager.migrate import upgrade
+
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.resolved_database_url())
+    console.print("[green]database is up to date[/]")
+
+
+@app.command()
+def serve(
+    log_level: str = typer.Option("info", help="debug, info, warning or error."),
+    welcome: bool = typer.Option(False, help="Print the admin token, a user key and a curl line."),
+) -> None:
+    """Serve the API (migrating first unless BOTFLEET_MIGRATE_ON_START=false)."""
+    from manager.app import create_app
+
+    _logging(log_level)
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if settings.migrate_on_start:
+        from manager.migrate import upgrade
+
+        upgrade(settings.resolved_database_url())
+    if welcome:
+        _welcome()
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level,
+        access_log=False,
+    )
+
+
+def _welcome() -> None:
+    """Show how to start a first bot: the admin token, a ready user key, a curl line."""
+    from manager.bootstrap import admin_token
+    from manager.db import make_engine, make_session_factory, transaction
+    from manager.services.users import ensure_user, revoke_keys_older_than
+
+    settings = get_settings()
+    token, _ = admin_token(settings)
+    engine = make_engine(settings.resolved_database_url())
+    try:
+        with transaction(make_session_factory(engine)) as session:
+            user, key = ensure_user(
+                session,
+                name=settings.bootstrap_user or "demo",
+                max_concurrent_bots=settings.default_max_concurrent_bots,
+            )
+            revoke_keys_older_than(session, user=user, keep=3)
+    finally:
+        engine.dispose()
+    base = f"http://{settings.host}:{settings.port}"
+    console.print(
+        Panel.fit(
+            f"admin token : [bold]{token}[/]\n"
+            f"user        : {user.name} (max {user.max_concurrent_bots} bots)\n"
+            f"API key     : [bold]{key}[/]",
+            title=f"botfleet on {base}",
+        )
+    )
+    # Plain lines outside the panel, so they copy and paste as they are.
+    body = '{"bot": "demo", "config": {}}'
+    print(
+        "Start a demo bot:\n"
+        f"  export BOTFLEET_KEY={key}\n"
+        f'  curl -s -X POST {base}/bots -H "Authorization: Bearer $BOTFLEET_KEY" '
+        f"-H 'Content-Type: application/json' -d '{body}'\n"
+        "Watch your bots:\n"
+        f'  curl -s {base}/bots -H "Authorization: Bearer $BOTFLEET_KEY"\n',
+        flush=True,
+    )
+
+
+@app.command("create-user")
+def create_user(name: str, max_concurrent_bots: int = typer.Option(10, min=0)) -> None:
+    """Create a user directly in the database and print its API key."""
+    from manager.db import make_engine, make_session_factory, transaction
+    from manager.services.users import create_user as create
+
+    settings = get_settings()
+    engine = make_engine(settings.resolved_database_url())
+    try:
+        with transaction(make_session_factory(engine)) as session:
+            user, key = create(session, name=name, max_concurrent_bots=max_concurrent_bots)
+    finally:
+        engine.dispose()
+    typer.echo(f"{user.id} {key}")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,111 @@
+"""All manager settings in one place, read from `BOTFLEET_*` environment variables.
+
+Created through the cached `get_settings()`, never at import time, so tests and the CLI can set
+the environment first. Timeouts are derived from the budgets handed to bots (heartbeat interval,
+stop grace) so they can never be shorter than what a healthy bot is allowed to take.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, computed_field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BOTFLEET_", extra="ignore")
+
+    host: str = Field("127.0.0.1", description="Address the API listens on.")
+    port: int = Field(8080, description="Port the API listens on.")
+    data_dir: Path = Field(
+        Path(".botfleet"),
+        description="SQLite file, embedded Redis, process logs and the generated admin token.",
+    )
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL; SQLite in the data folder when unset. "
+        "PostgreSQL: postgresql+psycopg://user:pass@host/db",
+    )
+    redis_url: str | None = Field(
+        None, description="Redis for bot commands; an embedded redis-server when unset."
+    )
+    bot_redis_url: str | None = Field(
+        None, description="Redis URL handed to bots, when they reach Redis by another address."
+    )
+    orchestrator: Literal["process", "docker", "nomad"] = Field(
+        "process", description="Which backend runs the bots."
+    )
+    admin_token: str | None = Field(
+        None, description="Bearer token for /admin; generated on first start when unset."
+    )
+    callback_url: str | None = Field(
+        None,
+        description="Base URL bots use to call the manager back; http://HOST:PORT when unset.",
+    )
+    migrate_on_start: bool = Field(True, description="Run Alembic migrations when serving.")
+
+    # Bot budgets and the timeouts derived from them.
+    heartbeat_s: float = Field(10.0, gt=0, description="Seconds between a bot's heartbeats.")
+    heartbeats_missed: int = Field(
+        3, ge=2, description="Heartbeats a bot may miss before it counts as lost."
+    )
+    start_timeout_s: float = Field(
+        120.0, gt=0, description="How long a bot may stay `starting` before it fails."
+    )
+    stop_grace_s: float = Field(
+        30.0, gt=0, description="How long a bot may take to leave before it is killed."
+    )
+    kill_after_s: float = Field(
+        5.0, gt=0, description="After the stop grace, how long SIGTERM may take before SIGKILL."
+    )
+    schedule_miss_s: float = Field(
+        300.0, gt=0, description="A scheduled start this late is given up (`schedule_missed`)."
+    )
+    command_ttl_s: float = Field(
+        300.0, gt=0, description="An unacknowledged command expires after this long."
+    )
+    command_retry_s: float = Field(
+        5.0, gt=0, description="First delay before an unacknowledged command is re-published."
+    )
+    reconcile_interval_s: float = Field(
+        5.0, gt=0, description="How often the reconciler compares the database with the engine."
+    )
+    default_max_concurrent_bots: int = Field(
+        10, ge=0, description="Limit for users created without one. 0 means no bots at all."
+    )
+    max_body_bytes: int = Field(1_048_576, gt=0, description="Largest request body accepted.")
+    launch_workers: int = Field(16, gt=0, description="Threads that launch and stop workloads.")
+    bootstrap_user: str | None = Field(
+        None,
+        description="Create this user with an API key on start when it does not exist "
+        "(`make run` uses it to print a ready key).",
+    )
+    default_image: str = Field(
+        "botfleet-runtime:latest", description="Image for container backends when none is named."
+    )
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def heartbeat_lost_after_s(self) -> float:
+        """No heartbeat for this long means the bot is lost (never shorter than its budget)."""
+        return self.heartbeat_s * self.heartbeats_missed
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'botfleet.db').resolve()}"
+
+    def resolved_callback_url(self) -> str:
+        return self.callback_url or f"http://{self.host}:{self.port}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.resolved_database_url().startswith("sqlite")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,59 @@
+"""Engine and session factory, built in the app's lifespan (never at import)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+#: Execution option that marks a transaction as one that will write (see `make_engine`).
+WRITE_OPTION = "botfleet_writes"
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """An engine for PostgreSQL (psycopg 3) or SQLite.
+
+    SQLite gets WAL, and `BEGIN IMMEDIATE` for write transactions (those opened by
+    `transaction()`): writers queue on the database lock at the start instead of failing halfway,
+    which is what serializes the concurrency limit and row updates there (PostgreSQL uses row
+    locks instead). Read-only sessions begin deferred and never block a writer.
+    """
+    if url.startswith("sqlite"):
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs
+        )
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.isolation_level = None  # let SQLAlchemy emit BEGIN itself
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(connection: Any) -> None:
+            writes = connection.get_execution_options().get(WRITE_OPTION, False)
+            connection.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN")
+
+        return engine
+    kwargs.setdefault("pool_size", 20)
+    kwargs.setdefault("max_overflow", 20)
+    return create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+@contextmanager
+def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """One unit of work that writes: commit on success, roll back on any error."""
+    with factory() as session, session.begin():
+        session.connection(execution_options={WRITE_OPTION: True})
+        yield session

@@ -1,0 +1,108 @@
+"""Errors with a stable machine code, and the handlers that render them as CONTRACT.md says:
+`{"detail": {"code": "...", "message": "..."}}`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from manager.lifecycle import IllegalTransition
+
+
+class BotfleetError(Exception):
+    """A refusal the caller can act on. Services raise it; the API renders it."""
+
+    status_code = 400
+
+    def __init__(self, code: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.code, self.message, self.extra = code, message, extra
+
+
+class Unauthorized(BotfleetError):
+    status_code = 401
+
+
+class Forbidden(BotfleetError):
+    status_code = 403
+
+
+class NotFound(BotfleetError):
+    status_code = 404
+
+
+class Conflict(BotfleetError):
+    status_code = 409
+
+
+class Invalid(BotfleetError):
+    status_code = 422
+
+
+class TooMany(BotfleetError):
+    status_code = 429
+
+
+class Unavailable(BotfleetError):
+    status_code = 503
+
+
+class NotImplementedByBackend(BotfleetError):
+    status_code = 501
+
+
+def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
+    return {"detail": {"code": code, "message": message, **extra}}
+
+
+HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_input",
+    429: "too_many_requests",
+}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(BotfleetError)
+    async def _botfleet(_: Request, exc: BotfleetError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+        return JSONResponse(
+            error_body(exc.code, exc.message, **exc.extra), exc.status_code, headers=headers
+        )
+
+    @app.exception_handler(IllegalTransition)
+    async def _illegal(_: Request, exc: IllegalTransition) -> JSONResponse:
+        return JSONResponse(
+            error_body("illegal_transition", str(exc), status=exc.current, requested=exc.target),
+            409,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in exc.errors()
+        ]
+        first = errors[0] if errors else {"loc": [], "msg": "invalid input"}
+        where = ".".join(str(p) for p in first["loc"] if p != "body") or "body"
+        return JSONResponse(
+            error_body("invalid_input", f"{where}: {first['msg']}", errors=errors), 422
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if isinstance(exc.detail, dict) and "code" in exc.detail:
+            return JSONResponse({"detail": exc.detail}, exc.status_code)
+        code = HTTP_CODES.get(exc.status_code, "http_error")
+        return JSONResponse(error_body(code, str(exc.detail)), exc.status_code)

@@ -1,0 +1,24 @@
+"""Prometheus metrics of the manager, defined once at import (the registry is process-wide)."""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+TRANSITIONS = Counter(
+    "botfleet_transitions_total", "Bot status transitions", ["to", "reason", "source"]
+)
+LAUNCH_SECONDS = Histogram(
+    "botfleet_launch_seconds",
+    "Time the orchestrator took to launch a workload",
+    ["orchestrator"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+COMMANDS = Counter("botfleet_commands_total", "Commands issued to bots", ["action"])
+COMMAND_PUBLISH_FAILURES = Counter(
+    "botfleet_command_publish_failures_total", "Command publishes that Redis refused"
+)
+RECONCILER_REPAIRS = Counter(
+    "botfleet_reconciler_repairs_total", "Fixes made by the reconciler", ["reason"]
+)
+RECONCILER_ERRORS = Counter(
+    "botfleet_reconciler_errors_total", "Reconciler steps that raised", ["step"]
+)
+BOTS = Gauge("botfleet_bots", "Bots by status, as of the last reconciler tick", ["status"])

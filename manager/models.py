@@ -1,0 +1,198 @@
+"""Database tables. The bot row *is* the bot's state: there is no in-memory state machine."""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+TERMINAL_SQL = "status IN ('completed', 'failed')"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    """A time-ordered UUIDv7 string: ids sort by creation, which makes cursors simple."""
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | (rand >> 68 & 0xFFF) << 64
+    value |= 0b10 << 62 | rand & ((1 << 62) - 1)
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite forgets the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value
+
+
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    max_concurrent_bots: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    keys: Mapped[list[ApiKey]] = relationship(back_populates="user")
+
+
+class ApiKey(Base):
+    """An API key, stored as a SHA-256 hash (keys are long random strings, so no slow hash)."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    user: Mapped[User] = relationship(back_populates="keys")
+
+
+class Bot(Base):
+    __tablename__ = "bots"
+    __table_args__ = (
+        Index("ix_bots_user_created", "user_id", "id"),
+        Index("ix_bots_status", "status"),
+        # A dedup_key is unique among one user's live bots, enforced by the database.
+        Index(
+            "uq_bots_user_dedup_live",
+            "user_id",
+            "dedup_key",
+            unique=True,
+            postgresql_where=text(f"dedup_key IS NOT NULL AND NOT ({TERMINAL_SQL})"),
+            sqlite_where=text(f"dedup_key IS NOT NULL AND NOT ({TERMINAL_SQL})"),
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"))
+    status: Mapped[str] = mapped_column(String(16), default="requested")
+    status_reason: Mapped[str | None] = mapped_column(String(64))
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    orchestrator: Mapped[str] = mapped_column(String(16))
+    runtime_ref: Mapped[str | None] = mapped_column(String(200))
+
+    name: Mapped[str | None] = mapped_column(String(200))
+    bot: Mapped[str] = mapped_column(String(200))
+    image: Mapped[str | None] = mapped_column(String(300))
+    platform: Mapped[str | None] = mapped_column(String(64))
+    native_id: Mapped[str | None] = mapped_column(String(300))
+    config: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    config_version: Mapped[int] = mapped_column(Integer, default=1)
+    # Plain JSON for now; encryption at rest is the secrets issue's work.
+    secrets: Mapped[dict[str, str] | None] = mapped_column(JSONType)
+    labels: Mapped[dict[str, str]] = mapped_column(JSONType, default=dict)
+    dedup_key: Mapped[str | None] = mapped_column(String(200))
+    start_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    max_duration_s: Mapped[int | None] = mapped_column(Integer)
+    restart_max_retries: Mapped[int] = mapped_column(Integer, default=0)
+    restart_backoff_s: Mapped[float] = mapped_column(default=5.0)
+
+    token_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    stop_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    active_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class BotLabel(Base):
+    """Labels again as rows, so `?label=k:v` is an indexed join on every database."""
+
+    __tablename__ = "bot_labels"
+    __table_args__ = (Index("ix_bot_labels_kv", "key", "value"),)
+
+    bot_id: Mapped[str] = mapped_column(ForeignKey("bots.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[str] = mapped_column(String(300))
+
+
+class BotTransition(Base):
+    __tablename__ = "bot_transitions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    bot_id: Mapped[str] = mapped_column(ForeignKey("bots.id", ondelete="CASCADE"), index=True)
+    from_status: Mapped[str] = mapped_column(String(16))
+    to_status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[str] = mapped_column(Text, default="")
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Command(Base):
+    """A command to a bot. Stored before it is published; Redis only wakes the bot."""
+
+    __tablename__ = "commands"
+    __table_args__ = (
+        Index("ix_commands_bot_created", "bot_id", "id"),
+        Index("ix_commands_status", "status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    bot_id: Mapped[str] = mapped_column(ForeignKey("bots.id", ondelete="CASCADE"))
+    action: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    config: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    config_version: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    publish_count: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    acked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    next_publish_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)

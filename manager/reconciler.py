@@ -1,0 +1,342 @@
+"""The reconciler: compares the database with the orchestrator's view and repairs the difference.
+
+One small function per state, each re-reading the bot under its row lock before acting; one
+bot's error never stops the tick. It reaps only on positive proof of death (the engine says the
+workload exited, or a listing confirms it is gone): an engine that cannot be asked changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select
+
+from manager import metrics
+from manager.db import transaction
+from manager.lifecycle import TERMINAL, BotStatus, IllegalTransition, Source, transition
+from manager.models import Bot, Command, utcnow
+from manager.services import bots as bot_records
+from manager.services import commands as command_records
+from manager.services.fleet import Fleet
+from orchestrators.base import OrchestratorError, WorkloadState, WorkloadStatus
+
+log = logging.getLogger(__name__)
+S = BotStatus
+
+
+class Reconciler:
+    def __init__(self, fleet: Fleet) -> None:
+        self.fleet = fleet
+        self.settings = fleet.settings
+        self.orchestrator = fleet.orchestrator
+        self.last_errors: list[str] = []
+
+    # ---- driving ---------------------------------------------------------------------------
+
+    def run_once(self) -> None:
+        """One full pass; each step and each bot is isolated from the others' failures."""
+        self.last_errors = []
+        for step in (
+            self.reconcile_requested,
+            self.reconcile_starting,
+            self.reconcile_active,
+            self.reconcile_stopping,
+            self.reconcile_workloads,
+            self.reconcile_commands,
+            self.update_gauges,
+        ):
+            try:
+                step()
+            except Exception as exc:
+                metrics.RECONCILER_ERRORS.labels(step.__name__).inc()
+                self.last_errors.append(f"{step.__name__}: {exc}")
+                log.exception("reconciler step %s failed", step.__name__)
+
+    def _each(self, status: BotStatus, fix: Callable[[str], None]) -> None:
+        with self.fleet.sessions() as session:
+            ids = list(session.scalars(select(Bot.id).where(Bot.status == status.value)))
+        for bot_id in ids:
+            try:
+                fix(bot_id)
+            except IllegalTransition as exc:
+                log.info("bot %s changed underneath the reconciler: %s", bot_id, exc)
+            except Exception as exc:
+                metrics.RECONCILER_ERRORS.labels(f"reconcile_{status.value}").inc()
+                self.last_errors.append(f"{bot_id}: {exc}")
+                log.exception("reconciling bot %s failed", bot_id)
+
+    def _repair(
+        self,
+        bot_id: str,
+        expected: BotStatus,
+        target: BotStatus,
+        *,
+        reason: str,
+        detail: str = "",
+        exit_code: int | None = None,
+        source: Source = Source.RECONCILER,
+    ) -> None:
+        """Transition if the bot is still in `expected` (it may have moved meanwhile)."""
+        with transaction(self.fleet.sessions) as session:
+            bot = bot_records.lock_bot(session, bot_id)
+            if bot.status != expected:
+                log.info("bot %s is now %s; no %s repair", bot_id, bot.status, reason)
+                return
+            transition(
+                session,
+                bot,
+                target,
+                reason=reason,
+                source=source,
+                detail=detail,
+                exit_code=exit_code,
+            )
+        metrics.RECONCILER_REPAIRS.labels(reason).inc()
+        log.warning("bot %s: %s → %s (%s) %s", bot_id, expected, target, reason, detail)
+
+    def _read(self, bot_id: str) -> Bot:
+        with self.fleet.sessions() as session:
+            return bot_records.get_bot(session, bot_id, user_id=None)
+
+    def _older_than(self, moment: datetime | None, seconds: float) -> bool:
+        return moment is not None and moment < utcnow() - timedelta(seconds=seconds)
+
+    def confirmed_status(self, bot: Bot) -> WorkloadStatus | None:
+        """The workload's status when the engine positively knows it, else None.
+
+        A "not found" from inspect is confirmed by a listing before anyone acts on it.
+        """
+        if not bot.runtime_ref:
+            return None
+        try:
+            status = self.orchestrator.inspect(bot.runtime_ref)
+            if status.state == WorkloadState.NOT_FOUND:
+                listed = self.orchestrator.list_workloads({"botfleet.bot_id": bot.id})
+                if any(w.runtime_ref == bot.runtime_ref for w in listed):
+                    return None
+        except OrchestratorError as exc:
+            log.info("cannot inspect bot %s: %s", bot.id, exc)
+            return None
+        return status if status.state != WorkloadState.UNKNOWN else None
+
+    # ---- per-state steps -------------------------------------------------------------------
+
+    def reconcile_requested(self) -> None:
+        """Launch requested bots whose time has come (the POST's launch may have been lost in
+        a crash); give up on scheduled starts missed by too much."""
+
+        def fix(bot_id: str) -> None:
+            bot = self._read(bot_id)
+            if bot.start_at is not None and self._older_than(
+                bot.start_at, self.settings.schedule_miss_s
+            ):
+                self._repair(
+                    bot_id,
+                    S.REQUESTED,
+                    S.FAILED,
+                    reason="schedule_missed",
+                    source=Source.SCHEDULER,
+                    detail=f"start_at {bot.start_at.isoformat()} passed",
+                )
+                return
+            if bot.start_at is None or bot.start_at <= utcnow():
+                self.fleet.launch(bot_id)
+
+        self._each(S.REQUESTED, fix)
+
+    def reconcile_starting(self) -> None:
+        def fix(bot_id: str) -> None:
+            bot = self._read(bot_id)
+            if self._older_than(bot.started_at, self.settings.start_timeout_s):
+                self._force_stop(bot)
+                self._repair(
+                    bot_id,
+                    S.STARTING,
+                    S.FAILED,
+                    reason="start_timeout",
+                    detail=f"not started within {self.settings.start_timeout_s:g}s",
+                )
+                return
+            status = self.confirmed_status(bot)
+            if status is not None and status.is_gone:
+                self._repair(
+                    bot_id,
+                    S.STARTING,
+                    S.FAILED,
+                    reason="exited_before_started",
+                    exit_code=status.exit_code,
+                    detail=status.detail,
+                )
+
+        self._each(S.STARTING, fix)
+
+    def reconcile_active(self) -> None:
+        def fix(bot_id: str) -> None:
+            bot = self._read(bot_id)
+            status = self.confirmed_status(bot)
+            if status is not None and status.is_gone:
+                if status.exit_code == 0:
+                    self._repair(bot_id, S.ACTIVE, S.COMPLETED, reason="exited", exit_code=0)
+                else:
+                    self._repair(
+                        bot_id,
+                        S.ACTIVE,
+                        S.FAILED,
+                        reason="workload_vanished",
+                        exit_code=status.exit_code,
+                        detail=status.detail,
+                    )
+                return
+            if self._older_than(bot.last_heartbeat_at, self.settings.heartbeat_lost_after_s):
+                self._force_stop(bot)
+                self._repair(
+                    bot_id,
+                    S.ACTIVE,
+                    S.FAILED,
+                    reason="heartbeat_lost",
+                    detail=f"no heartbeat for {self.settings.heartbeat_lost_after_s:g}s",
+                )
+                return
+            if bot.max_duration_s and self._older_than(bot.active_at, bot.max_duration_s):
+                self.fleet.stop_bot(
+                    bot_id=bot_id, user_id=None, source=Source.SCHEDULER, reason="max_duration"
+                )
+
+        self._each(S.ACTIVE, fix)
+
+    def reconcile_stopping(self) -> None:
+        """A leaving bot gets the stop grace; then it is killed, and `completed` is recorded
+        only once the engine confirms the workload is gone."""
+
+        def fix(bot_id: str) -> None:
+            bot = self._read(bot_id)
+            if not bot.runtime_ref:
+                if self._older_than(bot.stop_requested_at, self.settings.stop_grace_s):
+                    self._repair(
+                        bot_id,
+                        S.STOPPING,
+                        S.COMPLETED,
+                        reason="cancelled",
+                        detail="no workload was launched",
+                    )
+                return
+            status = self.confirmed_status(bot)
+            if status is not None and status.is_gone:
+                code = status.exit_code
+                target = S.COMPLETED if code in (0, None) else S.FAILED
+                self._repair(
+                    bot_id,
+                    S.STOPPING,
+                    target,
+                    reason="exited",
+                    exit_code=code,
+                    detail=status.detail,
+                )
+                return
+            if self._older_than(bot.stop_requested_at, self.settings.stop_grace_s):
+                final = self._force_stop(bot)
+                if final is not None and final.is_gone:
+                    self._repair(
+                        bot_id,
+                        S.STOPPING,
+                        S.COMPLETED,
+                        reason="killed_after_grace",
+                        exit_code=final.exit_code,
+                        detail=f"did not leave within {self.settings.stop_grace_s:g}s",
+                    )
+
+        self._each(S.STOPPING, fix)
+
+    def _force_stop(self, bot: Bot) -> WorkloadStatus | None:
+        if not bot.runtime_ref:
+            return None
+        try:
+            return self.orchestrator.stop(bot.runtime_ref, grace_s=self.settings.kill_after_s)
+        except OrchestratorError as exc:
+            log.warning("could not stop bot %s: %s", bot.id, exc)
+            return None
+
+    # ---- workloads without a live record, and cleanup --------------------------------------
+
+    def reconcile_workloads(self) -> None:
+        """Stop orphans (botfleet workloads whose record is missing or ended, or an older
+        attempt's), and remove ended workloads once their exit code is recorded."""
+        workloads = self.orchestrator.list_workloads()
+        ids = {w.bot_id for w in workloads}
+        with self.fleet.sessions() as session:
+            rows = session.execute(
+                select(Bot.id, Bot.status, Bot.runtime_ref).where(Bot.id.in_(ids))
+            ).all()
+        records = {row.id: row for row in rows}
+        for workload in workloads:
+            record = records.get(workload.bot_id)
+            current = (
+                record is not None
+                and record.runtime_ref == workload.runtime_ref
+                and BotStatus(record.status) not in TERMINAL
+            )
+            if current:
+                continue
+            try:
+                if workload.status.is_gone:
+                    if record is not None and record.runtime_ref == workload.runtime_ref:
+                        self._record_exit_code(workload.bot_id, workload.status.exit_code)
+                    self.orchestrator.remove(workload.runtime_ref)
+                elif (
+                    record is None
+                    or BotStatus(record.status) in TERMINAL
+                    or (record.runtime_ref and record.runtime_ref != workload.runtime_ref)
+                ):
+                    log.warning(
+                        "stopping orphan workload %s of bot %s",
+                        workload.runtime_ref,
+                        workload.bot_id,
+                    )
+                    self.orchestrator.stop(workload.runtime_ref, grace_s=self.settings.kill_after_s)
+                    metrics.RECONCILER_REPAIRS.labels("orphan_stopped").inc()
+            except OrchestratorError as exc:
+                log.warning("workload %s: %s", workload.runtime_ref, exc)
+
+    def _record_exit_code(self, bot_id: str, exit_code: int | None) -> None:
+        if exit_code is None:
+            return
+        with transaction(self.fleet.sessions) as session:
+            bot = bot_records.lock_bot(session, bot_id)
+            if bot.exit_code is None and BotStatus(bot.status) in TERMINAL:
+                bot.exit_code = exit_code
+
+    # ---- commands ----------------------------------------------------------------------------
+
+    def reconcile_commands(self) -> None:
+        """Re-publish unacknowledged commands with backoff; expire the overdue and those of
+        ended bots."""
+        now = utcnow()
+        with transaction(self.fleet.sessions) as session:
+            open_commands = session.execute(
+                select(Command, Bot.status)
+                .join(Bot, Bot.id == Command.bot_id)
+                .where(Command.status.in_(command_records.OPEN_STATUSES))
+            ).all()
+            due: list[Command] = []
+            for command, bot_status in open_commands:
+                if command.expires_at <= now or BotStatus(bot_status) in TERMINAL:
+                    command.status = "expired"
+                    command.error = (
+                        "the bot ended first"
+                        if BotStatus(bot_status) in TERMINAL
+                        else "not acknowledged in time"
+                    )
+                elif command.next_publish_at is None or command.next_publish_at <= now:
+                    due.append(command)
+        for command in due:
+            self.fleet.publish(command)
+
+    def update_gauges(self) -> None:
+        with self.fleet.sessions() as session:
+            counts = dict(
+                session.execute(select(Bot.status, func.count()).group_by(Bot.status)).all()
+            )
+        for status in BotStatus:
+            metrics.BOTS.labels(status.value).set(counts.get(status.value, 0))

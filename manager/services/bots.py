@@ -1,0 +1,188 @@
+"""Bot records: create, read, list, and the row lock every status change goes through."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Sequence
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from manager.errors import Conflict, Invalid, NotFound, TooMany
+from manager.lifecycle import LIVE, TERMINAL, BotStatus, Source, transition
+from manager.models import Bot, BotLabel, BotTransition, User, new_id
+from manager.schemas import BotCreate
+from manager.services.users import get_user
+
+LIVE_VALUES = [s.value for s in LIVE]
+
+
+def lock_bot(session: Session, bot_id: str, *, user_id: str | None = None) -> Bot:
+    """Load the bot with its row locked until the transaction ends (PostgreSQL `FOR UPDATE`;
+    SQLite transactions are already exclusive). A foreign bot is reported as not found."""
+    query = select(Bot).where(Bot.id == bot_id).with_for_update()
+    if user_id is not None:
+        query = query.where(Bot.user_id == user_id)
+    bot = session.scalar(query)
+    if bot is None:
+        raise NotFound("bot_not_found", f"no bot {bot_id}")
+    return bot
+
+
+def get_bot(session: Session, bot_id: str, *, user_id: str | None) -> Bot:
+    query = select(Bot).where(Bot.id == bot_id)
+    if user_id is not None:
+        query = query.where(Bot.user_id == user_id)
+    bot = session.scalar(query)
+    if bot is None:
+        raise NotFound("bot_not_found", f"no bot {bot_id}")
+    return bot
+
+
+def create_bot(session: Session, *, user_id: str, data: BotCreate, orchestrator: str) -> Bot:
+    """Insert a `requested` bot, within the user's limit.
+
+    The user's row is locked first, so concurrent creations for one user queue here and the
+    count below cannot be stale: no check-then-insert race. A limit of 0 means no bots.
+    """
+    user: User = get_user(session, user_id, for_update=True)
+    live = session.scalar(
+        select(func.count())
+        .select_from(Bot)
+        .where(Bot.user_id == user.id, Bot.status.in_(LIVE_VALUES))
+    )
+    if (live or 0) >= user.max_concurrent_bots:
+        raise TooMany(
+            "concurrency_limit",
+            f"{live} of {user.max_concurrent_bots} concurrent bots are running; "
+            "stop one or ask for a higher limit",
+            limit=user.max_concurrent_bots,
+        )
+    if data.dedup_key is not None:
+        _refuse_duplicate(session, user_id=user.id, dedup_key=data.dedup_key)
+    restart = data.restart
+    bot = Bot(
+        id=new_id(),
+        user_id=user.id,
+        status=BotStatus.REQUESTED.value,
+        status_reason="created",
+        orchestrator=orchestrator,
+        name=data.name,
+        bot=data.bot,
+        image=data.image,
+        platform=data.platform,
+        native_id=data.native_id,
+        config=data.config,
+        config_version=1,
+        secrets=data.secrets or None,
+        labels=data.labels,
+        dedup_key=data.dedup_key,
+        start_at=data.start_at,
+        max_duration_s=data.max_duration_s,
+        restart_max_retries=restart.max_retries if restart else 0,
+        restart_backoff_s=restart.backoff_s if restart else 5.0,
+    )
+    session.add(bot)
+    session.add_all(BotLabel(bot_id=bot.id, key=k, value=v) for k, v in data.labels.items())
+    try:
+        session.flush()
+    except IntegrityError as exc:
+        if "uq_bots_user_dedup_live" not in str(exc.orig):
+            raise
+        # The partial unique index caught a duplicate that raced past the check above.
+        raise Conflict("duplicate_bot", "a live bot with this dedup_key exists") from exc
+    return bot
+
+
+def _refuse_duplicate(session: Session, *, user_id: str, dedup_key: str) -> None:
+    existing = session.scalar(
+        select(Bot.id).where(
+            Bot.user_id == user_id, Bot.dedup_key == dedup_key, Bot.status.in_(LIVE_VALUES)
+        )
+    )
+    if existing:
+        raise Conflict(
+            "duplicate_bot", f"bot {existing} already runs with this dedup_key", bot_id=existing
+        )
+
+
+def encode_cursor(bot_id: str) -> str:
+    return base64.urlsafe_b64encode(bot_id.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    try:
+        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError) as exc:
+        raise Invalid("invalid_cursor", "cursor is not one this API returned") from exc
+
+
+def parse_label_filters(raw: Sequence[str]) -> list[tuple[str, str]]:
+    pairs = []
+    for item in raw:
+        key, sep, value = item.partition(":")
+        if not sep or not key:
+            raise Invalid("invalid_label_filter", f"label filter {item!r} must look like key:value")
+        pairs.append((key, value))
+    return pairs
+
+
+def list_bots(
+    session: Session,
+    *,
+    user_id: str | None,
+    statuses: Sequence[str] = (),
+    labels: Sequence[tuple[str, str]] = (),
+    limit: int = 50,
+    cursor: str | None = None,
+) -> tuple[list[Bot], str | None]:
+    """A page of bots, newest first (ids are time-ordered), and the cursor of the next page."""
+    unknown = set(statuses) - {s.value for s in BotStatus}
+    if unknown:
+        raise Invalid("invalid_status", f"unknown status {sorted(unknown)[0]!r}")
+    query = select(Bot)
+    if user_id is not None:
+        query = query.where(Bot.user_id == user_id)
+    if statuses:
+        query = query.where(Bot.status.in_(list(statuses)))
+    for key, value in labels:
+        query = query.where(
+            select(BotLabel.bot_id)
+            .where(BotLabel.bot_id == Bot.id, BotLabel.key == key, BotLabel.value == value)
+            .exists()
+        )
+    if cursor:
+        query = query.where(Bot.id < decode_cursor(cursor))
+    rows = list(session.scalars(query.order_by(Bot.id.desc()).limit(limit + 1)))
+    next_cursor = encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
+    return rows[:limit], next_cursor
+
+
+def list_transitions(session: Session, bot_id: str) -> list[BotTransition]:
+    return list(
+        session.scalars(
+            select(BotTransition).where(BotTransition.bot_id == bot_id).order_by(BotTransition.id)
+        )
+    )
+
+
+def cancel_or_begin_stop(session: Session, bot: Bot, *, source: Source, reason: str) -> bool:
+    """Record a stop on a locked bot. Returns True when the running workload must be told to
+    leave, False when nothing more is needed (cancelled before launch, already stopping/ended).
+
+    The stop is stored before anything else happens, so a launch in flight sees it.
+    """
+    status = BotStatus(bot.status)
+    if status == BotStatus.REQUESTED:
+        transition(session, bot, BotStatus.COMPLETED, reason="cancelled", source=source)
+        return False
+    if status in (BotStatus.STARTING, BotStatus.ACTIVE):
+        transition(session, bot, BotStatus.STOPPING, reason=reason, source=source)
+        return True
+    return False  # stopping or ended: stop is idempotent
+
+
+def is_terminal(bot: Bot) -> bool:
+    return BotStatus(bot.status) in TERMINAL

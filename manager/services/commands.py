@@ -1,0 +1,153 @@
+"""Commands to bots: stored first, then published; acknowledged by the bot.
+
+The database holds the desired state; Redis only wakes the bot. An unacknowledged command is
+re-published with backoff until it expires, and the runtime reads pending commands when it
+(re)connects, so a lost message never loses a command.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from bot_runtime.protocol import ACTION_LEAVE, ACTION_RECONFIGURE, CommandMessage
+from manager import metrics
+from manager.errors import NotFound
+from manager.lifecycle import BotStatus, IllegalTransition
+from manager.models import Bot, Command, utcnow
+
+OPEN_STATUSES = ("pending", "delivered")
+
+
+def create_command(
+    session: Session,
+    bot: Bot,
+    *,
+    action: str,
+    ttl_s: float,
+    retry_s: float,
+    config: dict[str, Any] | None = None,
+    config_version: int | None = None,
+) -> Command:
+    now = utcnow()
+    command = Command(
+        bot_id=bot.id,
+        action=action,
+        status="pending",
+        config=config,
+        config_version=config_version,
+        created_at=now,
+        next_publish_at=now + timedelta(seconds=retry_s),
+        expires_at=now + timedelta(seconds=ttl_s),
+    )
+    session.add(command)
+    session.flush()
+    metrics.COMMANDS.labels(action=action).inc()
+    return command
+
+
+def create_reconfigure(
+    session: Session, bot: Bot, *, config: dict[str, Any], ttl_s: float, retry_s: float
+) -> Command:
+    """A reconfigure for a locked bot that is `starting` or `active`, with the next version.
+
+    The bot's own `config` changes only when the bot acknowledges it: it always says what runs.
+    """
+    if bot.status not in (BotStatus.STARTING, BotStatus.ACTIVE):
+        raise IllegalTransition(bot.id, bot.status, "reconfigure")
+    highest = session.scalar(
+        select(func.max(Command.config_version)).where(Command.bot_id == bot.id)
+    )
+    version = max(bot.config_version, highest or 0) + 1
+    return create_command(
+        session,
+        bot,
+        action=ACTION_RECONFIGURE,
+        config=config,
+        config_version=version,
+        ttl_s=ttl_s,
+        retry_s=retry_s,
+    )
+
+
+def create_leave(session: Session, bot: Bot, *, ttl_s: float, retry_s: float) -> Command:
+    return create_command(session, bot, action=ACTION_LEAVE, ttl_s=ttl_s, retry_s=retry_s)
+
+
+def to_message(command: Command) -> CommandMessage:
+    return CommandMessage(
+        id=command.id,
+        action=command.action,
+        issued_at=command.created_at.isoformat(),
+        config=command.config,
+        config_version=command.config_version,
+    )
+
+
+def list_commands(session: Session, bot_id: str) -> list[Command]:
+    return list(
+        session.scalars(select(Command).where(Command.bot_id == bot_id).order_by(Command.id.desc()))
+    )
+
+
+def get_command(session: Session, bot_id: str, command_id: str) -> Command:
+    command = session.scalar(
+        select(Command).where(Command.bot_id == bot_id, Command.id == command_id)
+    )
+    if command is None:
+        raise NotFound("command_not_found", f"no command {command_id} for bot {bot_id}")
+    return command
+
+
+def pending_commands(session: Session, bot_id: str) -> list[Command]:
+    """Commands the bot has not acknowledged and that have not expired, oldest first."""
+    return list(
+        session.scalars(
+            select(Command)
+            .where(
+                Command.bot_id == bot_id,
+                Command.status.in_(OPEN_STATUSES),
+                Command.expires_at > utcnow(),
+            )
+            .order_by(Command.id)
+        )
+    )
+
+
+def mark_published(command: Command, *, receivers: int, retry_s: float, now: datetime) -> None:
+    """Note a publish; the next one waits exponentially longer (capped at 5 minutes)."""
+    command.publish_count += 1
+    if receivers > 0 and command.status == "pending":
+        command.status = "delivered"
+        command.delivered_at = now
+    delay = min(retry_s * 2 ** (command.publish_count - 1), 300.0)
+    command.next_publish_at = now + timedelta(seconds=delay)
+
+
+def record_ack(
+    session: Session, bot: Bot, command_id: str, *, ok: bool, error: str | None
+) -> Command:
+    """Store the bot's answer. Acks are idempotent: the first answer stands."""
+    command = session.scalar(
+        select(Command).where(Command.bot_id == bot.id, Command.id == command_id).with_for_update()
+    )
+    if command is None:
+        raise NotFound("command_not_found", f"no command {command_id} for bot {bot.id}")
+    if command.status in ("acked", "failed"):
+        return command
+    now = utcnow()
+    command.status = "acked" if ok else "failed"
+    command.error = None if ok else (error or "refused by the bot")
+    command.acked_at = now
+    if command.delivered_at is None:
+        command.delivered_at = now
+    if ok and command.action == ACTION_RECONFIGURE and command.config is not None:
+        version = command.config_version or 0
+        if version > bot.config_version:
+            bot.config = command.config
+            bot.config_version = version
+            bot.updated_at = now
+    return command

@@ -1,0 +1,237 @@
+"""The fleet: the service that turns API requests into database changes and workload actions.
+
+Database first, side effects second: every method commits what the user asked for before it
+touches Redis or the orchestrator, so a crash or an unreachable Redis never loses a request; the
+reconciler finishes whatever a side effect could not.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import redis
+from sqlalchemy.orm import Session, sessionmaker
+
+from bot_runtime.protocol import command_channel
+from manager import metrics
+from manager.bus import CommandBus
+from manager.config import Settings
+from manager.db import transaction
+from manager.lifecycle import TERMINAL, BotStatus, Source, transition
+from manager.models import Bot, Command, utcnow
+from manager.schemas import BotCreate
+from manager.security import BOT_TOKEN_PREFIX, digest, new_secret
+from manager.services import bots as bot_records
+from manager.services import commands as command_records
+from orchestrators.base import LaunchSpec, Orchestrator, OrchestratorError
+
+log = logging.getLogger(__name__)
+
+
+class Fleet:
+    def __init__(
+        self,
+        *,
+        sessions: sessionmaker[Session],
+        orchestrator: Orchestrator,
+        bus: CommandBus,
+        settings: Settings,
+    ) -> None:
+        self.sessions = sessions
+        self.orchestrator = orchestrator
+        self.bus = bus
+        self.settings = settings
+        # Engines' SDKs block, so launches and stops run on these threads, off the event loop.
+        self._pool = ThreadPoolExecutor(settings.launch_workers, thread_name_prefix="fleet")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _submit(self, fn: Any, *args: Any) -> None:
+        def run() -> None:
+            try:
+                fn(*args)
+            except Exception:
+                log.exception("background %s%r failed", fn.__name__, args)
+
+        self._pool.submit(run)
+
+    # ---- requests from the API -------------------------------------------------------------
+
+    def start_bot(self, *, user_id: str, data: BotCreate) -> Bot:
+        with transaction(self.sessions) as session:
+            bot = bot_records.create_bot(
+                session, user_id=user_id, data=data, orchestrator=self.orchestrator.name
+            )
+        if bot.start_at is None or bot.start_at <= utcnow():
+            self._submit(self.launch, bot.id)
+        return bot
+
+    def stop_bot(
+        self,
+        *,
+        bot_id: str,
+        user_id: str | None,
+        source: Source = Source.API,
+        reason: str = "stop_requested",
+    ) -> Bot:
+        """Record the stop, then ask the bot to leave. Works with Redis down: the leave is
+        stored, and the workload is signalled through the orchestrator instead."""
+        with transaction(self.sessions) as session:
+            bot = bot_records.lock_bot(session, bot_id, user_id=user_id)
+            leave: Command | None = None
+            if bot_records.cancel_or_begin_stop(session, bot, source=source, reason=reason):
+                leave = command_records.create_leave(
+                    session,
+                    bot,
+                    ttl_s=self.settings.command_ttl_s,
+                    retry_s=self.settings.command_retry_s,
+                )
+        if leave is not None and not self.publish(leave) and bot.runtime_ref:
+            self._submit(self.terminate, bot.id)
+        return bot
+
+    def reconfigure(self, *, bot_id: str, user_id: str, config: dict[str, Any]) -> Command:
+        with transaction(self.sessions) as session:
+            bot = bot_records.lock_bot(session, bot_id, user_id=user_id)
+            command = command_records.create_reconfigure(
+                session,
+                bot,
+                config=config,
+                ttl_s=self.settings.command_ttl_s,
+                retry_s=self.settings.command_retry_s,
+            )
+        self.publish(command)
+        with self.sessions() as session:
+            return command_records.get_command(session, bot_id, command.id)
+
+    # ---- commands ----------------------------------------------------------------------------
+
+    def publish(self, command: Command) -> bool:
+        """Wake the bot up over Redis. False when Redis refused; the command stays stored and
+        the reconciler publishes it again."""
+        message = command_records.to_message(command)
+        try:
+            receivers = self.bus.publish(command.bot_id, message)
+        except redis.RedisError as exc:
+            metrics.COMMAND_PUBLISH_FAILURES.inc()
+            log.warning(
+                "could not publish %s to %s: %s",
+                command.action,
+                command_channel(command.bot_id),
+                exc,
+            )
+            return False
+        with transaction(self.sessions) as session:
+            row = session.get(Command, command.id, with_for_update=True)
+            if row is not None:
+                command_records.mark_published(
+                    row,
+                    receivers=receivers,
+                    retry_s=self.settings.command_retry_s,
+                    now=utcnow(),
+                )
+        return True
+
+    # ---- workloads ---------------------------------------------------------------------------
+
+    def launch(self, bot_id: str) -> None:
+        """Launch a `requested` bot. The status is checked under the row lock right before
+        launching, so a stop recorded meanwhile wins and nothing is started."""
+        with transaction(self.sessions) as session:
+            bot = bot_records.lock_bot(session, bot_id)
+            if bot.status != BotStatus.REQUESTED:
+                log.info("bot %s is %s, not launching", bot_id, bot.status)
+                return
+            if bot.start_at is not None and bot.start_at > utcnow():
+                return
+            token = new_secret(BOT_TOKEN_PREFIX)
+            bot.token_hash = digest(token)
+            bot.attempt += 1
+            bot.runtime_ref = None
+            transition(
+                session, bot, BotStatus.STARTING, reason="launching", source=Source.ORCHESTRATOR
+            )
+            spec = self.launch_spec(bot, token)
+        self._launch_workload(spec)
+
+    def launch_spec(self, bot: Bot, token: str) -> LaunchSpec:
+        """The runtime's environment of CONTRACT.md, and nothing else."""
+        settings = self.settings
+        env = {
+            "BOTFLEET_BOT_ID": bot.id,
+            "BOTFLEET_BOT_TOKEN": token,
+            "BOTFLEET_CALLBACK_URL": settings.resolved_callback_url(),
+            "BOTFLEET_REDIS_URL": settings.bot_redis_url or settings.redis_url or "",
+            "BOTFLEET_COMMAND_CHANNEL": command_channel(bot.id),
+            "BOTFLEET_BOT": bot.bot,
+            "BOTFLEET_BOT_CONFIG": json.dumps(bot.config),
+            "BOTFLEET_HEARTBEAT_S": str(settings.heartbeat_s),
+        }
+        if bot.secrets:
+            env["BOTFLEET_BOT_SECRETS"] = json.dumps(bot.secrets)
+        return LaunchSpec(
+            bot_id=bot.id,
+            user_id=bot.user_id,
+            attempt=bot.attempt,
+            image=bot.image or None,
+            env=env,
+            labels=dict(bot.labels or {}),
+        )
+
+    def _launch_workload(self, spec: LaunchSpec) -> None:
+        began = time.monotonic()
+        try:
+            ref = self.orchestrator.launch(spec)
+        except OrchestratorError as exc:
+            self._launch_failed(spec, exc.code, str(exc))
+            return
+        except Exception as exc:  # an SDK bug must not leave the bot stuck in `starting`
+            log.exception("launch of bot %s raised", spec.bot_id)
+            self._launch_failed(spec, "launch_error", f"{type(exc).__name__}: {exc}")
+            return
+        metrics.LAUNCH_SECONDS.labels(self.orchestrator.name).observe(time.monotonic() - began)
+        with transaction(self.sessions) as session:
+            bot = bot_records.lock_bot(session, spec.bot_id)
+            if bot.attempt == spec.attempt:
+                bot.runtime_ref = ref
+            ended = BotStatus(bot.status) in TERMINAL
+        if ended:  # failed or cancelled while the engine was busy: nothing may keep running
+            self.orchestrator.stop(ref, grace_s=self.settings.stop_grace_s)
+
+    def _launch_failed(self, spec: LaunchSpec, code: str, message: str) -> None:
+        log.warning("launch of bot %s failed (%s): %s", spec.bot_id, code, message)
+        with transaction(self.sessions) as session:
+            bot = bot_records.lock_bot(session, spec.bot_id)
+            if bot.attempt != spec.attempt:
+                return
+            if bot.status == BotStatus.STARTING:
+                transition(
+                    session,
+                    bot,
+                    BotStatus.FAILED,
+                    reason=code,
+                    source=Source.ORCHESTRATOR,
+                    detail=message,
+                )
+            elif bot.status == BotStatus.STOPPING:
+                transition(
+                    session,
+                    bot,
+                    BotStatus.COMPLETED,
+                    reason="cancelled",
+                    source=Source.ORCHESTRATOR,
+                    detail=message,
+                )
+
+    def terminate(self, bot_id: str) -> None:
+        """Signal the workload to leave (SIGTERM or the engine's equivalent), kill after the
+        stop grace. The status follows from the runtime's callback or the reconciler."""
+        with self.sessions() as session:
+            ref = bot_records.get_bot(session, bot_id, user_id=None).runtime_ref
+        if ref:
+            self.orchestrator.stop(ref, grace_s=self.settings.stop_grace_s)

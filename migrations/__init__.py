@@ -1,0 +1,1 @@
+"""Alembic migrations of the manager's database (run by `botfleet migrate` / `serve`)."""

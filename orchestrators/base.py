@@ -1,0 +1,177 @@
+"""The contract every orchestrator backend implements.
+
+The manager sees bots' workloads only through this interface. A backend launches a workload from
+a `LaunchSpec`, stops it, and reports on it with one health vocabulary (`WorkloadState`), so the
+reconciler never needs to know which engine is underneath.
+
+Two failures must never be confused (lesson paid for by peers whose reapers killed healthy bots):
+`WorkloadNotFound` means the engine positively says the workload is gone; `BackendUnavailable`
+means the engine could not be asked. Never turn the second into the first.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+#: Labels every backend attaches to a workload so it can be listed and traced back to its record.
+LABEL_MANAGED = "botfleet.managed"
+LABEL_BOT_ID = "botfleet.bot_id"
+LABEL_USER_ID = "botfleet.user_id"
+LABEL_ATTEMPT = "botfleet.attempt"
+
+
+class OrchestratorError(Exception):
+    """Base class of the errors a backend raises; `code` is a stable snake_case reason."""
+
+    code = "orchestrator_error"
+
+
+class LaunchFailed(OrchestratorError):
+    """The engine refused to start the workload (bad image, bad entrypoint, no resources)."""
+
+    def __init__(self, message: str, *, code: str = "launch_failed") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class WorkloadNotFound(OrchestratorError):
+    """The engine positively reports that this workload does not exist (any more)."""
+
+    code = "workload_not_found"
+
+
+class BackendUnavailable(OrchestratorError):
+    """The engine could not be reached or did not answer: nothing is known about the workload."""
+
+    code = "backend_unavailable"
+
+
+class CapabilityNotSupported(OrchestratorError):
+    """The backend cannot do this at all; the message says what to use instead."""
+
+    code = "not_supported"
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Per-bot resource limits; a backend applies the ones its engine understands."""
+
+    cpus: float | None = None
+    memory_mb: int | None = None
+    pids: int | None = None
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """Everything a backend needs to start one bot attempt.
+
+    Frozen and passed whole, so that adding a field never breaks a backend's signature.
+    `env` carries the runtime environment of CONTRACT.md, secrets included: a backend must hand it
+    to the workload only, never put it in labels, metadata or logs.
+    """
+
+    bot_id: str
+    user_id: str
+    attempt: int
+    image: str | None
+    env: Mapping[str, str]
+    labels: Mapping[str, str] = field(default_factory=dict)
+    resources: Resources = field(default_factory=Resources)
+
+    def workload_labels(self) -> dict[str, str]:
+        """User labels plus the botfleet labels that identify the workload (ours win)."""
+        return {
+            **{f"botfleet.label.{k}": v for k, v in self.labels.items()},
+            LABEL_MANAGED: "true",
+            LABEL_BOT_ID: self.bot_id,
+            LABEL_USER_ID: self.user_id,
+            LABEL_ATTEMPT: str(self.attempt),
+        }
+
+
+class WorkloadState(enum.StrEnum):
+    """One health vocabulary for all engines."""
+
+    PENDING = "pending"  # accepted by the engine, not running yet
+    RUNNING = "running"
+    EXITED = "exited"  # finished; `exit_code` says how, when the engine knows
+    NOT_FOUND = "not_found"  # the engine positively has no such workload
+    UNKNOWN = "unknown"  # the engine answered, but in a way we cannot map
+
+
+@dataclass(frozen=True)
+class WorkloadStatus:
+    """What the engine says about one workload right now."""
+
+    state: WorkloadState
+    exit_code: int | None = None
+    detail: str = ""
+
+    @property
+    def is_gone(self) -> bool:
+        """True only on positive proof that nothing runs any more."""
+        return self.state in (WorkloadState.EXITED, WorkloadState.NOT_FOUND)
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One workload as seen in a listing: its reference, its labels and its status."""
+
+    runtime_ref: str
+    bot_id: str
+    labels: Mapping[str, str]
+    status: WorkloadStatus
+
+
+class Orchestrator(abc.ABC):
+    """A backend that runs one workload per bot attempt.
+
+    `runtime_ref` is the backend's own handle (a pid, a container id, a job id) as a string; the
+    manager stores it on the bot and hands it back unchanged. Methods are synchronous because the
+    engines' SDKs are; the manager calls them from worker threads, never from the event loop.
+    """
+
+    #: The name used in settings (`BOTFLEET_ORCHESTRATOR`) and stored on each bot.
+    name: ClassVar[str]
+
+    @abc.abstractmethod
+    def launch(self, spec: LaunchSpec) -> str:
+        """Start the workload; return its runtime_ref. Raises LaunchFailed or BackendUnavailable."""
+
+    @abc.abstractmethod
+    def stop(self, runtime_ref: str, *, grace_s: float) -> WorkloadStatus:
+        """Ask the workload to end (SIGTERM or equivalent), kill it after `grace_s`.
+
+        Returns the final status. Stopping a workload that is already gone is not an error.
+        """
+
+    @abc.abstractmethod
+    def inspect(self, runtime_ref: str) -> WorkloadStatus:
+        """The workload's current status. Raises BackendUnavailable if the engine cannot tell."""
+
+    @abc.abstractmethod
+    def list_workloads(self, labels: Mapping[str, str] | None = None) -> list[Workload]:
+        """Every botfleet workload the engine knows (matching `labels`), live or exited."""
+
+    def remove(self, runtime_ref: str) -> None:  # noqa: B027 - optional capability
+        """Forget an ended workload once its exit code and logs are recorded (no-op by default)."""
+
+    @property
+    def supports_logs(self) -> bool:
+        return False
+
+    def logs(self, runtime_ref: str, *, bot_id: str, tail: int) -> str:
+        """The workload's most recent output lines."""
+        raise CapabilityNotSupported(
+            f"the {self.name} backend keeps no logs; read them from the engine itself"
+        )
+
+    def check_health(self) -> None:  # noqa: B027 - most engines have nothing to check
+        """Raise BackendUnavailable if the engine cannot be used now (for /readyz)."""
+
+    def close(self) -> None:  # noqa: B027
+        """Release clients and threads on manager shutdown; workloads keep running."""

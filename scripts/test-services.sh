@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs (where missing) and starts the real services the test suite talks to:
+# PostgreSQL on 127.0.0.1:5432 with a `botfleet` superuser, and the redis-server binary
+# (the tests start their own redis-server processes on loopback ports).
+set -euo pipefail
+
+need_apt=()
+command -v pg_ctlcluster >/dev/null 2>&1 && ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 \
+  || need_apt+=(postgresql)
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+if ((${#need_apt[@]})); then
+  echo "test-services: installing ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+pg_version=$(ls /usr/lib/postgresql | sort -V | tail -1)
+if ! pg_lsclusters -h | awk '{print $1" "$2}' | grep -q "^${pg_version} main$"; then
+  pg_createcluster "$pg_version" main >/dev/null
+fi
+if ! pg_lsclusters -h | awk '$1=="'"$pg_version"'" && $2=="main" {print $4}' | grep -q online; then
+  pg_ctlcluster "$pg_version" main start
+fi
+for _ in $(seq 1 50); do
+  pg_isready -q -h 127.0.0.1 -p 5432 && break
+  sleep 0.2
+done
+pg_isready -h 127.0.0.1 -p 5432
+
+su postgres -c "psql -qtAc \"SELECT 1 FROM pg_roles WHERE rolname='botfleet'\"" | grep -q 1 \
+  || su postgres -c "psql -qc \"CREATE ROLE botfleet LOGIN SUPERUSER PASSWORD 'botfleet'\""
+# Many managers and bots connect at once in the tests.
+current=$(su postgres -c "psql -qtAc 'SHOW max_connections'")
+if [ "$current" -lt 500 ]; then
+  su postgres -c "psql -qc 'ALTER SYSTEM SET max_connections = 500'"
+  pg_ctlcluster "$pg_version" main restart
+  for _ in $(seq 1 50); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 0.2; done
+fi
+echo "test-services: PostgreSQL $pg_version on 127.0.0.1:5432, redis-server at $(command -v redis-server)"

@@ -1,0 +1,246 @@
+"""Test helpers: real services (PostgreSQL, Redis) and a real manager process on loopback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+
+PG_ADMIN = os.environ.get(
+    "BOTFLEET_TEST_PG", "postgresql://botfleet:botfleet@127.0.0.1:5432/postgres"
+)
+ADMIN_TOKEN = "test-admin-token"
+REPO = Path(__file__).resolve().parent.parent
+
+
+def database_kind() -> str:
+    return os.environ.get("BOTFLEET_TEST_DATABASE", "postgresql")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def fresh_database_url(tmp: Path) -> str:
+    """A new, empty database of the kind under test."""
+    if database_kind() == "sqlite":
+        return f"sqlite:///{tmp / f'bf-{uuid.uuid4().hex[:8]}.db'}"
+    name = f"bf_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+    return f"{base}/{name}"
+
+
+class RedisServer:
+    """A real redis-server on a loopback port; can be stopped and started again."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [
+                "redis-server",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_until(lambda: _port_open(self.port), timeout=10, what="redis-server")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def wait_until(
+    predicate: Callable[[], Any], *, timeout: float = 30, interval: float = 0.1, what: str = ""
+) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+# Short budgets so the suite runs fast; every timeout is still derived from them.
+FAST_SETTINGS = {
+    "BOTFLEET_HEARTBEAT_S": "1",
+    "BOTFLEET_HEARTBEATS_MISSED": "5",
+    "BOTFLEET_RECONCILE_INTERVAL_S": "0.5",
+    "BOTFLEET_STOP_GRACE_S": "4",
+    "BOTFLEET_KILL_AFTER_S": "2",
+    "BOTFLEET_START_TIMEOUT_S": "60",
+    "BOTFLEET_COMMAND_RETRY_S": "1",
+}
+
+
+@dataclass
+class Manager:
+    """A real `botfleet serve` process, as a user would run it."""
+
+    data_dir: Path
+    database_url: str
+    redis_url: str
+    extra_env: dict[str, str] = field(default_factory=dict)
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "manager.log"
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BOTFLEET_")}
+        env.update(FAST_SETTINGS)
+        env.update(
+            BOTFLEET_PORT=str(self.port),
+            BOTFLEET_HOST="127.0.0.1",
+            BOTFLEET_DATA_DIR=str(self.data_dir),
+            BOTFLEET_DATABASE_URL=self.database_url,
+            BOTFLEET_REDIS_URL=self.redis_url,
+            BOTFLEET_ADMIN_TOKEN=ADMIN_TOKEN,
+            BOTFLEET_ORCHESTRATOR="process",
+        )
+        env.update(self.extra_env)
+        return env
+
+    def start(self) -> Manager:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "manager", "serve", "--log-level", "info"],
+            env=self.env(),
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_until(self._healthy, timeout=60, what=f"manager on {self.url}")
+        return self
+
+    def _healthy(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(f"manager exited: {self.log_tail()}")
+        try:
+            return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text().splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def admin(self) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=30
+        )
+
+    def new_user(self, *, max_bots: int = 20) -> tuple[dict[str, Any], httpx.Client]:
+        with self.admin() as admin:
+            name = f"user-{uuid.uuid4().hex[:10]}"
+            response = admin.post(
+                "/admin/users", json={"name": name, "max_concurrent_bots": max_bots}
+            )
+            assert response.status_code == 201, response.text
+        user = response.json()
+        client = httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {user['api_key']}"}, timeout=30
+        )
+        return user, client
+
+
+def wait_for_status(
+    client: httpx.Client, bot_id: str, statuses: Iterable[str], *, timeout: float = 45
+) -> dict[str, Any]:
+    wanted = set(statuses)
+    last: dict[str, Any] = {}
+
+    def reached() -> bool:
+        nonlocal last
+        last = client.get(f"/bots/{bot_id}").json()
+        return last.get("status") in wanted
+
+    try:
+        wait_until(reached, timeout=timeout, interval=0.1, what=f"bot {bot_id} in {wanted}")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; last seen {last}") from None
+    return last
+
+
+def wait_for_command(
+    client: httpx.Client,
+    bot_id: str,
+    command_id: str,
+    statuses: Iterable[str],
+    *,
+    timeout: float = 30,
+) -> dict[str, Any]:
+    wanted = set(statuses)
+    return wait_until(
+        lambda: (
+            (c := client.get(f"/bots/{bot_id}/commands/{command_id}").json())["status"] in wanted
+            and c
+        ),
+        timeout=timeout,
+        what=f"command {command_id} in {wanted}",
+    )
+
+
+def transitions(client: httpx.Client, bot_id: str) -> list[tuple[str, str, str, str]]:
+    rows = client.get(f"/bots/{bot_id}/transitions").json()
+    return [(r["from"], r["to"], r["reason"], r["source"]) for r in rows]

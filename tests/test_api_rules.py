@@ -1,0 +1,209 @@
+"""The rules of the public API: auth, ownership, limits, illegal moves and bad input."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support import Manager, transitions, wait_for_status
+
+LATER = "2099-01-01T00:00:00Z"  # a scheduled start keeps a bot `requested`, with no process
+
+
+def bot_token(runtime_ref: str) -> str:
+    """Read a running bot's own token from its process environment, as the bot sees it."""
+    pid = runtime_ref.split("-")[0]
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    values = dict(item.decode().split("=", 1) for item in environ if b"=" in item)
+    return values["BOTFLEET_BOT_TOKEN"]
+
+
+def test_no_or_bad_key_is_401(manager: Manager) -> None:
+    assert httpx.get(f"{manager.url}/bots").status_code == 401
+    response = httpx.get(f"{manager.url}/bots", headers={"Authorization": "Bearer nope"})
+    assert response.status_code == 401
+    assert response.json()["detail"]["code"] == "invalid_token"
+    admin = httpx.get(f"{manager.url}/admin/users", headers={"Authorization": "Bearer nope"})
+    assert admin.status_code == 401
+
+
+def test_foreign_bot_is_404(manager: Manager) -> None:
+    _, alice = manager.new_user()
+    _, bob = manager.new_user()
+    bot = alice.post("/bots", json={"bot": "demo", "start_at": LATER}).json()
+    for method, path in [
+        ("GET", f"/bots/{bot['id']}"),
+        ("GET", f"/bots/{bot['id']}/transitions"),
+        ("GET", f"/bots/{bot['id']}/commands"),
+        ("GET", f"/bots/{bot['id']}/logs"),
+        ("POST", f"/bots/{bot['id']}/stop"),
+    ]:
+        response = bob.request(method, path)
+        assert response.status_code == 404, (method, path, response.text)
+        assert response.json()["detail"]["code"] == "bot_not_found"
+    assert bob.patch(f"/bots/{bot['id']}/config", json={"config": {}}).status_code == 404
+    assert bob.get("/bots").json()["items"] == []
+    assert alice.get(f"/bots/{bot['id']}").json()["status"] == "requested", "bob changed nothing"
+    alice.post(f"/bots/{bot['id']}/stop")
+
+
+def test_concurrency_limit_holds_under_parallel_posts(manager: Manager) -> None:
+    _, client = manager.new_user(max_bots=3)
+    results: list[httpx.Response] = []
+    lock = threading.Lock()
+
+    def post() -> None:
+        with httpx.Client(base_url=manager.url, headers=client.headers, timeout=60) as c:
+            response = c.post("/bots", json={"bot": "demo", "start_at": LATER})
+        with lock:
+            results.append(response)
+
+    threads = [threading.Thread(target=post) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    codes = sorted(r.status_code for r in results)
+    assert codes == [201] * 3 + [429] * 17, codes
+    refused = next(r for r in results if r.status_code == 429)
+    assert refused.json()["detail"]["code"] == "concurrency_limit"
+    assert len(client.get("/bots").json()["items"]) == 3
+    for bot in client.get("/bots").json()["items"]:
+        client.post(f"/bots/{bot['id']}/stop")
+    # Ended bots no longer count.
+    assert client.post("/bots", json={"bot": "demo", "start_at": LATER}).status_code == 201
+
+
+def test_limit_zero_means_no_bots(manager: Manager) -> None:
+    _, client = manager.new_user(max_bots=0)
+    response = client.post("/bots", json={"bot": "demo"})
+    assert response.status_code == 429
+    assert response.json()["detail"]["code"] == "concurrency_limit"
+
+
+def test_admin_changes_a_limit_and_issues_keys(manager: Manager) -> None:
+    user, client = manager.new_user(max_bots=0)
+    with manager.admin() as admin:
+        patched = admin.patch(f"/admin/users/{user['id']}", json={"max_concurrent_bots": 1})
+        assert patched.status_code == 200 and patched.json()["max_concurrent_bots"] == 1
+        key = admin.post(f"/admin/users/{user['id']}/keys").json()["api_key"]
+        assert any(u["id"] == user["id"] for u in admin.get("/admin/users").json())
+        assert "api_key" not in admin.get(f"/admin/users/{user['id']}").json()
+        assert admin.post("/admin/users", json={"name": user["name"]}).status_code == 409
+    second = httpx.Client(base_url=manager.url, headers={"Authorization": f"Bearer {key}"})
+    bot = second.post("/bots", json={"bot": "demo", "start_at": LATER})
+    assert bot.status_code == 201
+    assert client.get(f"/bots/{bot.json()['id']}").status_code == 200, "same user, other key"
+    client.post(f"/bots/{bot.json()['id']}/stop")
+
+
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [
+        ({}, "bot"),
+        ({"bot": "demo", "config": "not an object"}, "config"),
+        ({"bot": "../../etc/passwd"}, "bot"),
+        ({"bot": "demo", "labels": {"bad key!": "x"}}, "labels"),
+        ({"bot": "demo", "secrets": {"token": 5}}, "secrets"),
+        ({"bot": "demo", "max_duration_s": -1}, "max_duration_s"),
+        ({"bot": "demo", "restart": {"max_retries": -1}}, "restart"),
+        ({"bot": "demo", "start_at": "tomorrow"}, "start_at"),
+        ({"bot": "demo", "unknown_field": 1}, "unknown_field"),
+    ],
+)
+def test_bad_bodies_are_422_with_a_code(manager: Manager, body: dict, where: str) -> None:
+    _, client = manager.new_user()
+    response = client.post("/bots", json=body)
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert detail["code"] == "invalid_input"
+    assert where in detail["message"], detail
+    assert client.get("/bots").json()["items"] == [], "nothing was created"
+
+
+def test_malformed_json_and_oversized_bodies(manager: Manager) -> None:
+    _, client = manager.new_user()
+    broken = client.post(
+        "/bots", content=b"{not json", headers={"Content-Type": "application/json"}
+    )
+    assert broken.status_code == 422 and broken.json()["detail"]["code"] == "invalid_input"
+    huge = client.post("/bots", json={"bot": "demo", "config": {"blob": "x" * 2_000_000}})
+    assert huge.status_code == 413 and huge.json()["detail"]["code"] == "body_too_large"
+    assert client.get("/bots").json()["items"] == []
+
+
+def test_illegal_moves_are_409_and_change_nothing(manager: Manager) -> None:
+    _, client = manager.new_user()
+    waiting = client.post("/bots", json={"bot": "demo", "start_at": LATER}).json()
+    response = client.patch(f"/bots/{waiting['id']}/config", json={"config": {"a": 1}})
+    assert response.status_code == 409 and response.json()["detail"]["code"] == "illegal_transition"
+    assert client.get(f"/bots/{waiting['id']}/commands").json() == []
+    client.post(f"/bots/{waiting['id']}/stop")
+
+    bot = client.post("/bots", json={"bot": "demo", "config": {"ignore_leave": True}}).json()
+    active = wait_for_status(client, bot["id"], {"active"})
+    token = bot_token(active["runtime_ref"])
+    client.post(f"/bots/{bot['id']}/stop")
+    wait_for_status(client, bot["id"], {"stopping"})
+    before = transitions(client, bot["id"])
+    late = httpx.post(
+        f"{manager.url}/internal/bots/{bot['id']}/callbacks",
+        json={"event": "started"},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert late.status_code == 409, late.text
+    assert late.json()["detail"]["code"] == "illegal_transition"
+    assert client.get(f"/bots/{bot['id']}").json()["status"] == "stopping", "never backwards"
+    assert transitions(client, bot["id"]) == before
+    # The bot ignores `leave`: it is killed after the stop grace and recorded as completed.
+    done = wait_for_status(client, bot["id"], {"completed", "failed"}, timeout=30)
+    assert done["status"] == "completed" and done["status_reason"] == "killed_after_grace"
+    assert transitions(client, bot["id"])[-1][3] == "reconciler"
+    ended = client.patch(f"/bots/{bot['id']}/config", json={"config": {}})
+    assert ended.status_code == 409
+
+
+def test_a_bots_token_works_on_its_own_paths_only(manager: Manager) -> None:
+    _, client = manager.new_user()
+    first = client.post("/bots", json={"bot": "demo"}).json()
+    second = client.post("/bots", json={"bot": "demo"}).json()
+    active = wait_for_status(client, first["id"], {"active"})
+    wait_for_status(client, second["id"], {"active"})
+    token = {"Authorization": f"Bearer {bot_token(active['runtime_ref'])}"}
+    base = f"{manager.url}/internal/bots"
+
+    own = httpx.post(f"{base}/{first['id']}/callbacks", json={"event": "heartbeat"}, headers=token)
+    assert own.status_code == 200
+    for request in [
+        ("POST", f"{base}/{second['id']}/callbacks", {"event": "exited", "exit_code": 1}),
+        ("GET", f"{base}/{second['id']}/commands?pending=1", None),
+        ("POST", f"{base}/{second['id']}/commands/x/ack", {"ok": True}),
+    ]:
+        response = httpx.request(request[0], request[1], json=request[2], headers=token)
+        assert response.status_code == 403, response.text
+        assert response.json()["detail"]["code"] == "foreign_bot"
+    assert client.get(f"/bots/{second['id']}").json()["status"] == "active", "nothing changed"
+    api_key = {"Authorization": client.headers["Authorization"]}
+    as_user = httpx.post(
+        f"{base}/{first['id']}/callbacks", json={"event": "heartbeat"}, headers=api_key
+    )
+    assert as_user.status_code == 401, "an API key is not a bot token"
+
+    for bot in (first, second):
+        client.post(f"/bots/{bot['id']}/stop")
+    wait_for_status(client, first["id"], {"completed"})
+    dead = httpx.post(f"{base}/{first['id']}/callbacks", json={"event": "heartbeat"}, headers=token)
+    assert dead.status_code == 401, "a bot's token dies with the bot"
+
+
+def test_health_readiness_and_metrics(manager: Manager) -> None:
+    assert httpx.get(f"{manager.url}/healthz").json() == {"status": "ok"}
+    ready = httpx.get(f"{manager.url}/readyz")
+    assert ready.status_code == 200, ready.text
+    assert set(ready.json()["checks"]) == {"database", "redis", "orchestrator"}
+    metrics = httpx.get(f"{manager.url}/metrics").text
+    assert "botfleet_transitions_total" in metrics
+    assert "botfleet_bots" in metrics

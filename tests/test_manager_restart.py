@@ -1,0 +1,69 @@
+"""A manager restart must not touch running bots, and they stay controllable afterwards."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import _kill_leftover_bots
+from tests.support import (
+    FAST_SETTINGS,
+    Manager,
+    RedisServer,
+    fresh_database_url,
+    wait_for_command,
+    wait_for_status,
+    wait_until,
+)
+
+
+@pytest.fixture
+def restartable(tmp_path: Path, redis_server: RedisServer) -> Iterator[Manager]:
+    instance = Manager(
+        data_dir=tmp_path / "data",
+        database_url=fresh_database_url(tmp_path),
+        redis_url=redis_server.url,
+    )
+    yield instance
+    instance.stop()
+    _kill_leftover_bots(instance.data_dir)
+
+
+def pid_alive(runtime_ref: str) -> bool:
+    """Running, and not a zombie waiting for a parent to reap it."""
+    try:
+        stat = Path(f"/proc/{runtime_ref.split('-')[0]}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["graceful", "killed"])
+def test_bots_survive_a_manager_restart(restartable: Manager, how: signal.Signals) -> None:
+    restartable.start()
+    _, client = restartable.new_user()
+    ids = [client.post("/bots", json={"bot": "demo"}).json()["id"] for _ in range(3)]
+    refs = [wait_for_status(client, bot_id, {"active"})["runtime_ref"] for bot_id in ids]
+
+    restartable.stop(how)
+    time.sleep(1)
+    assert all(pid_alive(ref) for ref in refs), "bots must outlive their manager"
+    restartable.start()
+
+    # Longer than the heartbeat-lost window: the bots reconnected and kept heartbeating.
+    time.sleep(float(FAST_SETTINGS["BOTFLEET_HEARTBEAT_S"]) * 6)
+    for bot_id in ids:
+        assert client.get(f"/bots/{bot_id}").json()["status"] == "active"
+
+    command = client.patch(f"/bots/{ids[0]}/config", json={"config": {"after": "restart"}}).json()
+    assert wait_for_command(client, ids[0], command["id"], {"acked", "failed"})["status"] == "acked"
+    for bot_id in ids:
+        assert client.post(f"/bots/{bot_id}/stop").status_code == 202
+    for bot_id in ids:
+        done = wait_for_status(client, bot_id, {"completed", "failed"})
+        assert done["status"] == "completed" and done["exit_code"] == 0
+    wait_until(lambda: not any(pid_alive(ref) for ref in refs), timeout=10, what="bots gone")

@@ -1,0 +1,360 @@
+"""Bot runtime without a manager: pure units, then `python -m bot_runtime` against a fake one."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot_runtime.bot import LEAVE_COMMAND, Bot
+from bot_runtime.bots.demo import DemoBot
+from bot_runtime.commands import CommandRouter
+from bot_runtime.env import RuntimeConfigError, RuntimeEnv
+from bot_runtime.loader import BotLoadError, load_bot_class
+from bot_runtime.protocol import CommandMessage, ProtocolError, command_channel
+
+REPO = Path(__file__).resolve().parent.parent
+BOT_ID = "bot-123"
+TOKEN = "tok-very-secret"
+
+
+# --- loader -------------------------------------------------------------------------------
+
+
+def test_loader_finds_builtin_and_module_class() -> None:
+    assert load_bot_class("demo") is DemoBot
+    assert load_bot_class("bot_runtime.bots.demo:DemoBot") is DemoBot
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "nope",
+        "no_such_module_xyz:Bot",
+        "bot_runtime.bots.demo:Missing",
+        "bot_runtime.bots.demo:DemoCrash",  # exists, but is not a Bot
+        "bot_runtime.bots.demo:",
+    ],
+)
+def test_loader_rejects_bad_specs(spec: str) -> None:
+    with pytest.raises(BotLoadError):
+        load_bot_class(spec)
+
+
+# --- environment --------------------------------------------------------------------------
+
+
+def base_env(**extra: str) -> dict[str, str]:
+    env = {
+        "BOTFLEET_BOT_ID": BOT_ID,
+        "BOTFLEET_BOT_TOKEN": TOKEN,
+        "BOTFLEET_CALLBACK_URL": "http://127.0.0.1:9/",
+        "BOTFLEET_REDIS_URL": "redis://127.0.0.1:1/0",
+        "BOTFLEET_BOT": "demo",
+    }
+    env.update(extra)
+    return env
+
+
+def test_env_defaults_and_repr_hides_secrets() -> None:
+    env = RuntimeEnv.from_environ(base_env(BOTFLEET_BOT_SECRETS='{"api_key": "s3cr3t"}'))
+    assert env.command_channel == command_channel(BOT_ID) == f"bot_commands:{BOT_ID}"
+    assert env.config == {}
+    assert env.heartbeat_s == 10.0
+    assert env.callback_url == "http://127.0.0.1:9"
+    assert env.secrets == {"api_key": "s3cr3t"}
+    assert TOKEN not in repr(env)
+    assert "s3cr3t" not in repr(env)
+
+
+@pytest.mark.parametrize(
+    ("change", "variable"),
+    [
+        ({"BOTFLEET_BOT_ID": ""}, "BOTFLEET_BOT_ID"),
+        ({"BOTFLEET_BOT_TOKEN": ""}, "BOTFLEET_BOT_TOKEN"),
+        ({"BOTFLEET_BOT_CONFIG": "{not json"}, "BOTFLEET_BOT_CONFIG"),
+        ({"BOTFLEET_BOT_CONFIG": "[1, 2]"}, "BOTFLEET_BOT_CONFIG"),
+        ({"BOTFLEET_BOT_SECRETS": '{"k": 5}'}, "BOTFLEET_BOT_SECRETS"),
+        ({"BOTFLEET_HEARTBEAT_S": "often"}, "BOTFLEET_HEARTBEAT_S"),
+        ({"BOTFLEET_HEARTBEAT_S": "0"}, "BOTFLEET_HEARTBEAT_S"),
+    ],
+)
+def test_env_errors_name_the_variable(change: dict[str, str], variable: str) -> None:
+    with pytest.raises(RuntimeConfigError, match=variable):
+        RuntimeEnv.from_environ(base_env(**change))
+
+
+# --- protocol and command router ----------------------------------------------------------
+
+
+def test_protocol_round_trip_and_malformed() -> None:
+    msg = CommandMessage(
+        id="c1", action="reconfigure", issued_at="2024-01-01T00:00:00+00:00",
+        config={"a": 1}, config_version=2,
+    )  # fmt: skip
+    assert CommandMessage.from_json(msg.to_json()) == msg
+    for raw in (b"not json", "[]", '{"action": "leave"}', '{"id": "x", "action": "leave", '
+                '"config": 3}'):  # fmt: skip
+        with pytest.raises(ProtocolError):
+            CommandMessage.from_json(raw)
+
+
+class RecordingClient:
+    def __init__(self) -> None:
+        self.acks: list[tuple[str, bool, str | None]] = []
+
+    async def ack(self, command_id: str, ok: bool, error: str | None = None) -> bool:
+        self.acks.append((command_id, ok, error))
+        return True
+
+
+class RecordingBot(Bot):
+    def __init__(self, refuse: bool = False) -> None:
+        super().__init__(bot_id=BOT_ID, config={"v": 0}, secrets={}, logger=logging.getLogger())
+        self.applied: list[dict[str, Any]] = []
+        self.refuse = refuse
+
+    async def on_reconfigure(self, config: dict[str, Any]) -> None:
+        if self.refuse:
+            raise ValueError("not today")
+        self.applied.append(config)
+
+
+def cmd(cid: str, action: str, **fields: Any) -> CommandMessage:
+    return CommandMessage(id=cid, action=action, issued_at="", **fields)
+
+
+def route(bot: Bot, *commands: CommandMessage) -> RecordingClient:
+    client = RecordingClient()
+    router = CommandRouter(bot=bot, client=client)  # type: ignore[arg-type]
+
+    async def go() -> None:
+        for command in commands:
+            await router.handle_command(command)
+
+    asyncio.run(go())
+    return client
+
+
+def test_router_applies_each_id_once() -> None:
+    bot = RecordingBot()
+    reconf = cmd("c1", "reconfigure", config={"v": 1})
+    client = route(bot, reconf, reconf)
+    assert bot.applied == [{"v": 1}]
+    assert bot.config == {"v": 1}
+    assert client.acks == [("c1", True, None), ("c1", True, None)]  # the repeat is re-acked
+
+
+def test_router_ignores_unknown_actions_and_reports_refusals() -> None:
+    bot = RecordingBot(refuse=True)
+    client = route(bot, cmd("c1", "dance"), cmd("c2", "reconfigure", config={"v": 9}))
+    assert client.acks == [("c1", False, "unknown action 'dance'"), ("c2", False, "not today")]
+    assert bot.config == {"v": 0}
+    assert not bot.leave_requested
+
+
+def test_router_leave_acks_then_requests_leave() -> None:
+    bot = RecordingBot()
+    client = route(bot, cmd("c1", "leave"), cmd("c2", "reconfigure", config={"v": 1}))
+    assert bot.leave_requested and bot.leave_reason == LEAVE_COMMAND
+    assert client.acks == [("c1", True, None), ("c2", False, "the bot is leaving")]
+
+
+# --- the real process against a fake manager ----------------------------------------------
+
+
+class FakeManager:
+    """Records callbacks and acks; serves `pending` as the pending-commands answer."""
+
+    def __init__(self, pending: list[dict[str, Any]] | None = None) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.acks: list[tuple[str, dict[str, Any]]] = []
+        self.auth: set[str] = set()
+        self.pending = pending or []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                fake.auth.add(self.headers.get("Authorization", ""))
+                self._answer(fake.pending)
+
+            def do_POST(self) -> None:
+                fake.auth.add(self.headers.get("Authorization", ""))
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if self.path.endswith("/callbacks"):
+                    fake.events.append(body)
+                else:
+                    fake.acks.append((self.path.split("/")[-2], body))
+                self._answer({})
+
+            def _answer(self, payload: Any) -> None:
+                data = json.dumps(payload).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def lifecycle(self) -> list[dict[str, Any]]:
+        return [e for e in self.events if e["event"] != "heartbeat"]
+
+    def names(self) -> list[str]:
+        return [e["event"] for e in self.lifecycle()]
+
+
+@pytest.fixture
+def fake_manager() -> Iterator[FakeManager]:
+    manager = FakeManager()
+    yield manager
+    manager.server.shutdown()
+
+
+def spawn(manager: FakeManager, config: dict[str, Any], redis_url: str = "redis://127.0.0.1:1/0"):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BOTFLEET_")}
+    env.update(
+        base_env(
+            BOTFLEET_CALLBACK_URL=manager.url,
+            BOTFLEET_REDIS_URL=redis_url,
+            BOTFLEET_BOT_CONFIG=json.dumps(config),
+            BOTFLEET_HEARTBEAT_S="0.2",
+        )
+    )
+    return subprocess.Popen(
+        [sys.executable, "-m", "bot_runtime"], env=env, cwd=REPO,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def finish(proc: subprocess.Popen[str], timeout: float = 30.0) -> tuple[int, str, str]:
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        pytest.fail(f"runtime did not exit; stderr:\n{err}")
+    return proc.returncode, out, err
+
+
+def test_process_crash_reports_crashed(fake_manager: FakeManager) -> None:
+    code, _, err = finish(spawn(fake_manager, {"crash_after_s": 0.5}))
+    assert code == 1, err
+    assert fake_manager.names() == ["started", "exited"]
+    exited = fake_manager.lifecycle()[-1]
+    assert (exited["exit_code"], exited["reason"]) == (1, "crashed")
+    assert exited["detail"].startswith("DemoCrash:")
+    assert "Traceback" in err
+    assert fake_manager.auth == {f"Bearer {TOKEN}"}
+    assert TOKEN not in err
+
+
+def test_process_start_failure(fake_manager: FakeManager) -> None:
+    code, _, err = finish(spawn(fake_manager, {"fail_on_start": True}))
+    assert code == 1, err
+    assert fake_manager.names() == ["exited"]
+    exited = fake_manager.lifecycle()[0]
+    assert (exited["exit_code"], exited["reason"]) == (1, "start_failed")
+    assert exited["detail"].startswith("RuntimeError:")
+
+
+def test_process_sigterm_leaves_gracefully(fake_manager: FakeManager) -> None:
+    proc = spawn(fake_manager, {})
+    wait_until(lambda: len(fake_manager.events) >= 2)  # started and a heartbeat
+    proc.send_signal(signal.SIGTERM)
+    code, out, err = finish(proc)
+    assert code == 0, err
+    assert fake_manager.names() == ["started", "leaving", "exited"]
+    leaving, exited = fake_manager.lifecycle()[1:]
+    assert leaving["reason"] == "sigterm"
+    assert (exited["exit_code"], exited["reason"]) == (0, "left")
+    assert "demo bot leaving" in out
+
+
+def test_process_natural_finish_with_code(fake_manager: FakeManager) -> None:
+    code, _, err = finish(spawn(fake_manager, {"finish_after_s": 0.3, "exit_code": 3}))
+    assert code == 3, err
+    assert fake_manager.lifecycle()[-1] | {"detail": None} == {
+        "event": "exited", "exit_code": 3, "reason": "bot_error", "detail": None,
+    }  # fmt: skip
+
+
+def test_process_silent_never_calls_back(fake_manager: FakeManager) -> None:
+    proc = spawn(fake_manager, {"silent": True})
+    time.sleep(1.0)
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGTERM)
+    code, out, err = finish(proc)
+    assert code == 0, err
+    assert fake_manager.events == [] and fake_manager.acks == []
+    assert "started" in out
+
+
+# --- with a real Redis, when one is installed ---------------------------------------------
+
+
+@pytest.fixture
+def redis_url(tmp_path: Path) -> Iterator[str]:
+    binary = shutil.which("redis-server") or str(Path(sys.executable).with_name("redis-server"))
+    if not Path(binary).exists():
+        pytest.skip("redis-server is not installed")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    wait_until(lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0, timeout=10)
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.terminate()
+    proc.wait()
+
+
+def test_process_applies_pending_then_published_commands(redis_url: str) -> None:
+    import redis
+
+    manager = FakeManager(pending=[{"id": "c1", "action": "reconfigure", "config": {"x": 1}}])
+    try:
+        proc = spawn(manager, {}, redis_url=redis_url)
+        wait_until(lambda: len(manager.acks) == 1)
+        publisher = redis.Redis.from_url(redis_url)
+        leave = json.dumps({"id": "c2", "action": "leave", "issued_at": ""})
+        for _ in range(2):  # at-least-once delivery: the repeat must not be applied twice
+            publisher.publish(command_channel(BOT_ID), leave)
+        publisher.publish(command_channel(BOT_ID), "garbage")
+        code, out, err = finish(proc)
+        publisher.close()
+    finally:
+        manager.server.shutdown()
+    assert code == 0, err
+    assert manager.acks[:2] == [("c1", {"ok": True}), ("c2", {"ok": True})]
+    assert manager.names() == ["started", "leaving", "exited"]
+    assert manager.lifecycle()[1]["reason"] == "leave_requested"
+    assert 'reconfigured: {"x": 1}' in out
