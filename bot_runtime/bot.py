@@ -33,7 +33,7 @@ class Bot:
             async def on_leave(self) -> None:
                 await self.session.hang_up()
 
-    Set ``callbacks_enabled = False`` (class or instance, before ``on_start``) to run without
+    Set ``callbacks_enabled = False`` (on the class, or in ``__init__``) to run without
     ever calling the manager back: no events, no pending-command reads, no acks.
     """
 

@@ -37,6 +37,7 @@ log = logging.getLogger("bot_runtime")
 
 LEAVE_GRACE_S = 20.0  # how long on_leave may take
 STOP_GRACE_S = 5.0  # how long run() may take to return after on_leave, before it is cancelled
+REPORT_FLUSH_S = 10.0  # how long earlier events may hold up `exited`
 REDIS_POLL_S = 15.0  # also the pubsub health-check period, to notice a silently dead connection
 EXIT_CONFIG_ERROR = 2  # no callback possible: the manager sees a non-zero exit without `exited`
 
@@ -46,7 +47,7 @@ class Runner:
         self.env, self.bot, self.client = env, bot, client
         self.router = CommandRouter(bot=bot, client=client)
         self._heartbeat: asyncio.Task[None] | None = None
-        self._last_report: asyncio.Task[bool] | None = None
+        self._reports: list[asyncio.Task[bool]] = []  # lifecycle events, sent in order
 
     async def run(self) -> int:
         """Start, supervise and stop the bot; return the exit code that was reported."""
@@ -83,6 +84,8 @@ class Runner:
         return self.bot.leave_requested
 
     async def _finished(self, work: asyncio.Task[int | None]) -> int:
+        if work.cancelled():
+            return await self._exit(1, "crashed", "run() was cancelled")
         if (exc := work.exception()) is not None:
             traceback.print_exception(exc)
             return await self._exit(1, "crashed", describe_error(exc))
@@ -131,6 +134,11 @@ class Runner:
         if self._heartbeat is not None:
             self._heartbeat.cancel()  # no heartbeat may follow `exited`
         log.info("exiting with code %d (%s)", code, reason)
+        if unsent := [t for t in self._reports if not t.done()]:
+            # `exited` carries the outcome: earlier events may wait a little, not a full budget.
+            await asyncio.wait(unsent, timeout=REPORT_FLUSH_S)
+            for task in unsent:
+                task.cancel()
         await self._report(EVENT_EXITED, exit_code=code, reason=reason, detail=detail)
         return code
 
@@ -138,17 +146,18 @@ class Runner:
         """Send a lifecycle event after the previous one, without holding up the bot.
 
         A manager that is down for a while must not delay on_leave or run(); the events
-        still arrive in order, and `_exit` awaits the chain.
+        still arrive in order, and `_exit` flushes them before `exited`.
         """
-        previous = self._last_report
+        previous = self._reports[-1] if self._reports else None
 
         async def send() -> bool:
             if previous is not None:
                 await asyncio.wait({previous})
             return await self.client.send_event(event, **fields)
 
-        self._last_report = asyncio.create_task(send(), name=f"report-{event}")
-        return self._last_report
+        task = asyncio.create_task(send(), name=f"report-{event}")
+        self._reports.append(task)
+        return task
 
     async def _heartbeat_loop(self) -> None:
         while True:
@@ -193,6 +202,8 @@ class Runner:
                     log.warning(
                         "command channel down (%s); retry in %.1fs", describe_error(exc), delay
                     )
+                    # Redis only wakes us up: while it is down, read the commands over HTTP.
+                    await self._apply_pending()
                     await asyncio.sleep(delay)
                 except Exception:
                     log.exception("command listener failed; restarting it")
@@ -200,14 +211,18 @@ class Runner:
         finally:
             await redis.aclose()
 
+    async def _apply_pending(self) -> None:
+        """Apply the commands the manager holds for us that we have not acknowledged yet."""
+        for command in await self.client.pending_commands():
+            await self.router.handle_command(command)
+
     async def _follow_channel(self, redis: Redis, backoff: Backoff) -> None:
         async with redis.pubsub() as pubsub:
             # Subscribe before reading pending commands, so nothing published after is missed.
             await pubsub.subscribe(self.env.command_channel)
             log.info("listening for commands on %s", self.env.command_channel)
             backoff.reset()
-            for command in await self.client.pending_commands():
-                await self.router.handle_command(command)
+            await self._apply_pending()
             while True:
                 message = await pubsub.get_message(
                     ignore_subscribe_messages=True, timeout=REDIS_POLL_S

@@ -9,7 +9,7 @@ import pytest
 
 from tests.support import Manager, RedisServer, fresh_database_url
 
-DB_FIXTURES = {"manager", "db_url", "sessions"}
+DB_FIXTURES = {"manager", "restartable", "sessions"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

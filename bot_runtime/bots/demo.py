@@ -1,8 +1,9 @@
 """The built-in `demo` bot: idles until told to leave, and misbehaves on request.
 
 Config switches (CONTRACT.md), so every lifecycle path can be exercised without a real
-meeting: `fail_on_start`, `crash_after_s`, `finish_after_s` (+ `exit_code`),
-`refuse_reconfigure`, `ignore_leave`, `silent`. Lines printed to stdout are the bot's logs.
+meeting: `fail_on_start`, `start_delay_s` (a slow join), `crash_after_s`, `finish_after_s`
+(+ `exit_code`), `refuse_reconfigure`, `ignore_leave`, `silent`. Lines printed to stdout are
+the bot's logs.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ class DemoBot(Bot):
         self.callbacks_enabled = not self.config.get("silent", False)
 
     async def on_start(self) -> None:
+        if self.config.get("start_delay_s"):
+            _say(f"demo bot joining slowly ({self.config['start_delay_s']}s)")
+            await asyncio.sleep(float(self.config["start_delay_s"]))
         if self.config.get("fail_on_start"):
             raise RuntimeError("demo bot told to fail on start (fail_on_start)")
         _say(f"demo bot {self.bot_id} started with config {json.dumps(self.config)}")

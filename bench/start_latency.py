@@ -1,0 +1,75 @@
+"""Start latency of the process backend: POST /bots → `active`, over N bots, one at a time.
+
+Runs a real manager (PostgreSQL + Redis, as the tests do) and prints one summary line. Timings
+are reported, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from tests.conftest import _kill_leftover_bots
+from tests.support import Manager, RedisServer, fresh_database_url, wait_for_status
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def measure(manager: Manager, count: int) -> list[float]:
+    _, client = manager.new_user(max_bots=count + 1)
+    latencies = []
+    for _ in range(count):
+        began = time.perf_counter()
+        bot = client.post("/bots", json={"bot": "demo"}).json()
+        while client.get(f"/bots/{bot['id']}").json()["status"] != "active":
+            time.sleep(0.005)
+        latencies.append(time.perf_counter() - began)
+        client.post(f"/bots/{bot['id']}/stop")
+        wait_for_status(client, bot["id"], {"completed", "failed"})
+    return latencies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--bots", type=int, default=20)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        redis_server = RedisServer(root / "redis")
+        redis_server.start()
+        manager = Manager(
+            data_dir=root / "manager",
+            database_url=fresh_database_url(root),
+            redis_url=redis_server.url,
+        )
+        manager.start()
+        try:
+            latencies = measure(manager, args.bots)
+        finally:
+            manager.stop()
+            _kill_leftover_bots(manager.data_dir)
+            redis_server.stop()
+    ordered = sorted(latencies)
+    result = {
+        "figure": "start_latency_process",
+        "bots": args.bots,
+        "p50_s": statistics.median(ordered),
+        "p95_s": ordered[max(0, round(0.95 * len(ordered)) - 1)],
+        "min_s": ordered[0],
+        "max_s": ordered[-1],
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "latest.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(
+        f"start latency (process backend, {args.bots} bots): p50 {result['p50_s'] * 1000:.0f} ms,"
+        f" p95 {result['p95_s'] * 1000:.0f} ms, min {result['min_s'] * 1000:.0f} ms,"
+        f" max {result['max_s'] * 1000:.0f} ms"
+    )
+
+
+if __name__ == "__main__":
+    main()

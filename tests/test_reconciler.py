@@ -1,0 +1,281 @@
+"""The reconciler and the fleet's launch path against a fake orchestrator, with the real
+database (PostgreSQL, or SQLite in the second run) and a real Redis."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from manager.bus import CommandBus
+from manager.config import Settings
+from manager.db import make_engine, make_session_factory, transaction
+from manager.lifecycle import BotStatus, Source
+from manager.migrate import upgrade
+from manager.models import Bot, BotTransition, Command, utcnow
+from manager.reconciler import Reconciler
+from manager.schemas import BotCreate, CallbackIn
+from manager.services import bots as bot_records
+from manager.services.callbacks import apply_callback
+from manager.services.fleet import Fleet
+from manager.services.users import create_user
+from tests.fakes import FakeOrchestrator, launch_failed
+from tests.support import RedisServer, fresh_database_url
+
+
+@pytest.fixture
+def sessions(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
+    url = fresh_database_url(tmp_path)
+    upgrade(url)
+    engine = make_engine(url)
+    yield make_session_factory(engine)
+    engine.dispose()
+
+
+@pytest.fixture
+def orchestrator() -> FakeOrchestrator:
+    return FakeOrchestrator()
+
+
+@pytest.fixture
+def fleet(
+    sessions: sessionmaker[Session], orchestrator: FakeOrchestrator, redis_server: RedisServer
+) -> Iterator[Fleet]:
+    settings = Settings(
+        redis_url=redis_server.url,
+        heartbeat_s=1,
+        heartbeats_missed=3,
+        start_timeout_s=30,
+        stop_grace_s=10,
+        command_ttl_s=60,
+        command_retry_s=1,
+    )
+    bus = CommandBus(redis_server.url)
+    instance = Fleet(sessions=sessions, orchestrator=orchestrator, bus=bus, settings=settings)
+    yield instance
+    instance.close()
+    bus.close()
+
+
+@pytest.fixture
+def reconciler(fleet: Fleet) -> Reconciler:
+    return Reconciler(fleet)
+
+
+def new_bot(fleet: Fleet, **body: object) -> str:
+    with transaction(fleet.sessions) as session:
+        user, _ = create_user(session, name=f"u{utcnow().timestamp()}", max_concurrent_bots=50)
+        bot = bot_records.create_bot(
+            session, user_id=user.id, data=BotCreate(bot="demo", **body), orchestrator="process"
+        )
+        return bot.id
+
+
+def launched_bot(fleet: Fleet, *, active: bool = True) -> tuple[str, str]:
+    bot_id = new_bot(fleet)
+    fleet.launch(bot_id)
+    if active:
+        callback(fleet, bot_id, "started")
+    return bot_id, read(fleet, bot_id).runtime_ref or ""
+
+
+def callback(fleet: Fleet, bot_id: str, event: str, **fields: object) -> None:
+    with transaction(fleet.sessions) as session:
+        bot = bot_records.lock_bot(session, bot_id)
+        apply_callback(session, bot, CallbackIn(event=event, **fields))
+
+
+def read(fleet: Fleet, bot_id: str) -> Bot:
+    with fleet.sessions() as session:
+        return bot_records.get_bot(session, bot_id, user_id=None)
+
+
+def backdate(fleet: Fleet, bot_id: str, seconds: float, *columns: str) -> None:
+    with transaction(fleet.sessions) as session:
+        bot = bot_records.lock_bot(session, bot_id)
+        for column in columns:
+            setattr(bot, column, utcnow() - timedelta(seconds=seconds))
+
+
+def last_transition(fleet: Fleet, bot_id: str) -> BotTransition:
+    with fleet.sessions() as session:
+        return bot_records.list_transitions(session, bot_id)[-1]
+
+
+def test_launch_hands_the_contract_environment_to_the_backend(
+    fleet: Fleet, orchestrator: FakeOrchestrator
+) -> None:
+    bot_id = new_bot(fleet, config={"a": 1}, secrets={"api_key": "s3cret"}, labels={"team": "x"})
+    fleet.launch(bot_id)
+    spec = orchestrator.specs[0]
+    assert set(spec.env) == {
+        "BOTFLEET_BOT_ID",
+        "BOTFLEET_BOT_TOKEN",
+        "BOTFLEET_CALLBACK_URL",
+        "BOTFLEET_REDIS_URL",
+        "BOTFLEET_COMMAND_CHANNEL",
+        "BOTFLEET_BOT",
+        "BOTFLEET_BOT_CONFIG",
+        "BOTFLEET_BOT_SECRETS",
+        "BOTFLEET_HEARTBEAT_S",
+    }
+    assert spec.env["BOTFLEET_COMMAND_CHANNEL"] == f"bot_commands:{bot_id}"
+    assert "s3cret" not in str(spec.workload_labels()), "secrets never go into labels"
+    bot = read(fleet, bot_id)
+    assert bot.status == "starting" and bot.attempt == 1 and bot.runtime_ref
+
+
+def test_a_stop_recorded_before_launch_wins(fleet: Fleet, orchestrator: FakeOrchestrator) -> None:
+    bot_id = new_bot(fleet)
+    fleet.stop_bot(bot_id=bot_id, user_id=None)
+    fleet.launch(bot_id)
+    assert orchestrator.calls["launch"] == 0
+    assert read(fleet, bot_id).status == "completed"
+    assert last_transition(fleet, bot_id).reason == "cancelled"
+
+
+def test_launch_errors_fail_the_bot_with_the_engines_reason(
+    fleet: Fleet, orchestrator: FakeOrchestrator
+) -> None:
+    orchestrator.launch_error = launch_failed("image_not_found")
+    bot_id = new_bot(fleet)
+    fleet.launch(bot_id)
+    bot = read(fleet, bot_id)
+    assert (bot.status, bot.status_reason) == ("failed", "image_not_found")
+    assert last_transition(fleet, bot_id).source == Source.ORCHESTRATOR
+
+
+def test_workload_gone_while_active_fails_with_the_engines_exit_code(
+    fleet: Fleet, reconciler: Reconciler, orchestrator: FakeOrchestrator
+) -> None:
+    bot_id, ref = launched_bot(fleet)
+    orchestrator.exit(ref, 137)
+    reconciler.reconcile_active()
+    bot = read(fleet, bot_id)
+    assert (bot.status, bot.status_reason, bot.exit_code) == ("failed", "workload_vanished", 137)
+    assert last_transition(fleet, bot_id).source == "reconciler"
+
+
+def test_no_reaping_without_positive_proof(
+    fleet: Fleet, reconciler: Reconciler, orchestrator: FakeOrchestrator
+) -> None:
+    bot_id, _ = launched_bot(fleet)
+    orchestrator.unavailable = True  # the engine cannot be asked
+    reconciler.run_once()
+    assert read(fleet, bot_id).status == "active"
+    orchestrator.unavailable = False
+    orchestrator.inspect_says_not_found = True  # but the listing still shows it
+    reconciler.run_once()
+    assert read(fleet, bot_id).status == "active"
+    assert orchestrator.calls["stop"] == 0
+
+
+def test_not_found_confirmed_by_listing_is_vanished(
+    fleet: Fleet, reconciler: Reconciler, orchestrator: FakeOrchestrator
+) -> None:
+    bot_id, ref = launched_bot(fleet)
+    orchestrator.vanish(ref)
+    reconciler.reconcile_active()
+    bot = read(fleet, bot_id)
+    assert (bot.status, bot.status_reason, bot.exit_code) == ("failed", "workload_vanished", None)
+
+
+def test_start_timeout(
+    fleet: Fleet, reconciler: Reconciler, orchestrator: FakeOrchestrator
+) -> None:
+    bot_id, ref = launched_bot(fleet, active=False)
+    reconciler.reconcile_starting()
+    assert read(fleet, bot_id).status == "starting", "within the start timeout"
+    backdate(fleet, bot_id, 31, "started_at")
+    reconciler.reconcile_starting()
+    assert (read(fleet, bot_id).status, read(fleet, bot_id).status_reason) == (
+        "failed",
+        "start_timeout",
+    )
+    assert orchestrator.workloads[ref].status.is_gone, "the workload was stopped"
+
+
+def test_heartbeat_lost(
+    fleet: Fleet, reconciler: Reconciler, orchestrator: FakeOrchestrator
+) -> None:
+    bot_id, ref = launched_bot(fleet)
+    backdate(fleet, bot_id, 2, "last_heartbeat_at")
+    reconciler.reconcile_active()
+    assert read(fleet, bot_id).status == "active", "2 s is within 3 missed heartbeats"
+    backdate(fleet, bot_id, 4, "last_heartbeat_at")
+    reconciler.reconcile_active()
+    assert read(fleet, bot_id).status_reason == "heartbeat_lost"
+    assert orchestrator.workloads[ref].status.is_gone
+
+
+def test_stopping_past_grace_is_killed_then_completed_only_once_gone(
+    fleet: Fleet, reconciler: Reconciler, orchestrator: FakeOrchestrator
+) -> None:
+    bot_id, _ = launched_bot(fleet)
+    fleet.stop_bot(bot_id=bot_id, user_id=None)
+    reconciler.reconcile_stopping()
+    assert read(fleet, bot_id).status == "stopping", "still within the grace"
+    backdate(fleet, bot_id, 11, "stop_requested_at")
+    orchestrator.ignores_stop = True
+    reconciler.reconcile_stopping()
+    assert read(fleet, bot_id).status == "stopping", "not gone, so not completed"
+    orchestrator.ignores_stop = False
+    reconciler.reconcile_stopping()
+    bot = read(fleet, bot_id)
+    assert (bot.status, bot.status_reason, bot.exit_code) == (
+        "completed",
+        "killed_after_grace",
+        137,
+    )
+
+
+def test_orphans_are_stopped_and_ended_workloads_removed(
+    fleet: Fleet, reconciler: Reconciler, orchestrator: FakeOrchestrator
+) -> None:
+    orphan = orchestrator.launch(fleet.launch_spec(_ghost_bot(), "token"))
+    bot_id, ref = launched_bot(fleet)
+    callback(fleet, bot_id, "exited", exit_code=0)
+    orchestrator.exit(ref, 0)
+    reconciler.reconcile_workloads()
+    assert orchestrator.workloads[orphan].status.is_gone, "a workload with no record is stopped"
+    assert ref not in orchestrator.workloads, "an ended, recorded workload is removed"
+    assert read(fleet, bot_id).exit_code == 0
+
+
+def _ghost_bot() -> Bot:
+    return Bot(id="ghost", user_id="nobody", bot="demo", config={}, labels={}, attempt=1)
+
+
+def test_unacked_commands_are_republished_then_expire(fleet: Fleet, reconciler: Reconciler) -> None:
+    bot_id, _ = launched_bot(fleet)
+    command = fleet.reconfigure(bot_id=bot_id, user_id=read(fleet, bot_id).user_id, config={})
+    assert command.status == "pending", "nobody subscribed, so not delivered"
+    with transaction(fleet.sessions) as session:
+        row = session.get(Command, command.id)
+        assert row is not None
+        row.next_publish_at = utcnow() - timedelta(seconds=1)
+    reconciler.reconcile_commands()
+    with fleet.sessions() as session:
+        row = session.get(Command, command.id)
+        assert row is not None and row.publish_count == 2
+    with transaction(fleet.sessions) as session:
+        row = session.get(Command, command.id)
+        assert row is not None
+        row.expires_at = utcnow() - timedelta(seconds=1)
+    reconciler.reconcile_commands()
+    with fleet.sessions() as session:
+        row = session.get(Command, command.id)
+        assert row is not None and row.status == "expired"
+
+
+def test_terminal_states_have_no_way_out(fleet: Fleet) -> None:
+    from manager.lifecycle import TERMINAL, TRANSITIONS
+
+    assert not [pair for pair in TRANSITIONS if pair[0] in TERMINAL]
+    bot_id, _ = launched_bot(fleet)
+    callback(fleet, bot_id, "exited", exit_code=3)
+    bot = read(fleet, bot_id)
+    assert (bot.status, bot.exit_code, bot.token_hash) == (BotStatus.FAILED, 3, None)
