@@ -20,7 +20,13 @@ from manager.models import Bot, Command, utcnow
 from manager.services import bots as bot_records
 from manager.services import commands as command_records
 from manager.services.fleet import Fleet
-from orchestrators.base import OrchestratorError, WorkloadState, WorkloadStatus
+from orchestrators.base import (
+    LABEL_ATTEMPT,
+    OrchestratorError,
+    Workload,
+    WorkloadState,
+    WorkloadStatus,
+)
 
 log = logging.getLogger(__name__)
 S = BotStatus
@@ -272,6 +278,10 @@ class Reconciler:
         records = {row.id: row for row in rows}
         for workload in workloads:
             record = records.get(workload.bot_id)
+            live = record is not None and BotStatus(record.status) not in TERMINAL
+            if record is not None and live and record.runtime_ref is None:
+                self._adopt(workload)  # launched, but the crash came before the ref was saved
+                continue
             current = (
                 record is not None
                 and record.runtime_ref == workload.runtime_ref
@@ -298,6 +308,14 @@ class Reconciler:
                     metrics.RECONCILER_REPAIRS.labels("orphan_stopped").inc()
             except OrchestratorError as exc:
                 log.warning("workload %s: %s", workload.runtime_ref, exc)
+
+    def _adopt(self, workload: Workload) -> None:
+        with transaction(self.fleet.sessions) as session:
+            bot = bot_records.lock_bot(session, workload.bot_id)
+            same_attempt = workload.labels.get(LABEL_ATTEMPT) == str(bot.attempt)
+            if bot.runtime_ref is None and same_attempt and BotStatus(bot.status) not in TERMINAL:
+                bot.runtime_ref = workload.runtime_ref
+                log.warning("bot %s: adopted workload %s", bot.id, workload.runtime_ref)
 
     def _record_exit_code(self, bot_id: str, exit_code: int | None) -> None:
         if exit_code is None:

@@ -279,3 +279,14 @@ def test_terminal_states_have_no_way_out(fleet: Fleet) -> None:
     callback(fleet, bot_id, "exited", exit_code=3)
     bot = read(fleet, bot_id)
     assert (bot.status, bot.exit_code, bot.token_hash) == (BotStatus.FAILED, 3, None)
+
+
+def test_a_workload_whose_ref_was_never_saved_is_adopted(
+    fleet: Fleet, reconciler: Reconciler, orchestrator: FakeOrchestrator
+) -> None:
+    bot_id, ref = launched_bot(fleet)
+    with transaction(fleet.sessions) as session:
+        bot_records.lock_bot(session, bot_id).runtime_ref = None  # as if the manager crashed
+    reconciler.reconcile_workloads()
+    assert read(fleet, bot_id).runtime_ref == ref
+    assert orchestrator.running() == [ref], "adopted, not stopped as an orphan"

@@ -43,11 +43,17 @@ def _token(authorization: str | None) -> str:
     return token
 
 
-def get_current_user(session: SessionDep, authorization: AuthHeader = None) -> User:
-    user = user_for_key(session, _token(authorization))
-    if user is None:
-        raise Unauthorized("invalid_token", "this API key is unknown or revoked")
-    session.expunge(user)
+# Authentication uses its own short session rather than SessionDep, so a request never holds
+# two pooled connections at once (the route's writes open their own transaction).
+
+
+def get_current_user(request: Request, authorization: AuthHeader = None) -> User:
+    token = _token(authorization)
+    with request.app.state.sessions() as session:
+        user = user_for_key(session, token)
+        if user is None:
+            raise Unauthorized("invalid_token", "this API key is unknown or revoked")
+        session.expunge(user)
     return user
 
 
@@ -58,7 +64,7 @@ def require_admin(request: Request, authorization: AuthHeader = None) -> None:
 
 
 def get_calling_bot(
-    session: SessionDep,
+    request: Request,
     bot_id: Annotated[str, Path(max_length=64)],
     authorization: AuthHeader = None,
 ) -> Bot:
@@ -68,7 +74,8 @@ def get_calling_bot(
     on another bot's path is 403 and changes nothing.
     """
     hashed = digest(_token(authorization))
-    owner = session.scalar(select(Bot).where(Bot.token_hash == hashed))
+    with request.app.state.sessions() as session:
+        owner = session.scalar(select(Bot).where(Bot.token_hash == hashed))
     if owner is None or owner.token_hash is None or not same(owner.token_hash, hashed):
         raise Unauthorized("invalid_token", "this bot token is unknown or its bot has ended")
     if owner.id != bot_id:
