@@ -13,8 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.conftest import _kill_leftover_bots
-from tests.support import Manager, RedisServer, fresh_database_url, wait_for_status
+from tests.support import Manager, RedisServer, running_manager, wait_for_status
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -38,20 +37,12 @@ def main() -> None:
     parser.add_argument("--bots", type=int, default=20)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        redis_server = RedisServer(root / "redis")
+        redis_server = RedisServer(Path(tmp) / "redis")
         redis_server.start()
-        manager = Manager(
-            data_dir=root / "manager",
-            database_url=fresh_database_url(root),
-            redis_url=redis_server.url,
-        )
-        manager.start()
         try:
-            latencies = measure(manager, args.bots)
+            with running_manager(Path(tmp), redis_server.url) as manager:
+                latencies = measure(manager, args.bots)
         finally:
-            manager.stop()
-            _kill_leftover_bots(manager.data_dir)
             redis_server.stop()
     ordered = sorted(latencies)
     result = {

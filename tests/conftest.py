@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.support import Manager, RedisServer, fresh_database_url
+from tests.support import Manager, RedisServer, running_manager
 
-DB_FIXTURES = {"manager", "restartable", "sessions"}
+DB_FIXTURES = {"manager", "restartable", "outage", "sessions"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -32,23 +31,5 @@ def manager(
     tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer
 ) -> Iterator[Manager]:
     """One manager per test module; each test makes its own user, so tests stay independent."""
-    data_dir: Path = tmp_path_factory.mktemp("manager")
-    instance = Manager(
-        data_dir=data_dir,
-        database_url=fresh_database_url(data_dir),
-        redis_url=redis_server.url,
-    )
-    instance.start()
-    yield instance
-    instance.stop()
-    _kill_leftover_bots(data_dir)
-
-
-def _kill_leftover_bots(data_dir: Path) -> None:
-    """Bots outlive the manager by design; the suite must not leave them behind."""
-    from orchestrators.process import ProcessOrchestrator, ProcessOrchestratorConfig
-
-    orchestrator = ProcessOrchestrator(ProcessOrchestratorConfig(data_dir=data_dir))
-    for workload in orchestrator.list_workloads():
-        if not workload.status.is_gone:
-            orchestrator.stop(workload.runtime_ref, grace_s=1)
+    with running_manager(tmp_path_factory.mktemp("manager"), redis_server.url) as instance:
+        yield instance

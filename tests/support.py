@@ -9,7 +9,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -244,3 +245,28 @@ def wait_for_command(
 def transitions(client: httpx.Client, bot_id: str) -> list[tuple[str, str, str, str]]:
     rows = client.get(f"/bots/{bot_id}/transitions").json()
     return [(r["from"], r["to"], r["reason"], r["source"]) for r in rows]
+
+
+@contextmanager
+def running_manager(root: Path, redis_url: str, *, start: bool = True) -> Iterator[Manager]:
+    """A manager over a fresh database in `root`; stopped, and its bots killed, at the end."""
+    instance = Manager(
+        data_dir=root / "manager", database_url=fresh_database_url(root), redis_url=redis_url
+    )
+    try:
+        if start:
+            instance.start()
+        yield instance
+    finally:
+        instance.stop()
+        kill_leftover_bots(instance.data_dir)
+
+
+def kill_leftover_bots(data_dir: Path) -> None:
+    """Bots outlive the manager by design; the suite must not leave them behind."""
+    from orchestrators.process import ProcessOrchestrator, ProcessOrchestratorConfig
+
+    orchestrator = ProcessOrchestrator(ProcessOrchestratorConfig(data_dir=data_dir))
+    for workload in orchestrator.list_workloads():
+        if not workload.status.is_gone:
+            orchestrator.stop(workload.runtime_ref, grace_s=1)

@@ -9,12 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import _kill_leftover_bots
 from tests.support import (
     FAST_SETTINGS,
     Manager,
     RedisServer,
-    fresh_database_url,
+    running_manager,
     wait_for_command,
     wait_for_status,
     wait_until,
@@ -23,14 +22,8 @@ from tests.support import (
 
 @pytest.fixture
 def restartable(tmp_path: Path, redis_server: RedisServer) -> Iterator[Manager]:
-    instance = Manager(
-        data_dir=tmp_path / "data",
-        database_url=fresh_database_url(tmp_path),
-        redis_url=redis_server.url,
-    )
-    yield instance
-    instance.stop()
-    _kill_leftover_bots(instance.data_dir)
+    with running_manager(tmp_path, redis_server.url, start=False) as instance:
+        yield instance
 
 
 def pid_alive(runtime_ref: str) -> bool:

@@ -253,22 +253,23 @@ def test_unacked_commands_are_republished_then_expire(fleet: Fleet, reconciler: 
     bot_id, _ = launched_bot(fleet)
     command = fleet.reconfigure(bot_id=bot_id, user_id=read(fleet, bot_id).user_id, config={})
     assert command.status == "pending", "nobody subscribed, so not delivered"
-    with transaction(fleet.sessions) as session:
-        row = session.get(Command, command.id)
-        assert row is not None
-        row.next_publish_at = utcnow() - timedelta(seconds=1)
+    an_instant_ago = utcnow() - timedelta(seconds=1)
+    assert update_command(fleet, command.id, next_publish_at=an_instant_ago).publish_count == 1
     reconciler.reconcile_commands()
-    with fleet.sessions() as session:
-        row = session.get(Command, command.id)
-        assert row is not None and row.publish_count == 2
-    with transaction(fleet.sessions) as session:
-        row = session.get(Command, command.id)
-        assert row is not None
-        row.expires_at = utcnow() - timedelta(seconds=1)
+    assert update_command(fleet, command.id).publish_count == 2, "published again when due"
+    update_command(fleet, command.id, expires_at=an_instant_ago)
     reconciler.reconcile_commands()
-    with fleet.sessions() as session:
-        row = session.get(Command, command.id)
-        assert row is not None and row.status == "expired"
+    assert update_command(fleet, command.id).status == "expired"
+
+
+def update_command(fleet: Fleet, command_id: str, **values: object) -> Command:
+    """Set columns of a command (none: just read it) and return it."""
+    with transaction(fleet.sessions) as session:
+        row = session.get(Command, command_id)
+        assert row is not None
+        for column, value in values.items():
+            setattr(row, column, value)
+        return row
 
 
 def test_terminal_states_have_no_way_out(fleet: Fleet) -> None:

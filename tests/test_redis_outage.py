@@ -8,11 +8,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import _kill_leftover_bots
 from tests.support import (
     Manager,
     RedisServer,
-    fresh_database_url,
+    running_manager,
     wait_for_command,
     wait_for_status,
 )
@@ -20,18 +19,14 @@ from tests.support import (
 
 @pytest.fixture
 def outage(tmp_path: Path) -> Iterator[tuple[Manager, RedisServer]]:
+    """A manager with a Redis of its own, which the test stops and starts."""
     redis_server = RedisServer(tmp_path / "redis")
     redis_server.start()
-    instance = Manager(
-        data_dir=tmp_path / "data",
-        database_url=fresh_database_url(tmp_path),
-        redis_url=redis_server.url,
-    )
-    instance.start()
-    yield instance, redis_server
-    instance.stop()
-    _kill_leftover_bots(instance.data_dir)
-    redis_server.stop()
+    try:
+        with running_manager(tmp_path, redis_server.url) as instance:
+            yield instance, redis_server
+    finally:
+        redis_server.stop()
 
 
 def test_stop_and_reconfigure_work_while_redis_is_down(

@@ -22,20 +22,18 @@ LIVE_VALUES = [s.value for s in LIVE]
 def lock_bot(session: Session, bot_id: str, *, user_id: str | None = None) -> Bot:
     """Load the bot with its row locked until the transaction ends (PostgreSQL `FOR UPDATE`;
     SQLite transactions are already exclusive). A foreign bot is reported as not found."""
-    query = select(Bot).where(Bot.id == bot_id).with_for_update()
-    if user_id is not None:
-        query = query.where(Bot.user_id == user_id)
-    bot = session.scalar(query)
-    if bot is None:
-        raise NotFound("bot_not_found", f"no bot {bot_id}")
-    return bot
+    return _one_bot(session, bot_id, user_id=user_id, lock=True)
 
 
 def get_bot(session: Session, bot_id: str, *, user_id: str | None) -> Bot:
+    return _one_bot(session, bot_id, user_id=user_id, lock=False)
+
+
+def _one_bot(session: Session, bot_id: str, *, user_id: str | None, lock: bool) -> Bot:
     query = select(Bot).where(Bot.id == bot_id)
-    if user_id is not None:
+    if user_id is not None:  # another user's bot is "not found", never "forbidden"
         query = query.where(Bot.user_id == user_id)
-    bot = session.scalar(query)
+    bot = session.scalar(query.with_for_update() if lock else query)
     if bot is None:
         raise NotFound("bot_not_found", f"no bot {bot_id}")
     return bot
