@@ -17,9 +17,12 @@ run: $(STAMP)
 	$(BIN)/botfleet migrate
 	$(BIN)/botfleet serve --welcome
 
-## test: install and start PostgreSQL and Redis, lint, then the suite on PostgreSQL and SQLite
+## test: install and start PostgreSQL, Redis and a Docker Engine, build the images, lint, then
+## run the suite on PostgreSQL and the database-touching part again on SQLite
 test: $(STAMP)
 	bash scripts/test-services.sh
+	bash scripts/docker-engine.sh
+	bash scripts/build-images.sh
 	$(BIN)/ruff check .
 	$(MAKE) test-pg test-sqlite
 
@@ -34,10 +37,13 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-## bench: start latency of the process backend (POST /bots → active)
+## bench: start latency (POST /bots → active) on the process and Docker backends
 bench: $(STAMP)
 	bash scripts/test-services.sh
-	$(BIN)/python -m bench.start_latency
+	bash scripts/docker-engine.sh
+	bash scripts/build-images.sh
+	$(BIN)/python -m bench.start_latency --backend process
+	$(BIN)/python -m bench.start_latency --backend docker
 
 clean:
 	rm -rf $(VENV) .botfleet

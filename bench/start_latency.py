@@ -1,4 +1,4 @@
-"""Start latency of the process backend: POST /bots → `active`, over N bots, one at a time.
+"""Start latency of a backend: POST /bots → `active`, over N bots, one at a time.
 
 Runs a real manager (PostgreSQL + Redis, as the tests do) and prints one summary line. Timings
 are reported, never asserted.
@@ -35,18 +35,19 @@ def measure(manager: Manager, count: int) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--bots", type=int, default=20)
+    parser.add_argument("--backend", choices=["process", "docker"], default="process")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         redis_server = RedisServer(Path(tmp) / "redis")
         redis_server.start()
         try:
-            with running_manager(Path(tmp), redis_server.url) as manager:
+            with running_manager(Path(tmp), redis_server.url, backend=args.backend) as manager:
                 latencies = measure(manager, args.bots)
         finally:
             redis_server.stop()
     ordered = sorted(latencies)
     result = {
-        "figure": "start_latency_process",
+        "figure": f"start_latency_{args.backend}",
         "bots": args.bots,
         "p50_s": statistics.median(ordered),
         "p95_s": ordered[max(0, round(0.95 * len(ordered)) - 1)],
@@ -54,9 +55,10 @@ def main() -> None:
         "max_s": ordered[-1],
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "latest.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / f"start_latency_{args.backend}.json").write_text(json.dumps(result, indent=2) + "\n")
     print(
-        f"start latency (process backend, {args.bots} bots): p50 {result['p50_s'] * 1000:.0f} ms,"
+        f"start latency ({args.backend} backend, {args.bots} bots):"
+        f" p50 {result['p50_s'] * 1000:.0f} ms,"
         f" p95 {result['p95_s'] * 1000:.0f} ms, min {result['min_s'] * 1000:.0f} ms,"
         f" max {result['max_s'] * 1000:.0f} ms"
     )

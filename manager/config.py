@@ -83,9 +83,6 @@ class Settings(BaseSettings):
         description="Create this user with an API key on start when it does not exist "
         "(`make run` uses it to print a ready key).",
     )
-    default_image: str = Field(
-        "botfleet-runtime:latest", description="Image for container backends when none is named."
-    )
 
     @computed_field  # type: ignore[prop-decorator]
     @property

@@ -141,6 +141,8 @@ class Bot(Base):
     token_hash: Mapped[str | None] = mapped_column(String(64), index=True)
     stop_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The last output lines, kept when the engine forgets the workload (a removed container).
+    last_logs: Mapped[str | None] = mapped_column(Text)
 
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

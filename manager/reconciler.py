@@ -30,6 +30,7 @@ from orchestrators.base import (
 
 log = logging.getLogger(__name__)
 S = BotStatus
+LAST_LOG_LINES = 200  # kept on the bot when its workload is removed
 
 
 class Reconciler:
@@ -292,7 +293,7 @@ class Reconciler:
             try:
                 if workload.status.is_gone:
                     if record is not None and record.runtime_ref == workload.runtime_ref:
-                        self._record_exit_code(workload.bot_id, workload.status.exit_code)
+                        self._record_end(workload)
                     self.orchestrator.remove(workload.runtime_ref)
                 elif (
                     record is None
@@ -317,13 +318,19 @@ class Reconciler:
                 bot.runtime_ref = workload.runtime_ref
                 log.warning("bot %s: adopted workload %s", bot.id, workload.runtime_ref)
 
-    def _record_exit_code(self, bot_id: str, exit_code: int | None) -> None:
-        if exit_code is None:
-            return
+    def _record_end(self, workload: Workload) -> None:
+        """Keep the exit code and the last output lines before the engine forgets them."""
+        logs = None
+        if self.orchestrator.supports_logs:
+            logs = self.orchestrator.logs(
+                workload.runtime_ref, bot_id=workload.bot_id, tail=LAST_LOG_LINES
+            )
         with transaction(self.fleet.sessions) as session:
-            bot = bot_records.lock_bot(session, bot_id)
+            bot = bot_records.lock_bot(session, workload.bot_id)
             if bot.exit_code is None and BotStatus(bot.status) in TERMINAL:
-                bot.exit_code = exit_code
+                bot.exit_code = workload.status.exit_code
+            if logs is not None:
+                bot.last_logs = logs
 
     # ---- commands ----------------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from orchestrators.base import (
 #: Backend name (as in settings) -> "module:Class".
 BACKENDS: dict[str, str] = {
     "process": "orchestrators.process:ProcessOrchestrator",
+    "docker": "orchestrators.docker:DockerOrchestrator",
 }
 
 

@@ -24,7 +24,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, Field
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from orchestrators.base import (
     BackendUnavailable,
@@ -46,8 +47,10 @@ _POLL_S = 0.05
 _BLOCK = 8192
 
 
-class ProcessOrchestratorConfig(BaseModel):
-    """Settings of the process backend."""
+class ProcessOrchestratorConfig(BaseSettings):
+    """Settings of the process backend (environment: `BOTFLEET_PROCESS_*`)."""
+
+    model_config = SettingsConfigDict(env_prefix="BOTFLEET_PROCESS_", extra="ignore")
 
     data_dir: Path = Field(
         description="Directory holding workload records (workloads/) and bot logs (logs/)."

@@ -6,9 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support import Manager, RedisServer, running_manager
+from tests.support import RUNTIME_IMAGE, Manager, RedisServer, running_manager
 
-DB_FIXTURES = {"manager", "restartable", "outage", "sessions"}
+DB_FIXTURES = {"manager", "any_backend_manager", "restartable", "outage", "sessions"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -26,10 +26,45 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def docker_engine() -> Iterator[None]:
+    """A real Docker Engine with the runtime image built (`make test` sets both up).
+
+    Missing, it fails the tests: the Docker backend's tests must run, never skip.
+    """
+    import docker
+
+    try:
+        client = docker.from_env(timeout=10)
+        client.ping()
+    except Exception as exc:
+        pytest.fail(f"no Docker Engine ({exc}); run scripts/docker-engine.sh", pytrace=False)
+    try:
+        client.images.get(RUNTIME_IMAGE)
+    except docker.errors.ImageNotFound:
+        pytest.fail(f"image {RUNTIME_IMAGE} missing; run scripts/build-images.sh", pytrace=False)
+    client.close()
+    yield
+
+
 @pytest.fixture(scope="module")
 def manager(
     tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer
 ) -> Iterator[Manager]:
     """One manager per test module; each test makes its own user, so tests stay independent."""
     with running_manager(tmp_path_factory.mktemp("manager"), redis_server.url) as instance:
+        yield instance
+
+
+@pytest.fixture(scope="module", params=["process", "docker"])
+def any_backend_manager(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    redis_server: RedisServer,
+) -> Iterator[Manager]:
+    """The same manager, once per backend that can run here."""
+    if request.param == "docker":
+        request.getfixturevalue("docker_engine")
+    root = tmp_path_factory.mktemp(f"manager-{request.param}")
+    with running_manager(root, redis_server.url, backend=request.param) as instance:
         yield instance

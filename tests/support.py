@@ -104,6 +104,18 @@ def wait_until(
         time.sleep(interval)
 
 
+RUNTIME_IMAGE = os.environ.get("BOTFLEET_TEST_IMAGE", "botfleet-runtime:latest")
+BACKEND_ENV = {
+    "process": {"BOTFLEET_ORCHESTRATOR": "process"},
+    # Host networking: containers reach the manager and Redis on loopback, as the rules require.
+    "docker": {
+        "BOTFLEET_ORCHESTRATOR": "docker",
+        "BOTFLEET_DOCKER_NETWORK": "host",
+        "BOTFLEET_DOCKER_DEFAULT_IMAGE": RUNTIME_IMAGE,
+    },
+}
+
+
 # Short budgets so the suite runs fast; every timeout is still derived from them.
 FAST_SETTINGS = {
     "BOTFLEET_HEARTBEAT_S": "1",
@@ -124,6 +136,7 @@ class Manager:
     database_url: str
     redis_url: str
     extra_env: dict[str, str] = field(default_factory=dict)
+    backend: str = "process"
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
 
@@ -145,8 +158,8 @@ class Manager:
             BOTFLEET_DATABASE_URL=self.database_url,
             BOTFLEET_REDIS_URL=self.redis_url,
             BOTFLEET_ADMIN_TOKEN=ADMIN_TOKEN,
-            BOTFLEET_ORCHESTRATOR="process",
         )
+        env.update(BACKEND_ENV[self.backend])
         env.update(self.extra_env)
         return env
 
@@ -248,10 +261,15 @@ def transitions(client: httpx.Client, bot_id: str) -> list[tuple[str, str, str, 
 
 
 @contextmanager
-def running_manager(root: Path, redis_url: str, *, start: bool = True) -> Iterator[Manager]:
+def running_manager(
+    root: Path, redis_url: str, *, start: bool = True, backend: str = "process"
+) -> Iterator[Manager]:
     """A manager over a fresh database in `root`; stopped, and its bots killed, at the end."""
     instance = Manager(
-        data_dir=root / "manager", database_url=fresh_database_url(root), redis_url=redis_url
+        data_dir=root / "manager",
+        database_url=fresh_database_url(root),
+        redis_url=redis_url,
+        backend=backend,
     )
     try:
         if start:
@@ -259,14 +277,22 @@ def running_manager(root: Path, redis_url: str, *, start: bool = True) -> Iterat
         yield instance
     finally:
         instance.stop()
-        kill_leftover_bots(instance.data_dir)
+        kill_leftover_bots(instance.data_dir, backend=backend)
 
 
-def kill_leftover_bots(data_dir: Path) -> None:
+def kill_leftover_bots(data_dir: Path, *, backend: str = "process") -> None:
     """Bots outlive the manager by design; the suite must not leave them behind."""
+    from orchestrators import Orchestrator
+    from orchestrators.docker import DockerOrchestrator
     from orchestrators.process import ProcessOrchestrator, ProcessOrchestratorConfig
 
-    orchestrator = ProcessOrchestrator(ProcessOrchestratorConfig(data_dir=data_dir))
+    orchestrator: Orchestrator = (
+        DockerOrchestrator()
+        if backend == "docker"
+        else ProcessOrchestrator(ProcessOrchestratorConfig(data_dir=data_dir))
+    )
     for workload in orchestrator.list_workloads():
         if not workload.status.is_gone:
             orchestrator.stop(workload.runtime_ref, grace_s=1)
+        orchestrator.remove(workload.runtime_ref)
+    orchestrator.close()

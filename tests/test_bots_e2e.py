@@ -1,10 +1,17 @@
-"""End to end on the process backend: a real manager, real bot processes, real Redis and DB."""
+"""End to end on every backend that runs here (real bot processes, then real containers), with
+a real manager, Redis and database."""
 
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from tests.support import Manager, transitions, wait_for_command, wait_for_status
+
+
+@pytest.fixture
+def manager(any_backend_manager: Manager) -> Manager:
+    return any_backend_manager
 
 
 def start(client: httpx.Client, **body: object) -> dict:

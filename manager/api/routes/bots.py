@@ -19,7 +19,7 @@ from manager.schemas import (
 )
 from manager.services import bots as bot_records
 from manager.services import commands as command_records
-from orchestrators.base import CapabilityNotSupported, OrchestratorError
+from orchestrators.base import CapabilityNotSupported, OrchestratorError, WorkloadNotFound
 
 router = APIRouter(prefix="/bots", tags=["bots"])
 BotId = Annotated[str, "bot id"]
@@ -115,6 +115,8 @@ def get_logs(
         return PlainTextResponse("")
     try:
         text = fleet.orchestrator.logs(bot.runtime_ref, bot_id=bot.id, tail=tail)
+    except WorkloadNotFound:  # removed after it ended: the lines kept at removal
+        text = "\n".join((bot.last_logs or "").splitlines()[-tail:])
     except CapabilityNotSupported as exc:
         raise NotImplementedByBackend(exc.code, str(exc)) from exc
     except OrchestratorError as exc:

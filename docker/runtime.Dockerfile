@@ -1,0 +1,27 @@
+# The bot runtime: one container per bot runs `python -m bot_runtime`, configured by the
+# BOTFLEET_* environment variables. Only redis and httpx are installed, not the manager's deps.
+# Built from a wheelhouse so the build needs no network (scripts/build-images.sh does all this):
+#   pip wheel --wheel-dir docker/wheels .
+#   docker build -f docker/runtime.Dockerfile -t botfleet-runtime:latest .
+# Runs as uid 10001 with a read-only root filesystem and a tmpfs /tmp:
+#   docker run --read-only --tmpfs /tmp --cap-drop ALL --security-opt no-new-privileges ...
+ARG BASE_IMAGE=python:3.11-slim
+
+# The wheels are installed in a build stage: without BuildKit a COPY is a layer of its own, so
+# deleting /wheels later would not make the final image any smaller.
+FROM ${BASE_IMAGE} AS build
+COPY docker/wheels /wheels
+RUN python3 -m venv /opt/botfleet \
+ && /opt/botfleet/bin/pip install --no-cache-dir --no-index --find-links=/wheels --no-deps botfleet \
+ && /opt/botfleet/bin/pip install --no-cache-dir --no-index --find-links=/wheels redis httpx \
+ && rm -rf /wheels
+
+FROM ${BASE_IMAGE}
+LABEL org.opencontainers.image.title=botfleet-runtime
+RUN groupadd --system --gid 10001 bot \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /tmp \
+      --shell /usr/sbin/nologin bot
+COPY --from=build /opt/botfleet /opt/botfleet
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PATH=/opt/botfleet/bin:$PATH
+USER 10001:10001
+ENTRYPOINT ["/opt/botfleet/bin/python", "-m", "bot_runtime"]

@@ -1,0 +1,254 @@
+"""The `docker` backend: one container per bot attempt, on a Docker Engine via the docker SDK.
+
+Containers are hardened (no new privileges, every capability dropped, read-only root with a
+tmpfs /tmp, a non-root user, CPU/memory/pids limits) and carry labels that identify botfleet, the
+bot and the user; never the environment, which holds the bot's token and secrets. They are not
+auto-removed: the exit code and the last log lines are read first, then the reconciler removes
+them (`remove`).
+
+The docker SDK blocks; the manager calls every method here from worker threads.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, ClassVar
+
+import docker
+import docker.errors
+import requests.exceptions
+from docker.models.containers import Container
+from docker.types import Ulimit
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from orchestrators.base import (
+    LABEL_BOT_ID,
+    LABEL_MANAGED,
+    BackendUnavailable,
+    LaunchFailed,
+    LaunchSpec,
+    Orchestrator,
+    OrchestratorError,
+    Workload,
+    WorkloadNotFound,
+    WorkloadState,
+    WorkloadStatus,
+)
+
+log = logging.getLogger(__name__)
+
+
+class DockerOrchestratorConfig(BaseSettings):
+    """Settings of the docker backend (environment: `BOTFLEET_DOCKER_*`)."""
+
+    model_config = SettingsConfigDict(env_prefix="BOTFLEET_DOCKER_", extra="ignore")
+
+    base_url: str | None = Field(
+        None, description="Docker Engine address; DOCKER_HOST or the local socket when unset."
+    )
+    default_image: str = Field(
+        "botfleet-runtime:latest", description="Image for bots whose request names none."
+    )
+    network: str = Field(
+        "botfleet",
+        description="Network the containers join; `host` shares the host's network "
+        "(what the tests use). Bots must reach the manager and Redis from it.",
+    )
+    cpus: float | None = Field(1.0, gt=0, description="CPU limit per bot.")
+    memory_mb: int | None = Field(512, gt=0, description="Memory limit per bot, in MiB.")
+    pids_limit: int | None = Field(256, gt=0, description="Process limit per bot.")
+    user: str = Field("10001:10001", description="uid:gid the bot runs as (never root).")
+    tmpfs_mb: int = Field(64, gt=0, description="Size of the writable /tmp.")
+    api_timeout_s: float = Field(30.0, gt=0, description="Timeout of one Docker API call.")
+    name_prefix: str = Field("botfleet-", description="Container names are prefix + bot id.")
+
+
+def _status(container: Container) -> WorkloadStatus:
+    """Docker's container state, in the shared vocabulary."""
+    state: dict[str, Any] = container.attrs.get("State", {})
+    status = state.get("Status", "")
+    if status == "created":
+        return WorkloadStatus(WorkloadState.PENDING)
+    if status in ("running", "paused", "restarting"):
+        return WorkloadStatus(WorkloadState.RUNNING)
+    if status in ("exited", "dead"):
+        detail = "out of memory (OOMKilled)" if state.get("OOMKilled") else state.get("Error", "")
+        return WorkloadStatus(WorkloadState.EXITED, exit_code=state.get("ExitCode"), detail=detail)
+    if status == "removing":
+        return WorkloadStatus(WorkloadState.EXITED, exit_code=state.get("ExitCode"))
+    return WorkloadStatus(WorkloadState.UNKNOWN, detail=f"docker state {status!r}")
+
+
+@contextmanager
+def _engine_errors(what: str) -> Iterator[None]:
+    """Transport failures become BackendUnavailable, never "not found"."""
+    try:
+        yield
+    except docker.errors.NotFound as exc:
+        raise WorkloadNotFound(f"{what}: {exc.explanation or exc}") from exc
+    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+        raise BackendUnavailable(f"{what}: the Docker Engine does not answer ({exc})") from exc
+    except docker.errors.APIError as exc:
+        if exc.status_code is not None and exc.status_code >= 500:
+            raise BackendUnavailable(f"{what}: {exc.explanation or exc}") from exc
+        raise OrchestratorError(f"{what}: {exc.explanation or exc}") from exc
+    except docker.errors.DockerException as exc:
+        raise BackendUnavailable(f"{what}: {exc}") from exc
+
+
+class DockerOrchestrator(Orchestrator):
+    name = "docker"
+    config_class: ClassVar[type[DockerOrchestratorConfig]] = DockerOrchestratorConfig
+
+    def __init__(self, config: DockerOrchestratorConfig | None = None) -> None:
+        self.config = config or DockerOrchestratorConfig()
+        self._client: docker.DockerClient | None = None
+
+    @property
+    def client(self) -> docker.DockerClient:
+        """Connect lazily, so a manager starts (and /readyz reports) while the engine is down."""
+        if self._client is None:
+            timeout = int(self.config.api_timeout_s)
+            with _engine_errors("connecting to the Docker Engine"):
+                if self.config.base_url:
+                    self._client = docker.DockerClient(
+                        base_url=self.config.base_url, timeout=timeout, version="auto"
+                    )
+                else:
+                    self._client = docker.from_env(timeout=timeout)
+        return self._client
+
+    # ---- launch ------------------------------------------------------------------------------
+
+    def launch(self, spec: LaunchSpec) -> str:
+        image = spec.image or self.config.default_image
+        with _engine_errors(f"launching bot {spec.bot_id}"):
+            try:
+                # create + start, not run(): run() would try to pull a missing image.
+                container = self.client.containers.create(image, **self._create_args(spec))
+            except docker.errors.ImageNotFound as exc:
+                raise LaunchFailed(
+                    f"image {image!r} is not on the Docker Engine", code="image_not_found"
+                ) from exc
+            except docker.errors.APIError as exc:
+                if exc.status_code == 409:
+                    raise LaunchFailed(
+                        f"a container named {self._name(spec)!r} exists already",
+                        code="name_conflict",
+                    ) from exc
+                if exc.status_code is not None and exc.status_code < 500:
+                    raise LaunchFailed(str(exc.explanation or exc), code="launch_failed") from exc
+                raise
+            try:
+                container.start()
+            except docker.errors.APIError as exc:
+                container.remove(force=True)
+                raise LaunchFailed(str(exc.explanation or exc), code="launch_failed") from exc
+        return str(container.id)
+
+    def _name(self, spec: LaunchSpec) -> str:
+        return f"{self.config.name_prefix}{spec.bot_id}-{spec.attempt}"
+
+    def _create_args(self, spec: LaunchSpec) -> dict[str, Any]:
+        cfg = self.config
+        resources = spec.resources
+        cpus = resources.cpus or cfg.cpus
+        memory_mb = resources.memory_mb or cfg.memory_mb
+        pids = resources.pids or cfg.pids_limit
+        args: dict[str, Any] = {
+            "name": self._name(spec),
+            "environment": dict(spec.env),
+            "labels": spec.workload_labels(),
+            "detach": True,
+            "user": cfg.user,
+            "read_only": True,
+            "tmpfs": {"/tmp": f"rw,noexec,nosuid,size={cfg.tmpfs_mb}m"},
+            "security_opt": ["no-new-privileges:true"],
+            "cap_drop": ["ALL"],
+            "init": True,  # a real PID 1 that forwards SIGTERM and reaps children
+            "stop_signal": "SIGTERM",
+            "ulimits": [Ulimit(name="nofile", soft=4096, hard=4096)],
+        }
+        if cfg.network == "host":
+            args["network_mode"] = "host"
+        else:
+            args["network"] = cfg.network
+        if cpus:
+            args["nano_cpus"] = int(cpus * 1e9)
+        if memory_mb:
+            args["mem_limit"] = f"{memory_mb}m"
+        if pids:
+            args["pids_limit"] = pids
+        return args
+
+    # ---- watch and stop ----------------------------------------------------------------------
+
+    def _get(self, runtime_ref: str) -> Container:
+        with _engine_errors(f"reading container {runtime_ref[:12]}"):
+            return self.client.containers.get(runtime_ref)
+
+    def inspect(self, runtime_ref: str) -> WorkloadStatus:
+        try:
+            return _status(self._get(runtime_ref))
+        except WorkloadNotFound:
+            return WorkloadStatus(WorkloadState.NOT_FOUND)
+
+    def stop(self, runtime_ref: str, *, grace_s: float) -> WorkloadStatus:
+        """docker stop: SIGTERM (the runtime leaves), SIGKILL after the grace."""
+        try:
+            container = self._get(runtime_ref)
+            with _engine_errors(f"stopping container {runtime_ref[:12]}"):
+                container.stop(timeout=max(0, round(grace_s)))
+                container.reload()
+        except WorkloadNotFound:
+            return WorkloadStatus(WorkloadState.NOT_FOUND)
+        return _status(container)
+
+    def list_workloads(self, labels: Mapping[str, str] | None = None) -> list[Workload]:
+        wanted = {LABEL_MANAGED: "true", **(labels or {})}
+        filters = {"label": [f"{k}={v}" for k, v in wanted.items()]}
+        with _engine_errors("listing containers"):
+            containers = self.client.containers.list(all=True, filters=filters)
+        return [
+            Workload(
+                runtime_ref=str(c.id),
+                bot_id=c.labels.get(LABEL_BOT_ID, ""),
+                labels=dict(c.labels),
+                status=_status(c),
+            )
+            for c in containers
+        ]
+
+    def remove(self, runtime_ref: str) -> None:
+        try:
+            container = self._get(runtime_ref)
+        except WorkloadNotFound:
+            return
+        if not _status(container).is_gone:
+            raise OrchestratorError(f"container {runtime_ref[:12]} still runs; stop it first")
+        with _engine_errors(f"removing container {runtime_ref[:12]}"):
+            container.remove(v=True)
+
+    # ---- capabilities ------------------------------------------------------------------------
+
+    @property
+    def supports_logs(self) -> bool:
+        return True
+
+    def logs(self, runtime_ref: str, *, bot_id: str, tail: int) -> str:
+        """The container's output; WorkloadNotFound once it was removed."""
+        container = self._get(runtime_ref)
+        with _engine_errors(f"reading logs of {runtime_ref[:12]}"):
+            raw: bytes = container.logs(stdout=True, stderr=True, tail=tail)
+        return raw.decode("utf-8", errors="replace")
+
+    def check_health(self) -> None:
+        with _engine_errors("pinging the Docker Engine"):
+            self.client.ping()
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()

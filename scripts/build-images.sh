@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Builds botfleet-runtime:latest and botfleet-manager:latest without network inside the builds:
+# a wheelhouse is made on the host (docker/wheels) and the Dockerfiles install from it. With no
+# registry reachable, the base is the local debootstrap image (scripts/build-base-image.sh);
+# BASE_IMAGE=python:3.11-slim picks the normal one. Idempotent; prints the image names.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+base=${BASE_IMAGE:-botfleet-base:bookworm}
+wheels=docker/wheels
+py=.venv/bin/python
+[ -x "$py" ] || py=python3
+
+[ "$base" = botfleet-base:bookworm ] && bash scripts/build-base-image.sh >/dev/null
+
+# (a) The wheelhouse. The dependencies' wheels are made once per pyproject.toml; the botfleet
+# wheel every time, from a copy of the tracked and new files (no stale build/ dir, no .venv).
+# pip resolves with the host's markers: bookworm's python3 is 3.11.2, and redis needs
+# async-timeout below 3.11.3, so it is added by hand. SOURCE_DATE_EPOCH makes the wheel
+# reproducible, so unchanged sources keep Docker's layer cache (and no new dangling images).
+extra=(async-timeout)
+mkdir -p "$wheels"
+stamp=$wheels/.stamp
+want="$(sha256sum pyproject.toml) ${extra[*]}"
+src=$(mktemp -d /tmp/botfleet-src.XXXXXX)
+trap 'rm -rf "$src"' EXIT
+git ls-files -z --cached --others --exclude-standard \
+  | tar -c --null -T - --ignore-failed-read 2>/dev/null | tar -x -C "$src"
+rm -f "$wheels"/botfleet-*.whl
+export SOURCE_DATE_EPOCH=315532800
+if [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+  "$py" -m pip wheel -qq --no-deps --wheel-dir "$wheels" "$src"
+else
+  "$py" -m pip wheel -qq --find-links "$wheels" --wheel-dir "$wheels" "$src" "${extra[@]}"
+  echo "$want" >"$stamp"
+fi
+
+# (b) The images. The v28 CLI has no buildx plugin here and engine 20.10's BuildKit needs it:
+# use the classic builder unless buildx is installed.
+docker buildx version >/dev/null 2>&1 || export DOCKER_BUILDKIT=0
+for name in runtime manager; do
+  docker build -q --force-rm --network host --build-arg BASE_IMAGE="$base" \
+    -f "docker/$name.Dockerfile" -t "botfleet-$name:latest" . >/dev/null
+  echo "botfleet-$name:latest"
+done

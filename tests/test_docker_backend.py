@@ -1,0 +1,105 @@
+"""The docker backend against a real Docker Engine: hardening, engine truth, engine errors."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+
+import docker
+import pytest
+
+from tests.support import (
+    Manager,
+    RedisServer,
+    running_manager,
+    transitions,
+    wait_for_status,
+    wait_until,
+)
+
+
+@pytest.fixture(scope="module")
+def manager(
+    docker_engine: None, tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer
+) -> Iterator[Manager]:
+    root = tmp_path_factory.mktemp("docker-manager")
+    with running_manager(root, redis_server.url, backend="docker") as instance:
+        yield instance
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[docker.DockerClient]:
+    client = docker.from_env()
+    yield client
+    client.close()
+
+
+def test_containers_are_hardened_and_labelled(
+    manager: Manager, engine: docker.DockerClient
+) -> None:
+    user, client = manager.new_user()
+    bot = client.post(
+        "/bots",
+        json={"bot": "demo", "secrets": {"api_key": "very-secret"}, "labels": {"team": "a"}},
+    ).json()
+    active = wait_for_status(client, bot["id"], {"active"})
+    attrs = engine.containers.get(active["runtime_ref"]).attrs
+    host = attrs["HostConfig"]
+    assert host["ReadonlyRootfs"] is True
+    assert host["CapDrop"] == ["ALL"]
+    assert "no-new-privileges:true" in host["SecurityOpt"]
+    assert host["NetworkMode"] == "host"
+    assert host["PidsLimit"] == 256 and host["Memory"] == 512 * 2**20
+    assert host["NanoCpus"] == 10**9
+    assert "/tmp" in host["Tmpfs"]
+    assert host["AutoRemove"] is False, "exit codes are read before removal"
+    assert attrs["Config"]["User"] == "10001:10001"
+    labels = attrs["Config"]["Labels"]
+    assert labels["botfleet.bot_id"] == bot["id"] and labels["botfleet.user_id"] == user["id"]
+    assert labels["botfleet.managed"] == "true" and labels["botfleet.label.team"] == "a"
+    assert "very-secret" not in str(labels), "secrets never go into labels"
+    client.post(f"/bots/{bot['id']}/stop")
+    assert wait_for_status(client, bot["id"], {"completed", "failed"})["status"] == "completed"
+
+
+def test_docker_kill_fails_the_bot_with_the_engines_exit_code(
+    manager: Manager, engine: docker.DockerClient
+) -> None:
+    _, client = manager.new_user()
+    bot = client.post("/bots", json={"bot": "demo"}).json()
+    ref = wait_for_status(client, bot["id"], {"active"})["runtime_ref"]
+    subprocess.run(["docker", "kill", ref], check=True, capture_output=True)
+    done = wait_for_status(client, bot["id"], {"failed", "completed"})
+    assert (done["status"], done["status_reason"], done["exit_code"]) == (
+        "failed",
+        "workload_vanished",
+        137,
+    )
+    assert transitions(client, bot["id"])[-1][3] == "reconciler"
+
+
+def test_missing_image_fails_with_a_reason(manager: Manager) -> None:
+    _, client = manager.new_user()
+    bot = client.post("/bots", json={"bot": "demo", "image": "botfleet-no-such-image:1"}).json()
+    done = wait_for_status(client, bot["id"], {"failed", "completed"})
+    assert (done["status"], done["status_reason"]) == ("failed", "image_not_found")
+    last = client.get(f"/bots/{bot['id']}/transitions").json()[-1]
+    assert "botfleet-no-such-image:1" in last["detail"]
+
+
+def test_ended_containers_are_removed_after_their_exit_is_recorded(
+    manager: Manager, engine: docker.DockerClient
+) -> None:
+    _, client = manager.new_user()
+    bot = client.post("/bots", json={"bot": "demo", "config": {"crash_after_s": 0.5}}).json()
+    done = wait_for_status(client, bot["id"], {"failed", "completed"})
+    assert (done["exit_code"], done["status_reason"]) == (1, "crashed")
+
+    def removed() -> bool:
+        return not engine.containers.list(
+            all=True, filters={"label": f"botfleet.bot_id={bot['id']}"}
+        )
+
+    wait_until(removed, timeout=20, what="the ended container to be removed")
+    logs = client.get(f"/bots/{bot['id']}/logs", params={"tail": 100}).text
+    assert "crash_after_s" in logs, "the last lines are kept after the container is gone"

@@ -1,0 +1,59 @@
+"""The docker backend on its own, against a real Docker Engine (no manager runs meanwhile,
+whose reconciler would stop these unrecorded containers as orphans)."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from orchestrators.base import (
+    BackendUnavailable,
+    LaunchFailed,
+    LaunchSpec,
+    WorkloadState,
+    WorkloadStatus,
+)
+from orchestrators.docker import DockerOrchestrator, DockerOrchestratorConfig
+from tests.support import RUNTIME_IMAGE, wait_until
+
+
+def spec(bot_id: str, image: str = RUNTIME_IMAGE) -> LaunchSpec:
+    return LaunchSpec(bot_id=bot_id, user_id="u", attempt=1, image=image, env={})
+
+
+def test_an_engine_that_cannot_be_reached_is_unavailable_never_not_found() -> None:
+    down = DockerOrchestrator(DockerOrchestratorConfig(base_url="unix:///nonexistent/docker.sock"))
+    for call in (
+        lambda: down.launch(spec("engine-down")),
+        lambda: down.inspect("0123456789ab"),
+        lambda: down.list_workloads(),
+        lambda: down.stop("0123456789ab", grace_s=1),
+        down.check_health,
+    ):
+        with pytest.raises(BackendUnavailable):
+            call()
+
+
+def test_name_conflicts_and_missing_images_are_launch_failures(docker_engine: None) -> None:
+    backend = DockerOrchestrator(DockerOrchestratorConfig(network="host"))
+    bot_id = f"conflict-{uuid.uuid4().hex[:8]}"
+    first = backend.launch(spec(bot_id))
+    try:
+        with pytest.raises(LaunchFailed) as conflict:
+            backend.launch(spec(bot_id))
+        assert conflict.value.code == "name_conflict"
+        with pytest.raises(LaunchFailed) as missing:
+            backend.launch(spec(f"{bot_id}-x", image="botfleet-no-such-image:1"))
+        assert missing.value.code == "image_not_found"
+        # The runtime exits 2 on an empty environment: the engine's exit code comes through.
+        wait_until(lambda: backend.inspect(first).is_gone, timeout=30, what="exit")
+        assert backend.inspect(first) == WorkloadStatus(WorkloadState.EXITED, exit_code=2)
+        assert [w.runtime_ref for w in backend.list_workloads({"botfleet.bot_id": bot_id})] == [
+            first
+        ]
+    finally:
+        backend.stop(first, grace_s=1)
+        backend.remove(first)
+    assert backend.inspect(first).state == WorkloadState.NOT_FOUND
+    backend.close()
