@@ -211,16 +211,22 @@ class DockerOrchestrator(Orchestrator):
         wanted = {LABEL_MANAGED: "true", **(labels or {})}
         filters = {"label": [f"{k}={v}" for k, v in wanted.items()]}
         with _engine_errors("listing containers"):
-            containers = self.client.containers.list(all=True, filters=filters)
-        return [
-            Workload(
-                runtime_ref=str(c.id),
-                bot_id=c.labels.get(LABEL_BOT_ID, ""),
-                labels=dict(c.labels),
-                status=_status(c),
+            summaries = self.client.api.containers(all=True, filters=filters)
+        workloads = []
+        for summary in summaries:
+            try:  # the list has no exit codes: inspect each, skipping any removed meanwhile
+                container = self._get(summary["Id"])
+            except WorkloadNotFound:
+                continue
+            workloads.append(
+                Workload(
+                    runtime_ref=str(container.id),
+                    bot_id=container.labels.get(LABEL_BOT_ID, ""),
+                    labels=dict(container.labels),
+                    status=_status(container),
+                )
             )
-            for c in containers
-        ]
+        return workloads
 
     def remove(self, runtime_ref: str) -> None:
         try:

@@ -113,6 +113,8 @@ BACKEND_ENV = {
         "BOTFLEET_DOCKER_NETWORK": "host",
         "BOTFLEET_DOCKER_DEFAULT_IMAGE": RUNTIME_IMAGE,
     },
+    # The Nomad address comes from the stand-in's fixture, through `extra_env`.
+    "nomad": {"BOTFLEET_ORCHESTRATOR": "nomad"},
 }
 
 
@@ -262,7 +264,12 @@ def transitions(client: httpx.Client, bot_id: str) -> list[tuple[str, str, str, 
 
 @contextmanager
 def running_manager(
-    root: Path, redis_url: str, *, start: bool = True, backend: str = "process"
+    root: Path,
+    redis_url: str,
+    *,
+    start: bool = True,
+    backend: str = "process",
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[Manager]:
     """A manager over a fresh database in `root`; stopped, and its bots killed, at the end."""
     instance = Manager(
@@ -270,6 +277,7 @@ def running_manager(
         database_url=fresh_database_url(root),
         redis_url=redis_url,
         backend=backend,
+        extra_env=dict(extra_env or {}),
     )
     try:
         if start:

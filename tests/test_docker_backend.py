@@ -96,7 +96,7 @@ def test_ended_containers_are_removed_after_their_exit_is_recorded(
     assert (done["exit_code"], done["status_reason"]) == (1, "crashed")
 
     def removed() -> bool:
-        return not engine.containers.list(
+        return not engine.api.containers(
             all=True, filters={"label": f"botfleet.bot_id={bot['id']}"}
         )
 
