@@ -12,12 +12,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from manager.api.routes import admin, bots, health, internal
 from manager.backends import create_orchestrator
-from manager.bootstrap import admin_token
+from manager.bootstrap import admin_token, fleet_id
 from manager.bus import CommandBus
 from manager.config import Settings, get_settings
 from manager.db import make_engine, make_session_factory
 from manager.embedded_redis import EmbeddedRedis
 from manager.errors import error_body, install_error_handlers
+from manager.leader import LeaderLease
 from manager.reconciler import Reconciler
 from manager.services.fleet import Fleet
 
@@ -93,14 +94,26 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         bus = CommandBus(settings.redis_url or "")
         stack.callback(bus.close)
         fleet = Fleet(
-            sessions=app.state.sessions, orchestrator=orchestrator, bus=bus, settings=settings
+            fleet_id=fleet_id(app.state.sessions, settings),
+            sessions=app.state.sessions,
+            orchestrator=orchestrator,
+            bus=bus,
+            settings=settings,
         )
         stack.callback(fleet.close)
         app.state.fleet = fleet
         app.state.reconciler = reconciler = Reconciler(fleet)
+        lease = LeaderLease(engine)
+        stack.callback(lease.release)
+
+        def reconcile() -> None:
+            """Only the leader among the replicas reconciles."""
+            if lease.hold():
+                reconciler.run_once()
+
         scheduler = BackgroundScheduler(timezone="UTC")
         scheduler.add_job(
-            reconciler.run_once,
+            reconcile,
             "interval",
             seconds=settings.reconcile_interval_s,
             id="reconcile",

@@ -1,11 +1,16 @@
-"""First-start chores: the admin token and, for `make run`, a ready user."""
+"""First-start chores: the admin token and the fleet id."""
 
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
+from sqlalchemy.orm import Session, sessionmaker
+
 from manager.config import Settings
+from manager.db import transaction
+from manager.models import FleetMeta
 from manager.security import new_secret
 
 
@@ -25,3 +30,16 @@ def admin_token(settings: Settings) -> tuple[str, bool]:
     with os.fdopen(fd, "w") as handle:
         handle.write(token + "\n")
     return token, True
+
+
+def fleet_id(sessions: sessionmaker[Session], settings: Settings) -> str:
+    """This installation's id, which labels its workloads so that fleets sharing one engine never
+    take each other's workloads for orphans. Kept in the database: every replica shares it."""
+    if settings.fleet_id:
+        return settings.fleet_id
+    with transaction(sessions) as session:
+        row = session.get(FleetMeta, "fleet_id")
+        if row is None:
+            row = FleetMeta(key="fleet_id", value=secrets.token_hex(6))
+            session.add(row)
+        return row.value

@@ -45,6 +45,11 @@ class Settings(BaseSettings):
         None,
         description="Base URL bots use to call the manager back; http://HOST:PORT when unset.",
     )
+    fleet_id: str | None = Field(
+        None,
+        description="Label of this installation's workloads; generated once and kept in the "
+        "database when unset.",
+    )
     migrate_on_start: bool = Field(True, description="Run Alembic migrations when serving.")
 
     # Bot budgets and the timeouts derived from them.
@@ -54,6 +59,12 @@ class Settings(BaseSettings):
     )
     start_timeout_s: float = Field(
         120.0, gt=0, description="How long a bot may stay `starting` before it fails."
+    )
+    launch_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="A launch that left no workload after this long is retried (a crash "
+        "between recording `starting` and reaching the engine).",
     )
     stop_grace_s: float = Field(
         30.0, gt=0, description="How long a bot may take to leave before it is killed."

@@ -22,3 +22,4 @@ RECONCILER_ERRORS = Counter(
     "botfleet_reconciler_errors_total", "Reconciler steps that raised", ["step"]
 )
 BOTS = Gauge("botfleet_bots", "Bots by status, as of the last reconciler tick", ["status"])
+LEADER = Gauge("botfleet_reconciler_leader", "1 while this replica runs the reconciler")

@@ -71,6 +71,15 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
 
+class FleetMeta(Base):
+    """Facts about this installation, such as its fleet id (the label on its workloads)."""
+
+    __tablename__ = "fleet_meta"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(300))
+
+
 class User(Base):
     __tablename__ = "users"
 
@@ -143,6 +152,8 @@ class Bot(Base):
     last_heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # The last output lines, kept when the engine forgets the workload (a removed container).
     last_logs: Mapped[str | None] = mapped_column(Text)
+    # When a restart is due (restart policy backoff); None when no relaunch is waiting.
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -160,6 +171,20 @@ class BotLabel(Base):
     bot_id: Mapped[str] = mapped_column(ForeignKey("bots.id", ondelete="CASCADE"), primary_key=True)
     key: Mapped[str] = mapped_column(String(100), primary_key=True)
     value: Mapped[str] = mapped_column(String(300))
+
+
+class BotAttempt(Base):
+    """One launch of a bot: each attempt keeps its own workload reference and exit code."""
+
+    __tablename__ = "bot_attempts"
+
+    bot_id: Mapped[str] = mapped_column(ForeignKey("bots.id", ondelete="CASCADE"), primary_key=True)
+    attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
+    runtime_ref: Mapped[str | None] = mapped_column(String(200))
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    outcome: Mapped[str | None] = mapped_column(String(64))
+    launched_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class BotTransition(Base):

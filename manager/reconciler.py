@@ -15,13 +15,15 @@ from sqlalchemy import func, select
 
 from manager import metrics
 from manager.db import transaction
-from manager.lifecycle import TERMINAL, BotStatus, IllegalTransition, Source, transition
+from manager.lifecycle import TERMINAL, BotStatus, IllegalTransition, Source
 from manager.models import Bot, Command, utcnow
 from manager.services import bots as bot_records
 from manager.services import commands as command_records
+from manager.services.attempts import end_attempt, record_attempt_exit
 from manager.services.fleet import Fleet
 from orchestrators.base import (
     LABEL_ATTEMPT,
+    LABEL_BOT_ID,
     OrchestratorError,
     Workload,
     WorkloadState,
@@ -91,15 +93,8 @@ class Reconciler:
             if bot.status != expected:
                 log.info("bot %s is now %s; no %s repair", bot_id, bot.status, reason)
                 return
-            transition(
-                session,
-                bot,
-                target,
-                reason=reason,
-                source=source,
-                detail=detail,
-                exit_code=exit_code,
-            )
+            end_attempt(session, bot, failed=target == S.FAILED, reason=reason, source=source,
+                        detail=detail, exit_code=exit_code)  # fmt: skip
         metrics.RECONCILER_REPAIRS.labels(reason).inc()
         log.warning("bot %s: %s → %s (%s) %s", bot_id, expected, target, reason, detail)
 
@@ -120,7 +115,7 @@ class Reconciler:
         try:
             status = self.orchestrator.inspect(bot.runtime_ref)
             if status.state == WorkloadState.NOT_FOUND:
-                listed = self.orchestrator.list_workloads({"botfleet.bot_id": bot.id})
+                listed = self.fleet.workloads(**{LABEL_BOT_ID: bot.id})
                 if any(w.runtime_ref == bot.runtime_ref for w in listed):
                     return None
         except OrchestratorError as exc:
@@ -156,6 +151,10 @@ class Reconciler:
     def reconcile_starting(self) -> None:
         def fix(bot_id: str) -> None:
             bot = self._read(bot_id)
+            if bot.next_attempt_at is not None:  # a restart waiting for its backoff
+                if bot.next_attempt_at <= utcnow():
+                    self.fleet.relaunch(bot_id)
+                return
             if self._older_than(bot.started_at, self.settings.start_timeout_s):
                 self._force_stop(bot)
                 self._repair(
@@ -165,6 +164,10 @@ class Reconciler:
                     reason="start_timeout",
                     detail=f"not started within {self.settings.start_timeout_s:g}s",
                 )
+                return
+            if bot.runtime_ref is None:
+                if self._older_than(bot.started_at, self.settings.launch_timeout_s):
+                    self._retry_lost_launch(bot)
                 return
             status = self.confirmed_status(bot)
             if status is not None and status.is_gone:
@@ -178,6 +181,24 @@ class Reconciler:
                 )
 
         self._each(S.STARTING, fix)
+
+    def _retry_lost_launch(self, bot: Bot) -> None:
+        """`starting` with no workload long after the launch began: the manager died between
+        recording the launch and reaching the engine. Launch again once a listing confirms that
+        nothing runs for this bot (a workload found instead is adopted by `reconcile_workloads`)."""
+        listed = self.fleet.workloads(**{LABEL_BOT_ID: bot.id})
+        if any(w.status.state == WorkloadState.RUNNING for w in listed):
+            return
+        for leftover in listed:  # e.g. a container created but never started
+            self.orchestrator.stop(leftover.runtime_ref, grace_s=self.settings.kill_after_s)
+        with transaction(self.fleet.sessions) as session:
+            locked = bot_records.lock_bot(session, bot.id)
+            if locked.status != S.STARTING or locked.runtime_ref or locked.next_attempt_at:
+                return
+            locked.next_attempt_at = utcnow()
+        log.warning("bot %s: its launch was lost; launching again", bot.id)
+        metrics.RECONCILER_REPAIRS.labels("launch_retried").inc()
+        self.fleet.relaunch(bot.id)
 
     def reconcile_active(self) -> None:
         def fix(bot_id: str) -> None:
@@ -270,47 +291,44 @@ class Reconciler:
     def reconcile_workloads(self) -> None:
         """Stop orphans (botfleet workloads whose record is missing or ended, or an older
         attempt's), and remove ended workloads once their exit code is recorded."""
-        workloads = self.orchestrator.list_workloads()
+        workloads = self.fleet.workloads()
         ids = {w.bot_id for w in workloads}
         with self.fleet.sessions() as session:
             rows = session.execute(
-                select(Bot.id, Bot.status, Bot.runtime_ref).where(Bot.id.in_(ids))
+                select(Bot.id, Bot.status, Bot.runtime_ref, Bot.attempt).where(Bot.id.in_(ids))
             ).all()
         records = {row.id: row for row in rows}
         for workload in workloads:
             record = records.get(workload.bot_id)
             live = record is not None and BotStatus(record.status) not in TERMINAL
-            if record is not None and live and record.runtime_ref is None:
-                self._adopt(workload)  # launched, but the crash came before the ref was saved
-                continue
-            current = (
-                record is not None
-                and record.runtime_ref == workload.runtime_ref
-                and BotStatus(record.status) not in TERMINAL
-            )
-            if current:
-                continue
+            if record is not None and live and record.runtime_ref == workload.runtime_ref:
+                continue  # the current attempt: the per-state steps watch it
             try:
+                this_attempt = record is not None and workload.labels.get(LABEL_ATTEMPT) == str(
+                    record.attempt
+                )
+                if record is not None and live and record.runtime_ref is None and this_attempt:
+                    # A launch in flight, or one whose ref was lost: adopt it if it runs, and
+                    # otherwise leave it to `_retry_lost_launch`. Never an orphan.
+                    self._adopt(workload)
+                    continue
                 if workload.status.is_gone:
-                    if record is not None and record.runtime_ref == workload.runtime_ref:
-                        self._record_end(workload)
+                    self._record_end(workload, current=record is not None
+                                     and record.runtime_ref == workload.runtime_ref)  # fmt: skip
                     self.orchestrator.remove(workload.runtime_ref)
-                elif (
-                    record is None
-                    or BotStatus(record.status) in TERMINAL
-                    or (record.runtime_ref and record.runtime_ref != workload.runtime_ref)
-                ):
-                    log.warning(
-                        "stopping orphan workload %s of bot %s",
-                        workload.runtime_ref,
-                        workload.bot_id,
-                    )
+                else:  # no record, an ended record, or an older attempt
+                    log.warning("stopping orphan workload %s of bot %s",
+                                workload.runtime_ref, workload.bot_id)  # fmt: skip
                     self.orchestrator.stop(workload.runtime_ref, grace_s=self.settings.kill_after_s)
                     metrics.RECONCILER_REPAIRS.labels("orphan_stopped").inc()
             except OrchestratorError as exc:
                 log.warning("workload %s: %s", workload.runtime_ref, exc)
 
     def _adopt(self, workload: Workload) -> None:
+        """A live bot's running workload whose ref was never saved (a crash right after the
+        launch). One that never started is left to `_retry_lost_launch`."""
+        if workload.status.state != WorkloadState.RUNNING:
+            return
         with transaction(self.fleet.sessions) as session:
             bot = bot_records.lock_bot(session, workload.bot_id)
             same_attempt = workload.labels.get(LABEL_ATTEMPT) == str(bot.attempt)
@@ -318,14 +336,18 @@ class Reconciler:
                 bot.runtime_ref = workload.runtime_ref
                 log.warning("bot %s: adopted workload %s", bot.id, workload.runtime_ref)
 
-    def _record_end(self, workload: Workload) -> None:
+    def _record_end(self, workload: Workload, *, current: bool) -> None:
         """Keep the exit code and the last output lines before the engine forgets them."""
         logs = None
-        if self.orchestrator.supports_logs:
+        if current and self.orchestrator.supports_logs:
             logs = self.orchestrator.logs(
                 workload.runtime_ref, bot_id=workload.bot_id, tail=LAST_LOG_LINES
             )
         with transaction(self.fleet.sessions) as session:
+            record_attempt_exit(session, workload.bot_id, runtime_ref=workload.runtime_ref,
+                                exit_code=workload.status.exit_code)  # fmt: skip
+            if not current:
+                return
             bot = bot_records.lock_bot(session, workload.bot_id)
             if bot.exit_code is None and BotStatus(bot.status) in TERMINAL:
                 bot.exit_code = workload.status.exit_code

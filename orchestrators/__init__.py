@@ -30,6 +30,7 @@ from orchestrators.base import (
 BACKENDS: dict[str, str] = {
     "process": "orchestrators.process:ProcessOrchestrator",
     "docker": "orchestrators.docker:DockerOrchestrator",
+    "nomad": "orchestrators.nomad:NomadOrchestrator",
 }
 
 

@@ -19,6 +19,8 @@ from typing import ClassVar
 
 #: Labels every backend attaches to a workload so it can be listed and traced back to its record.
 LABEL_MANAGED = "botfleet.managed"
+#: The installation a workload belongs to: several fleets may share one engine.
+LABEL_FLEET = "botfleet.fleet"
 LABEL_BOT_ID = "botfleet.bot_id"
 LABEL_USER_ID = "botfleet.user_id"
 LABEL_ATTEMPT = "botfleet.attempt"
@@ -81,12 +83,14 @@ class LaunchSpec:
     env: Mapping[str, str]
     labels: Mapping[str, str] = field(default_factory=dict)
     resources: Resources = field(default_factory=Resources)
+    fleet: str = ""
 
     def workload_labels(self) -> dict[str, str]:
         """User labels plus the botfleet labels that identify the workload (ours win)."""
         return {
             **{f"botfleet.label.{k}": v for k, v in self.labels.items()},
             LABEL_MANAGED: "true",
+            LABEL_FLEET: self.fleet,
             LABEL_BOT_ID: self.bot_id,
             LABEL_USER_ID: self.user_id,
             LABEL_ATTEMPT: str(self.attempt),

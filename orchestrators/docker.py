@@ -201,6 +201,9 @@ class DockerOrchestrator(Orchestrator):
         try:
             container = self._get(runtime_ref)
             with _engine_errors(f"stopping container {runtime_ref[:12]}"):
+                if container.status == "created":  # never started: nothing to record
+                    container.remove(force=True)
+                    return WorkloadStatus(WorkloadState.NOT_FOUND)
                 container.stop(timeout=max(0, round(grace_s)))
                 container.reload()
         except WorkloadNotFound:
@@ -233,10 +236,10 @@ class DockerOrchestrator(Orchestrator):
             container = self._get(runtime_ref)
         except WorkloadNotFound:
             return
-        if not _status(container).is_gone:
+        if not _status(container).is_gone and container.status != "created":
             raise OrchestratorError(f"container {runtime_ref[:12]} still runs; stop it first")
         with _engine_errors(f"removing container {runtime_ref[:12]}"):
-            container.remove(v=True)
+            container.remove(v=True, force=container.status == "created")
 
     # ---- capabilities ------------------------------------------------------------------------
 

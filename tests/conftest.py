@@ -6,9 +6,27 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests import support
 from tests.support import RUNTIME_IMAGE, Manager, RedisServer, running_manager
 
 DB_FIXTURES = {"manager", "any_backend_manager", "restartable", "outage", "sessions"}
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The fault tests' convergence figures: measured, printed, never asserted."""
+    if not support.FAULT_FIGURES and not support.FAULT_VERDICTS:
+        return
+    terminalreporter.section("fault figures")
+    for name, values in sorted(support.FAULT_FIGURES.items()):
+        ordered = sorted(values)
+        terminalreporter.write_line(
+            f"{name}: median {ordered[len(ordered) // 2]:.1f} s, max {ordered[-1]:.1f} s, "
+            f"n={len(ordered)}"
+        )
+    matched = sum(support.FAULT_VERDICTS)
+    terminalreporter.write_line(
+        f"bots whose final state matched the truth: {matched}/{len(support.FAULT_VERDICTS)}"
+    )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

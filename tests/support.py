@@ -25,6 +25,21 @@ ADMIN_TOKEN = "test-admin-token"
 REPO = Path(__file__).resolve().parent.parent
 
 
+# Convergence figures of the fault tests, printed at the end of the run (conftest).
+FAULT_FIGURES: dict[str, list[float]] = {}
+FAULT_VERDICTS: list[bool] = []
+
+
+def figure(name: str, seconds: float) -> None:
+    FAULT_FIGURES.setdefault(name, []).append(seconds)
+
+
+def verdict(matches: bool) -> bool:
+    """Count a bot whose final recorded state matched the truth."""
+    FAULT_VERDICTS.append(matches)
+    return matches
+
+
 def database_kind() -> str:
     return os.environ.get("BOTFLEET_TEST_DATABASE", "postgresql")
 
@@ -127,6 +142,7 @@ FAST_SETTINGS = {
     "BOTFLEET_KILL_AFTER_S": "2",
     "BOTFLEET_START_TIMEOUT_S": "60",
     "BOTFLEET_COMMAND_RETRY_S": "1",
+    "BOTFLEET_LAUNCH_TIMEOUT_S": "5",
 }
 
 
@@ -290,7 +306,7 @@ def running_manager(
 
 def kill_leftover_bots(data_dir: Path, *, backend: str = "process") -> None:
     """Bots outlive the manager by design; the suite must not leave them behind."""
-    from orchestrators import Orchestrator
+    from orchestrators import Orchestrator, OrchestratorError
     from orchestrators.docker import DockerOrchestrator
     from orchestrators.process import ProcessOrchestrator, ProcessOrchestratorConfig
 
@@ -300,7 +316,10 @@ def kill_leftover_bots(data_dir: Path, *, backend: str = "process") -> None:
         else ProcessOrchestrator(ProcessOrchestratorConfig(data_dir=data_dir))
     )
     for workload in orchestrator.list_workloads():
-        if not workload.status.is_gone:
-            orchestrator.stop(workload.runtime_ref, grace_s=1)
-        orchestrator.remove(workload.runtime_ref)
+        try:
+            if not workload.status.is_gone:
+                orchestrator.stop(workload.runtime_ref, grace_s=1)
+            orchestrator.remove(workload.runtime_ref)
+        except OrchestratorError as exc:  # keep cleaning the others
+            print(f"could not clean up {workload.runtime_ref}: {exc}")
     orchestrator.close()

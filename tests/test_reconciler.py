@@ -4,10 +4,12 @@ database (PostgreSQL, or SQLite in the second run) and a real Redis."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from manager.bus import CommandBus
@@ -15,7 +17,7 @@ from manager.config import Settings
 from manager.db import make_engine, make_session_factory, transaction
 from manager.lifecycle import BotStatus, Source
 from manager.migrate import upgrade
-from manager.models import Bot, BotTransition, Command, utcnow
+from manager.models import Bot, BotAttempt, BotTransition, Command, utcnow
 from manager.reconciler import Reconciler
 from manager.schemas import BotCreate, CallbackIn
 from manager.services import bots as bot_records
@@ -54,7 +56,9 @@ def fleet(
         command_retry_s=1,
     )
     bus = CommandBus(redis_server.url)
-    instance = Fleet(sessions=sessions, orchestrator=orchestrator, bus=bus, settings=settings)
+    instance = Fleet(
+        fleet_id="test", sessions=sessions, orchestrator=orchestrator, bus=bus, settings=settings
+    )
     yield instance
     instance.close()
     bus.close()
@@ -291,3 +295,58 @@ def test_a_workload_whose_ref_was_never_saved_is_adopted(
     reconciler.reconcile_workloads()
     assert read(fleet, bot_id).runtime_ref == ref
     assert orchestrator.running() == [ref], "adopted, not stopped as an orphan"
+
+
+def test_restart_policy_relaunches_failed_attempts_then_gives_up(
+    fleet: Fleet, reconciler: Reconciler, orchestrator: FakeOrchestrator
+) -> None:
+    bot_id = new_bot(fleet, restart={"max_retries": 2, "backoff_s": 0})
+    fleet.launch(bot_id)
+    refs = []
+    for attempt in (1, 2, 3):
+        bot = read(fleet, bot_id)
+        assert (bot.status, bot.attempt) == ("starting", attempt)
+        refs.append(bot.runtime_ref)
+        callback(fleet, bot_id, "started")
+        callback(fleet, bot_id, "exited", exit_code=10 + attempt, reason="crashed")
+        reconciler.reconcile_starting()  # relaunches once the backoff (0 s) is over
+    bot = read(fleet, bot_id)
+    assert (bot.status, bot.status_reason, bot.exit_code) == ("failed", "crashed", 13)
+    assert orchestrator.calls["launch"] == 3 and len(set(refs)) == 3
+    with fleet.sessions() as session:
+        rows = session.scalars(select(BotAttempt).where(BotAttempt.bot_id == bot_id)).all()
+        got = sorted((a.attempt, a.runtime_ref, a.exit_code, a.outcome) for a in rows)
+    assert got == [(n, refs[n - 1], 10 + n, "crashed") for n in (1, 2, 3)]
+    reasons = [t.reason for t in _transitions(fleet, bot_id)]
+    assert reasons.count("restarting") == 2
+
+
+def test_restart_waits_for_its_backoff_and_a_stop_meanwhile_ends_it(
+    fleet: Fleet, reconciler: Reconciler, orchestrator: FakeOrchestrator
+) -> None:
+    bot_id = new_bot(fleet, restart={"max_retries": 3, "backoff_s": 60})
+    fleet.launch(bot_id)
+    callback(fleet, bot_id, "started")
+    callback(fleet, bot_id, "exited", exit_code=1)
+    reconciler.reconcile_starting()
+    assert orchestrator.calls["launch"] == 1, "60 s backoff: not relaunched yet"
+    assert read(fleet, bot_id).next_attempt_at is not None
+    fleet.stop_bot(bot_id=bot_id, user_id=None)
+    bot = read(fleet, bot_id)
+    assert (bot.status, bot.status_reason) == ("completed", "cancelled")
+    reconciler.run_once()
+    assert orchestrator.calls["launch"] == 1
+
+
+def test_another_fleets_workloads_are_never_touched(
+    fleet: Fleet, reconciler: Reconciler, orchestrator: FakeOrchestrator
+) -> None:
+    spec = fleet.launch_spec(_ghost_bot(), "token")
+    foreign = orchestrator.launch(replace(spec, fleet="someone-else"))
+    reconciler.run_once()
+    assert orchestrator.running() == [foreign]
+
+
+def _transitions(fleet: Fleet, bot_id: str) -> list[BotTransition]:
+    with fleet.sessions() as session:
+        return bot_records.list_transitions(session, bot_id)

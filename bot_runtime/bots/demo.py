@@ -2,7 +2,8 @@
 
 Config switches (CONTRACT.md), so every lifecycle path can be exercised without a real
 meeting: `fail_on_start`, `start_delay_s` (a slow join), `crash_after_s`, `finish_after_s`
-(+ `exit_code`), `refuse_reconfigure`, `ignore_leave`, `silent`. Lines printed to stdout are
+(+ `exit_code`), `freeze_after_s` (the process hangs: no heartbeats, deaf to SIGTERM),
+`refuse_reconfigure`, `ignore_leave`, `silent`. Lines printed to stdout are
 the bot's logs.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 from bot_runtime.bot import Bot
@@ -36,7 +38,7 @@ class DemoBot(Bot):
     async def run(self) -> int | None:
         timers = {
             name: float(self.config[name])
-            for name in ("crash_after_s", "finish_after_s")
+            for name in ("crash_after_s", "finish_after_s", "freeze_after_s")
             if self.config.get(name) is not None
         }
         first = min(timers, key=timers.__getitem__, default=None)
@@ -45,6 +47,9 @@ class DemoBot(Bot):
         except TimeoutError:
             if first == "crash_after_s":
                 raise DemoCrash(f"crash_after_s={timers[first]} elapsed") from None
+            if first == "freeze_after_s":
+                _say("demo bot freezing (freeze_after_s)")
+                time.sleep(10**6)  # blocks the event loop: heartbeats and signal handling stop
             code = int(self.config.get("exit_code", 0))
             _say(f"demo bot finished on its own with exit code {code}")
             return code

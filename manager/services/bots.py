@@ -178,6 +178,11 @@ def cancel_or_begin_stop(session: Session, bot: Bot, *, source: Source, reason: 
         return False
     if status in (BotStatus.STARTING, BotStatus.ACTIVE):
         transition(session, bot, BotStatus.STOPPING, reason=reason, source=source)
+        if bot.runtime_ref is None and bot.next_attempt_at is not None:
+            # Stopped while waiting to restart: nothing runs, so it ends here.
+            bot.next_attempt_at = None
+            transition(session, bot, BotStatus.COMPLETED, reason="cancelled", source=source)
+            return False
         return True
     return False  # stopping or ended: stop is idempotent
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from manager.errors import Invalid
-from manager.lifecycle import LIVE, BotStatus, Source, transition
+from manager.lifecycle import LIVE, BotStatus, IllegalTransition, Source, transition
 from manager.models import Bot, utcnow
 from manager.schemas import CallbackIn
+from manager.services.attempts import end_attempt
 
 S = BotStatus
 
@@ -57,21 +58,16 @@ def _exited(session: Session, bot: Bot, event: CallbackIn) -> bool:
         raise Invalid("exit_code_required", "an `exited` callback needs `exit_code`")
     status, code = BotStatus(bot.status), event.exit_code
     if status == S.STARTING:
-        target, default_reason = S.FAILED, "exited_before_started"
+        failed, default_reason = True, "exited_before_started"
     elif code == 0:
-        target, default_reason = S.COMPLETED, ("left" if status == S.STOPPING else "finished")
+        failed, default_reason = False, ("left" if status == S.STOPPING else "finished")
     else:
-        target, default_reason = S.FAILED, "crashed"
+        failed, default_reason = True, "crashed"
     reason = event.reason or default_reason
-    if target == S.COMPLETED and reason in ("crashed", "start_failed"):
+    if not failed and reason in ("crashed", "start_failed"):
         reason = default_reason  # a zero exit is never reported as a crash
-    transition(
-        session,
-        bot,
-        target,
-        reason=reason,
-        source=Source.RUNTIME,
-        detail=event.detail or "",
-        exit_code=code,
-    )
+    if status not in (S.STARTING, S.ACTIVE, S.STOPPING):
+        raise IllegalTransition(bot.id, bot.status, S.FAILED if failed else S.COMPLETED)
+    end_attempt(session, bot, failed=failed, reason=reason, source=Source.RUNTIME,
+                detail=event.detail or "", exit_code=code)  # fmt: skip
     return True

@@ -25,9 +25,10 @@ from manager.lifecycle import TERMINAL, BotStatus, Source, transition
 from manager.models import Bot, Command, utcnow
 from manager.schemas import BotCreate
 from manager.security import BOT_TOKEN_PREFIX, digest, new_secret
+from manager.services import attempts
 from manager.services import bots as bot_records
 from manager.services import commands as command_records
-from orchestrators.base import LaunchSpec, Orchestrator, OrchestratorError
+from orchestrators.base import LABEL_FLEET, LaunchSpec, Orchestrator, OrchestratorError, Workload
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +37,13 @@ class Fleet:
     def __init__(
         self,
         *,
+        fleet_id: str,
         sessions: sessionmaker[Session],
         orchestrator: Orchestrator,
         bus: CommandBus,
         settings: Settings,
     ) -> None:
+        self.fleet_id = fleet_id
         self.sessions = sessions
         self.orchestrator = orchestrator
         self.bus = bus
@@ -149,15 +152,33 @@ class Fleet:
                 return
             if bot.start_at is not None and bot.start_at > utcnow():
                 return
-            token = new_secret(BOT_TOKEN_PREFIX)
-            bot.token_hash = digest(token)
             bot.attempt += 1
-            bot.runtime_ref = None
             transition(
                 session, bot, BotStatus.STARTING, reason="launching", source=Source.ORCHESTRATOR
             )
-            spec = self.launch_spec(bot, token)
+            spec = self._prepare_attempt(session, bot)
         self._launch_workload(spec)
+
+    def relaunch(self, bot_id: str) -> None:
+        """Launch the next attempt of a bot the restart policy sent back to `starting`, once its
+        backoff is over. The bot is already `starting`: no transition, a new token."""
+        with transaction(self.sessions) as session:
+            bot = bot_records.lock_bot(session, bot_id)
+            due = bot.next_attempt_at is not None and bot.next_attempt_at <= utcnow()
+            if bot.status != BotStatus.STARTING or bot.runtime_ref is not None or not due:
+                return
+            bot.next_attempt_at = None
+            bot.started_at = utcnow()  # the start timeout counts from the real launch
+            spec = self._prepare_attempt(session, bot)
+        self._launch_workload(spec)
+
+    def _prepare_attempt(self, session: Session, bot: Bot) -> LaunchSpec:
+        """A fresh token and an attempt row for the launch about to happen."""
+        token = new_secret(BOT_TOKEN_PREFIX)
+        bot.token_hash = digest(token)
+        bot.runtime_ref = None
+        attempts.begin_attempt(session, bot)
+        return self.launch_spec(bot, token)
 
     def launch_spec(self, bot: Bot, token: str) -> LaunchSpec:
         """The runtime's environment of CONTRACT.md, and nothing else."""
@@ -181,7 +202,12 @@ class Fleet:
             image=bot.image or None,
             env=env,
             labels=dict(bot.labels or {}),
+            fleet=self.fleet_id,
         )
+
+    def workloads(self, **labels: str) -> list[Workload]:
+        """This fleet's workloads as the engine lists them (never another fleet's)."""
+        return self.orchestrator.list_workloads({LABEL_FLEET: self.fleet_id, **labels})
 
     def _launch_workload(self, spec: LaunchSpec) -> None:
         began = time.monotonic()
@@ -197,6 +223,7 @@ class Fleet:
         metrics.LAUNCH_SECONDS.labels(self.orchestrator.name).observe(time.monotonic() - began)
         with transaction(self.sessions) as session:
             bot = bot_records.lock_bot(session, spec.bot_id)
+            attempts.set_attempt_ref(session, bot, spec.attempt, ref)
             if bot.attempt == spec.attempt:
                 bot.runtime_ref = ref
             ended = BotStatus(bot.status) in TERMINAL

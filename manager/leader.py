@@ -1,0 +1,95 @@
+"""One leader among manager replicas: only the leader runs the reconciler.
+
+PostgreSQL: a session-level advisory lock held on a connection of its own; if the leader dies or
+loses its connection, PostgreSQL releases the lock and another replica takes it on its next tick.
+SQLite (one machine): an exclusive `flock` on a file beside the database, released by the kernel
+when the process dies.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+from pathlib import Path
+from typing import IO
+
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import SQLAlchemyError
+
+from manager import metrics
+
+log = logging.getLogger(__name__)
+
+#: Any constant works, as long as every replica uses the same one.
+RECONCILER_LOCK_ID = 0x626F74666C656574 + 1
+
+
+class LeaderLease:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._connection: Connection | None = None
+        self._lock_file: IO[str] | None = None
+
+    def hold(self) -> bool:
+        """True while this replica is the leader; tries to become it when it is not."""
+        held = self._check_or_take()
+        metrics.LEADER.set(1 if held else 0)
+        return held
+
+    def _check_or_take(self) -> bool:
+        if self.engine.dialect.name == "sqlite":
+            return self._file_lock()
+        if self._connection is not None:
+            try:
+                self._connection.execute(text("SELECT 1"))
+                self._connection.commit()  # never sit idle in a transaction
+                return True
+            except SQLAlchemyError:
+                log.warning("lost the leader connection; the lock is released")
+                self._drop_connection()
+        try:
+            connection = self.engine.connect()
+            taken = connection.execute(
+                text("SELECT pg_try_advisory_lock(:id)"), {"id": RECONCILER_LOCK_ID}
+            ).scalar()
+            connection.commit()  # the lock is the session's, not the transaction's
+        except SQLAlchemyError as exc:
+            log.warning("cannot try the leader lock: %s", exc)
+            return False
+        if not taken:
+            connection.close()
+            return False
+        log.info("this replica is now the leader: it runs the reconciler")
+        self._connection = connection
+        return True
+
+    def _file_lock(self) -> bool:
+        if self._lock_file is not None:
+            return True
+        database = self.engine.url.database or "botfleet.db"
+        path = Path(database).with_suffix(".leader.lock")
+        handle = path.open("a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            return False
+        self._lock_file = handle
+        log.info("this process is now the leader: it runs the reconciler")
+        return True
+
+    def _drop_connection(self) -> None:
+        if self._connection is not None:
+            try:
+                self._connection.invalidate()
+                self._connection.close()
+            except SQLAlchemyError:
+                pass
+            self._connection = None
+
+    def release(self) -> None:
+        self._drop_connection()
+        if self._lock_file is not None:
+            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+            self._lock_file.close()
+            self._lock_file = None
