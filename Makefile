@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test test-pg test-sqlite lint bench clean
+.PHONY: run test test-pg test-sqlite lint bench fuzz clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ test-pg: $(STAMP)
 # Only the tests that touch the database run again on SQLite (they are marked `db`).
 test-sqlite: $(STAMP)
 	BOTFLEET_TEST_DATABASE=sqlite $(BIN)/pytest -p no:cacheprovider -m db
+
+## fuzz: the schemathesis run of every endpoint, with many more examples than `make test`
+fuzz: $(STAMP)
+	bash scripts/test-services.sh
+	BOTFLEET_FUZZ_EXAMPLES=$${BOTFLEET_FUZZ_EXAMPLES:-400} $(BIN)/pytest -p no:cacheprovider tests/test_fuzz.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

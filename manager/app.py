@@ -20,6 +20,7 @@ from manager.embedded_redis import EmbeddedRedis
 from manager.errors import error_body, install_error_handlers
 from manager.leader import LeaderLease
 from manager.reconciler import Reconciler
+from manager.sealing import load_box
 from manager.services.fleet import Fleet
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         stack.callback(bus.close)
         fleet = Fleet(
             fleet_id=fleet_id(app.state.sessions, settings),
+            box=load_box(settings),
             sessions=app.state.sessions,
             orchestrator=orchestrator,
             bus=bus,

@@ -102,6 +102,33 @@ def _welcome() -> None:
     )
 
 
+@app.command("rotate-secrets")
+def rotate_secrets() -> None:
+    """Re-seal every bot's secrets with the newest key of BOTFLEET_SECRETS_KEYS.
+
+    Rotation: put the new key first (`new,old`), restart the managers, run this, then drop the
+    old key.
+    """
+    from sqlalchemy import select
+
+    from manager.db import make_engine, make_session_factory, transaction
+    from manager.models import Bot
+    from manager.sealing import load_box
+
+    settings = get_settings()
+    box = load_box(settings)
+    engine = make_engine(settings.resolved_database_url())
+    count = 0
+    try:
+        with transaction(make_session_factory(engine)) as session:
+            for bot in session.scalars(select(Bot).where(Bot.secrets_sealed.is_not(None))):
+                bot.secrets_sealed = box.reseal(bot.secrets_sealed or "")
+                count += 1
+    finally:
+        engine.dispose()
+    console.print(f"[green]re-sealed the secrets of {count} bots with the newest key[/]")
+
+
 @app.command("create-user")
 def create_user(name: str, max_concurrent_bots: int = typer.Option(10, min=0)) -> None:
     """Create a user directly in the database and print its API key."""

@@ -50,6 +50,17 @@ class Settings(BaseSettings):
         description="Label of this installation's workloads; generated once and kept in the "
         "database when unset.",
     )
+    secrets_keys: str | None = Field(
+        None,
+        description="Fernet keys sealing bot secrets, comma-separated, newest first; one is "
+        "generated into the data folder when unset.",
+    )
+    allowed_bot_modules: list[str] = Field(
+        default_factory=list,
+        description="Python modules (and their submodules) whose classes users may run as "
+        '`module:Class`, e.g. ["mycompany.bots"]; ["*"] allows any. Built-in bots are always '
+        "allowed.",
+    )
     migrate_on_start: bool = Field(True, description="Run Alembic migrations when serving.")
 
     # Bot budgets and the timeouts derived from them.

@@ -8,8 +8,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from manager.lifecycle import IllegalTransition
 
@@ -56,6 +58,38 @@ class NotImplementedByBackend(BotfleetError):
     status_code = 501
 
 
+class ErrorDetail(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    code: str = Field(description="Stable machine-readable code, e.g. `concurrency_limit`.")
+    message: str
+
+
+class ErrorOut(BaseModel):
+    """The body of every error answer."""
+
+    detail: ErrorDetail
+
+
+ERROR_DESCRIPTIONS = {
+    400: "Malformed request (e.g. a body that is not JSON)",
+    401: "No or bad credentials",
+    403: "Valid credentials for another resource",
+    404: "Unknown, or another user's",
+    409: "Illegal in the current state, or a duplicate",
+    413: "Body too large",
+    422: "Invalid input",
+    429: "Over the user's concurrency limit",
+    501: "Not supported by this backend",
+    503: "A dependency (database, engine) is unreachable",
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the errors a route can answer, all shaped as `ErrorOut`."""
+    return {c: {"model": ErrorOut, "description": ERROR_DESCRIPTIONS[c]} for c in codes}
+
+
 def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
     return {"detail": {"code": code, "message": message, **extra}}
 
@@ -72,6 +106,15 @@ HTTP_CODES = {
     422: "invalid_input",
     429: "too_many_requests",
 }
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return sorted(methods)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -112,8 +155,11 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # every method of the path, not just one route's
+            headers["Allow"] = ", ".join(_allowed_methods(request))
         if isinstance(exc.detail, dict) and "code" in exc.detail:
-            return JSONResponse({"detail": exc.detail}, exc.status_code)
+            return JSONResponse({"detail": exc.detail}, exc.status_code, headers=headers)
         code = HTTP_CODES.get(exc.status_code, "http_error")
-        return JSONResponse(error_body(code, str(exc.detail)), exc.status_code)
+        return JSONResponse(error_body(code, str(exc.detail)), exc.status_code, headers=headers)

@@ -138,8 +138,8 @@ class Bot(Base):
     native_id: Mapped[str | None] = mapped_column(String(300))
     config: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     config_version: Mapped[int] = mapped_column(Integer, default=1)
-    # Plain JSON for now; encryption at rest is the secrets issue's work.
-    secrets: Mapped[dict[str, str] | None] = mapped_column(JSONType)
+    # Sealed with Fernet (manager/sealing.py); never returned, logged or labelled.
+    secrets_sealed: Mapped[str | None] = mapped_column(Text)
     labels: Mapped[dict[str, str]] = mapped_column(JSONType, default=dict)
     dedup_key: Mapped[str | None] = mapped_column(String(200))
     start_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -160,6 +160,21 @@ class Bot(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     active_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class IdempotencyRecord(Base):
+    """The first answer to a request sent with an `Idempotency-Key`, replayed for 24 hours."""
+
+    __tablename__ = "idempotency_records"
+
+    user_id: Mapped[str] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int | None] = mapped_column(Integer)  # None while the first runs
+    body: Mapped[Any | None] = mapped_column(JSONType)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 
 
 class BotLabel(Base):

@@ -19,6 +19,7 @@ from manager.lifecycle import TERMINAL, BotStatus, IllegalTransition, Source
 from manager.models import Bot, Command, utcnow
 from manager.services import bots as bot_records
 from manager.services import commands as command_records
+from manager.services import idempotency
 from manager.services.attempts import end_attempt, record_attempt_exit
 from manager.services.fleet import Fleet
 from orchestrators.base import (
@@ -54,6 +55,7 @@ class Reconciler:
             self.reconcile_stopping,
             self.reconcile_workloads,
             self.reconcile_commands,
+            self.sweep_expired_records,
             self.update_gauges,
         ):
             try:
@@ -379,6 +381,11 @@ class Reconciler:
                     due.append(command)
         for command in due:
             self.fleet.publish(command)
+
+    def sweep_expired_records(self) -> None:
+        """Idempotency answers are kept for 24 hours."""
+        with transaction(self.fleet.sessions) as session:
+            idempotency.sweep(session)
 
     def update_gauges(self) -> None:
         with self.fleet.sessions() as session:

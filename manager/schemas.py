@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -12,12 +13,21 @@ BOT_REF = re.compile(r"^(?:[a-z][a-z0-9_]*|[A-Za-z_][\w.]*:[A-Za-z_]\w*)$")
 LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,62}$")
 MAX_LABELS = 32
 MAX_CONFIG_BYTES = 64 * 1024
+MAX_CONFIG_DEPTH = 16
+MAX_SECRETS = 64
+# A Docker/OCI image reference: [registry[:port]/]path[:tag][@digest], lower-case path.
+IMAGE_REF = re.compile(
+    r"^(?:[a-zA-Z0-9](?:[a-zA-Z0-9.-]*[a-zA-Z0-9])?(?::[0-9]+)?/)?[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*"
+    r"(?::[\w][\w.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$"
+)
 
 ShortText = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Request bodies: unknown fields and type coercion ("5" for 5, "yes" for true) refused."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class RestartPolicy(Strict):
@@ -26,9 +36,24 @@ class RestartPolicy(Strict):
 
 
 def _json_size(value: Any) -> int:
-    import json
-
     return len(json.dumps(value, separators=(",", ":")))
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
+
+
+def check_config(value: dict[str, Any]) -> dict[str, Any]:
+    """Bounded size and nesting, so one bot's config cannot weigh on everyone's database."""
+    if _json_size(value) > MAX_CONFIG_BYTES:
+        raise ValueError(f"config is larger than {MAX_CONFIG_BYTES} bytes")
+    if _depth(value) > MAX_CONFIG_DEPTH:
+        raise ValueError(f"config is nested deeper than {MAX_CONFIG_DEPTH} levels")
+    return value
 
 
 class BotCreate(Strict):
@@ -44,7 +69,7 @@ class BotCreate(Strict):
     labels: dict[str, Annotated[str, StringConstraints(max_length=300)]] = Field(
         default_factory=dict
     )
-    start_at: datetime | None = None
+    start_at: datetime | None = Field(None, strict=False)  # ISO text is the JSON form
     max_duration_s: int | None = Field(None, gt=0, le=30 * 86_400)
     restart: RestartPolicy | None = None
     dedup_key: ShortText | None = None
@@ -56,11 +81,23 @@ class BotCreate(Strict):
             raise ValueError("must be a built-in bot name like `demo` or `module:Class`")
         return value
 
-    @field_validator("config")
+    _config = field_validator("config")(check_config)
+
+    @field_validator("image")
     @classmethod
-    def _config_size(cls, value: dict[str, Any]) -> dict[str, Any]:
-        if _json_size(value) > MAX_CONFIG_BYTES:
-            raise ValueError(f"config is larger than {MAX_CONFIG_BYTES} bytes")
+    def _image(cls, value: str | None) -> str | None:
+        if value is not None and not IMAGE_REF.match(value):
+            raise ValueError("must be an image reference like `registry/name:tag`")
+        return value
+
+    @field_validator("secrets")
+    @classmethod
+    def _secrets(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value is not None:
+            if len(value) > MAX_SECRETS:
+                raise ValueError(f"at most {MAX_SECRETS} secrets")
+            if _json_size(value) > MAX_CONFIG_BYTES:
+                raise ValueError(f"secrets are larger than {MAX_CONFIG_BYTES} bytes")
         return value
 
     @field_validator("labels")
@@ -100,7 +137,7 @@ class BotPublic(BaseModel):
     config_version: int
     labels: dict[str, str]
     dedup_key: str | None = None
-    start_at: datetime | None = None
+    start_at: datetime | None = Field(None, strict=False)  # ISO text is the JSON form
     max_duration_s: int | None = None
     created_at: datetime
     started_at: datetime | None
@@ -125,10 +162,23 @@ class TransitionPublic(BaseModel):
     at: datetime
 
 
+class AttemptPublic(BaseModel):
+    """One launch of a bot, with its own workload reference and exit code."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    attempt: int
+    runtime_ref: str | None
+    exit_code: int | None
+    outcome: str | None
+    launched_at: datetime
+    ended_at: datetime | None
+
+
 class ConfigUpdate(Strict):
     config: dict[str, Any]
 
-    _size = field_validator("config")(BotCreate._config_size.__func__)  # type: ignore[attr-defined]
+    _config = field_validator("config")(check_config)
 
 
 class CommandPublic(BaseModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -10,6 +11,16 @@ from tests import support
 from tests.support import RUNTIME_IMAGE, Manager, RedisServer, running_manager
 
 DB_FIXTURES = {"manager", "any_backend_manager", "restartable", "outage", "sessions"}
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """On a failure, show the last lines of the logs of the managers started meanwhile."""
+    report = yield
+    if report.failed and call.when == "call":
+        for manager in support.STARTED_MANAGERS[-3:]:
+            report.sections.append((f"manager log {manager.url}", manager.log_tail(40)))
+    return report
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

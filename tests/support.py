@@ -25,6 +25,9 @@ ADMIN_TOKEN = "test-admin-token"
 REPO = Path(__file__).resolve().parent.parent
 
 
+#: Managers started so far, so a failing test can show their logs (conftest).
+STARTED_MANAGERS: list[Manager] = []
+
 # Convergence figures of the fault tests, printed at the end of the run (conftest).
 FAULT_FIGURES: dict[str, list[float]] = {}
 FAULT_VERDICTS: list[bool] = []
@@ -183,6 +186,7 @@ class Manager:
 
     def start(self) -> Manager:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        STARTED_MANAGERS.append(self)
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "manager", "serve", "--log-level", "info"],

@@ -51,6 +51,10 @@ def test_full_lifecycle_start_reconfigure_stop(manager: Manager) -> None:
     ]
     commands = client.get(f"/bots/{bot['id']}/commands").json()
     assert [c["action"] for c in commands] == ["leave", "reconfigure"]  # newest first
+    attempts = client.get(f"/bots/{bot['id']}/attempts").json()
+    assert [(a["attempt"], a["runtime_ref"], a["exit_code"]) for a in attempts] == [
+        (1, active["runtime_ref"], 0)
+    ]
     assert commands[0]["status"] == "acked"
 
     logs = client.get(f"/bots/{bot['id']}/logs", params={"tail": 50})

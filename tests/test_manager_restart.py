@@ -14,6 +14,7 @@ from tests.support import (
     Manager,
     RedisServer,
     running_manager,
+    transitions,
     wait_for_command,
     wait_for_status,
     wait_until,
@@ -24,6 +25,10 @@ from tests.support import (
 def restartable(tmp_path: Path, redis_server: RedisServer) -> Iterator[Manager]:
     with running_manager(tmp_path, redis_server.url, start=False) as instance:
         yield instance
+
+
+def bot_log(manager: Manager, bot_id: str) -> str:
+    return "\n".join((manager.data_dir / "logs" / f"{bot_id}.log").read_text().splitlines()[-30:])
 
 
 def pid_alive(runtime_ref: str) -> bool:
@@ -50,7 +55,12 @@ def test_bots_survive_a_manager_restart(restartable: Manager, how: signal.Signal
     # Longer than the heartbeat-lost window: the bots reconnected and kept heartbeating.
     time.sleep(float(FAST_SETTINGS["BOTFLEET_HEARTBEAT_S"]) * 6)
     for bot_id in ids:
-        assert client.get(f"/bots/{bot_id}").json()["status"] == "active"
+        bot = client.get(f"/bots/{bot_id}").json()
+        assert bot["status"] == "active", (
+            bot,
+            transitions(client, bot_id),
+            bot_log(restartable, bot_id),
+        )
 
     command = client.patch(f"/bots/{ids[0]}/config", json={"config": {"after": "restart"}}).json()
     assert wait_for_command(client, ids[0], command["id"], {"acked", "failed"})["status"] == "acked"

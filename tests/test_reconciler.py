@@ -9,6 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from cryptography.fernet import Fernet
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -20,6 +21,7 @@ from manager.migrate import upgrade
 from manager.models import Bot, BotAttempt, BotTransition, Command, utcnow
 from manager.reconciler import Reconciler
 from manager.schemas import BotCreate, CallbackIn
+from manager.sealing import SecretBox
 from manager.services import bots as bot_records
 from manager.services.callbacks import apply_callback
 from manager.services.fleet import Fleet
@@ -57,7 +59,12 @@ def fleet(
     )
     bus = CommandBus(redis_server.url)
     instance = Fleet(
-        fleet_id="test", sessions=sessions, orchestrator=orchestrator, bus=bus, settings=settings
+        fleet_id="test",
+        sessions=sessions,
+        orchestrator=orchestrator,
+        bus=bus,
+        settings=settings,
+        box=SecretBox([Fernet.generate_key().decode()]),
     )
     yield instance
     instance.close()
@@ -72,8 +79,10 @@ def reconciler(fleet: Fleet) -> Reconciler:
 def new_bot(fleet: Fleet, **body: object) -> str:
     with transaction(fleet.sessions) as session:
         user, _ = create_user(session, name=f"u{utcnow().timestamp()}", max_concurrent_bots=50)
+        data = BotCreate(bot="demo", **body)
+        sealed = fleet.box.seal(data.secrets) if data.secrets else None
         bot = bot_records.create_bot(
-            session, user_id=user.id, data=BotCreate(bot="demo", **body), orchestrator="process"
+            session, user_id=user.id, data=data, orchestrator="process", sealed_secrets=sealed
         )
         return bot.id
 
@@ -350,3 +359,14 @@ def test_another_fleets_workloads_are_never_touched(
 def _transitions(fleet: Fleet, bot_id: str) -> list[BotTransition]:
     with fleet.sessions() as session:
         return bot_records.list_transitions(session, bot_id)
+
+
+def test_secrets_sealed_with_a_dropped_key_fail_the_launch_clearly(
+    fleet: Fleet, orchestrator: FakeOrchestrator
+) -> None:
+    bot_id = new_bot(fleet, secrets={"api_key": "x"})
+    fleet.box = SecretBox([Fernet.generate_key().decode()])  # the old key is gone
+    fleet.launch(bot_id)
+    bot = read(fleet, bot_id)
+    assert (bot.status, bot.status_reason) == ("failed", "secrets_unreadable")
+    assert orchestrator.calls["launch"] == 0

@@ -28,6 +28,14 @@ def begin_attempt(session: Session, bot: Bot) -> BotAttempt:
     return row
 
 
+def list_attempts(session: Session, bot_id: str) -> list[BotAttempt]:
+    return list(
+        session.scalars(
+            select(BotAttempt).where(BotAttempt.bot_id == bot_id).order_by(BotAttempt.attempt)
+        )
+    )
+
+
 def set_attempt_ref(session: Session, bot: Bot, attempt: int, runtime_ref: str) -> None:
     row = session.get(BotAttempt, (bot.id, attempt))
     if row is not None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-import binascii
+import re
 from collections.abc import Sequence
 
 from sqlalchemy import func, select
@@ -17,6 +17,7 @@ from manager.schemas import BotCreate
 from manager.services.users import get_user
 
 LIVE_VALUES = [s.value for s in LIVE]
+CURSOR_ID = re.compile(r"^[0-9a-f-]{36}$")
 
 
 def lock_bot(session: Session, bot_id: str, *, user_id: str | None = None) -> Bot:
@@ -39,7 +40,14 @@ def _one_bot(session: Session, bot_id: str, *, user_id: str | None, lock: bool) 
     return bot
 
 
-def create_bot(session: Session, *, user_id: str, data: BotCreate, orchestrator: str) -> Bot:
+def create_bot(
+    session: Session,
+    *,
+    user_id: str,
+    data: BotCreate,
+    orchestrator: str,
+    sealed_secrets: str | None = None,
+) -> Bot:
     """Insert a `requested` bot, within the user's limit.
 
     The user's row is locked first, so concurrent creations for one user queue here and the
@@ -74,7 +82,7 @@ def create_bot(session: Session, *, user_id: str, data: BotCreate, orchestrator:
         native_id=data.native_id,
         config=data.config,
         config_version=1,
-        secrets=data.secrets or None,
+        secrets_sealed=sealed_secrets,
         labels=data.labels,
         dedup_key=data.dedup_key,
         start_at=data.start_at,
@@ -111,10 +119,13 @@ def encode_cursor(bot_id: str) -> str:
 
 
 def decode_cursor(cursor: str) -> str:
-    try:
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError) as exc:
+    try:  # ValueError covers bad base64, non-ASCII input and undecodable bytes
+        value = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except ValueError as exc:
         raise Invalid("invalid_cursor", "cursor is not one this API returned") from exc
+    if not CURSOR_ID.match(value):
+        raise Invalid("invalid_cursor", "cursor is not one this API returned")
+    return value
 
 
 def parse_label_filters(raw: Sequence[str]) -> list[tuple[str, str]]:

@@ -16,14 +16,17 @@ from typing import Any
 import redis
 from sqlalchemy.orm import Session, sessionmaker
 
+from bot_runtime.loader import BUILTIN_BOTS
 from bot_runtime.protocol import command_channel
 from manager import metrics
 from manager.bus import CommandBus
 from manager.config import Settings
 from manager.db import transaction
+from manager.errors import Invalid
 from manager.lifecycle import TERMINAL, BotStatus, Source, transition
 from manager.models import Bot, Command, utcnow
 from manager.schemas import BotCreate
+from manager.sealing import SecretBox, SecretsUnreadable
 from manager.security import BOT_TOKEN_PREFIX, digest, new_secret
 from manager.services import attempts
 from manager.services import bots as bot_records
@@ -42,12 +45,14 @@ class Fleet:
         orchestrator: Orchestrator,
         bus: CommandBus,
         settings: Settings,
+        box: SecretBox,
     ) -> None:
         self.fleet_id = fleet_id
         self.sessions = sessions
         self.orchestrator = orchestrator
         self.bus = bus
         self.settings = settings
+        self.box = box
         # Engines' SDKs block, so launches and stops run on these threads, off the event loop.
         self._pool = ThreadPoolExecutor(settings.launch_workers, thread_name_prefix="fleet")
 
@@ -66,13 +71,37 @@ class Fleet:
     # ---- requests from the API -------------------------------------------------------------
 
     def start_bot(self, *, user_id: str, data: BotCreate) -> Bot:
+        self._check_allowed(data.bot)
+        sealed = self.box.seal(data.secrets) if data.secrets else None
         with transaction(self.sessions) as session:
             bot = bot_records.create_bot(
-                session, user_id=user_id, data=data, orchestrator=self.orchestrator.name
+                session,
+                user_id=user_id,
+                data=data,
+                orchestrator=self.orchestrator.name,
+                sealed_secrets=sealed,
             )
         if bot.start_at is None or bot.start_at <= utcnow():
             self._submit(self.launch, bot.id)
         return bot
+
+    def _check_allowed(self, bot: str) -> None:
+        """Built-in bots, or `module:Class` from a module the operator allowed: users share the
+        runtime image, so they must not run just any module in it."""
+        if ":" not in bot:
+            if bot not in BUILTIN_BOTS:
+                known = ", ".join(sorted(BUILTIN_BOTS))
+                raise Invalid("unknown_bot", f"no built-in bot {bot!r}; built-in: {known}")
+            return
+        module = bot.split(":", 1)[0]
+        allowed = self.settings.allowed_bot_modules
+        if "*" in allowed or any(module == m or module.startswith(m + ".") for m in allowed):
+            return
+        raise Invalid(
+            "bot_not_allowed",
+            f"module {module!r} is not allowed here; the operator lists allowed modules in "
+            "BOTFLEET_ALLOWED_BOT_MODULES",
+        )
 
     def stop_bot(
         self,
@@ -157,7 +186,8 @@ class Fleet:
                 session, bot, BotStatus.STARTING, reason="launching", source=Source.ORCHESTRATOR
             )
             spec = self._prepare_attempt(session, bot)
-        self._launch_workload(spec)
+        if spec is not None:
+            self._launch_workload(spec)
 
     def relaunch(self, bot_id: str) -> None:
         """Launch the next attempt of a bot the restart policy sent back to `starting`, once its
@@ -170,15 +200,28 @@ class Fleet:
             bot.next_attempt_at = None
             bot.started_at = utcnow()  # the start timeout counts from the real launch
             spec = self._prepare_attempt(session, bot)
-        self._launch_workload(spec)
+        if spec is not None:
+            self._launch_workload(spec)
 
-    def _prepare_attempt(self, session: Session, bot: Bot) -> LaunchSpec:
-        """A fresh token and an attempt row for the launch about to happen."""
+    def _prepare_attempt(self, session: Session, bot: Bot) -> LaunchSpec | None:
+        """A fresh token and an attempt row for the launch about to happen; None (and the bot
+        failed) when its secrets cannot be unsealed with the configured keys."""
         token = new_secret(BOT_TOKEN_PREFIX)
         bot.token_hash = digest(token)
         bot.runtime_ref = None
         attempts.begin_attempt(session, bot)
-        return self.launch_spec(bot, token)
+        try:
+            return self.launch_spec(bot, token)
+        except SecretsUnreadable as exc:
+            transition(
+                session,
+                bot,
+                BotStatus.FAILED,
+                reason="secrets_unreadable",
+                source=Source.ORCHESTRATOR,
+                detail=f"{exc}; see SECURITY.md",
+            )
+            return None
 
     def launch_spec(self, bot: Bot, token: str) -> LaunchSpec:
         """The runtime's environment of CONTRACT.md, and nothing else."""
@@ -193,8 +236,8 @@ class Fleet:
             "BOTFLEET_BOT_CONFIG": json.dumps(bot.config),
             "BOTFLEET_HEARTBEAT_S": str(settings.heartbeat_s),
         }
-        if bot.secrets:
-            env["BOTFLEET_BOT_SECRETS"] = json.dumps(bot.secrets)
+        if bot.secrets_sealed:
+            env["BOTFLEET_BOT_SECRETS"] = json.dumps(self.box.open(bot.secrets_sealed))
         return LaunchSpec(
             bot_id=bot.id,
             user_id=bot.user_id,

@@ -6,10 +6,16 @@ from fastapi import APIRouter, status
 
 from manager.api.deps import AdminDep, FleetDep, SessionDep, SettingsDep
 from manager.db import transaction
+from manager.errors import error_responses
 from manager.schemas import ApiKeyCreated, UserCreate, UserPublic, UserUpdate, UserWithKey
 from manager.services import users
 
-router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[AdminDep])
+router = APIRouter(
+    prefix="/admin",
+    tags=["admin"],
+    dependencies=[AdminDep],
+    responses=error_responses(400, 401, 404, 409, 413, 422, 503),
+)
 
 
 @router.post("/users", status_code=status.HTTP_201_CREATED, response_model=UserWithKey)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
-from fastapi.responses import PlainTextResponse
+from fastapi import APIRouter, Header, Query, status
+from fastapi.responses import JSONResponse, PlainTextResponse
 
 from manager.api.deps import CurrentUser, FleetDep, SessionDep
-from manager.errors import NotImplementedByBackend, Unavailable
+from manager.errors import NotImplementedByBackend, Unavailable, error_responses
 from manager.schemas import (
+    AttemptPublic,
     BotCreate,
     BotPage,
     BotPublic,
@@ -17,17 +18,44 @@ from manager.schemas import (
     ConfigUpdate,
     TransitionPublic,
 )
+from manager.services import attempts, idempotency
 from manager.services import bots as bot_records
 from manager.services import commands as command_records
 from orchestrators.base import CapabilityNotSupported, OrchestratorError, WorkloadNotFound
 
-router = APIRouter(prefix="/bots", tags=["bots"])
+router = APIRouter(
+    prefix="/bots",
+    tags=["bots"],
+    responses=error_responses(400, 401, 404, 409, 413, 422, 429, 501, 503),
+)
 BotId = Annotated[str, "bot id"]
 
 
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=200,
+        description="The same key and body within 24 h return the first answer again.",
+    ),
+]
+
+
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=BotPublic)
-def start_bot(body: BotCreate, user: CurrentUser, fleet: FleetDep) -> BotPublic:
-    return BotPublic.model_validate(fleet.start_bot(user_id=user.id, data=body))
+def start_bot(
+    body: BotCreate, user: CurrentUser, fleet: FleetDep, idempotency_key: IdempotencyKey = None
+) -> JSONResponse:
+    return idempotency.respond_once(
+        fleet.sessions,
+        user_id=user.id,
+        key=idempotency_key,
+        fingerprint=idempotency.fingerprint("POST /bots", body.model_dump(mode="json")),
+        status_code=status.HTTP_201_CREATED,
+        run=lambda: BotPublic.model_validate(
+            fleet.start_bot(user_id=user.id, data=body)
+        ).model_dump(mode="json"),
+    )
 
 
 @router.get("", response_model=BotPage)
@@ -73,14 +101,33 @@ def get_transitions(bot_id: str, session: SessionDep, user: CurrentUser) -> list
     ]
 
 
+@router.get("/{bot_id}/attempts", response_model=list[AttemptPublic])
+def get_attempts(bot_id: str, session: SessionDep, user: CurrentUser) -> list[AttemptPublic]:
+    """Every launch of the bot, oldest first (restarts add one each)."""
+    bot_records.get_bot(session, bot_id, user_id=user.id)
+    return [AttemptPublic.model_validate(a) for a in attempts.list_attempts(session, bot_id)]
+
+
 @router.patch(
     "/{bot_id}/config", status_code=status.HTTP_202_ACCEPTED, response_model=CommandPublic
 )
 def reconfigure(
-    bot_id: str, body: ConfigUpdate, user: CurrentUser, fleet: FleetDep
-) -> CommandPublic:
-    command = fleet.reconfigure(bot_id=bot_id, user_id=user.id, config=body.config)
-    return CommandPublic.model_validate(command)
+    bot_id: str,
+    body: ConfigUpdate,
+    user: CurrentUser,
+    fleet: FleetDep,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    return idempotency.respond_once(
+        fleet.sessions,
+        user_id=user.id,
+        key=idempotency_key,
+        fingerprint=idempotency.fingerprint(f"PATCH /bots/{bot_id}/config", body.config),
+        status_code=status.HTTP_202_ACCEPTED,
+        run=lambda: CommandPublic.model_validate(
+            fleet.reconfigure(bot_id=bot_id, user_id=user.id, config=body.config)
+        ).model_dump(mode="json"),
+    )
 
 
 @router.post("/{bot_id}/stop", status_code=status.HTTP_202_ACCEPTED, response_model=BotPublic)
@@ -102,7 +149,10 @@ def get_command(
     return CommandPublic.model_validate(command_records.get_command(session, bot_id, command_id))
 
 
-@router.get("/{bot_id}/logs", response_class=PlainTextResponse)
+@router.get(
+    "/{bot_id}/logs",
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+)
 def get_logs(
     bot_id: str,
     session: SessionDep,

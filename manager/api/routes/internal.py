@@ -8,12 +8,17 @@ from fastapi import APIRouter, Query
 
 from manager.api.deps import CallingBot, FleetDep
 from manager.db import transaction
+from manager.errors import error_responses
 from manager.schemas import AckIn, CallbackIn, CallbackOut, CommandPublic
 from manager.services import bots as bot_records
 from manager.services import commands as command_records
 from manager.services.callbacks import apply_callback
 
-router = APIRouter(prefix="/internal/bots/{bot_id}", tags=["runtime callbacks"])
+router = APIRouter(
+    prefix="/internal/bots/{bot_id}",
+    tags=["runtime callbacks"],
+    responses=error_responses(400, 401, 403, 404, 409, 413, 422, 503),
+)
 
 
 @router.post("/callbacks", response_model=CallbackOut)

@@ -1,0 +1,189 @@
+"""`ApiClient`: one method per endpoint of the botfleet HTTP API (CONTRACT.md), sync httpx."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+
+from cli.sse import Event, SSEParser
+
+Json = dict[str, Any]
+
+
+class ApiError(Exception):
+    """The API refused: its HTTP status and the stable `{code, message}` it sent."""
+
+    def __init__(self, status: int, code: str, message: str, body: Any = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.status, self.code, self.message, self.body = status, code, message, body
+
+
+class Unreachable(Exception):
+    """No HTTP answer at all (refused, DNS, timeout): a different fix than an API error."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"cannot reach {url}: {reason}")
+        self.url, self.reason = url, reason
+
+
+class ApiClient:
+    def __init__(self, url: str, token: str | None, *, timeout: float = 30) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.url = url
+        self.http = httpx.Client(base_url=url, headers=headers, timeout=timeout)
+
+    def __enter__(self) -> ApiClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.http.close()
+
+    # ---- transport ---------------------------------------------------------------------------
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise Unreachable(self.url, _reason(exc)) from exc
+        _raise_for_error(response)
+        return response
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self._request(method, path, **kwargs).json()
+
+    # ---- bots --------------------------------------------------------------------------------
+
+    def start_bot(self, body: Json, *, idempotency_key: str | None = None) -> Json:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return self._json("POST", "/bots", json=body, headers=headers)
+
+    def list_bots(
+        self,
+        *,
+        status: list[str] | None = None,
+        labels: list[str] | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> Json:
+        params: list[tuple[str, str | int]] = [("status", s) for s in status or []]
+        params += [("label", label) for label in labels or []]
+        if limit:
+            params.append(("limit", limit))
+        if cursor:
+            params.append(("cursor", cursor))
+        return self._json("GET", "/bots", params=params)
+
+    def iter_pages(self, **filters: Any) -> Iterator[Json]:
+        """Every page, following `next_cursor` until the server says there is no more."""
+        cursor = None
+        while True:
+            page = self.list_bots(cursor=cursor, **filters)
+            yield page
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
+
+    def get_bot(self, bot_id: str) -> Json:
+        return self._json("GET", f"/bots/{bot_id}")
+
+    def transitions(self, bot_id: str) -> list[Json]:
+        return self._json("GET", f"/bots/{bot_id}/transitions")
+
+    def reconfigure(self, bot_id: str, config: Json) -> Json:
+        return self._json("PATCH", f"/bots/{bot_id}/config", json={"config": config})
+
+    def stop_bot(self, bot_id: str) -> Json:
+        return self._json("POST", f"/bots/{bot_id}/stop")
+
+    def commands(self, bot_id: str) -> list[Json]:
+        return self._json("GET", f"/bots/{bot_id}/commands")
+
+    def get_command(self, bot_id: str, command_id: str) -> Json:
+        return self._json("GET", f"/bots/{bot_id}/commands/{command_id}")
+
+    def logs(self, bot_id: str, *, tail: int | None = None) -> str:
+        params = {"tail": tail} if tail else {}
+        return self._request("GET", f"/bots/{bot_id}/logs", params=params).text
+
+    # ---- users (admin token) -----------------------------------------------------------------
+
+    def create_user(self, name: str, *, max_concurrent_bots: int | None = None) -> Json:
+        body: Json = {"name": name}
+        if max_concurrent_bots is not None:
+            body["max_concurrent_bots"] = max_concurrent_bots
+        return self._json("POST", "/admin/users", json=body)
+
+    def list_users(self) -> list[Json]:
+        return self._json("GET", "/admin/users")
+
+    def set_limit(self, user_id: str, max_concurrent_bots: int) -> Json:
+        body = {"max_concurrent_bots": max_concurrent_bots}
+        return self._json("PATCH", f"/admin/users/{user_id}", json=body)
+
+    def create_key(self, user_id: str) -> Json:
+        return self._json("POST", f"/admin/users/{user_id}/keys")
+
+    # ---- events ------------------------------------------------------------------------------
+
+    def events(
+        self, *, last_event_id: str | None = None, max_backoff_s: float = 30
+    ) -> Iterator[Event]:
+        """The live stream of `GET /events`, forever.
+
+        A dropped connection (or a 5xx) reconnects with exponential backoff and resumes after the
+        last id seen, so a manager restart loses nothing; a 4xx is the caller's to fix and raises.
+        """
+        backoff = 0.5
+        while True:
+            headers = {"Accept": "text/event-stream"}
+            if last_event_id is not None:
+                headers["Last-Event-ID"] = str(last_event_id)
+            parser = SSEParser()
+            # Keep-alives arrive well within the read timeout; a silent socket is a dead one.
+            timeout = httpx.Timeout(10, read=90)
+            try:
+                with self.http.stream("GET", "/events", headers=headers, timeout=timeout) as resp:
+                    if resp.is_error:
+                        resp.read()
+                        _raise_for_error(resp)
+                    for chunk in resp.iter_bytes():
+                        for event in parser.feed(chunk):
+                            last_event_id = event.id or last_event_id
+                            backoff = 0.5
+                            yield event
+            except httpx.TransportError:
+                pass
+            except ApiError as exc:
+                if exc.status < 500:
+                    raise
+            if parser.retry_ms is not None:
+                backoff = max(backoff, parser.retry_ms / 1000)
+            time.sleep(backoff)
+            backoff = min(backoff * 2, max_backoff_s)
+
+
+def _raise_for_error(response: httpx.Response) -> None:
+    if not response.is_error:
+        return
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    detail = body.get("detail") if isinstance(body, dict) else None
+    if isinstance(detail, dict) and "code" in detail:
+        raise ApiError(response.status_code, detail["code"], str(detail.get("message", "")), body)
+    text = response.text.strip()[:200] or response.reason_phrase
+    raise ApiError(response.status_code, f"http_{response.status_code}", text, body)
+
+
+def _reason(exc: httpx.TransportError) -> str:
+    if isinstance(exc, httpx.ConnectError):
+        return (
+            "connection refused" if "refused" in str(exc).lower() else str(exc) or "cannot connect"
+        )
+    if isinstance(exc, httpx.TimeoutException):
+        return "timed out"
+    return str(exc) or type(exc).__name__

@@ -1,0 +1,306 @@
+"""`botfleet bots …`: start, list, show, reconfigure, stop and tail bots."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Group
+from rich.live import Live
+from rich.text import Text
+
+from cli import output
+from cli.api import ApiClient
+from cli.session import connect
+
+app = typer.Typer(help="Start, list, inspect, reconfigure and stop bots.", no_args_is_help=True)
+
+TERMINAL = {"completed", "failed"}
+SHOW_FIELDS = [
+    "id", "name", "bot", "status", "status_reason", "exit_code", "attempt", "orchestrator",
+    "runtime_ref", "image", "platform", "native_id", "config", "config_version", "labels",
+    "dedup_key", "start_at", "max_duration_s", "created_at", "started_at", "active_at",
+    "ended_at",
+]  # fmt: skip
+
+JsonOpt = typer.Option(False, "--json", help="Print the API's JSON document, nothing else.")
+WaitTimeout = typer.Option(120.0, "--timeout", help="Seconds --wait waits at most.")
+
+
+# ---- input parsing ---------------------------------------------------------------------------
+
+
+def parse_value(text: str) -> Any:
+    """JSON when it parses (`3`, `true`, `{"a": 1}`), else the plain string."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def parse_pairs(pairs: list[str], *, typed: bool, sep: str = "=") -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for pair in pairs:
+        key, found, value = pair.partition(sep)
+        if not found or not key:
+            output.fail(f"expected key{sep}value, got {pair!r}", output.INPUT)
+        result[key] = parse_value(value) if typed else value
+    return result
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        output.fail(f"cannot read {path}: {exc}", output.INPUT)
+    if not isinstance(data, dict):
+        output.fail(f"{path} must hold a JSON object", output.INPUT)
+    return data
+
+
+def poll(
+    fetch: Callable[[], dict[str, Any]],
+    done: Callable[[dict[str, Any]], bool],
+    timeout: float,
+    what: str,
+) -> dict[str, Any]:
+    """Poll every half second until `done`; a timeout is a failure a script must notice."""
+    deadline = time.monotonic() + timeout
+    while not done(current := fetch()):
+        if time.monotonic() > deadline:
+            output.fail(f"timed out after {timeout:g}s waiting for {what}", output.FAILED)
+        time.sleep(0.5)
+    return current
+
+
+def wait_for_bot(client: ApiClient, bot_id: str, statuses: set[str], timeout: float) -> dict:
+    return poll(
+        lambda: client.get_bot(bot_id),
+        lambda bot: bot["status"] in statuses,
+        timeout,
+        f"bot {bot_id} to become {' or '.join(sorted(statuses))}",
+    )
+
+
+def report_end(bot: dict[str, Any], as_json: bool, good: str) -> None:
+    """Print where a waited-for bot ended; exit 1 unless it is where the caller wanted it."""
+    if as_json:
+        output.print_json(bot)
+    else:
+        reason = f" ({bot['status_reason']})" if bot.get("status_reason") else ""
+        output.err.print(f"{bot['id']}: {output.styled(bot['status'])}{reason}")
+    if bot["status"] != good:
+        raise typer.Exit(output.FAILED)
+
+
+# ---- commands --------------------------------------------------------------------------------
+
+
+@app.command("ls")
+def list_bots(
+    ctx: typer.Context,
+    status: list[str] = typer.Option([], "--status", "-s", help="Only this status; repeatable."),
+    label: list[str] = typer.Option([], "--label", "-l", help="key:value; repeatable."),
+    limit: int | None = typer.Option(None, "--limit", "-n", min=1, max=500, help="Page size."),
+    all_pages: bool = typer.Option(False, "--all", "-a", help="Follow cursors to the end."),
+    watch: bool = typer.Option(False, "--watch", "-w", help="Redraw until Ctrl-C."),
+    interval: float = typer.Option(2.0, "--interval", min=0.2, help="Seconds between redraws."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """List your bots, newest first."""
+    if watch and as_json:
+        output.fail("--watch and --json do not mix", output.INPUT)
+    filters = {"status": status, "labels": label, "limit": limit}
+    with connect(ctx) as client:
+
+        def fetch() -> dict[str, Any]:
+            if not all_pages:
+                return client.list_bots(**filters)
+            items = [bot for page in client.iter_pages(**filters) for bot in page["items"]]
+            return {"items": items, "next_cursor": None}
+
+        if as_json:
+            output.print_json(fetch())
+            return
+        if not watch:
+            page = fetch()
+            output.console.print(output.bots_table(page["items"]))
+            if page.get("next_cursor"):
+                output.err.print("[dim]more bots: --all to list every page[/]")
+            return
+
+        def frame() -> Group:
+            page = fetch()
+            stamp = Text(
+                f"every {interval:g}s · {time.strftime('%H:%M:%S')} · Ctrl-C to quit", style="dim"
+            )
+            return Group(output.bots_table(page["items"]), stamp)
+
+        try:
+            with Live(frame(), console=output.console, auto_refresh=False) as live:
+                while True:
+                    time.sleep(interval)
+                    live.update(frame(), refresh=True)
+        except KeyboardInterrupt:
+            return
+
+
+@app.command("start")
+def start(
+    ctx: typer.Context,
+    bot: str = typer.Argument(..., help="A built-in bot (`demo`) or `module:Class`."),
+    name: str | None = typer.Option(None, "--name"),
+    config_file: Path | None = typer.Option(None, "--config", help="Config from a JSON file."),
+    config: list[str] = typer.Option([], "-c", "--set", help="key=value (JSON when it parses)."),
+    secret: list[str] = typer.Option([], "--secret", help="key=value, kept sealed; repeatable."),
+    label: list[str] = typer.Option([], "--label", "-l", help="key=value; repeatable."),
+    image: str | None = typer.Option(None, "--image"),
+    start_at: str | None = typer.Option(None, "--start-at", help="ISO time with a zone."),
+    max_duration: int | None = typer.Option(None, "--max-duration", help="Seconds."),
+    restart_retries: int | None = typer.Option(None, "--restart-retries", min=0),
+    restart_backoff: float | None = typer.Option(None, "--restart-backoff", min=0),
+    dedup_key: str | None = typer.Option(None, "--dedup-key"),
+    idempotency_key: str | None = typer.Option(None, "--idempotency-key"),
+    wait: bool = typer.Option(False, "--wait", help="Wait until active (exit 1 if it fails)."),
+    timeout: float = WaitTimeout,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Start a bot and print its id."""
+    body: dict[str, Any] = {"bot": bot, "config": {}}
+    if config_file:
+        body["config"] = read_json_object(config_file)
+    body["config"].update(parse_pairs(config, typed=True))
+    optional = {
+        "name": name,
+        "image": image,
+        "start_at": start_at,
+        "max_duration_s": max_duration,
+        "dedup_key": dedup_key,
+    }
+    body.update({k: v for k, v in optional.items() if v is not None})
+    if secret:
+        body["secrets"] = parse_pairs(secret, typed=False)
+    if label:
+        body["labels"] = parse_pairs(label, typed=False)
+    if restart_retries is not None or restart_backoff is not None:
+        body["restart"] = {
+            k: v
+            for k, v in {"max_retries": restart_retries, "backoff_s": restart_backoff}.items()
+            if v is not None
+        }
+    with connect(ctx) as client:
+        created = client.start_bot(body, idempotency_key=idempotency_key)
+        if not wait:
+            output.print_json(created) if as_json else typer.echo(created["id"])
+            return
+        if not as_json:
+            typer.echo(created["id"])
+        bot_state = wait_for_bot(client, created["id"], {"active"} | TERMINAL, timeout)
+        report_end(bot_state, as_json, "active")
+
+
+@app.command("show")
+def show(ctx: typer.Context, bot_id: str, as_json: bool = JsonOpt) -> None:
+    """A bot's fields and its lifecycle history (JSON: the bot plus `transitions`)."""
+    with connect(ctx) as client:
+        bot = client.get_bot(bot_id)
+        rows = client.transitions(bot_id)
+    if as_json:
+        output.print_json({**bot, "transitions": rows})
+        return
+    output.console.print(output.fields_table(bot, SHOW_FIELDS))
+    output.console.print()
+    output.console.print(output.transitions_table(rows))
+
+
+@app.command("stop")
+def stop(
+    ctx: typer.Context,
+    bot_id: str,
+    wait: bool = typer.Option(False, "--wait", help="Wait until it ended (exit 1 if failed)."),
+    timeout: float = WaitTimeout,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Ask a bot to leave; idempotent on a stopping or ended bot."""
+    with connect(ctx) as client:
+        bot = client.stop_bot(bot_id)
+        if wait:
+            bot = wait_for_bot(client, bot["id"], TERMINAL, timeout)
+            report_end(bot, as_json, "completed")
+        elif as_json:
+            output.print_json(bot)
+        else:
+            typer.echo(f"{bot['id']} {bot['status']}")
+
+
+@app.command("config")
+def reconfigure(
+    ctx: typer.Context,
+    bot_id: str,
+    pairs: list[str] = typer.Argument(None, help="key=value (JSON when it parses)."),
+    config_file: Path | None = typer.Option(None, "--file", "-f", help="Config from JSON."),
+    wait: bool = typer.Option(False, "--wait", help="Wait for the ack (exit 1 if refused)."),
+    timeout: float = WaitTimeout,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Send a bot a new config; the bot acknowledges (or refuses) it."""
+    if bool(config_file) == bool(pairs):
+        output.fail("give either --file FILE.json or key=value pairs", output.INPUT)
+    config = read_json_object(config_file) if config_file else parse_pairs(pairs, typed=True)
+    with connect(ctx) as client:
+        command = client.reconfigure(bot_id, config)
+        if wait:
+            command = poll(
+                lambda: client.get_command(bot_id, command["id"]),
+                lambda c: c["status"] in {"acked", "failed", "expired"},
+                timeout,
+                f"command {command['id']} to be acknowledged",
+            )
+    if as_json:
+        output.print_json(command)
+    else:
+        typer.echo(f"{command['id']} {command['status']}")
+    if command["status"] in {"failed", "expired"}:
+        output.fail(
+            f"command {command['status']}: {command.get('error') or 'no ack'}", output.FAILED
+        )
+
+
+def new_lines(previous: list[str], current: list[str]) -> list[str]:
+    """The lines of `current` after its overlap with `previous` (both are tails of one log)."""
+    for shift in range(len(previous) + 1):
+        overlap = previous[shift:]
+        if current[: len(overlap)] == overlap:
+            return current[len(overlap) :]
+    return current  # unreachable: shift == len(previous) always matches
+
+
+@app.command("logs")
+def logs(
+    ctx: typer.Context,
+    bot_id: str,
+    tail: int = typer.Option(200, "--tail", "-n", min=1, max=10_000),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Poll every second for more."),
+) -> None:
+    """A bot's recent output; with -f, keep printing new lines until the bot ends."""
+    with connect(ctx) as client:
+        # Following compares equal-sized windows, wide enough that a burst is not missed.
+        window = max(tail, 1_000) if follow else tail
+        seen = client.logs(bot_id, tail=window).splitlines()
+        for line in seen[-tail:]:
+            typer.echo(line)
+        try:
+            while follow:
+                time.sleep(1)
+                ended = client.get_bot(bot_id)["status"] in TERMINAL
+                current = client.logs(bot_id, tail=window).splitlines()
+                for line in new_lines(seen, current):
+                    typer.echo(line)
+                seen = current
+                follow = not ended
+        except KeyboardInterrupt:
+            return

@@ -1,0 +1,56 @@
+"""`botfleet events`: follow the live stream of transitions and commands."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import typer
+
+from cli import output
+from cli.session import connect
+from cli.sse import Event
+
+
+def describe(event: Event) -> str:
+    """One line per event: time, short bot id, what changed."""
+    try:
+        data: dict[str, Any] = json.loads(event.data)
+    except ValueError:
+        return f"{event.event}: {event.data}"
+    when = output.clock(data.get("at"))[11:] or "--:--:--"
+    bot = output.short(data.get("bot_id"))
+    if event.event == "transition":
+        what = f"{data.get('from')} → {output.styled(data.get('to'))}  {data.get('reason', '')}"
+        extra = [f"by {data['source']}"] if data.get("source") else []
+        if (data.get("attempt") or 0) > 1:
+            extra.append(f"attempt {data['attempt']}")
+        if data.get("detail"):
+            extra.append(str(data["detail"]))
+        return f"{when}  {bot}  {what}" + (f" [dim]({', '.join(extra)})[/]" if extra else "")
+    if event.event == "command":
+        error = f": {data['error']}" if data.get("error") else ""
+        return (
+            f"{when}  {bot}  {data.get('action')} {output.short(data.get('command_id'))} "
+            f"{output.styled(data.get('status'))}{error}"
+        )
+    return f"{when}  {bot}  {event.event}: {event.data}"
+
+
+def events(
+    ctx: typer.Context,
+    last_event_id: str | None = typer.Option(
+        None, "--last-event-id", help="Resume after this event id."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="One raw JSON object per line."),
+) -> None:
+    """Follow your bots' transitions and commands live (reconnects on its own; Ctrl-C quits)."""
+    with connect(ctx) as client:
+        try:
+            for event in client.events(last_event_id=last_event_id):
+                if as_json:
+                    typer.echo(event.data)
+                else:
+                    output.console.print(describe(event), soft_wrap=True)
+        except KeyboardInterrupt:
+            return

@@ -1,0 +1,151 @@
+"""Everything the CLI shows: tables for people, exact JSON for scripts, errors on stderr."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+# Exit codes a script can branch on; 1 means "the bot or command itself failed".
+FAILED, INPUT, NOT_FOUND, CONFLICT, LIMIT, AUTH, SERVER = 1, 2, 3, 4, 5, 6, 7
+STATUS_EXIT = {
+    400: INPUT,
+    413: INPUT,
+    422: INPUT,
+    404: NOT_FOUND,
+    409: CONFLICT,
+    429: LIMIT,
+    401: AUTH,
+    403: AUTH,
+}
+STATUS_STYLE = {
+    "requested": "cyan",
+    "starting": "yellow",
+    "active": "green",
+    "stopping": "magenta",
+    "completed": "dim",
+    "failed": "bold red",
+    "acked": "green",
+    "pending": "yellow",
+    "delivered": "yellow",
+    "expired": "red",
+}
+
+
+def exit_code(http_status: int) -> int:
+    return STATUS_EXIT.get(http_status, SERVER if http_status >= 500 else FAILED)
+
+
+def fail(message: str, code: int) -> NoReturn:
+    """`error: …` on stderr and a distinct exit code, so scripts need not parse text."""
+    err.print(f"[red]error:[/] {message}", soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def print_json(data: Any) -> None:
+    """One JSON document on stdout and nothing else (plain print: no wrapping or colour)."""
+    typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def short(bot_id: str | None) -> str:
+    """The id's last 8 characters: ids are UUIDv7, whose leading characters are a timestamp."""
+    return (bot_id or "")[-8:]
+
+
+def styled(status: str | None) -> str:
+    style = STATUS_STYLE.get(status or "")
+    return f"[{style}]{status}[/]" if style else str(status or "")
+
+
+def parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def age(value: str | None, *, now: datetime | None = None) -> str:
+    """`42s`, `5m`, `3h`, `2d`: enough to tell fresh bots from stale ones at a glance."""
+    moment = parse_time(value)
+    if moment is None:
+        return ""
+    seconds = max(0, int(((now or datetime.now(UTC)) - moment).total_seconds()))
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def clock(value: str | None) -> str:
+    moment = parse_time(value)
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S") if moment else ""
+
+
+def bots_table(bots: list[dict[str, Any]]) -> Table:
+    table = Table(box=None, header_style="bold")
+    for column in ("ID", "NAME", "BOT", "STATUS", "REASON", "ATTEMPT", "AGE"):
+        table.add_column(column, no_wrap=column in {"ID", "STATUS", "AGE"})
+    for bot in bots:
+        table.add_row(
+            short(bot["id"]),
+            bot.get("name") or "",
+            bot.get("bot") or "",
+            styled(bot.get("status")),
+            bot.get("status_reason") or "",
+            str(bot.get("attempt", "")),
+            age(bot.get("created_at")),
+        )
+    return table
+
+
+def transitions_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(box=None, header_style="bold", title="transitions", title_justify="left")
+    for column in ("AT", "FROM", "TO", "REASON", "SOURCE", "ATTEMPT", "DETAIL"):
+        table.add_column(column, no_wrap=column != "DETAIL")
+    for row in rows:
+        table.add_row(
+            clock(row.get("at")),
+            row.get("from") or "",
+            styled(row.get("to")),
+            row.get("reason") or "",
+            row.get("source") or "",
+            str(row.get("attempt", "")),
+            row.get("detail") or "",
+        )
+    return table
+
+
+def fields_table(record: dict[str, Any], names: list[str]) -> Table:
+    table = Table(box=None, show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for name in names:
+        value = record.get(name)
+        if value in (None, {}, ""):
+            continue
+        if isinstance(value, dict):
+            value = json.dumps(value, ensure_ascii=False)
+        elif name == "status":
+            value = styled(value)
+        elif name.endswith("_at"):
+            value = clock(value)
+        table.add_row(name, str(value))
+    return table
+
+
+def users_table(users: list[dict[str, Any]]) -> Table:
+    table = Table(box=None, header_style="bold")
+    for column in ("ID", "NAME", "MAX BOTS", "CREATED"):
+        table.add_column(column)
+    for user in users:
+        table.add_row(
+            user["id"], user["name"], str(user["max_concurrent_bots"]), clock(user["created_at"])
+        )
+    return table

@@ -1,0 +1,189 @@
+"""The `botfleet` CLI against a real manager: output, exit codes, connection precedence."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from cli.api import ApiClient
+from cli.commands.bots import new_lines, parse_pairs
+from cli.config import Connection
+from cli.main import app
+from cli.sse import SSEParser
+from tests.support import ADMIN_TOKEN, Manager, free_port
+
+UNSET = {"BOTFLEET_URL": None, "BOTFLEET_KEY": None, "BOTFLEET_ADMIN_TOKEN": None}
+
+
+@pytest.fixture
+def run(tmp_path: Path):
+    """Invoke the CLI with only the env given (plus a config path that does not exist)."""
+    runner = CliRunner()
+
+    def invoke(*args: str, **env: str | None) -> Result:
+        full = {**UNSET, "BOTFLEET_CONFIG": str(tmp_path / "absent.toml"), **env}
+        return runner.invoke(app, list(args), env=full, catch_exceptions=False)
+
+    return invoke
+
+
+@pytest.fixture
+def user(manager: Manager) -> dict[str, Any]:
+    created, client = manager.new_user()
+    client.close()
+    return {"BOTFLEET_URL": manager.url, "BOTFLEET_KEY": created["api_key"]}
+
+
+def test_users_admin_commands(manager: Manager, run) -> None:
+    admin = {"BOTFLEET_URL": manager.url, "BOTFLEET_ADMIN_TOKEN": ADMIN_TOKEN}
+    name = f"cli-{uuid.uuid4().hex[:8]}"
+    result = run("users", "create", name, "--max-bots", "3", **admin)
+    assert result.exit_code == 0, result.output
+    key = result.stdout.strip()
+    assert key.startswith("bf_") and "\n" not in key
+    with ApiClient(manager.url, key) as client:  # the printed key works
+        assert client.list_bots()["items"] == []
+
+    listed = json.loads(run("users", "ls", "--json", **admin).stdout)
+    user_id = next(u["id"] for u in listed if u["name"] == name)
+    assert name in run("users", "ls", **admin).stdout
+    assert run("users", "limit", user_id, "5", **admin).stdout.strip().endswith("=5")
+    assert run("users", "key", user_id, **admin).stdout.strip().startswith("bf_")
+    # A user key is not an admin token.
+    assert run("users", "ls", BOTFLEET_URL=manager.url, BOTFLEET_ADMIN_TOKEN=key).exit_code == 6
+
+
+def test_bot_lifecycle(run, user: dict[str, str]) -> None:
+    started = run(
+        "bots", "start", "demo", "--name", "standup", "-c", "lang=en", "-c", "n=3",
+        "--label", "team=sales", "--wait", **user,
+    )  # fmt: skip
+    assert started.exit_code == 0, started.output
+    bot_id = started.stdout.strip()
+    assert "active" in started.stderr
+
+    table = run("bots", "ls", **user)
+    assert table.exit_code == 0 and bot_id[-8:] in table.stdout and "standup" in table.stdout
+    page = json.loads(
+        run("bots", "ls", "--label", "team:sales", "--status", "active", "--json", **user).stdout
+    )
+    assert [b["id"] for b in page["items"]] == [bot_id]
+    assert page["items"][0]["config"] == {"lang": "en", "n": 3}
+    every = json.loads(run("bots", "ls", "--all", "--limit", "1", "--json", **user).stdout)
+    assert [b["id"] for b in every["items"]] == [bot_id]
+
+    shown = run("bots", "show", bot_id, **user)
+    assert shown.exit_code == 0 and "transitions" in shown.stdout
+    assert "requested" in shown.stdout and "starting" in shown.stdout
+    doc = json.loads(run("bots", "show", bot_id, "--json", **user).stdout)
+    assert [t["to"] for t in doc["transitions"]] == ["starting", "active"]
+
+    configured = run("bots", "config", bot_id, "lang=de", "flag=true", "--wait", **user)
+    assert configured.exit_code == 0, configured.output
+    assert configured.stdout.split()[1] == "acked"
+    bot = json.loads(run("bots", "show", bot_id, "--json", **user).stdout)
+    assert bot["config"]["lang"] == "de" and bot["config"]["flag"] is True
+
+    logs = run("bots", "logs", bot_id, "--tail", "50", **user)
+    assert logs.exit_code == 0 and f"demo bot {bot_id} started" in logs.stdout
+
+    stopped = run("bots", "stop", bot_id, "--wait", "--json", **user)
+    assert stopped.exit_code == 0, stopped.output
+    assert json.loads(stopped.stdout)["status"] == "completed"
+    # Reconfiguring an ended bot is a conflict.
+    late = run("bots", "config", bot_id, "lang=fr", **user)
+    assert late.exit_code == 4 and "error: illegal_transition" in late.stderr
+
+
+def test_refused_reconfigure_exits_non_zero(run, user: dict[str, str]) -> None:
+    bot_id = run(
+        "bots", "start", "demo", "-c", "refuse_reconfigure=true", "--wait", **user
+    ).stdout.strip()
+    refused = run("bots", "config", bot_id, "lang=de", "--wait", **user)
+    assert refused.exit_code == 1
+    assert "error: command failed" in refused.stderr and "refuse" in refused.stderr
+    assert run("bots", "stop", bot_id, **user).exit_code == 0
+
+
+def test_error_exit_codes(manager: Manager, run, user: dict[str, str]) -> None:
+    missing = run("bots", "show", "no-such-bot", **user)
+    assert missing.exit_code == 3 and "error: bot_not_found" in missing.stderr
+    assert missing.stdout == ""
+
+    bad_key = run("bots", "ls", BOTFLEET_URL=manager.url, BOTFLEET_KEY="bf_wrong")
+    assert bad_key.exit_code == 6 and bad_key.stderr.startswith("error:")
+
+    invalid = run("bots", "start", "Not A Bot!", **user)
+    assert invalid.exit_code == 2 and "error: invalid_input" in invalid.stderr
+
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    unreachable = run("bots", "ls", BOTFLEET_URL=nowhere, BOTFLEET_KEY="bf_x")
+    assert unreachable.exit_code == 7
+    assert "connection refused" in unreachable.stderr and "--url" in unreachable.stderr
+
+
+def test_connection_precedence(
+    tmp_path: Path, manager: Manager, run, user: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'url = "{manager.url}"\nkey = "{user["BOTFLEET_KEY"]}"\nadmin_token = "from-file"\n'
+    )
+    from_file = {"BOTFLEET_CONFIG": str(config)}
+    assert run("bots", "ls", **from_file).exit_code == 0  # the file alone is enough
+    assert run("bots", "ls", **from_file, BOTFLEET_URL=nowhere).exit_code == 7  # env > file
+    flag = run("--url", manager.url, "bots", "ls", **from_file, BOTFLEET_URL=nowhere)
+    assert flag.exit_code == 0  # flag > env
+    assert run("--key", "bf_wrong", "bots", "ls", **from_file).exit_code == 6
+
+    for name in UNSET:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("BOTFLEET_CONFIG", str(config))
+    assert Connection().resolve(admin=True) == (manager.url, "from-file")
+    monkeypatch.setenv("BOTFLEET_ADMIN_TOKEN", "from-env")
+    assert Connection().resolve(admin=True) == (manager.url, "from-env")
+    assert Connection(key="from-flag").resolve(admin=True)[1] == "from-flag"
+    monkeypatch.setenv("BOTFLEET_CONFIG", str(tmp_path / "absent.toml"))
+    assert Connection().resolve() == ("http://127.0.0.1:8080", None)
+
+
+def test_sse_parser_handles_chunks_comments_and_multiple_events() -> None:
+    stream = (
+        b": keep-alive\n\n"
+        b'id: 7\nevent: transition\ndata: {"bot_id": "b1", "from": "starting", "to": "active"}\n\n'
+        b'id: 8\r\nevent: command\r\ndata: {"bot_id": "b1", "status": "acked"}\r\n\r\n'
+        b": ping\n"
+        b'id: 9\nevent: transition\ndata: {"to": "\xc3\xa9"}\n\n'  # split UTF-8 too
+    )
+    for size in (len(stream), 1, 5, 13):  # one chunk, and chunks split anywhere
+        parser = SSEParser()
+        events = [e for i in range(0, len(stream), size) for e in parser.feed(stream[i : i + size])]
+        assert [(e.id, e.event) for e in events] == [
+            ("7", "transition"),
+            ("8", "command"),
+            ("9", "transition"),
+        ]
+        assert json.loads(events[0].data)["to"] == "active"
+        assert json.loads(events[1].data)["status"] == "acked"
+        assert json.loads(events[2].data) == {"to": "é"}
+        assert parser.last_id == "9"
+
+
+def test_value_parsing_and_log_following() -> None:
+    assert parse_pairs(["n=3", "flag=true", "lang=de", 'x={"a": 1}', "eq=a=b"], typed=True) == {
+        "n": 3,
+        "flag": True,
+        "lang": "de",
+        "x": {"a": 1},
+        "eq": "a=b",
+    }
+    assert parse_pairs(["n=3"], typed=False) == {"n": "3"}
+    assert new_lines(["a", "b", "c"], ["b", "c", "d", "e"]) == ["d", "e"]
+    assert new_lines(["a", "b"], ["a", "b"]) == []
+    assert new_lines([], ["a"]) == ["a"]
