@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -10,7 +11,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from manager.api.routes import admin, bots, health, internal
+from manager.api.routes import admin, bots, events, health, internal
 from manager.backends import create_orchestrator
 from manager.bootstrap import admin_token, fleet_id
 from manager.bus import CommandBus
@@ -18,6 +19,8 @@ from manager.config import Settings, get_settings
 from manager.db import make_engine, make_session_factory
 from manager.embedded_redis import EmbeddedRedis
 from manager.errors import error_body, install_error_handlers
+from manager.event_stream import EventWaker
+from manager.events import wake_on_commit
 from manager.leader import LeaderLease
 from manager.reconciler import Reconciler
 from manager.sealing import load_box
@@ -92,6 +95,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.admin_token, _ = admin_token(settings)
         orchestrator = create_orchestrator(settings)
         stack.callback(orchestrator.close)
+        waker_client = wake_on_commit(app.state.sessions, settings.redis_url or "")
+        stack.callback(waker_client.close)
+        app.state.event_waker = waker = EventWaker(
+            settings.redis_url or "", asyncio.get_running_loop()
+        )
+        waker.start()
+        stack.callback(waker.close)
         bus = CommandBus(settings.redis_url or "")
         stack.callback(bus.close)
         fleet = Fleet(
@@ -143,7 +153,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
-    for module in (bots, internal, admin, health):
+    for module in (bots, events, internal, admin, health):
         app.include_router(module.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app

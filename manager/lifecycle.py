@@ -13,6 +13,7 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from manager import metrics
+from manager.events import record_event
 from manager.models import Bot, BotTransition, utcnow
 
 
@@ -114,5 +115,20 @@ def transition(
         at=now,
     )
     session.add(row)
+    record_event(
+        session,
+        bot=bot,
+        kind="transition",
+        data={
+            "bot_id": bot.id,
+            "from": current,
+            "to": target.value,
+            "reason": reason,
+            "source": source.value,
+            "detail": row.detail,
+            "attempt": bot.attempt,
+            "at": now.isoformat(),
+        },
+    )
     metrics.TRANSITIONS.labels(to=target.value, reason=reason, source=source.value).inc()
     return row

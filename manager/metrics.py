@@ -21,5 +21,15 @@ RECONCILER_REPAIRS = Counter(
 RECONCILER_ERRORS = Counter(
     "botfleet_reconciler_errors_total", "Reconciler steps that raised", ["step"]
 )
-BOTS = Gauge("botfleet_bots", "Bots by status, as of the last reconciler tick", ["status"])
+BOTS = Gauge(
+    "botfleet_bots",
+    "Bots by status and backend, as of the last reconciler tick",
+    ["status", "backend"],
+)
+COMMAND_ROUND_TRIP = Histogram(
+    "botfleet_command_round_trip_seconds",
+    "From a command's creation to the bot's answer",
+    ["action", "outcome"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
 LEADER = Gauge("botfleet_reconciler_leader", "1 while this replica runs the reconciler")

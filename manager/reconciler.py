@@ -371,12 +371,9 @@ class Reconciler:
             due: list[Command] = []
             for command, bot_status in open_commands:
                 if command.expires_at <= now or BotStatus(bot_status) in TERMINAL:
-                    command.status = "expired"
-                    command.error = (
-                        "the bot ended first"
-                        if BotStatus(bot_status) in TERMINAL
-                        else "not acknowledged in time"
-                    )
+                    ended = BotStatus(bot_status) in TERMINAL
+                    reason = "the bot ended first" if ended else "not acknowledged in time"
+                    command_records.expire(session, command, reason=reason)
                 elif command.next_publish_at is None or command.next_publish_at <= now:
                     due.append(command)
         for command in due:
@@ -389,8 +386,17 @@ class Reconciler:
 
     def update_gauges(self) -> None:
         with self.fleet.sessions() as session:
-            counts = dict(
-                session.execute(select(Bot.status, func.count()).group_by(Bot.status)).all()
-            )
+            counts = {
+                (status, backend): n
+                for status, backend, n in session.execute(
+                    select(Bot.status, Bot.orchestrator, func.count()).group_by(
+                        Bot.status, Bot.orchestrator
+                    )
+                ).all()
+            }
+        backends = {backend for _, backend in counts} | {self.orchestrator.name}
         for status in BotStatus:
-            metrics.BOTS.labels(status.value).set(counts.get(status.value, 0))
+            for backend in backends:
+                metrics.BOTS.labels(status.value, backend).set(
+                    counts.get((status.value, backend), 0)
+                )

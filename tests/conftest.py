@@ -10,7 +10,14 @@ import pytest
 from tests import support
 from tests.support import RUNTIME_IMAGE, Manager, RedisServer, running_manager
 
-DB_FIXTURES = {"manager", "any_backend_manager", "restartable", "outage", "sessions"}
+DB_FIXTURES = {
+    "manager",
+    "any_backend_manager",
+    "restartable",
+    "outage",
+    "sessions",
+    "two_replicas",
+}
 
 
 @pytest.hookimpl(wrapper=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import Manager, transitions, wait_for_status
+from tests.support import Manager, transitions, wait_for_command, wait_for_status, wait_until
 
 LATER = "2099-01-01T00:00:00Z"  # a scheduled start keeps a bot `requested`, with no process
 
@@ -204,6 +204,35 @@ def test_health_readiness_and_metrics(manager: Manager) -> None:
     ready = httpx.get(f"{manager.url}/readyz")
     assert ready.status_code == 200, ready.text
     assert set(ready.json()["checks"]) == {"database", "redis", "orchestrator"}
-    metrics = httpx.get(f"{manager.url}/metrics").text
-    assert "botfleet_transitions_total" in metrics
-    assert "botfleet_bots" in metrics
+    # This module's earlier tests ran bots through their lives on this manager.
+    _, client = manager.new_user()
+    bot = client.post("/bots", json={"bot": "demo"}).json()
+    wait_for_status(client, bot["id"], {"active"})
+    command = client.patch(f"/bots/{bot['id']}/config", json={"config": {"m": 1}}).json()
+    wait_for_command(client, bot["id"], command["id"], {"acked"})
+    client.post(f"/bots/{bot['id']}/stop")
+    wait_for_status(client, bot["id"], {"completed"})
+
+    def sample(name: str, **labels: str) -> float:
+        wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+        for line in httpx.get(f"{manager.url}/metrics").text.splitlines():
+            if line.startswith(f"{name}{{{wanted}}} ") or (
+                not labels and line.startswith(name + " ")
+            ):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    assert (
+        sample("botfleet_transitions_total", reason="started", source="runtime", to="active") >= 1
+    )
+    assert sample("botfleet_launch_seconds_count", orchestrator="process") >= 1
+    assert (
+        sample("botfleet_command_round_trip_seconds_count", action="reconfigure", outcome="acked")
+        >= 1
+    )
+    wait_until(
+        lambda: sample("botfleet_bots", backend="process", status="completed") >= 1,
+        timeout=10,
+        what="the bots gauge",
+    )
+    assert sample("botfleet_reconciler_leader") == 1

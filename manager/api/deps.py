@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Header, Path, Request
@@ -83,6 +84,21 @@ def get_calling_bot(
     return owner
 
 
+@dataclass(frozen=True)
+class Viewing:
+    """Who reads a stream: a user (their bots) or the admin (user_id None: every bot)."""
+
+    user_id: str | None
+
+
+def get_viewer(request: Request, authorization: AuthHeader = None) -> Viewing:
+    token = _token(authorization)
+    if same(token, request.app.state.admin_token):
+        return Viewing(user_id=None)
+    return Viewing(user_id=get_current_user(request, authorization).id)
+
+
 CurrentUser = Annotated[User, Depends(get_current_user)]
+Viewer = Annotated[Viewing, Depends(get_viewer)]
 AdminDep = Depends(require_admin)
 CallingBot = Annotated[Bot, Depends(get_calling_bot)]

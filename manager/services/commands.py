@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from bot_runtime.protocol import ACTION_LEAVE, ACTION_RECONFIGURE, CommandMessage
 from manager import metrics
 from manager.errors import NotFound
+from manager.events import record_command_event
 from manager.lifecycle import BotStatus, IllegalTransition
 from manager.models import Bot, Command, utcnow
 
@@ -45,6 +46,7 @@ def create_command(
     )
     session.add(command)
     session.flush()
+    record_command_event(session, bot, command)
     metrics.COMMANDS.labels(action=action).inc()
     return command
 
@@ -117,14 +119,27 @@ def pending_commands(session: Session, bot_id: str) -> list[Command]:
     )
 
 
-def mark_published(command: Command, *, receivers: int, retry_s: float, now: datetime) -> None:
+def mark_published(
+    session: Session, command: Command, *, receivers: int, retry_s: float, now: datetime
+) -> None:
     """Note a publish; the next one waits exponentially longer (capped at 5 minutes)."""
     command.publish_count += 1
     if receivers > 0 and command.status == "pending":
         command.status = "delivered"
         command.delivered_at = now
+        bot = session.get(Bot, command.bot_id)
+        if bot is not None:
+            record_command_event(session, bot, command)
     delay = min(retry_s * 2 ** (command.publish_count - 1), 300.0)
     command.next_publish_at = now + timedelta(seconds=delay)
+
+
+def expire(session: Session, command: Command, *, reason: str) -> None:
+    command.status = "expired"
+    command.error = reason
+    bot = session.get(Bot, command.bot_id)
+    if bot is not None:
+        record_command_event(session, bot, command)
 
 
 def record_ack(
@@ -142,8 +157,12 @@ def record_ack(
     command.status = "acked" if ok else "failed"
     command.error = None if ok else (error or "refused by the bot")
     command.acked_at = now
+    metrics.COMMAND_ROUND_TRIP.labels(command.action, command.status).observe(
+        (now - command.created_at).total_seconds()
+    )
     if command.delivered_at is None:
         command.delivered_at = now
+    record_command_event(session, bot, command)
     if ok and command.action == ACTION_RECONFIGURE and command.config is not None:
         version = command.config_version or 0
         if version > bot.config_version:

@@ -162,6 +162,7 @@ class Fleet:
             row = session.get(Command, command.id, with_for_update=True)
             if row is not None:
                 command_records.mark_published(
+                    session,
                     row,
                     receivers=receivers,
                     retry_s=self.settings.command_retry_s,
