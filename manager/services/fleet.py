@@ -11,6 +11,7 @@ import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from typing import Any
 
 import redis
@@ -181,6 +182,19 @@ class Fleet:
                 log.info("bot %s is %s, not launching", bot_id, bot.status)
                 return
             if bot.start_at is not None and bot.start_at > utcnow():
+                return
+            if bot.start_at is not None and bot.start_at < utcnow() - timedelta(
+                seconds=self.settings.schedule_miss_s
+            ):
+                transition(
+                    session,
+                    bot,
+                    BotStatus.FAILED,
+                    reason="schedule_missed",
+                    source=Source.SCHEDULER,
+                    detail=f"start_at {bot.start_at.isoformat()} passed more than "
+                    f"{self.settings.schedule_miss_s:g}s ago",
+                )
                 return
             bot.attempt += 1
             transition(
