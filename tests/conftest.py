@@ -98,9 +98,11 @@ def any_backend_manager(
     tmp_path_factory: pytest.TempPathFactory,
     redis_server: RedisServer,
 ) -> Iterator[Manager]:
-    """The same manager, once per backend that can run here."""
+    """The same manager, once per backend that can run here; a test module may set
+    `MANAGER_ENV` (a dict of settings) for its managers."""
     if request.param == "docker":
         request.getfixturevalue("docker_engine")
     root = tmp_path_factory.mktemp(f"manager-{request.param}")
-    with running_manager(root, redis_server.url, backend=request.param) as instance:
-        yield instance
+    env = getattr(request.module, "MANAGER_ENV", None)
+    with running_manager(root, redis_server.url, backend=request.param, extra_env=env) as m:
+        yield m

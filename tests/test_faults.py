@@ -11,7 +11,6 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import docker
@@ -30,7 +29,7 @@ from tests.support import (
     wait_until,
 )
 
-FAULT_ENV = {"BOTFLEET_START_TIMEOUT_S": "6"}
+MANAGER_ENV = {"BOTFLEET_START_TIMEOUT_S": "6"}  # read by conftest's any_backend_manager
 
 
 def kill_workload(manager: Manager, runtime_ref: str, sig: int = signal.SIGKILL) -> None:
@@ -57,19 +56,9 @@ def workload_gone(manager: Manager, runtime_ref: str) -> bool:
     return not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
 
 
-@pytest.fixture(scope="module", params=["process", "docker"])
-def manager(
-    request: pytest.FixtureRequest,
-    tmp_path_factory: pytest.TempPathFactory,
-    redis_server: RedisServer,
-) -> Iterator[Manager]:
-    if request.param == "docker":
-        request.getfixturevalue("docker_engine")
-    root = tmp_path_factory.mktemp(f"faults-{request.param}")
-    with running_manager(
-        root, redis_server.url, backend=request.param, extra_env=FAULT_ENV
-    ) as instance:
-        yield instance
+@pytest.fixture
+def manager(any_backend_manager: Manager) -> Manager:
+    return any_backend_manager
 
 
 def test_a_sigkilled_bot_fails_with_its_exit_code(manager: Manager) -> None:
