@@ -11,7 +11,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from manager.api.routes import admin, bots, events, health, internal
+from manager.api.routes import admin, bots, events, health, internal, webhooks
 from manager.backends import create_orchestrator
 from manager.bootstrap import admin_token, fleet_id
 from manager.bus import CommandBus
@@ -25,6 +25,7 @@ from manager.leader import LeaderLease
 from manager.reconciler import Reconciler
 from manager.sealing import load_box
 from manager.services.fleet import Fleet
+from manager.webhooks.sender import WebhookSender
 
 log = logging.getLogger(__name__)
 
@@ -123,12 +124,29 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             if lease.hold():
                 reconciler.run_once()
 
+        app.state.webhook_sender = sender = WebhookSender(app.state.sessions, settings)
+        stack.callback(sender.close)
+
+        def send_webhooks() -> None:
+            """Only the leader fans out and sends webhooks."""
+            if lease.hold():
+                sender.run_once()
+
         scheduler = BackgroundScheduler(timezone="UTC")
         scheduler.add_job(
             reconcile,
             "interval",
             seconds=settings.reconcile_interval_s,
             id="reconcile",
+            max_instances=1,
+            coalesce=True,
+            jitter=None,
+        )
+        scheduler.add_job(
+            send_webhooks,
+            "interval",
+            seconds=settings.webhook_interval_s,
+            id="webhooks",
             max_instances=1,
             coalesce=True,
             jitter=None,
@@ -153,7 +171,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
-    for module in (bots, events, internal, admin, health):
+    for module in (bots, webhooks, events, internal, admin, health):
         app.include_router(module.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app

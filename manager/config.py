@@ -106,6 +106,33 @@ class Settings(BaseSettings):
         "(`make run` uses it to print a ready key).",
     )
 
+    # Outbound webhooks (manager/webhooks/).
+    webhook_allow_private: bool = Field(
+        False,
+        description="Let webhooks reach loopback, private, link-local and other non-public "
+        "addresses (refused by default: SSRF).",
+    )
+    webhook_interval_s: float = Field(
+        1.0, gt=0, description="How often the leader fans out events and sends due webhooks."
+    )
+    webhook_timeout_s: float = Field(10.0, gt=0, description="Timeout of one webhook request.")
+    webhook_retry_s: float = Field(
+        5.0, gt=0, description="First delay before a failed webhook is retried (doubles)."
+    )
+    webhook_retry_max_s: float = Field(
+        3600.0, gt=0, description="Longest delay between two attempts of a webhook."
+    )
+    webhook_give_up_s: float = Field(
+        86_400.0, gt=0, description="A webhook not delivered this long after it was queued fails."
+    )
+    webhook_batch: int = Field(100, gt=0, description="Most webhooks sent per tick.")
+    webhook_settle_s: float = Field(
+        10.0,
+        gt=0,
+        description="A gap in the outbox ids (a transaction still committing) is waited for "
+        "this long before webhooks pass it.",
+    )
+
     @computed_field  # type: ignore[prop-decorator]
     @property
     def heartbeat_lost_after_s(self) -> float:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import threading
 from pathlib import Path
 from typing import IO
 
@@ -29,10 +30,13 @@ class LeaderLease:
         self.engine = engine
         self._connection: Connection | None = None
         self._lock_file: IO[str] | None = None
+        # Several scheduler jobs ask from their own threads; the connection serves one at a time.
+        self._mutex = threading.Lock()
 
     def hold(self) -> bool:
         """True while this replica is the leader; tries to become it when it is not."""
-        held = self._check_or_take()
+        with self._mutex:
+            held = self._check_or_take()
         metrics.LEADER.set(1 if held else 0)
         return held
 

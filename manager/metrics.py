@@ -33,3 +33,9 @@ COMMAND_ROUND_TRIP = Histogram(
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
 LEADER = Gauge("botfleet_reconciler_leader", "1 while this replica runs the reconciler")
+WEBHOOK_ATTEMPTS = Counter(
+    "botfleet_webhook_attempts_total", "Webhook delivery attempts", ["outcome"]
+)
+WEBHOOK_GAVE_UP = Counter(
+    "botfleet_webhook_deliveries_failed_total", "Webhook deliveries given up after 24 h"
+)

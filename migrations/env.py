@@ -7,6 +7,7 @@ from sqlalchemy import text
 
 from manager.db import make_engine
 from manager.models import Base
+from manager.webhooks import models as webhook_models  # noqa: F401  (registers its tables)
 
 config = context.config
 target_metadata = Base.metadata

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
@@ -15,17 +16,30 @@ from fastapi.responses import StreamingResponse
 from manager.api.deps import Viewer
 from manager.errors import Invalid, error_responses
 from manager.events import events_after, latest_event_id
+from manager.models import utcnow
 
 router = APIRouter(tags=["events"], responses=error_responses(400, 401, 422))
 
 POLL_S = 2.0  # the fallback when no wake-up arrives
+#: PostgreSQL hands out ids before commit, so a lower id can appear after a higher one: a gap
+#: younger than this is waited for, an older one is a rolled-back transaction and is skipped.
+SETTLE_S = 5.0
+#: One SSE event: `id` (the outbox id), `event` (its kind) and `data` (a JSON object).
+SSE_EVENT_SCHEMA = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "event": {"type": "string", "enum": ["transition", "command"]},
+        "data": {"type": "string", "description": "the change, as a JSON object"},
+    },
+}
 KEEPALIVE_S = 15.0
 
 
 @router.get(
     "/events",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}},
+    responses={200: {"content": {"text/event-stream": {"schema": SSE_EVENT_SCHEMA}}}},
 )
 async def stream_events(
     request: Request,
@@ -39,9 +53,21 @@ async def stream_events(
     start = int(last_event_id) if last_event_id is not None else since
 
     def read(after: int) -> list[tuple[int, str, dict[str, object]]]:
+        """Events after `after`, stopping before a gap that may still fill (see SETTLE_S).
+        Ids are global, so a gap is judged on all events, not only the viewer's."""
         with sessions() as session:
-            rows = events_after(session, after_id=after, user_id=viewer.user_id)
-            return [(row.id, row.kind, row.data) for row in rows]
+            rows = events_after(session, after_id=after, user_id=None)
+        out, expected = [], after + 1
+        settled_before = utcnow() - timedelta(seconds=SETTLE_S)
+        for row in rows:
+            if row.id != expected and row.at > settled_before:
+                break
+            expected = row.id + 1
+            if viewer.user_id is None or row.user_id == viewer.user_id:
+                out.append((row.id, row.kind, row.data))
+            else:
+                out.append((row.id, "", {}))  # advances the cursor, never sent
+        return out
 
     def newest() -> int:
         with sessions() as session:
@@ -55,9 +81,11 @@ async def stream_events(
             rows = await asyncio.to_thread(read, after)
             for event_id, kind, data in rows:
                 after = event_id
-                yield f"id: {event_id}\nevent: {kind}\ndata: {json.dumps(data)}\n\n"
-            if rows:
-                quiet = 0.0
+                if kind:
+                    yield f"id: {event_id}\nevent: {kind}\ndata: {json.dumps(data)}\n\n"
+            if rows:  # more may follow at once
+                if any(kind for _, kind, _ in rows):
+                    quiet = 0.0
                 continue
             await request.app.state.event_waker.wait(POLL_S)
             quiet += POLL_S

@@ -1,0 +1,176 @@
+"""Outbound webhooks: a user's default endpoint, per-bot overrides, deliveries and attempts."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response, status
+from sqlalchemy.orm import Session
+
+from manager.api.deps import CurrentUser, FleetDep, SessionDep, SettingsDep
+from manager.errors import error_responses
+from manager.services.fleet import Fleet
+from manager.webhooks import service
+from manager.webhooks.models import WebhookDelivery, WebhookEndpoint
+from manager.webhooks.schemas import (
+    WebhookAttemptPublic,
+    WebhookDeliveryPublic,
+    WebhookPublic,
+    WebhookPut,
+    WebhookSecret,
+)
+
+router = APIRouter(tags=["webhooks"], responses=error_responses(400, 401, 404, 413, 422, 503))
+CREATED = {201: {"model": WebhookPublic, "description": "Created, with its signing secret"}}
+
+
+def _public(endpoint: WebhookEndpoint, *, with_secret: bool) -> WebhookPublic:
+    out = WebhookPublic.model_validate(endpoint)
+    out.secret = endpoint.secret if with_secret else None
+    return out
+
+
+def _deliveries(session: Session, rows: list[WebhookDelivery]) -> list[WebhookDeliveryPublic]:
+    attempts = service.attempts_of(session, [d.id for d in rows])
+    return [
+        WebhookDeliveryPublic(
+            id=d.id,
+            endpoint_id=d.endpoint_id,
+            bot_id=d.bot_id,
+            event_id=d.event_id,
+            webhook_id=str(d.payload.get("id", "")),
+            status=d.status,
+            attempt_count=d.attempt_count,
+            next_attempt_at=d.next_attempt_at,
+            expires_at=d.expires_at,
+            created_at=d.created_at,
+            delivered_at=d.delivered_at,
+            payload=d.payload,
+            attempts=[WebhookAttemptPublic.model_validate(a) for a in attempts[d.id]],
+        )
+        for d in rows
+    ]
+
+
+def _put(
+    body: WebhookPut,
+    response: Response,
+    *,
+    user_id: str,
+    bot_id: str | None,
+    fleet: Fleet,
+    allow_private: bool,
+) -> WebhookPublic:
+    url = service.checked_url(body.url, allow_private=allow_private)
+    endpoint, created = service.put_endpoint(
+        fleet.sessions, user_id=user_id, bot_id=bot_id, url=url, enabled=body.enabled
+    )
+    if created:
+        response.status_code = status.HTTP_201_CREATED
+    return _public(endpoint, with_secret=created)
+
+
+# ---- the user's default endpoint ------------------------------------------------------------
+
+
+@router.put("/webhook", response_model=WebhookPublic, responses=CREATED)
+def put_webhook(
+    body: WebhookPut, response: Response, user: CurrentUser, fleet: FleetDep, settings: SettingsDep
+) -> WebhookPublic:
+    """Set the URL every transition of the user's bots is POSTed to (201 with the signing
+    secret when created; 200 on update, the secret kept). 422 `webhook_url_refused` for a
+    non-http(s) URL or one that resolves to a private address."""
+    allow = settings.webhook_allow_private
+    return _put(body, response, user_id=user.id, bot_id=None, fleet=fleet, allow_private=allow)
+
+
+@router.get("/webhook", response_model=WebhookPublic)
+def get_webhook(session: SessionDep, user: CurrentUser) -> WebhookPublic:
+    endpoint = service.get_endpoint(session, user_id=user.id, bot_id=None)
+    return _public(endpoint, with_secret=False)
+
+
+@router.delete("/webhook", status_code=status.HTTP_204_NO_CONTENT)
+def delete_webhook(user: CurrentUser, fleet: FleetDep) -> Response:
+    service.delete_endpoint(fleet.sessions, user_id=user.id, bot_id=None)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/webhook/rotate-secret", response_model=WebhookSecret)
+def rotate_webhook_secret(user: CurrentUser, fleet: FleetDep) -> WebhookSecret:
+    """A new signing secret, used from the next attempt on; shown this once."""
+    return WebhookSecret(secret=service.rotate_secret(fleet.sessions, user_id=user.id, bot_id=None))
+
+
+# ---- a bot's override -----------------------------------------------------------------------
+
+
+@router.put("/bots/{bot_id}/webhook", response_model=WebhookPublic, responses=CREATED)
+def put_bot_webhook(
+    bot_id: str,
+    body: WebhookPut,
+    response: Response,
+    user: CurrentUser,
+    fleet: FleetDep,
+    settings: SettingsDep,
+) -> WebhookPublic:
+    """This bot's transitions go here instead of the user's default endpoint."""
+    allow = settings.webhook_allow_private
+    return _put(body, response, user_id=user.id, bot_id=bot_id, fleet=fleet, allow_private=allow)
+
+
+@router.get("/bots/{bot_id}/webhook", response_model=WebhookPublic)
+def get_bot_webhook(bot_id: str, session: SessionDep, user: CurrentUser) -> WebhookPublic:
+    endpoint = service.get_endpoint(session, user_id=user.id, bot_id=bot_id)
+    return _public(endpoint, with_secret=False)
+
+
+@router.delete("/bots/{bot_id}/webhook", status_code=status.HTTP_204_NO_CONTENT)
+def delete_bot_webhook(bot_id: str, user: CurrentUser, fleet: FleetDep) -> Response:
+    service.delete_endpoint(fleet.sessions, user_id=user.id, bot_id=bot_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/bots/{bot_id}/webhook/rotate-secret", response_model=WebhookSecret)
+def rotate_bot_webhook_secret(bot_id: str, user: CurrentUser, fleet: FleetDep) -> WebhookSecret:
+    secret = service.rotate_secret(fleet.sessions, user_id=user.id, bot_id=bot_id)
+    return WebhookSecret(secret=secret)
+
+
+# ---- deliveries -----------------------------------------------------------------------------
+
+
+@router.get("/webhook/deliveries", response_model=list[WebhookDeliveryPublic])
+def list_deliveries(
+    session: SessionDep,
+    user: CurrentUser,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    bot_id: Annotated[str | None, Query(max_length=64, description="One bot's only.")] = None,
+) -> list[WebhookDeliveryPublic]:
+    """The deliveries to all of the user's endpoints, newest first, each with its attempts."""
+    rows = service.list_deliveries(session, user_id=user.id, bot_id=bot_id, limit=limit)
+    return _deliveries(session, rows)
+
+
+@router.get("/webhook/deliveries/{delivery_id}", response_model=WebhookDeliveryPublic)
+def get_delivery(delivery_id: str, session: SessionDep, user: CurrentUser) -> WebhookDeliveryPublic:
+    delivery = service.get_delivery(session, user_id=user.id, delivery_id=delivery_id)
+    return _deliveries(session, [delivery])[0]
+
+
+@router.post(
+    "/webhook/deliveries/{delivery_id}/redeliver",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=WebhookDeliveryPublic,
+)
+def redeliver(
+    delivery_id: str, session: SessionDep, user: CurrentUser, fleet: FleetDep, settings: SettingsDep
+) -> WebhookDeliveryPublic:
+    """Send the delivery again on the sender's next tick (whatever its status)."""
+    delivery = service.redeliver(
+        fleet.sessions,
+        user_id=user.id,
+        delivery_id=delivery_id,
+        give_up_s=settings.webhook_give_up_s,
+    )
+    return _deliveries(session, [delivery])[0]

@@ -1,0 +1,148 @@
+"""Endpoints and deliveries as the API sees them: keyword-only functions, one job each."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import Select, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from manager.db import transaction
+from manager.errors import Invalid, NotFound
+from manager.events import latest_event_id
+from manager.models import utcnow
+from manager.services import bots as bot_records
+from manager.webhooks.guard import UrlRefused, check_url
+from manager.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from manager.webhooks.signing import new_secret
+
+
+def checked_url(url: str, *, allow_private: bool) -> str:
+    """The URL, or 422 `webhook_url_refused` (checked before any transaction: DNS is slow)."""
+    try:
+        check_url(url, allow_private=allow_private)
+    except UrlRefused as exc:
+        raise Invalid("webhook_url_refused", str(exc)) from None
+    return url
+
+
+def _find(
+    session: Session, *, user_id: str, bot_id: str | None, lock: bool = False
+) -> WebhookEndpoint | None:
+    query = select(WebhookEndpoint).where(WebhookEndpoint.user_id == user_id)
+    query = query.where(
+        WebhookEndpoint.bot_id.is_(None) if bot_id is None else WebhookEndpoint.bot_id == bot_id
+    )
+    return session.scalar(query.with_for_update() if lock else query)
+
+
+def get_endpoint(session: Session, *, user_id: str, bot_id: str | None) -> WebhookEndpoint:
+    if bot_id is not None:
+        bot_records.get_bot(session, bot_id, user_id=user_id)  # another user's bot: 404
+    endpoint = _find(session, user_id=user_id, bot_id=bot_id)
+    if endpoint is None:
+        where = f"bot {bot_id}" if bot_id else "this user"
+        raise NotFound("webhook_not_found", f"no webhook is set for {where}")
+    return endpoint
+
+
+def put_endpoint(
+    sessions: sessionmaker[Session],
+    *,
+    user_id: str,
+    bot_id: str | None,
+    url: str,
+    enabled: bool,
+) -> tuple[WebhookEndpoint, bool]:
+    """Create or update the endpoint; True when created (its secret is then new).
+
+    A new endpoint, or one enabled again, starts after the newest event: no history flood.
+    """
+    for tries_left in (1, 0):  # two concurrent creations: the loser updates the winner's row
+        try:
+            with transaction(sessions) as session:
+                if bot_id is not None:
+                    bot_records.get_bot(session, bot_id, user_id=user_id)
+                endpoint = _find(session, user_id=user_id, bot_id=bot_id, lock=True)
+                created = endpoint is None
+                if endpoint is None:
+                    newest = latest_event_id(session)
+                    endpoint = WebhookEndpoint(
+                        user_id=user_id,
+                        bot_id=bot_id,
+                        secret=new_secret(),
+                        cursor=newest,
+                        start_event_id=newest,
+                        enabled=enabled,
+                    )
+                    session.add(endpoint)
+                elif enabled and not endpoint.enabled:
+                    endpoint.cursor = max(endpoint.cursor, latest_event_id(session))
+                endpoint.url, endpoint.enabled, endpoint.updated_at = url, enabled, utcnow()
+            return endpoint, created
+        except IntegrityError:
+            if not tries_left:
+                raise
+    raise AssertionError("unreachable")
+
+
+def rotate_secret(sessions: sessionmaker[Session], *, user_id: str, bot_id: str | None) -> str:
+    with transaction(sessions) as session:
+        endpoint = get_endpoint(session, user_id=user_id, bot_id=bot_id)
+        endpoint.secret, endpoint.updated_at = new_secret(), utcnow()
+        return endpoint.secret
+
+
+def delete_endpoint(sessions: sessionmaker[Session], *, user_id: str, bot_id: str | None) -> None:
+    """Remove the endpoint with its deliveries and their attempts."""
+    with transaction(sessions) as session:
+        session.delete(get_endpoint(session, user_id=user_id, bot_id=bot_id))
+
+
+def _owned_deliveries(user_id: str) -> Select[tuple[WebhookDelivery]]:
+    return (
+        select(WebhookDelivery)
+        .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
+        .where(WebhookEndpoint.user_id == user_id)
+    )
+
+
+def list_deliveries(
+    session: Session, *, user_id: str, bot_id: str | None, limit: int
+) -> list[WebhookDelivery]:
+    """The user's deliveries (every endpoint of theirs), newest first."""
+    query = _owned_deliveries(user_id)
+    if bot_id is not None:
+        query = query.where(WebhookDelivery.bot_id == bot_id)
+    return list(session.scalars(query.order_by(WebhookDelivery.id.desc()).limit(limit)))
+
+
+def get_delivery(session: Session, *, user_id: str, delivery_id: str) -> WebhookDelivery:
+    delivery = session.scalar(_owned_deliveries(user_id).where(WebhookDelivery.id == delivery_id))
+    if delivery is None:
+        raise NotFound("delivery_not_found", f"no webhook delivery {delivery_id}")
+    return delivery
+
+
+def attempts_of(session: Session, delivery_ids: list[str]) -> dict[str, list[WebhookAttempt]]:
+    """Each delivery's attempts, oldest first."""
+    found: dict[str, list[WebhookAttempt]] = {d: [] for d in delivery_ids}
+    if delivery_ids:
+        query = select(WebhookAttempt).where(WebhookAttempt.delivery_id.in_(delivery_ids))
+        for attempt in session.scalars(query.order_by(WebhookAttempt.at, WebhookAttempt.id)):
+            found[attempt.delivery_id].append(attempt)
+    return found
+
+
+def redeliver(
+    sessions: sessionmaker[Session], *, user_id: str, delivery_id: str, give_up_s: float
+) -> WebhookDelivery:
+    """Queue the delivery again, due now; it is retried for another `give_up_s` if it fails."""
+    with transaction(sessions) as session:
+        delivery = get_delivery(session, user_id=user_id, delivery_id=delivery_id)
+        session.refresh(delivery, with_for_update=True)
+        now = utcnow()
+        delivery.status, delivery.next_attempt_at = "pending", now
+        delivery.expires_at = now + timedelta(seconds=give_up_s)
+        return delivery
