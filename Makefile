@@ -42,13 +42,13 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-## bench: start latency (POST /bots → active) on the process and Docker backends
+## bench: the benchmark suite (start latency, bursts, command round trip, load, memory,
+## reconciler tick), each figure beside its floor: bench/results/latest.{json,md}, latencies.png
 bench: $(STAMP)
 	bash scripts/test-services.sh
 	bash scripts/docker-engine.sh
 	bash scripts/build-images.sh
-	$(BIN)/python -m bench.start_latency --backend process
-	$(BIN)/python -m bench.start_latency --backend docker
+	$(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) .botfleet

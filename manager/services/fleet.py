@@ -160,6 +160,8 @@ class Fleet:
             )
             return False
         with transaction(self.sessions) as session:
+            # Bot row first, then the command: the same order as an ack, so never a deadlock.
+            session.get(Bot, command.bot_id, with_for_update=True)
             row = session.get(Command, command.id, with_for_update=True)
             if row is not None:
                 command_records.mark_published(

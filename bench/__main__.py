@@ -1,0 +1,219 @@
+"""`python -m bench` (what `make bench` runs): the whole benchmark suite, one summary line per
+figure, then bench/results/latest.json, latest.md and latencies.png.
+
+Figures (issue 8), each beside its floor measured in the same run:
+1. start latency, process and Docker backends      (bench/start_latency.py)
+2. burst of POSTs at once, process and Docker       (bench/burst.py)
+3. command round trip with bots running              (bench/commands.py)
+4. the manager under load: callbacks/s, GETs/s, p99  (bench/load.py)
+5. memory: manager RSS by records, runtime per bot   (bench/memory.py)
+6. the reconciler's tick with 10,000 records         (bench/reconciler_tick.py)
+
+The services (PostgreSQL, a Docker Engine, the images) must be up: `make bench` starts them.
+Timings are reported, never asserted; a figure that cannot be measured is reported as such and
+the run exits non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from contextlib import closing
+from pathlib import Path
+from typing import Any, TypeVar
+
+from bench import burst, commands, load, memory, reconciler_tick, report, start_latency
+from bench.common import LOGS, Figure, bench_manager, machine_info, median, mib, stop_all
+from tests.support import RedisServer
+
+T = TypeVar("T")
+FAMILIES = ("process", "docker", "load", "reconciler")
+ORDER = [
+    "start_latency_process",
+    "start_latency_docker",
+    "burst_process",
+    "burst_docker",
+    "command_round_trip",
+    "manager_load",
+    "memory",
+    "reconciler_tick",
+]
+
+
+class Run:
+    """Collects figures and failures; one figure's failure never stops the others."""
+
+    def __init__(self) -> None:
+        self.figures: dict[str, Figure] = {}
+        self.failures: dict[str, str] = {}
+
+    def attempt(self, key: str, fn: Callable[[], T]) -> T | None:
+        log(f"measuring {key} ...")
+        try:
+            result = fn()
+        except Exception as exc:
+            traceback.print_exc()
+            self.failures[key] = f"{type(exc).__name__}: {exc}"
+            print(f"{key}: not measured ({self.failures[key]})", flush=True)
+            return None
+        for item in result if isinstance(result, tuple) else (result,):
+            if isinstance(item, Figure):
+                self.figures[item.key] = item.show()
+        return result
+
+    def ordered(self) -> list[Figure]:
+        return [self.figures[k] for k in ORDER if k in self.figures]
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def process_phase(
+    run: Run, args: argparse.Namespace, tmp: Path, redis_url: str, mem: dict[str, Any]
+) -> None:
+    """Figures 1, 2, 3 on the process backend, and the runtime's memory per bot."""
+    with bench_manager(tmp / "process", redis_url) as manager:
+        run.attempt(
+            "start_latency_process",
+            lambda: start_latency.measure(manager, "process", redis_url, tmp, count=args.bots),
+        )
+        outcome = run.attempt(
+            "burst_process",
+            lambda: burst.measure(manager, "process", redis_url, tmp, count=args.burst_process),
+        )
+        if outcome is None:
+            run.failures.setdefault("command_round_trip", "needs the process burst's bots")
+            return
+        _, active, client = outcome
+        with closing(client):
+            keep, rest = active[: args.command_bots], active[args.command_bots :]
+            log(f"stopping {len(rest)} bots, keeping {len(keep)} running")
+            stop_all(client, rest)
+            run.attempt(
+                "command_round_trip",
+                lambda: commands.measure(client, keep, redis_url, tmp, count=args.commands),
+            )
+            mem["runtime_process"] = run.attempt(
+                "memory_runtime_process", lambda: memory.process_runtime_memory(client, keep)
+            )
+            mem["python_floor"] = run.attempt("memory_bare_python", memory.bare_python_memory)
+            assert manager.proc is not None
+            mem["manager_with_real_bots"] = {
+                "bots": len(keep),
+                "rss_mib": mib(memory.rss_bytes(manager.proc.pid)),
+            }
+            log(f"stopping the {len(keep)} remaining bots")
+            stop_all(client, keep)
+
+
+def docker_phase(
+    run: Run, args: argparse.Namespace, tmp: Path, redis_url: str, mem: dict[str, Any]
+) -> None:
+    """Figures 1 and 2 on the Docker backend, and the memory of a bot's container."""
+    with bench_manager(tmp / "docker", redis_url, backend="docker") as manager:
+        run.attempt(
+            "start_latency_docker",
+            lambda: start_latency.measure(manager, "docker", redis_url, tmp, count=args.bots),
+        )
+        outcome = run.attempt(
+            "burst_docker",
+            lambda: burst.measure(manager, "docker", redis_url, tmp, count=args.burst_docker),
+        )
+        if outcome is None:
+            return
+        _, active, client = outcome
+        with closing(client):
+
+            def containers() -> dict[str, Any]:
+                refs = [client.get(f"/bots/{b}").json()["runtime_ref"] for b in active]
+                usage = memory.docker_memory([r for r in refs if r])
+                return {"containers": len(usage), "memory_mib": mib(median(usage))}
+
+            mem["runtime_docker"] = run.attempt("memory_runtime_docker", containers)
+            mem["container_floor"] = run.attempt(
+                "memory_bare_container", memory.bare_container_memory
+            )
+            log(f"stopping the {len(active)} containers")
+            stop_all(client, active)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--only", nargs="+", choices=FAMILIES, default=list(FAMILIES), help="run only these phases"
+    )
+    parser.add_argument("--bots", type=int, default=50, help="start latency samples per backend")
+    parser.add_argument("--burst-process", type=int, default=200)
+    parser.add_argument("--burst-docker", type=int, default=50)
+    parser.add_argument("--command-bots", type=int, default=100, help="bots running for fig. 3")
+    parser.add_argument("--commands", type=int, default=200, help="command round trips")
+    parser.add_argument("--load-seconds", type=float, default=10.0)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--ticks", type=int, default=5)
+    args = parser.parse_args()
+
+    began = time.perf_counter()
+    machine = machine_info()
+    run = Run()
+    mem: dict[str, Any] = {}
+    manager_rss: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="botfleet-bench-") as name:
+        tmp = Path(name)
+        redis_server = RedisServer(tmp / "redis")
+        redis_server.start()
+        try:
+            if "process" in args.only:
+                process_phase(run, args, tmp, redis_server.url, mem)
+            if "docker" in args.only:
+                docker_phase(run, args, tmp, redis_server.url, mem)
+            if "load" in args.only:
+                outcome = run.attempt(
+                    "manager_load",
+                    lambda: load.run(
+                        tmp,
+                        redis_server.url,
+                        connections=args.connections,
+                        duration_s=args.load_seconds,
+                    ),
+                )
+                if outcome is not None:
+                    manager_rss = outcome[1]
+            if "reconciler" in args.only:
+                run.attempt(
+                    "reconciler_tick",
+                    lambda: reconciler_tick.run(tmp, redis_server.url, ticks=args.ticks),
+                )
+        finally:
+            redis_server.stop()
+    if manager_rss or mem.get("runtime_process") or mem.get("runtime_docker"):
+        figure = memory.figure(
+            manager_rss,
+            mem.get("runtime_process"),
+            mem.get("python_floor"),
+            mem.get("runtime_docker"),
+            mem.get("container_floor"),
+        )
+        if with_bots := mem.get("manager_with_real_bots"):
+            figure.values["manager_rss_with_real_process_bots"] = with_bots
+        run.figures[figure.key] = figure.show()
+    elapsed = time.perf_counter() - began
+    figures = run.ordered()
+    chart = report.write_chart(figures)
+    paths = [
+        report.write_json(figures, run.failures, machine, elapsed),
+        report.write_markdown(figures, run.failures, machine, chart),
+    ] + ([chart] if chart else [])
+    log(f"done in {elapsed / 60:.1f} min: " + ", ".join(str(p) for p in paths))
+    log(f"the managers' logs are in {LOGS}")
+    return 1 if run.failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,223 @@
+"""Figure 4, the manager under load, and the manager half of figure 5 (its RSS by records).
+
+1,000 simulated bots are rows inserted straight into the manager's database as `active`, with
+known tokens (`bots.token_hash` is the SHA-256 of each). A closed-loop generator then sends
+their heartbeats (POST /internal/bots/{id}/callbacks) for a fixed time, then GET /bots/{id}
+with the owner's key. The manager is the real process; the heartbeat budget is set high so the
+reconciler does not fail the silent rows meanwhile.
+
+The floor: the same generator against a bare ASGI app on the same server stack
+(`bench.floor_app`), which does no work: what the machine and HTTP layer allow.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.common import (
+    BENCH_ENV,
+    Figure,
+    active_rows,
+    bench_manager,
+    insert_bots,
+    latency_stats,
+    mib,
+    ms,
+    ratio,
+    rss_bytes,
+)
+from bench.loadgen import LoadResult, picker, run_load
+from tests.support import REPO, Manager, free_port, wait_until
+
+#: Heartbeats that never come must not fail the inserted rows during the phase.
+LOAD_ENV = {"BOTFLEET_HEARTBEAT_S": "3600"}
+RECORD_STEPS = (200, 1000)
+
+
+@contextmanager
+def floor_server() -> Iterator[str]:
+    """`bench.floor_app` served by uvicorn on a free loopback port; its URL."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "bench.floor_app:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+        cwd=REPO,
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            return httpx.get(url, timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_until(up, timeout=30, what="the floor server")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def heartbeat_requests(tokens: dict[str, str]) -> Any:
+    ids = list(tokens)
+    pick = picker(ids)
+    body = json.dumps({"event": "heartbeat"}).encode()
+    headers = {
+        bot_id: {"Authorization": f"Bearer {t}", "Content-Type": "application/json"}
+        for bot_id, t in tokens.items()
+    }
+
+    def make() -> tuple[str, str, dict[str, str], bytes]:
+        bot_id = pick()
+        return "POST", f"/internal/bots/{bot_id}/callbacks", headers[bot_id], body
+
+    return make
+
+
+def get_requests(ids: list[str], api_key: str) -> Any:
+    pick = picker(ids)
+    headers = {"Authorization": f"Bearer {api_key}"}
+
+    def make() -> tuple[str, str, dict[str, str], bytes]:
+        return "GET", f"/bots/{pick()}", headers, b""
+
+    return make
+
+
+def _summary(result: LoadResult) -> dict[str, Any]:
+    stats = latency_stats(result.latencies, 50, 99)
+    return {
+        "rps": result.rps,
+        "requests": result.requests,
+        "errors": result.errors,
+        "statuses": {str(k): v for k, v in sorted(result.statuses.items())},
+        "duration_s": result.duration_s,
+        **{k: stats[k] for k in ("p50_s", "p99_s", "max_s")},
+    }
+
+
+def _touch(manager: Manager, tokens: dict[str, str], client: httpx.Client) -> None:
+    """One heartbeat and one GET per record, so the manager has seen each of them."""
+    for bot_id, token in tokens.items():
+        httpx.post(
+            f"{manager.url}/internal/bots/{bot_id}/callbacks",
+            json={"event": "heartbeat"},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        ).raise_for_status()
+        client.get(f"/bots/{bot_id}").raise_for_status()
+
+
+def _settle(manager: Manager) -> int:
+    """Wait for a reconciler tick (the default interval), then read the manager's RSS."""
+    time.sleep(float(BENCH_ENV["BOTFLEET_RECONCILE_INTERVAL_S"]) + 1.5)
+    assert manager.proc is not None
+    return rss_bytes(manager.proc.pid)
+
+
+def run(
+    root: Path, redis_url: str, *, connections: int = 32, duration_s: float = 10.0
+) -> tuple[Figure, dict[str, float]]:
+    """The load figure and the manager's RSS (MiB) by number of active records."""
+    rss: dict[str, float] = {}
+    with bench_manager(root / "load", redis_url, extra=LOAD_ENV) as manager:
+        user, client = manager.new_user(max_bots=2000)
+        with client:
+            for _ in range(20):  # warm-up: imports and connections that the first requests pay
+                client.get("/bots")
+                client.get("/bots/00000000-0000-7000-8000-000000000000")
+            rss["0"] = mib(_settle(manager))
+            tokens: dict[str, str] = {}
+            for step in RECORD_STEPS:
+                rows, new = active_rows(step - len(tokens))
+                insert_bots(manager.database_url, user["id"], rows)
+                _touch(manager, new, client)
+                tokens |= new
+                rss[str(step)] = mib(_settle(manager))
+            beats = run_load(
+                manager.url,
+                heartbeat_requests(tokens),
+                connections=connections,
+                duration_s=duration_s,
+            )
+            gets = run_load(
+                manager.url,
+                get_requests(list(tokens), user["api_key"]),
+                connections=connections,
+                duration_s=duration_s,
+            )
+            assert manager.proc is not None
+            rss["after_load"] = mib(rss_bytes(manager.proc.pid))
+    with floor_server() as url:
+        floor_beats = run_load(
+            url, heartbeat_requests(tokens), connections=connections, duration_s=duration_s
+        )
+        floor_gets = run_load(
+            url,
+            get_requests(list(tokens), user["api_key"]),
+            connections=connections,
+            duration_s=duration_s,
+        )
+    values = {
+        "simulated_bots": len(tokens),
+        "connections": connections,
+        "callbacks": _summary(beats),
+        "get_bot": _summary(gets),
+    }
+    floor = {
+        "what": "the same generator against a bare ASGI app on uvicorn (no work behind it)",
+        "callbacks": _summary(floor_beats),
+        "get_bot": _summary(floor_gets),
+    }
+    r_beats = ratio(beats.rps, floor_beats.rps)
+    r_gets = ratio(gets.rps, floor_gets.rps)
+    values["callbacks"]["ratio_to_floor"] = r_beats
+    values["get_bot"]["ratio_to_floor"] = r_gets
+    c, g = values["callbacks"], values["get_bot"]
+    floor_beats_p99 = floor["callbacks"]["p99_s"]
+    floor_gets_p99 = floor["get_bot"]["p99_s"]
+    figure = Figure(
+        key="manager_load",
+        title=f"Manager under load ({len(tokens)} simulated bots, {connections} connections)",
+        label=(
+            f"manager load ({len(tokens)} simulated bots, {connections} connections,"
+            f" {duration_s:.0f} s each)"
+        ),
+        measured=(
+            f"heartbeat callbacks {c['rps']:.0f}/s (p99 {ms(c['p99_s'])}, errors {c['errors']}),"
+            f" GET /bots/{{id}} {g['rps']:.0f}/s (p99 {ms(g['p99_s'])}, errors {g['errors']})"
+        ),
+        floor_text=(
+            f"bare ASGI app {floor_beats.rps:.0f}/s (p99 {ms(floor_beats_p99)}) and"
+            f" {floor_gets.rps:.0f}/s (p99 {ms(floor_gets_p99)})"
+        ),
+        ratio_text=f"{r_beats:.3f}x (callbacks/s), {r_gets:.3f}x (GETs/s)",
+        values=values,
+        floor=floor,
+        ratio=r_beats,
+        ratio_of="heartbeats/s / floor requests/s (GET's ratio in values.get_bot)",
+        notes=f"at a {BENCH_ENV['BOTFLEET_HEARTBEAT_S']} s heartbeat the absorbed rate serves"
+        f" ~{c['rps'] * float(BENCH_ENV['BOTFLEET_HEARTBEAT_S']):.0f} bots",
+    )
+    return figure, rss
