@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -30,12 +31,30 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+_last_ms = 0
+_sequence = 0
+_id_lock = threading.Lock()
+
+
 def new_id() -> str:
-    """A time-ordered UUIDv7 string: ids sort by creation, which makes cursors simple."""
-    ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
-    value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | (rand >> 68 & 0xFFF) << 64
-    value |= 0b10 << 62 | rand & ((1 << 62) - 1)
+    """A time-ordered UUIDv7 string: ids sort by creation, which makes cursors simple.
+
+    Within one millisecond the 12-bit `rand_a` field counts up (RFC 9562's monotonic method), so
+    ids made by one process never sort out of order.
+    """
+    global _last_ms, _sequence
+    with _id_lock:
+        ms = time.time_ns() // 1_000_000
+        if ms > _last_ms:
+            _last_ms, _sequence = ms, int.from_bytes(os.urandom(2), "big") & 0x7FF
+        else:
+            ms, _sequence = _last_ms, _sequence + 1
+            if _sequence > 0xFFF:  # 4096 ids in one millisecond: borrow the next one
+                _last_ms = ms = ms + 1
+                _sequence = 0
+        seq = _sequence
+    rand_b = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
+    value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | seq << 64 | 0b10 << 62 | rand_b
     h = f"{value:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 

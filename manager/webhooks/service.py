@@ -115,7 +115,8 @@ def list_deliveries(
     query = _owned_deliveries(user_id)
     if bot_id is not None:
         query = query.where(WebhookDelivery.bot_id == bot_id)
-    return list(session.scalars(query.order_by(WebhookDelivery.id.desc()).limit(limit)))
+    newest_first = (WebhookDelivery.event_id.desc(), WebhookDelivery.id.desc())
+    return list(session.scalars(query.order_by(*newest_first).limit(limit)))
 
 
 def get_delivery(session: Session, *, user_id: str, delivery_id: str) -> WebhookDelivery:
