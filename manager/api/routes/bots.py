@@ -165,10 +165,13 @@ def get_logs(
         return PlainTextResponse("")
     try:
         text = fleet.orchestrator.logs(bot.runtime_ref, bot_id=bot.id, tail=tail)
-    except WorkloadNotFound:  # removed after it ended: the lines kept at removal
-        text = "\n".join((bot.last_logs or "").splitlines()[-tail:])
     except CapabilityNotSupported as exc:
         raise NotImplementedByBackend(exc.code, str(exc)) from exc
     except OrchestratorError as exc:
-        raise Unavailable(exc.code, str(exc)) from exc
+        # Removed (or being removed) after it ended: the lines kept before removal.
+        session.expire_all()
+        kept = bot_records.get_bot(session, bot_id, user_id=user.id).last_logs
+        if kept is None and not isinstance(exc, WorkloadNotFound):
+            raise Unavailable(exc.code, str(exc)) from exc
+        text = "\n".join((kept or "").splitlines()[-tail:])
     return PlainTextResponse(text)
