@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import shutil
+import sys
+from pathlib import Path
 
 import typer
 import uvicorn
@@ -63,21 +66,15 @@ def serve(
 
 def _welcome() -> None:
     """Show how to start a first bot: the admin token, a ready user key, a curl line."""
-    from manager.bootstrap import admin_token
+    from manager.bootstrap import admin_token, bootstrap_user_key
     from manager.db import make_engine, make_session_factory, transaction
-    from manager.services.users import ensure_user, revoke_keys_older_than
 
     settings = get_settings()
     token, _ = admin_token(settings)
     engine = make_engine(settings.resolved_database_url())
     try:
         with transaction(make_session_factory(engine)) as session:
-            user, key = ensure_user(
-                session,
-                name=settings.bootstrap_user or "demo",
-                max_concurrent_bots=settings.default_max_concurrent_bots,
-            )
-            revoke_keys_older_than(session, user=user, keep=3)
+            user, key = bootstrap_user_key(session, settings)
     finally:
         engine.dispose()
     base = f"http://{settings.host}:{settings.port}"
@@ -89,17 +86,34 @@ def _welcome() -> None:
             title=f"botfleet on {base}",
         )
     )
-    # Plain lines outside the panel, so they copy and paste as they are.
+    # Plain lines outside the panel, so they copy and paste as they are (the README's walk
+    # starts from them).
     body = '{"bot": "demo", "config": {}}'
-    print(
-        "Start a demo bot:\n"
-        f"  export BOTFLEET_KEY={key}\n"
-        f'  curl -s -X POST {base}/bots -H "Authorization: Bearer $BOTFLEET_KEY" '
-        f"-H 'Content-Type: application/json' -d '{body}'\n"
-        "Watch your bots:\n"
-        f'  curl -s {base}/bots -H "Authorization: Bearer $BOTFLEET_KEY"\n',
-        flush=True,
-    )
+    lines = [
+        "Try it from another terminal (the key stays the same on every start):",
+        f"  export BOTFLEET_URL={base} BOTFLEET_KEY={key} BOTFLEET_ADMIN_TOKEN={token}",
+    ]
+    if cli_dir := _cli_dir_missing_from_path():
+        lines.append(f'  export PATH="{cli_dir}:$PATH"   # the botfleet command')
+    lines += [
+        '  curl -s -X POST "$BOTFLEET_URL/bots" -H "Authorization: Bearer $BOTFLEET_KEY" '
+        f"-H 'Content-Type: application/json' -d '{body}'",
+        "  botfleet bots ls",
+        f"API docs: {base}/docs",
+    ]
+    print("\n".join(lines) + "\n", flush=True)
+
+
+def _cli_dir_missing_from_path() -> str | None:
+    """The folder of this environment's `botfleet` command when PATH does not lead to it
+    (`make run` uses .venv/bin without activating it)."""
+    here = Path(sys.executable).parent
+    if not (here / "botfleet").exists():
+        return None
+    found = shutil.which("botfleet")
+    if found and Path(found).parent.resolve() == here.resolve():
+        return None
+    return str(here)
 
 
 @app.command("rotate-secrets")

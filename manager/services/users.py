@@ -7,7 +7,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from manager.errors import Conflict, NotFound
-from manager.models import ApiKey, User, utcnow
+from manager.models import ApiKey, User
 from manager.security import API_KEY_PREFIX, digest, new_secret, same
 
 
@@ -69,13 +69,3 @@ def ensure_user(session: Session, *, name: str, max_concurrent_bots: int) -> tup
         return create_user(session, name=name, max_concurrent_bots=max_concurrent_bots)
     return user, issue_key(session, user=user)
 
-
-def revoke_keys_older_than(session: Session, *, user: User, keep: int) -> None:
-    """Keep only the newest `keep` keys of a user active (so bootstrapping does not pile up)."""
-    keys = session.scalars(
-        select(ApiKey)
-        .where(ApiKey.user_id == user.id, ApiKey.revoked_at.is_(None))
-        .order_by(ApiKey.created_at.desc())
-    ).all()
-    for key in keys[keep:]:
-        key.revoked_at = utcnow()
