@@ -39,7 +39,7 @@ async def _post_all(url: str, key: str, count: int) -> list[tuple[int, str | Non
 
         async def one() -> tuple[int, str | None]:
             try:
-                response = await c.post("/bots", json={"bot": "demo"})
+                response = await c.post("/bots", json={"bot": "demo", "config": {}})
             except httpx.HTTPError:
                 return 0, None
             return response.status_code, response.json().get("id") if response.is_success else None

@@ -38,7 +38,7 @@ def manager_sample(client: httpx.Client) -> tuple[float, float]:
     """(client-observed POST → active, server-recorded created_at → active_at) of one bot,
     stopped and ended again before returning."""
     began = time.perf_counter()
-    response = client.post("/bots", json={"bot": "demo"})
+    response = client.post("/bots", json={"bot": "demo", "config": {}})
     response.raise_for_status()
     bot_id = response.json()["id"]
     seen, bot = poll_until(client, bot_id, {"active"} | TERMINAL, interval=POLL_S, timeout=120)

@@ -24,6 +24,7 @@ class CommandRouter:
         self.bot = bot
         self.client = client
         self._outcomes: dict[str, Outcome] = {}  # the ids already applied
+        self._config_version = 0  # of the newest config applied
         self._handlers: dict[str, Callable[[CommandMessage], Awaitable[Outcome]]] = {
             ACTION_RECONFIGURE: self.handle_reconfigure,
             ACTION_LEAVE: self.handle_leave,
@@ -52,12 +53,22 @@ class CommandRouter:
             return False, "the bot is leaving"
         if msg.config is None:
             return False, "reconfigure needs a config"
+        version = msg.config_version or 0
+        if version and version <= self._config_version:
+            # Delivered late (a re-publish, a pending read): a newer config already holds, and
+            # applying this one would go backwards. Acked, since the newer config is what the
+            # user asked for last (a PATCH merges into the newest config, so it carries this one).
+            log.info(
+                "command %s: config %s superseded by %s", msg.id, version, self._config_version
+            )
+            return True, None
         try:
             await self.bot.on_reconfigure(msg.config)
         except Exception as exc:
             log.warning("command %s: reconfigure refused: %s", msg.id, describe_error(exc))
             return False, str(exc) or type(exc).__name__
         self.bot.config = msg.config
+        self._config_version = max(self._config_version, version)
         return True, None
 
     async def handle_leave(self, msg: CommandMessage) -> Outcome:

@@ -64,12 +64,12 @@ class ApiClient:
         self,
         *,
         status: list[str] | None = None,
-        labels: list[str] | None = None,
+        labels: list[tuple[str, str]] | None = None,
         limit: int | None = None,
         cursor: str | None = None,
     ) -> Json:
         params: list[tuple[str, str | int]] = [("status", s) for s in status or []]
-        params += [("label", label) for label in labels or []]
+        params += [("label", f"{key}:{value}") for key, value in labels or []]
         if limit:
             params.append(("limit", limit))
         if cursor:
@@ -92,8 +92,12 @@ class ApiClient:
     def transitions(self, bot_id: str) -> list[Json]:
         return self._json("GET", f"/bots/{bot_id}/transitions")
 
-    def reconfigure(self, bot_id: str, config: Json) -> Json:
-        return self._json("PATCH", f"/bots/{bot_id}/config", json={"config": config})
+    def merge_config(self, bot_id: str, patch: Json) -> Json:
+        """A JSON Merge Patch (RFC 7396) of the config: keys merge, null removes one."""
+        return self._json("PATCH", f"/bots/{bot_id}/config", json={"config": patch})
+
+    def replace_config(self, bot_id: str, config: Json) -> Json:
+        return self._json("PUT", f"/bots/{bot_id}/config", json={"config": config})
 
     def stop_bot(self, bot_id: str) -> Json:
         return self._json("POST", f"/bots/{bot_id}/stop")

@@ -9,6 +9,7 @@ from typing import Any, NoReturn
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 console = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -18,6 +19,7 @@ FAILED, INPUT, NOT_FOUND, CONFLICT, LIMIT, AUTH, SERVER = 1, 2, 3, 4, 5, 6, 7
 STATUS_EXIT = {
     400: INPUT,
     413: INPUT,
+    415: INPUT,
     422: INPUT,
     404: NOT_FOUND,
     409: CONFLICT,
@@ -47,6 +49,11 @@ def fail(message: str, code: int) -> NoReturn:
     """`error: …` on stderr and a distinct exit code, so scripts need not parse text."""
     err.print(f"[red]error:[/] {message}", soft_wrap=True)
     raise typer.Exit(code)
+
+
+def invalid(message: str) -> NoReturn:
+    """Input the CLI refuses before asking the API: the API's own code for it, and exit 2."""
+    fail(f"invalid_input: {message}", INPUT)
 
 
 def print_json(data: Any) -> None:
@@ -105,20 +112,54 @@ def bots_table(bots: list[dict[str, Any]]) -> Table:
     return table
 
 
-def transitions_table(rows: list[dict[str, Any]]) -> Table:
+TRANSITION_COLUMNS = ("AT", "FROM", "TO", "REASON", "SOURCE", "ATTEMPT")
+DETAIL_MIN_WIDTH = 30  # below this, a detail (often an error message) is a tall thin ribbon
+
+
+def transitions_table(rows: list[dict[str, Any]], *, width: int) -> Table:
+    """The history, one row per transition; a long DETAIL wraps, never cut.
+
+    When `width` leaves DETAIL fewer than DETAIL_MIN_WIDTH columns beside the others (80
+    columns do), the date goes above the time, and SOURCE (and any attempt after the first)
+    under REASON, so that a long detail still reads as text.
+    """
+    cells = [
+        {
+            "AT": clock(row.get("at")),
+            "FROM": row.get("from") or "",
+            "TO": row.get("to") or "",
+            "REASON": row.get("reason") or "",
+            "SOURCE": row.get("source") or "",
+            "ATTEMPT": str(row.get("attempt", "")),
+        }
+        for row in rows
+    ]
+    # Each column is as wide as its widest cell or header, plus one space either side.
+    needed = sum(
+        max([len(name), *(len(c[name]) for c in cells)]) + 2 for name in TRANSITION_COLUMNS
+    )
+    wide = needed + DETAIL_MIN_WIDTH + 2 <= width
+    columns = list(TRANSITION_COLUMNS) if wide else ["AT", "FROM", "TO", "REASON"]
     table = Table(box=None, header_style="bold", title="transitions", title_justify="left")
-    for column in ("AT", "FROM", "TO", "REASON", "SOURCE", "ATTEMPT", "DETAIL"):
-        table.add_column(column, no_wrap=column != "DETAIL")
-    for row in rows:
-        table.add_row(
-            clock(row.get("at")),
-            row.get("from") or "",
-            styled(row.get("to")),
-            row.get("reason") or "",
-            row.get("source") or "",
-            str(row.get("attempt", "")),
-            row.get("detail") or "",
+    for column in columns:
+        table.add_column(
+            column,
+            justify="right" if column == "ATTEMPT" else "left",
+            # Narrower still, REASON shares the wrapping (the widest column wraps first).
+            no_wrap=wide or column != "REASON",
+            overflow="fold",
         )
+    table.add_column("DETAIL", overflow="fold")
+    for row, cell in zip(rows, cells, strict=True):
+        if not wide:
+            cell["AT"] = cell["AT"].replace(" ", "\n")
+            under = [f"by {cell['SOURCE']}"] if cell["SOURCE"] else []
+            if cell["ATTEMPT"] not in ("", "1"):
+                under.append(f"attempt {cell['ATTEMPT']}")
+            cell["REASON"] = "\n".join([cell["REASON"], *under])
+        # Text, not markup: a detail is free text and may hold brackets.
+        texts = [Text.from_markup(styled(cell[c])) if c == "TO" else Text(cell[c]) for c in columns]
+        table.add_row(*texts, Text(row.get("detail") or ""))
     return table
 
 

@@ -17,6 +17,7 @@ from manager.bootstrap import admin_token, fleet_id
 from manager.bus import CommandBus
 from manager.config import Settings, get_settings
 from manager.db import make_engine, make_session_factory
+from manager.docs import install_docs
 from manager.embedded_redis import EmbeddedRedis
 from manager.errors import error_body, install_error_handlers
 from manager.event_stream import EventWaker
@@ -168,8 +169,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description="Start, watch, reconfigure and stop fleets of bots.",
         lifespan=lifespan,
+        docs_url=None,  # served from the package instead of a CDN: install_docs
+        redoc_url=None,
     )
     app.state.settings = settings
+    install_docs(app)
     install_error_handlers(app)
     for module in (bots, webhooks, events, internal, admin, health):
         app.include_router(module.router)

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import email.message
+import json
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -72,12 +74,13 @@ class ErrorOut(BaseModel):
 
 
 ERROR_DESCRIPTIONS = {
-    400: "Malformed request (e.g. a body that is not JSON)",
+    400: "Malformed request (e.g. a body that is not UTF-8)",
     401: "No or bad credentials",
     403: "Valid credentials for another resource",
     404: "Unknown, or another user's",
     409: "Illegal in the current state, or a duplicate",
     413: "Body too large",
+    415: "The body is not sent as JSON (`Content-Type: application/json`)",
     422: "Invalid input",
     429: "Over the user's concurrency limit",
     501: "Not supported by this backend",
@@ -86,8 +89,13 @@ ERROR_DESCRIPTIONS = {
 
 
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI entries for the errors a route can answer, all shaped as `ErrorOut`."""
-    return {c: {"model": ErrorOut, "description": ERROR_DESCRIPTIONS[c]} for c in codes}
+    """OpenAPI entries for the errors a route can answer, all shaped as `ErrorOut`.
+
+    A route that can answer 422 takes input, so it also lists 415: the handler below answers
+    415 to any JSON body sent as another media type, on every route.
+    """
+    listed = (*codes, 415) if 422 in codes and 415 not in codes else codes
+    return {c: {"model": ErrorOut, "description": ERROR_DESCRIPTIONS[c]} for c in sorted(listed)}
 
 
 def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
@@ -117,6 +125,55 @@ def _allowed_methods(request: Request) -> list[str]:
     return sorted(methods)
 
 
+JSON_BODY_HINT = "send the body as JSON with Content-Type: application/json"
+
+
+def _is_json(content_type: str | None) -> bool:
+    """`application/json` or any `application/*+json`, as FastAPI itself reads bodies."""
+    if not content_type:
+        return False
+    message = email.message.Message()
+    message["content-type"] = content_type
+    subtype = message.get_content_subtype()
+    return message.get_content_maintype() == "application" and (
+        subtype == "json" or subtype.endswith("+json")
+    )
+
+
+def _unreadable_body(request: Request, exc: RequestValidationError) -> JSONResponse | None:
+    """The refusals FastAPI words for itself, said for people: a body that is not JSON (where
+    and why), a body sent as another media type (curl -d sends a form), or no body at all."""
+    errors = exc.errors()
+    if not errors:
+        return None
+    first = errors[0]
+    if first.get("type") == "json_invalid" and isinstance(exc.body, str):
+        pos = first["loc"][-1] if isinstance(first["loc"][-1], int) else 0
+        where = json.JSONDecodeError("", exc.body, pos)  # computes line and column from pos
+        reason = (first.get("ctx") or {}).get("error", "not valid JSON")
+        return JSONResponse(
+            error_body(
+                "invalid_json",
+                f"invalid JSON at line {where.lineno}, column {where.colno}: {reason}",
+                line=where.lineno,
+                column=where.colno,
+            ),
+            422,
+        )
+    if tuple(first.get("loc", ())) != ("body",):
+        return None
+    content_type = request.headers.get("content-type")
+    if isinstance(exc.body, bytes) and exc.body and not _is_json(content_type):
+        sent = f"it came as {content_type}" if content_type else "it came without a Content-Type"
+        return JSONResponse(error_body("unsupported_media_type", f"{JSON_BODY_HINT}; {sent}"), 415)
+    if first.get("type") == "missing":
+        return JSONResponse(
+            error_body("invalid_input", f"body: the request has none; {JSON_BODY_HINT}"),
+            422,
+        )
+    return None
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(BotfleetError)
     async def _botfleet(_: Request, exc: BotfleetError) -> JSONResponse:
@@ -133,7 +190,10 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        refused = _unreadable_body(request, exc)
+        if refused is not None:
+            return refused
         errors = [
             {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
             for e in exc.errors()

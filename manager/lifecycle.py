@@ -58,11 +58,38 @@ TRANSITIONS: dict[tuple[BotStatus, BotStatus], str] = {
 
 
 class IllegalTransition(Exception):
-    """A move the table does not allow; nothing was changed."""
+    """A move the table does not allow; nothing was changed.
+
+    `target` is a status, or an action that needs a live bot (`reconfigure`). The message says
+    why in words: the bot has ended, is leaving, or has not started yet.
+    """
 
     def __init__(self, bot_id: str, current: str, target: str) -> None:
-        super().__init__(f"bot {bot_id} cannot go from {current} to {target}")
+        super().__init__(_refusal(bot_id, current, target))
         self.bot_id, self.current, self.target = bot_id, current, target
+
+
+#: What a refused action would have done to the bot, for messages.
+_PASSIVE = {"reconfigure": "be reconfigured"}
+
+
+def _refusal(bot_id: str, current: str, target: str) -> str:
+    is_status = target in {s.value for s in BotStatus}
+    done = (
+        "become " + target if is_status else _PASSIVE.get(target, f"receive the {target} command")
+    )
+    if current in TERMINAL:
+        return f"bot {bot_id} has ended ({current}); it can no longer {done}"
+    if is_status:
+        return f"bot {bot_id} cannot go from {current} to {target}"
+    if current == S.STOPPING:
+        return f"bot {bot_id} is stopping; it can no longer {done}"
+    if current == S.REQUESTED:
+        return (
+            f"bot {bot_id} has not been launched yet (requested); it can {done} once it is "
+            "starting or active"
+        )
+    return f"bot {bot_id} is {current}; it can {done} only while starting or active"
 
 
 def is_allowed(current: str, target: str) -> bool:

@@ -64,7 +64,10 @@ class BotCreate(Strict):
     name: ShortText | None = None
     platform: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
     native_id: Annotated[str, StringConstraints(min_length=1, max_length=300)] | None = None
-    config: dict[str, Any] = Field(default_factory=dict)
+    config: dict[str, Any] = Field(
+        ...,
+        description="The bot's config, a JSON object (`{}` for none); the bot reads it at start.",
+    )
     secrets: dict[str, str] | None = None
     labels: dict[str, Annotated[str, StringConstraints(max_length=300)]] = Field(
         default_factory=dict
@@ -175,8 +178,27 @@ class AttemptPublic(BaseModel):
     ended_at: datetime | None
 
 
-class ConfigUpdate(Strict):
-    config: dict[str, Any]
+class ConfigPatch(Strict):
+    """`PATCH /bots/{id}/config`: a JSON Merge Patch (RFC 7396) of the bot's config."""
+
+    config: dict[str, Any] = Field(
+        ...,
+        description=(
+            "Merged into the bot's latest config: objects merge key by key (nested ones too), "
+            "`null` deletes a key, any other value (arrays included) replaces it."
+        ),
+        examples=[{"lang": "de", "old_key": None}],
+    )
+
+    _config = field_validator("config")(check_config)
+
+
+class ConfigReplace(Strict):
+    """`PUT /bots/{id}/config`: the bot's whole new config."""
+
+    config: dict[str, Any] = Field(
+        ..., description="The bot's new config, replacing the old one entirely."
+    )
 
     _config = field_validator("config")(check_config)
 

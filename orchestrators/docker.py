@@ -6,12 +6,19 @@ bot and the user; never the environment, which holds the bot's token and secrets
 auto-removed: the exit code and the last log lines are read first, then the reconciler removes
 them (`remove`).
 
+Networking: by default a container shares the host's network (`host`), because on one machine the
+manager's default callback URL and Redis listen on 127.0.0.1, which only a host-networked
+container reaches. That also lets a bot reach every port of the host (the database and Redis
+included). A named network that the engine does not have is created on the first launch (a bridge
+labelled `botfleet.managed=true`); it is never removed, since other fleets' bots may share it.
+
 The docker SDK blocks; the manager calls every method here from worker threads.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, ClassVar
@@ -53,9 +60,13 @@ class DockerOrchestratorConfig(BaseSettings):
         "botfleet-runtime:latest", description="Image for bots whose request names none."
     )
     network: str = Field(
-        "botfleet",
-        description="Network the containers join; `host` shares the host's network "
-        "(what the tests use). Bots must reach the manager and Redis from it.",
+        "host",
+        description="Network the containers join. `host` (the default) shares the host's "
+        "network, so bots reach a manager and Redis listening on 127.0.0.1, and also every other "
+        "port of the host, the database and Redis included. `none` gives them no network. Any "
+        "other name is a Docker network, created as a bridge on the first launch when the engine "
+        "has none of that name; bots must reach the manager and Redis from it "
+        "(BOTFLEET_CALLBACK_URL, BOTFLEET_BOT_REDIS_URL).",
     )
     cpus: float | None = Field(1.0, gt=0, description="CPU limit per bot.")
     memory_mb: int | None = Field(512, gt=0, description="Memory limit per bot, in MiB.")
@@ -64,6 +75,11 @@ class DockerOrchestratorConfig(BaseSettings):
     tmpfs_mb: int = Field(64, gt=0, description="Size of the writable /tmp.")
     api_timeout_s: float = Field(30.0, gt=0, description="Timeout of one Docker API call.")
     name_prefix: str = Field("botfleet-", description="Container names are prefix + bot id.")
+
+
+def _is_network_mode(network: str) -> bool:
+    """`host`, `none` and `container:<id>` are modes, not networks: nothing to look up or create."""
+    return network in ("host", "none") or network.startswith("container:")
 
 
 def _status(container: Container) -> WorkloadStatus:
@@ -80,6 +96,10 @@ def _status(container: Container) -> WorkloadStatus:
     if status == "removing":
         return WorkloadStatus(WorkloadState.EXITED, exit_code=state.get("ExitCode"))
     return WorkloadStatus(WorkloadState.UNKNOWN, detail=f"docker state {status!r}")
+
+
+class _NetworkMissing(Exception):
+    """The engine says the configured network does not exist (any more)."""
 
 
 @contextmanager
@@ -106,6 +126,9 @@ class DockerOrchestrator(Orchestrator):
     def __init__(self, config: DockerOrchestratorConfig | None = None) -> None:
         self.config = config or DockerOrchestratorConfig()
         self._client: docker.DockerClient | None = None
+        # Launches run on many worker threads: one of them looks the network up (and creates it).
+        self._network_lock = threading.Lock()
+        self._network_ready = _is_network_mode(self.config.network)
 
     @property
     def client(self) -> docker.DockerClient:
@@ -127,27 +150,86 @@ class DockerOrchestrator(Orchestrator):
         image = spec.image or self.config.default_image
         with _engine_errors(f"launching bot {spec.bot_id}"):
             try:
-                # create + start, not run(): run() would try to pull a missing image.
-                container = self.client.containers.create(image, **self._create_args(spec))
-            except docker.errors.ImageNotFound as exc:
-                raise LaunchFailed(
-                    f"image {image!r} is not on the Docker Engine", code="image_not_found"
-                ) from exc
-            except docker.errors.APIError as exc:
-                if exc.status_code == 409:
-                    raise LaunchFailed(
-                        f"a container named {self._name(spec)!r} exists already",
-                        code="name_conflict",
-                    ) from exc
-                if exc.status_code is not None and exc.status_code < 500:
-                    raise LaunchFailed(str(exc.explanation or exc), code="launch_failed") from exc
-                raise
+                return self._create_and_start(image, spec)
+            except _NetworkMissing:  # removed since it was checked: make it again, once
+                self._network_ready = False
             try:
-                container.start()
-            except docker.errors.APIError as exc:
-                container.remove(force=True)
+                return self._create_and_start(image, spec)
+            except _NetworkMissing as exc:
+                raise LaunchFailed(str(exc), code="network_unavailable") from exc
+
+    def _create_and_start(self, image: str, spec: LaunchSpec) -> str:
+        """create + start, not run(): run() would try to pull a missing image."""
+        self._ensure_network()
+        try:
+            container = self.client.containers.create(image, **self._create_args(spec))
+        except docker.errors.ImageNotFound as exc:
+            raise LaunchFailed(
+                f"image {image!r} is not on the Docker Engine", code="image_not_found"
+            ) from exc
+        except docker.errors.APIError as exc:
+            self._raise_if_network_missing(exc)
+            if exc.status_code == 409:
+                raise LaunchFailed(
+                    f"a container named {self._name(spec)!r} exists already",
+                    code="name_conflict",
+                ) from exc
+            if exc.status_code is not None and exc.status_code < 500:
                 raise LaunchFailed(str(exc.explanation or exc), code="launch_failed") from exc
+            raise
+        try:
+            container.start()
+        except docker.errors.APIError as exc:
+            container.remove(force=True)
+            self._raise_if_network_missing(exc)
+            raise LaunchFailed(str(exc.explanation or exc), code="launch_failed") from exc
         return str(container.id)
+
+    def _raise_if_network_missing(self, exc: docker.errors.APIError) -> None:
+        """The engine checks the network at create or at start, depending on its version."""
+        explanation = str(exc.explanation or exc)
+        named_network = not _is_network_mode(self.config.network)
+        if exc.status_code == 404 and named_network and "network" in explanation:
+            raise _NetworkMissing(explanation) from exc
+
+    def _ensure_network(self) -> None:
+        """Make sure the configured network exists: create it, as a labelled bridge, if not.
+
+        Looked up once (and again if a launch finds it gone). Raises LaunchFailed
+        (`network_unavailable`) when the engine refuses to create it, BackendUnavailable when
+        the engine cannot be asked.
+        """
+        if self._network_ready:
+            return
+        name = self.config.network
+        with self._network_lock:
+            if self._network_ready:
+                return
+            with _engine_errors(f"looking up the Docker network {name!r}"):
+                # The name filter matches substrings: compare the names exactly.
+                found = [n for n in self.client.api.networks(names=[name]) if n["Name"] == name]
+                if not found:
+                    self._create_network(name)
+            self._network_ready = True
+
+    def _create_network(self, name: str) -> None:
+        log.info("creating the Docker network %r (a bridge) for the bots", name)
+        try:
+            self.client.api.create_network(
+                name,
+                driver="bridge",
+                check_duplicate=True,
+                labels={LABEL_MANAGED: "true"},
+            )
+        except docker.errors.APIError as exc:
+            if exc.status_code == 409:  # another manager created it meanwhile
+                return
+            raise LaunchFailed(  # the engine answered, and refused
+                f"the Docker network {name!r} does not exist and the engine refused to create "
+                f"it: {exc.explanation or exc}. Create it yourself, or set "
+                "BOTFLEET_DOCKER_NETWORK to an existing network or to `host`",
+                code="network_unavailable",
+            ) from exc
 
     def _name(self, spec: LaunchSpec) -> str:
         return f"{self.config.name_prefix}{spec.bot_id}-{spec.attempt}"
@@ -172,8 +254,8 @@ class DockerOrchestrator(Orchestrator):
             "stop_signal": "SIGTERM",
             "ulimits": [Ulimit(name="nofile", soft=4096, hard=4096)],
         }
-        if cfg.network == "host":
-            args["network_mode"] = "host"
+        if _is_network_mode(cfg.network):
+            args["network_mode"] = cfg.network
         else:
             args["network"] = cfg.network
         if cpus:

@@ -37,9 +37,35 @@ fi
 
 # (b) The images. The v28 CLI has no buildx plugin here and engine 20.10's BuildKit needs it:
 # use the classic builder unless buildx is installed.
-docker buildx version >/dev/null 2>&1 || export DOCKER_BUILDKIT=0
+#
+# No dangling (<none>) images are left behind. The classic builder keeps a multi-stage build's
+# `build` stage as an untagged image: it is tagged botfleet-build:<name> instead (built first with
+# --target, then taken from the cache by the full build), so unchanged sources keep every layer
+# cached. A rebuilt image takes the tag of the previous one, which is then removed, unless a
+# container still uses it. Only the images these tags named are touched: never a prune, which
+# could take an image from a build running beside this one.
+classic=
+if ! docker buildx version >/dev/null 2>&1; then
+  export DOCKER_BUILDKIT=0
+  classic=1
+fi
+build() {
+  docker build -q --force-rm --network host --build-arg BASE_IMAGE="$base" "$@" . >/dev/null
+}
+image_id() { docker image inspect -f '{{.Id}}' "$1" 2>/dev/null || true; }
 for name in runtime manager; do
-  docker build -q --force-rm --network host --build-arg BASE_IMAGE="$base" \
-    -f "docker/$name.Dockerfile" -t "botfleet-$name:latest" . >/dev/null
+  tags=("botfleet-$name:latest")
+  [ -z "$classic" ] || tags+=("botfleet-build:$name")
+  previous=()
+  for tag in "${tags[@]}"; do previous+=("$(image_id "$tag")"); done
+  [ -z "$classic" ] || build -f "docker/$name.Dockerfile" --target build -t "botfleet-build:$name"
+  build -f "docker/$name.Dockerfile" -t "botfleet-$name:latest"
+  for id in "${previous[@]}"; do
+    # Replaced (no tag names it any more): remove it.
+    [ -n "$id" ] && [ "$(docker image inspect -f '{{len .RepoTags}}' "$id" 2>/dev/null)" = 0 ] \
+      || continue
+    docker rmi "$id" >/dev/null 2>&1 \
+      || echo "build-images: kept the replaced image ${id:7:12}: a container uses it" >&2
+  done
   echo "botfleet-$name:latest"
 done

@@ -1,18 +1,26 @@
 #!/usr/bin/env bash
 # Makes sure a Docker Engine answers on this machine, for the docker backend's tests and the image
-# builds: installs docker.io where dockerd is missing and starts dockerd when `docker info` fails.
-# It never creates bridge networks (no iptables here): every test container uses host networking.
+# builds: installs docker.io where dockerd is missing, and docker-compose (which checks
+# compose.yaml in tests/test_compose.py; bookworm's is 1.29.2) where that is missing, and starts
+# dockerd when `docker info` fails. The engine has no default bridge and no iptables rules:
+# every test container uses host networking (the docker backend's default).
 # Idempotent: a running engine is left alone.
 set -euo pipefail
 
 log=/var/log/botfleet-dockerd.log
 
-if ! command -v dockerd >/dev/null 2>&1; then
-  echo "docker-engine: installing docker.io"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq docker.io >/dev/null
-fi
+export DEBIAN_FRONTEND=noninteractive
+updated=
+apt_install() {
+  echo "docker-engine: installing $*"
+  [ -n "$updated" ] || apt-get update -qq
+  updated=1
+  apt-get install -y -qq "$@" >/dev/null
+}
+command -v dockerd >/dev/null 2>&1 || apt_install docker.io
+# Without its recommends: docker-compose recommends docker.io, which must not replace an engine
+# installed some other way.
+command -v docker-compose >/dev/null 2>&1 || apt_install --no-install-recommends docker-compose
 
 if docker info >/dev/null 2>&1; then
   echo "docker-engine: $(docker version --format 'engine {{.Server.Version}}') already running"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs (where missing) and starts the real services the test suite talks to:
 # PostgreSQL on 127.0.0.1:5432 with a `botfleet` superuser, and the redis-server binary
-# (the tests start their own redis-server processes on loopback ports).
+# (the tests start their own redis-server processes on loopback ports), and Chromium for the tests
+# that open a page in a real browser (no browser can be downloaded here: Debian's package).
 set -euo pipefail
 
 need_apt=()
@@ -13,6 +14,12 @@ if ((${#need_apt[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "test-services: installing chromium"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends chromium >/dev/null
 fi
 
 pg_version=$(ls /usr/lib/postgresql | sort -V | tail -1)

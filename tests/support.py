@@ -125,10 +125,10 @@ def wait_until(
 RUNTIME_IMAGE = os.environ.get("BOTFLEET_TEST_IMAGE", "botfleet-runtime:latest")
 BACKEND_ENV = {
     "process": {"BOTFLEET_ORCHESTRATOR": "process"},
-    # Host networking: containers reach the manager and Redis on loopback, as the rules require.
+    # The docker backend's default network is the host's: containers reach the manager and
+    # Redis on loopback, as the rules require.
     "docker": {
         "BOTFLEET_ORCHESTRATOR": "docker",
-        "BOTFLEET_DOCKER_NETWORK": "host",
         "BOTFLEET_DOCKER_DEFAULT_IMAGE": RUNTIME_IMAGE,
     },
     # The Nomad address comes from the stand-in's fixture, through `extra_env`.

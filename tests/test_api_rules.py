@@ -33,7 +33,7 @@ def test_no_or_bad_key_is_401(manager: Manager) -> None:
 def test_foreign_bot_is_404(manager: Manager) -> None:
     _, alice = manager.new_user()
     _, bob = manager.new_user()
-    bot = alice.post("/bots", json={"bot": "demo", "start_at": LATER}).json()
+    bot = alice.post("/bots", json={"bot": "demo", "config": {}, "start_at": LATER}).json()
     for method, path in [
         ("GET", f"/bots/{bot['id']}"),
         ("GET", f"/bots/{bot['id']}/transitions"),
@@ -45,6 +45,7 @@ def test_foreign_bot_is_404(manager: Manager) -> None:
         assert response.status_code == 404, (method, path, response.text)
         assert response.json()["detail"]["code"] == "bot_not_found"
     assert bob.patch(f"/bots/{bot['id']}/config", json={"config": {}}).status_code == 404
+    assert bob.put(f"/bots/{bot['id']}/config", json={"config": {}}).status_code == 404
     assert bob.get("/bots").json()["items"] == []
     assert alice.get(f"/bots/{bot['id']}").json()["status"] == "requested", "bob changed nothing"
     alice.post(f"/bots/{bot['id']}/stop")
@@ -57,7 +58,7 @@ def test_concurrency_limit_holds_under_parallel_posts(manager: Manager) -> None:
 
     def post() -> None:
         with httpx.Client(base_url=manager.url, headers=client.headers, timeout=60) as c:
-            response = c.post("/bots", json={"bot": "demo", "start_at": LATER})
+            response = c.post("/bots", json={"bot": "demo", "config": {}, "start_at": LATER})
         with lock:
             results.append(response)
 
@@ -74,12 +75,15 @@ def test_concurrency_limit_holds_under_parallel_posts(manager: Manager) -> None:
     for bot in client.get("/bots").json()["items"]:
         client.post(f"/bots/{bot['id']}/stop")
     # Ended bots no longer count.
-    assert client.post("/bots", json={"bot": "demo", "start_at": LATER}).status_code == 201
+    assert (
+        client.post("/bots", json={"bot": "demo", "config": {}, "start_at": LATER}).status_code
+        == 201
+    )
 
 
 def test_limit_zero_means_no_bots(manager: Manager) -> None:
     _, client = manager.new_user(max_bots=0)
-    response = client.post("/bots", json={"bot": "demo"})
+    response = client.post("/bots", json={"bot": "demo", "config": {}})
     assert response.status_code == 429
     assert response.json()["detail"]["code"] == "concurrency_limit"
 
@@ -94,7 +98,7 @@ def test_admin_changes_a_limit_and_issues_keys(manager: Manager) -> None:
         assert "api_key" not in admin.get(f"/admin/users/{user['id']}").json()
         assert admin.post("/admin/users", json={"name": user["name"]}).status_code == 409
     second = httpx.Client(base_url=manager.url, headers={"Authorization": f"Bearer {key}"})
-    bot = second.post("/bots", json={"bot": "demo", "start_at": LATER})
+    bot = second.post("/bots", json={"bot": "demo", "config": {}, "start_at": LATER})
     assert bot.status_code == 201
     assert client.get(f"/bots/{bot.json()['id']}").status_code == 200, "same user, other key"
     client.post(f"/bots/{bot.json()['id']}/stop")
@@ -103,15 +107,17 @@ def test_admin_changes_a_limit_and_issues_keys(manager: Manager) -> None:
 @pytest.mark.parametrize(
     ("body", "where"),
     [
-        ({}, "bot"),
+        ({"config": {}}, "bot"),
+        ({"bot": "demo"}, "config"),  # CONTRACT.md: `config` is required
+        ({"bot": "demo", "config": None}, "config"),
         ({"bot": "demo", "config": "not an object"}, "config"),
-        ({"bot": "../../etc/passwd"}, "bot"),
-        ({"bot": "demo", "labels": {"bad key!": "x"}}, "labels"),
-        ({"bot": "demo", "secrets": {"token": 5}}, "secrets"),
-        ({"bot": "demo", "max_duration_s": -1}, "max_duration_s"),
-        ({"bot": "demo", "restart": {"max_retries": -1}}, "restart"),
-        ({"bot": "demo", "start_at": "tomorrow"}, "start_at"),
-        ({"bot": "demo", "unknown_field": 1}, "unknown_field"),
+        ({"bot": "../../etc/passwd", "config": {}}, "bot"),
+        ({"bot": "demo", "config": {}, "labels": {"bad key!": "x"}}, "labels"),
+        ({"bot": "demo", "config": {}, "secrets": {"token": 5}}, "secrets"),
+        ({"bot": "demo", "config": {}, "max_duration_s": -1}, "max_duration_s"),
+        ({"bot": "demo", "config": {}, "restart": {"max_retries": -1}}, "restart"),
+        ({"bot": "demo", "config": {}, "start_at": "tomorrow"}, "start_at"),
+        ({"bot": "demo", "config": {}, "unknown_field": 1}, "unknown_field"),
     ],
 )
 def test_bad_bodies_are_422_with_a_code(manager: Manager, body: dict, where: str) -> None:
@@ -129,7 +135,7 @@ def test_malformed_json_and_oversized_bodies(manager: Manager) -> None:
     broken = client.post(
         "/bots", content=b"{not json", headers={"Content-Type": "application/json"}
     )
-    assert broken.status_code == 422 and broken.json()["detail"]["code"] == "invalid_input"
+    assert broken.status_code == 422 and broken.json()["detail"]["code"] == "invalid_json"
     huge = client.post("/bots", json={"bot": "demo", "config": {"blob": "x" * 2_000_000}})
     assert huge.status_code == 413 and huge.json()["detail"]["code"] == "body_too_large"
     assert client.get("/bots").json()["items"] == []
@@ -137,9 +143,13 @@ def test_malformed_json_and_oversized_bodies(manager: Manager) -> None:
 
 def test_illegal_moves_are_409_and_change_nothing(manager: Manager) -> None:
     _, client = manager.new_user()
-    waiting = client.post("/bots", json={"bot": "demo", "start_at": LATER}).json()
-    response = client.patch(f"/bots/{waiting['id']}/config", json={"config": {"a": 1}})
-    assert response.status_code == 409 and response.json()["detail"]["code"] == "illegal_transition"
+    waiting = client.post("/bots", json={"bot": "demo", "config": {}, "start_at": LATER}).json()
+    for method in ("PATCH", "PUT"):
+        path = f"/bots/{waiting['id']}/config"
+        response = client.request(method, path, json={"config": {"a": 1}})
+        assert response.status_code == 409, (method, response.text)
+        assert response.json()["detail"]["code"] == "illegal_transition"
+        assert "not been launched yet (requested)" in response.json()["detail"]["message"]
     assert client.get(f"/bots/{waiting['id']}/commands").json() == []
     client.post(f"/bots/{waiting['id']}/stop")
 
@@ -162,14 +172,21 @@ def test_illegal_moves_are_409_and_change_nothing(manager: Manager) -> None:
     done = wait_for_status(client, bot["id"], {"completed", "failed"}, timeout=30)
     assert done["status"] == "completed" and done["status_reason"] == "killed_after_grace"
     assert transitions(client, bot["id"])[-1][3] == "reconciler"
-    ended = client.patch(f"/bots/{bot['id']}/config", json={"config": {}})
-    assert ended.status_code == 409
+    for method in ("PATCH", "PUT"):
+        ended = client.request(method, f"/bots/{bot['id']}/config", json={"config": {"a": 1}})
+        assert ended.status_code == 409, (method, ended.text)
+        detail = ended.json()["detail"]
+        assert detail["code"] == "illegal_transition" and detail["status"] == "completed"
+        assert detail["message"] == (
+            f"bot {bot['id']} has ended (completed); it can no longer be reconfigured"
+        )
+    assert [c["action"] for c in client.get(f"/bots/{bot['id']}/commands").json()] == ["leave"]
 
 
 def test_a_bots_token_works_on_its_own_paths_only(manager: Manager) -> None:
     _, client = manager.new_user()
-    first = client.post("/bots", json={"bot": "demo"}).json()
-    second = client.post("/bots", json={"bot": "demo"}).json()
+    first = client.post("/bots", json={"bot": "demo", "config": {}}).json()
+    second = client.post("/bots", json={"bot": "demo", "config": {}}).json()
     active = wait_for_status(client, first["id"], {"active"})
     wait_for_status(client, second["id"], {"active"})
     token = {"Authorization": f"Bearer {bot_token(active['runtime_ref'])}"}
@@ -206,7 +223,7 @@ def test_health_readiness_and_metrics(manager: Manager) -> None:
     assert set(ready.json()["checks"]) == {"database", "redis", "orchestrator"}
     # This module's earlier tests ran bots through their lives on this manager.
     _, client = manager.new_user()
-    bot = client.post("/bots", json={"bot": "demo"}).json()
+    bot = client.post("/bots", json={"bot": "demo", "config": {}}).json()
     wait_for_status(client, bot["id"], {"active"})
     command = client.patch(f"/bots/{bot['id']}/config", json={"config": {"m": 1}}).json()
     wait_for_command(client, bot["id"], command["id"], {"acked"})

@@ -15,7 +15,7 @@ def manager(any_backend_manager: Manager) -> Manager:
 
 
 def start(client: httpx.Client, **body: object) -> dict:
-    response = client.post("/bots", json={"bot": "demo", **body})
+    response = client.post("/bots", json={"bot": "demo", "config": {}, **body})
     assert response.status_code == 201, response.text
     return response.json()
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from typer.testing import CliRunner, Result
 
@@ -30,6 +32,34 @@ def run(tmp_path: Path):
         return runner.invoke(app, list(args), env=full, catch_exceptions=False)
 
     return invoke
+
+
+@pytest.fixture
+def sent(monkeypatch: pytest.MonkeyPatch) -> list[httpx.Request]:
+    """The requests the CLI sends, answered by a stand-in API: what the server would receive."""
+    requests: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        requests.append(request)
+        route = (request.method, request.url.path)
+        if route == ("POST", "/bots"):
+            return httpx.Response(201, json={"id": "bot-1", "status": "requested"})
+        if route == ("GET", "/bots"):
+            return httpx.Response(200, json={"items": [], "next_cursor": None})
+        if route in {("PATCH", "/bots/bot-1/config"), ("PUT", "/bots/bot-1/config")}:
+            return httpx.Response(202, json={"id": "cmd-1", "status": "pending"})
+        return httpx.Response(404, json={"detail": {"code": "not_found", "message": "no"}})
+
+    real_client = httpx.Client
+    monkeypatch.setattr(
+        httpx,
+        "Client",
+        lambda **kwargs: real_client(transport=httpx.MockTransport(answer), **kwargs),
+    )
+    return requests
+
+
+STAND_IN = {"BOTFLEET_URL": "http://stand-in.invalid", "BOTFLEET_KEY": "bf_test"}
 
 
 @pytest.fixture
@@ -70,9 +100,11 @@ def test_bot_lifecycle(run, user: dict[str, str]) -> None:
     table = run("bots", "ls", **user)
     assert table.exit_code == 0 and bot_id[-8:] in table.stdout and "standup" in table.stdout
     page = json.loads(
-        run("bots", "ls", "--label", "team:sales", "--status", "active", "--json", **user).stdout
+        run("bots", "ls", "--label", "team=sales", "--status", "active", "--json", **user).stdout
     )
     assert [b["id"] for b in page["items"]] == [bot_id]
+    others = json.loads(run("bots", "ls", "--label", "team=ops", "--json", **user).stdout)
+    assert others["items"] == []
     assert page["items"][0]["config"] == {"lang": "en", "n": 3}
     every = json.loads(run("bots", "ls", "--all", "--limit", "1", "--json", **user).stdout)
     assert [b["id"] for b in every["items"]] == [bot_id]
@@ -187,3 +219,130 @@ def test_value_parsing_and_log_following() -> None:
     assert new_lines(["a", "b", "c"], ["b", "c", "d", "e"]) == ["d", "e"]
     assert new_lines(["a", "b"], ["a", "b"]) == []
     assert new_lines([], ["a"]) == ["a"]
+
+
+def test_start_always_sends_a_config(run, sent: list[httpx.Request]) -> None:
+    started = run("bots", "start", "demo", **STAND_IN)
+    assert started.exit_code == 0, started.output
+    assert started.stdout.strip() == "bot-1"
+    assert json.loads(sent[-1].content) == {"bot": "demo", "config": {}}
+
+    run("bots", "start", "demo", "-c", "n=3", "--label", "team=sales", **STAND_IN)
+    assert json.loads(sent[-1].content) == {
+        "bot": "demo",
+        "config": {"n": 3},
+        "labels": {"team": "sales"},
+    }
+
+
+def test_every_label_option_takes_key_equals_value(run, sent: list[httpx.Request]) -> None:
+    listed = run("bots", "ls", "--label", "team=sales", "-l", "url=http://x", **STAND_IN)
+    assert listed.exit_code == 0, listed.output
+    assert sent[-1].url.params.get_list("label") == ["team:sales", "url:http://x"]
+
+    # The API's own `key:value` spelling gets a hint and sends nothing, wherever it is given.
+    before = len(sent)
+    for command in (["bots", "ls"], ["bots", "start", "demo"]):
+        refused = run(*command, "--label", "team:sales", **STAND_IN)
+        assert refused.exit_code == 2
+        assert refused.stderr.strip() == "error: invalid_input: use --label team=sales (key=value)"
+        assert refused.stdout == ""
+    assert run("bots", "ls", "--label", "team", **STAND_IN).exit_code == 2
+    assert len(sent) == before
+
+
+def test_config_merges_by_default_and_replaces_on_request(
+    run, sent: list[httpx.Request], tmp_path: Path
+) -> None:
+    merged = run("bots", "config", "bot-1", "lang=de", "n=null", **STAND_IN)
+    assert merged.exit_code == 0, merged.output
+    assert merged.stdout.split() == ["cmd-1", "pending"]
+    assert (sent[-1].method, sent[-1].url.path) == ("PATCH", "/bots/bot-1/config")
+    assert json.loads(sent[-1].content) == {"config": {"lang": "de", "n": None}}
+
+    replaced = run("bots", "config", "bot-1", "--replace", "lang=de", **STAND_IN)
+    assert replaced.exit_code == 0, replaced.output
+    assert (sent[-1].method, sent[-1].url.path) == ("PUT", "/bots/bot-1/config")
+    assert json.loads(sent[-1].content) == {"config": {"lang": "de"}}
+
+    whole = tmp_path / "config.json"
+    whole.write_text('{"mode": "quiet"}')
+    assert run("bots", "config", "bot-1", "--replace", "-f", str(whole), **STAND_IN).exit_code == 0
+    assert (sent[-1].method, json.loads(sent[-1].content)) == ("PUT", {"config": {"mode": "quiet"}})
+
+
+def test_config_merge_and_replace_against_the_manager(run, user: dict[str, str]) -> None:
+    bot_id = run(
+        "bots", "start", "demo", "-c", "lang=en", "-c", "n=3",
+        "-c", 'style={"tone": "dry", "emoji": true}', "--wait", **user,
+    ).stdout.strip()  # fmt: skip
+
+    def config() -> dict[str, Any]:
+        return json.loads(run("bots", "show", bot_id, "--json", **user).stdout)["config"]
+
+    merged = run(
+        "bots", "config", bot_id, "lang=de", "n=null", 'style={"emoji": null}', "--wait", **user
+    )
+    assert merged.exit_code == 0, merged.output
+    assert config() == {"lang": "de", "style": {"tone": "dry"}}
+
+    replaced = run("bots", "config", bot_id, "--replace", "mode=quiet", "--wait", **user)
+    assert replaced.exit_code == 0, replaced.output
+    assert config() == {"mode": "quiet"}
+    assert run("bots", "stop", bot_id, **user).exit_code == 0
+
+
+def test_start_without_settings_runs_with_an_empty_config(run, user: dict[str, str]) -> None:
+    started = run("bots", "start", "demo", "--wait", **user)
+    assert started.exit_code == 0, started.output
+    bot_id = started.stdout.strip()
+    assert json.loads(run("bots", "show", bot_id, "--json", **user).stdout)["config"] == {}
+    assert run("bots", "stop", bot_id, **user).exit_code == 0
+
+
+def test_show_wraps_a_long_detail_instead_of_cutting_it(run, user: dict[str, str]) -> None:
+    failed = run("bots", "start", "demo", "-c", "fail_on_start=true", "--wait", **user)
+    assert failed.exit_code == 1, failed.output
+    bot_id = failed.stdout.strip()
+    history = json.loads(run("bots", "show", bot_id, "--json", **user).stdout)["transitions"]
+    detail = history[-1]["detail"]
+    assert len(detail) > 40, history  # longer than DETAIL's room at 80 columns
+
+    def detail_column(columns: int) -> tuple[str, str]:
+        shown = run("bots", "show", bot_id, COLUMNS=str(columns), **user)
+        assert shown.exit_code == 0, shown.output
+        lines = shown.stdout.splitlines()
+        assert max(map(len, lines)) <= columns
+        top = next(i for i, line in enumerate(lines) if re.search(r"\bAT\s+FROM\s+TO\b", line))
+        start = lines[top].index("DETAIL")
+        text = "".join(line[start:] for line in lines[top + 1 :])
+        return lines[top], text
+
+    for columns in (80, 200):
+        header, text = detail_column(columns)
+        assert header.rstrip().endswith("DETAIL")
+        assert "…" not in text
+        assert re.sub(r"\s", "", detail) in re.sub(r"\s", "", text)
+    assert "SOURCE" in detail_column(200)[0]  # wide enough: every column in its own place
+
+
+def test_help_shows_what_to_type_not_python_types(run) -> None:
+    pages = [
+        [], ["bots"], ["bots", "start"], ["bots", "ls"], ["bots", "show"], ["bots", "config"],
+        ["bots", "stop"], ["bots", "logs"], ["users"], ["users", "create"], ["users", "limit"],
+        ["events"], ["serve"], ["migrate"],
+    ]  # fmt: skip
+    text = {}
+    for page in pages:
+        shown = run(*page, "--help", COLUMNS="160")
+        assert shown.exit_code == 0, shown.output
+        assert not re.search(r"<(str|bool|int|float|path|list)", shown.stdout), shown.stdout
+        text[" ".join(page)] = shown.stdout
+    assert re.search(r"--url\s+URL\s", text[""])
+    assert re.search(r"--help\s+Show this message", text[""])  # a flag: nothing to type
+    assert re.search(r"--label\s+-l\s+KEY=VALUE\s", text["bots start"])
+    assert re.search(r"--label\s+-l\s+KEY=VALUE\s", text["bots ls"])
+    assert re.search(r"--wait\s+Wait until active", text["bots start"])
+    assert re.search(r"--timeout\s+SECONDS\s", text["bots start"])
+    assert re.search(r"--replace\s+Send the whole config", text["bots config"])
+    assert re.search(r"bots config \[OPTIONS\] \{ID\} \[KEY=VALUE\]\.\.\.", text["bots config"])

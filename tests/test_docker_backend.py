@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import docker
 import pytest
@@ -11,6 +12,8 @@ import pytest
 from tests.support import (
     Manager,
     RedisServer,
+    fresh_database_url,
+    kill_leftover_bots,
     running_manager,
     transitions,
     wait_for_status,
@@ -27,6 +30,32 @@ def manager(
         yield instance
 
 
+class DefaultNetworkManager(Manager):
+    """A docker-backend manager with no BOTFLEET_DOCKER_NETWORK: the backend's default applies."""
+
+    def env(self) -> dict[str, str]:
+        env = super().env()
+        env.pop("BOTFLEET_DOCKER_NETWORK", None)
+        return env
+
+
+@pytest.fixture
+def default_network_manager(
+    docker_engine: None, tmp_path: Path, redis_server: RedisServer
+) -> Iterator[Manager]:
+    instance = DefaultNetworkManager(
+        data_dir=tmp_path / "manager",
+        database_url=fresh_database_url(tmp_path),
+        redis_url=redis_server.url,
+        backend="docker",
+    )
+    try:
+        yield instance.start()
+    finally:
+        instance.stop()
+        kill_leftover_bots(instance.data_dir, backend="docker")
+
+
 @pytest.fixture(scope="module")
 def engine() -> Iterator[docker.DockerClient]:
     client = docker.from_env()
@@ -40,7 +69,12 @@ def test_containers_are_hardened_and_labelled(
     user, client = manager.new_user()
     bot = client.post(
         "/bots",
-        json={"bot": "demo", "secrets": {"api_key": "very-secret"}, "labels": {"team": "a"}},
+        json={
+            "bot": "demo",
+            "config": {},
+            "secrets": {"api_key": "very-secret"},
+            "labels": {"team": "a"},
+        },
     ).json()
     active = wait_for_status(client, bot["id"], {"active"})
     attrs = engine.containers.get(active["runtime_ref"]).attrs
@@ -66,7 +100,7 @@ def test_docker_kill_fails_the_bot_with_the_engines_exit_code(
     manager: Manager, engine: docker.DockerClient
 ) -> None:
     _, client = manager.new_user()
-    bot = client.post("/bots", json={"bot": "demo"}).json()
+    bot = client.post("/bots", json={"bot": "demo", "config": {}}).json()
     ref = wait_for_status(client, bot["id"], {"active"})["runtime_ref"]
     subprocess.run(["docker", "kill", ref], check=True, capture_output=True)
     done = wait_for_status(client, bot["id"], {"failed", "completed"})
@@ -80,7 +114,9 @@ def test_docker_kill_fails_the_bot_with_the_engines_exit_code(
 
 def test_missing_image_fails_with_a_reason(manager: Manager) -> None:
     _, client = manager.new_user()
-    bot = client.post("/bots", json={"bot": "demo", "image": "botfleet-no-such-image:1"}).json()
+    bot = client.post(
+        "/bots", json={"bot": "demo", "config": {}, "image": "botfleet-no-such-image:1"}
+    ).json()
     done = wait_for_status(client, bot["id"], {"failed", "completed"})
     assert (done["status"], done["status_reason"]) == ("failed", "image_not_found")
     last = client.get(f"/bots/{bot['id']}/transitions").json()[-1]
@@ -103,3 +139,39 @@ def test_ended_containers_are_removed_after_their_exit_is_recorded(
     wait_until(removed, timeout=20, what="the ended container to be removed")
     logs = client.get(f"/bots/{bot['id']}/logs", params={"tail": 100}).text
     assert "crash_after_s" in logs, "the last lines are kept after the container is gone"
+
+
+def test_the_default_network_runs_a_bot_on_a_fresh_engine(
+    default_network_manager: Manager, engine: docker.DockerClient
+) -> None:
+    assert "BOTFLEET_DOCKER_NETWORK" not in default_network_manager.env()
+    _, client = default_network_manager.new_user()
+    bot = client.post("/bots", json={"bot": "demo", "config": {}}).json()
+    active = wait_for_status(client, bot["id"], {"active", "failed", "completed"})
+    assert active["status"] == "active", active
+    host = engine.containers.get(active["runtime_ref"]).attrs["HostConfig"]
+    assert host["NetworkMode"] == "host", "bots reach the manager and Redis on 127.0.0.1"
+    assert client.post(f"/bots/{bot['id']}/stop").status_code == 202
+    done = wait_for_status(client, bot["id"], {"completed", "failed"})
+    assert (done["status"], done["exit_code"]) == ("completed", 0)
+
+
+def test_a_network_the_engine_refuses_fails_the_bot_with_a_reason_not_a_500(
+    docker_engine: None, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    # `default` is a name every Linux engine refuses for a new network.
+    env = {"BOTFLEET_DOCKER_NETWORK": "default"}
+    with running_manager(tmp_path, redis_server.url, backend="docker", extra_env=env) as refused:
+        _, client = refused.new_user()
+        response = client.post("/bots", json={"bot": "demo", "config": {}})
+        assert response.status_code == 201, response.text
+        done = wait_for_status(client, response.json()["id"], {"failed", "completed"})
+        assert (done["status"], done["status_reason"]) == ("failed", "network_unavailable")
+        last = client.get(f"/bots/{done['id']}/transitions").json()[-1]
+        assert "'default'" in last["detail"] and "BOTFLEET_DOCKER_NETWORK" in last["detail"]
+        # The next bot gets the same clear answer (the engine is asked again, nothing is stuck).
+        again = client.post("/bots", json={"bot": "demo", "config": {}})
+        assert again.status_code == 201, again.text
+        assert wait_for_status(client, again.json()["id"], {"failed"})["status_reason"] == (
+            "network_unavailable"
+        )

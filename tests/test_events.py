@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
+import socket
+import struct
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +19,8 @@ import pytest
 from tests.support import ADMIN_TOKEN, Manager, RedisServer, running_manager, wait_for_status
 
 Event = tuple[int, str, dict[str, Any]]
+DEMO = {"bot": "demo", "config": {}}
+LATER = {**DEMO, "start_at": "2099-01-01T00:00:00Z"}  # waits, requested, until stopped
 
 
 class Listener:
@@ -58,6 +64,11 @@ class Listener:
                 return seen
 
     def close(self) -> None:
+        # Closing alone leaves the connection open while the reader thread waits in recv(),
+        # until the manager's next keep-alive (15 s); a shutdown ends it at once.
+        stream = self._response.extensions["network_stream"]
+        with contextlib.suppress(OSError):
+            stream.get_extra_info("socket").shutdown(socket.SHUT_RDWR)
         self._response.close()
         self._client.close()
 
@@ -71,7 +82,7 @@ def test_a_bots_life_streams_in_order_and_resumes(manager: Manager) -> None:
     key = client.headers["Authorization"].split(" ", 1)[1]
     listener = Listener(manager.url, key)
     try:
-        bot = client.post("/bots", json={"bot": "demo"}).json()
+        bot = client.post("/bots", json=DEMO).json()
         seen = listener.until(is_transition_to(bot["id"], "active"))
         command = client.patch(f"/bots/{bot['id']}/config", json={"config": {"a": 1}}).json()
         seen += listener.until(lambda e: e[1] == "command" and e[2]["status"] == "acked")
@@ -108,8 +119,8 @@ def test_users_see_only_their_bots_and_the_admin_sees_all(manager: Manager) -> N
     bob_listener = Listener(manager.url, bob.headers["Authorization"].split(" ", 1)[1])
     admin_listener = Listener(manager.url, ADMIN_TOKEN)
     try:
-        mine = bob.post("/bots", json={"bot": "demo", "start_at": "2099-01-01T00:00:00Z"}).json()
-        theirs = alice.post("/bots", json={"bot": "demo", "start_at": "2099-01-01T00:00:00Z"})
+        mine = bob.post("/bots", json=LATER).json()
+        theirs = alice.post("/bots", json=LATER)
         alice.post(f"/bots/{theirs.json()['id']}/stop")
         bob.post(f"/bots/{mine['id']}/stop")
         seen = bob_listener.until(is_transition_to(mine["id"], "completed"))
@@ -141,10 +152,55 @@ def test_events_cross_replicas(two_replicas: tuple[Manager, Manager]) -> None:
     _, client = first.new_user()
     listener = Listener(second.url, client.headers["Authorization"].split(" ", 1)[1])
     try:
-        bot = client.post("/bots", json={"bot": "demo"}).json()  # served by the first replica
+        bot = client.post("/bots", json=DEMO).json()  # served by the first replica
         listener.until(is_transition_to(bot["id"], "active"))
         wait_for_status(client, bot["id"], {"active"})
         client.post(f"/bots/{bot['id']}/stop")
         listener.until(is_transition_to(bot["id"], "completed"))
     finally:
         listener.close()
+
+
+SEND_WARNING = "socket.send() raised exception"
+
+
+def test_a_client_that_drops_the_stream_mid_replay_leaves_the_log_quiet(manager: Manager) -> None:
+    """A client that leaves during a long replay used to make the manager write on to the closed
+    socket, logging asyncio's `socket.send() raised exception` 146-175 times per disconnect."""
+    _, client = manager.new_user()
+    key = client.headers["Authorization"].split(" ", 1)[1]
+    bot_ids = []
+    for _ in range(300):  # one event each (requested -> completed): a replay of about 60 KB
+        bot = client.post("/bots", json=LATER)
+        bot_ids.append(bot.json()["id"])
+        assert client.post(f"/bots/{bot_ids[-1]}/stop").status_code == 202
+    log_start = manager.log_path.stat().st_size
+
+    request = f"GET /events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+    request += "Last-Event-ID: 0\r\n\r\n"
+    for leave_after in (4_000, 16_000, 32_000):  # bytes read before leaving, all mid-replay
+        with socket.create_connection(("127.0.0.1", manager.port), timeout=10) as sock:
+            sock.sendall(request.encode())
+            received = b""
+            while len(received) < leave_after:
+                data = sock.recv(4096)
+                assert data, f"the stream ended after {len(received)} bytes"
+                received += data
+            assert received.startswith(b"HTTP/1.1 200"), received[:200]
+            # Close with a reset, as a killed client or a dropped connection does.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    time.sleep(1.5)
+
+    with manager.log_path.open("rb") as log:
+        log.seek(log_start)
+        flood = [line for line in log.read().decode().splitlines() if SEND_WARNING in line]
+    assert flood == [], f"{len(flood)} lines of {SEND_WARNING!r} in the manager's log"
+
+    # The manager still streams: the whole replay, in order, each event once.
+    listener = Listener(manager.url, key, last_event_id=0)
+    try:
+        seen = listener.until(lambda e: e[2]["bot_id"] == bot_ids[-1])
+    finally:
+        listener.close()
+    assert [e[2]["bot_id"] for e in seen] == bot_ids
+    assert [e[2]["to"] for e in seen] == ["completed"] * len(bot_ids)

@@ -63,7 +63,7 @@ def manager(any_backend_manager: Manager) -> Manager:
 
 def test_a_sigkilled_bot_fails_with_its_exit_code(manager: Manager) -> None:
     _, client = manager.new_user()
-    bot = client.post("/bots", json={"bot": "demo"}).json()
+    bot = client.post("/bots", json={"bot": "demo", "config": {}}).json()
     ref = wait_for_status(client, bot["id"], {"active"})["runtime_ref"]
     killed_at = time.monotonic()
     kill_workload(manager, ref)
@@ -119,7 +119,9 @@ def test_manager_sigkilled_while_bots_start(
         request.getfixturevalue("docker_engine")
     with running_manager(tmp_path, redis_server.url, backend=backend) as manager:
         _, client = manager.new_user()
-        ids = [client.post("/bots", json={"bot": "demo"}).json()["id"] for _ in range(6)]
+        ids = [
+            client.post("/bots", json={"bot": "demo", "config": {}}).json()["id"] for _ in range(6)
+        ]
         manager.stop(signal.SIGKILL)  # some launches are still in flight
         manager.start()
         for bot_id in ids:
@@ -139,7 +141,10 @@ def test_redis_down_for_10s_while_commands_are_sent(tmp_path: Path) -> None:
     try:
         with running_manager(tmp_path, redis_server.url) as manager:
             _, client = manager.new_user()
-            ids = [client.post("/bots", json={"bot": "demo"}).json()["id"] for _ in range(3)]
+            ids = [
+                client.post("/bots", json={"bot": "demo", "config": {}}).json()["id"]
+                for _ in range(3)
+            ]
             for bot_id in ids:
                 wait_for_status(client, bot_id, {"active"})
             redis_server.stop()
@@ -170,7 +175,7 @@ def test_redis_down_for_10s_while_commands_are_sent(tmp_path: Path) -> None:
 @pytest.mark.skipif(database_kind() != "postgresql", reason="restarts the PostgreSQL server")
 def test_postgres_restart_under_load(manager: Manager) -> None:
     _, client = manager.new_user(max_bots=50)
-    ids = [client.post("/bots", json={"bot": "demo"}).json()["id"] for _ in range(4)]
+    ids = [client.post("/bots", json={"bot": "demo", "config": {}}).json()["id"] for _ in range(4)]
     for bot_id in ids:
         wait_for_status(client, bot_id, {"active"})
     stop = threading.Event()
@@ -227,7 +232,7 @@ def test_two_managers_and_the_lock_holder_dies(tmp_path: Path, redis_server: Red
             assert not (leader(first) and leader(second)), "one leader at a time"
             holder, other = (first, second) if leader(first) else (second, first)
             _, client = other.new_user()
-            bot = client.post("/bots", json={"bot": "demo"}).json()
+            bot = client.post("/bots", json={"bot": "demo", "config": {}}).json()
             ref = wait_for_status(client, bot["id"], {"active"})["runtime_ref"]
             holder.stop(signal.SIGKILL)
             wait_until(lambda: leader(other), timeout=15, what="the other manager to lead")

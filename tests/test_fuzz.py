@@ -34,7 +34,7 @@ def manager(
 def credentials(manager: Manager) -> dict[str, str]:
     """An API key with one running bot, that bot's own token, and the admin token."""
     _, client = manager.new_user(max_bots=3)
-    bot = client.post("/bots", json={"bot": "demo"}).json()
+    bot = client.post("/bots", json={"bot": "demo", "config": {}}).json()
     ref = wait_for_status(client, bot["id"], {"active"})["runtime_ref"]
     environ = Path(f"/proc/{ref.split('-')[0]}/environ").read_bytes().split(b"\0")
     env = dict(item.decode().split("=", 1) for item in environ if b"=" in item)

@@ -44,7 +44,7 @@ def pid_alive(runtime_ref: str) -> bool:
 def test_bots_survive_a_manager_restart(restartable: Manager, how: signal.Signals) -> None:
     restartable.start()
     _, client = restartable.new_user()
-    ids = [client.post("/bots", json={"bot": "demo"}).json()["id"] for _ in range(3)]
+    ids = [client.post("/bots", json={"bot": "demo", "config": {}}).json()["id"] for _ in range(3)]
     refs = [wait_for_status(client, bot_id, {"active"})["runtime_ref"] for bot_id in ids]
 
     restartable.stop(how)

@@ -88,7 +88,7 @@ def test_job_is_a_batch_job_with_meta_resources_no_restarts_and_no_secrets(
     secret = "very-secret-value-123"
     bot = client.post(
         "/bots",
-        json={"bot": "demo", "secrets": {"api_key": secret}, "labels": {"team": "a"}},
+        json={"bot": "demo", "config": {}, "secrets": {"api_key": secret}, "labels": {"team": "a"}},
     ).json()
     job_id = wait_for_status(client, bot["id"], {"active"})["runtime_ref"]
     assert job_id == f"botfleet-{bot['id']}-1"
@@ -145,7 +145,7 @@ def test_job_is_a_batch_job_with_meta_resources_no_restarts_and_no_secrets(
 
 def test_lost_allocation_fails_the_bot_as_vanished(manager: Manager, standin: StandIn) -> None:
     _, client = manager.new_user()
-    bot = client.post("/bots", json={"bot": "demo"}).json()
+    bot = client.post("/bots", json={"bot": "demo", "config": {}}).json()
     job_id = wait_for_status(client, bot["id"], {"active"})["runtime_ref"]
     standin.lose(job_id)
     done = wait_for_status(client, bot["id"], {"failed", "completed"})
@@ -182,7 +182,7 @@ def test_ended_jobs_are_purged_and_their_variable_deleted(
 
 def test_logs_come_from_the_allocations_task_logs(manager: Manager, standin: StandIn) -> None:
     _, client = manager.new_user()
-    bot = client.post("/bots", json={"bot": "demo"}).json()
+    bot = client.post("/bots", json={"bot": "demo", "config": {}}).json()
     job_id = wait_for_status(client, bot["id"], {"active"})["runtime_ref"]
     alloc = standin.alloc_of(job_id)
     assert alloc is not None

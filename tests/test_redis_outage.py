@@ -34,8 +34,8 @@ def test_stop_and_reconfigure_work_while_redis_is_down(
 ) -> None:
     manager, redis_server = outage
     _, client = manager.new_user()
-    first = client.post("/bots", json={"bot": "demo"}).json()["id"]
-    second = client.post("/bots", json={"bot": "demo"}).json()["id"]
+    first = client.post("/bots", json={"bot": "demo", "config": {}}).json()["id"]
+    second = client.post("/bots", json={"bot": "demo", "config": {}}).json()["id"]
     wait_for_status(client, first, {"active"})
     wait_for_status(client, second, {"active"})
 

@@ -39,7 +39,7 @@ def manager(
 
 def test_idempotency_key_replays_the_first_answer(manager: Manager) -> None:
     _, client = manager.new_user()
-    body = {"bot": "demo", "start_at": LATER, "name": "once"}
+    body = {"bot": "demo", "config": {}, "start_at": LATER, "name": "once"}
     first = client.post("/bots", json=body, headers={"Idempotency-Key": "k1"})
     again = client.post("/bots", json=body, headers={"Idempotency-Key": "k1"})
     assert first.status_code == again.status_code == 201
@@ -60,7 +60,7 @@ def test_idempotency_holds_under_parallel_retries(manager: Manager) -> None:
             answers.append(
                 c.post(
                     "/bots",
-                    json={"bot": "demo", "start_at": LATER},
+                    json={"bot": "demo", "config": {}, "start_at": LATER},
                     headers={"Idempotency-Key": "same"},
                 )
             )
@@ -81,7 +81,7 @@ def test_idempotency_holds_under_parallel_retries(manager: Manager) -> None:
 
 def test_idempotent_reconfigure(manager: Manager) -> None:
     _, client = manager.new_user()
-    bot = client.post("/bots", json={"bot": "demo"}).json()
+    bot = client.post("/bots", json={"bot": "demo", "config": {}}).json()
     wait_for_status(client, bot["id"], {"active"})
     path, key = f"/bots/{bot['id']}/config", {"Idempotency-Key": "cfg-1"}
     first = client.patch(path, json={"config": {"v": 1}}, headers=key)
@@ -97,7 +97,7 @@ def test_idempotent_reconfigure(manager: Manager) -> None:
 
 def test_dedup_key_is_unique_among_live_bots(manager: Manager) -> None:
     _, client = manager.new_user()
-    body = {"bot": "demo", "start_at": LATER, "dedup_key": "meeting-42"}
+    body = {"bot": "demo", "config": {}, "start_at": LATER, "dedup_key": "meeting-42"}
     first = client.post("/bots", json=body).json()
     duplicate = client.post("/bots", json=body)
     assert duplicate.status_code == 409
@@ -116,7 +116,8 @@ def test_secrets_are_sealed_at_rest_and_reach_only_the_runtime(manager: Manager)
     _, client = manager.new_user()
     secret = "s3cr3t-value-that-must-not-leak"
     bot = client.post(
-        "/bots", json={"bot": "demo", "secrets": {"api_key": secret}, "labels": {"k": "v"}}
+        "/bots",
+        json={"bot": "demo", "config": {}, "secrets": {"api_key": secret}, "labels": {"k": "v"}},
     ).json()
     active = wait_for_status(client, bot["id"], {"active"})
     command = client.patch(f"/bots/{bot['id']}/config", json={"config": {"x": 1}}).json()
@@ -154,11 +155,11 @@ def test_secrets_are_sealed_at_rest_and_reach_only_the_runtime(manager: Manager)
 
 def test_only_allowed_modules_can_run(manager: Manager) -> None:
     _, client = manager.new_user()
-    refused = client.post("/bots", json={"bot": "os:system"})
+    refused = client.post("/bots", json={"bot": "os:system", "config": {}})
     assert refused.status_code == 422 and refused.json()["detail"]["code"] == "bot_not_allowed"
-    unknown = client.post("/bots", json={"bot": "nosuchbot"})
+    unknown = client.post("/bots", json={"bot": "nosuchbot", "config": {}})
     assert unknown.status_code == 422 and unknown.json()["detail"]["code"] == "unknown_bot"
-    allowed = client.post("/bots", json={"bot": "bot_runtime.bots.demo:DemoBot"})
+    allowed = client.post("/bots", json={"bot": "bot_runtime.bots.demo:DemoBot", "config": {}})
     assert allowed.status_code == 201
     wait_for_status(client, allowed.json()["id"], {"active"})
     client.post(f"/bots/{allowed.json()['id']}/stop")
@@ -167,12 +168,12 @@ def test_only_allowed_modules_can_run(manager: Manager) -> None:
 @pytest.mark.parametrize(
     "body",
     [
-        {"bot": "demo", "image": "Not An Image!"},
-        {"bot": "demo", "labels": {f"k{i}": "v" for i in range(33)}},
-        {"bot": "demo", "labels": {"k": "v" * 301}},
-        {"bot": "demo", "name": "n" * 201},
+        {"bot": "demo", "config": {}, "image": "Not An Image!"},
+        {"bot": "demo", "config": {}, "labels": {f"k{i}": "v" for i in range(33)}},
+        {"bot": "demo", "config": {}, "labels": {"k": "v" * 301}},
+        {"bot": "demo", "config": {}, "name": "n" * 201},
         {"bot": "demo", "config": {"a": DEEP}},
-        {"bot": "demo", "secrets": {f"s{i}": "v" for i in range(65)}},
+        {"bot": "demo", "config": {}, "secrets": {f"s{i}": "v" for i in range(65)}},
     ],
     ids=["image", "label-count", "label-length", "name", "config-depth", "secret-count"],
 )
@@ -185,7 +186,7 @@ def test_input_limits(manager: Manager, body: dict) -> None:
 def test_idempotency_survives_a_restart(tmp_path: Path, redis_server: RedisServer) -> None:
     with running_manager(tmp_path, redis_server.url) as manager:
         _, client = manager.new_user()
-        body = {"bot": "demo", "start_at": LATER}
+        body = {"bot": "demo", "config": {}, "start_at": LATER}
         first = client.post("/bots", json=body, headers={"Idempotency-Key": "restart"})
         manager.stop()
         manager.start()

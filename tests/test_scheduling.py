@@ -27,7 +27,7 @@ def manager(
 
 def test_start_at_launches_on_time_even_across_a_restart(manager: Manager) -> None:
     _, client = manager.new_user()
-    bot = client.post("/bots", json={"bot": "demo", "start_at": at(4)}).json()
+    bot = client.post("/bots", json={"bot": "demo", "config": {}, "start_at": at(4)}).json()
     manager.stop()
     manager.start()
     assert client.get(f"/bots/{bot['id']}").json()["status"] == "requested"
@@ -40,7 +40,7 @@ def test_start_at_launches_on_time_even_across_a_restart(manager: Manager) -> No
 
 def test_a_start_missed_by_too_much_fails(manager: Manager) -> None:
     _, client = manager.new_user()
-    bot = client.post("/bots", json={"bot": "demo", "start_at": at(-120)}).json()
+    bot = client.post("/bots", json={"bot": "demo", "config": {}, "start_at": at(-120)}).json()
     done = wait_for_status(client, bot["id"], {"failed", "active"})
     assert (done["status"], done["status_reason"]) == ("failed", "schedule_missed")
     assert transitions(client, bot["id"])[-1][3] == "scheduler"
@@ -48,7 +48,7 @@ def test_a_start_missed_by_too_much_fails(manager: Manager) -> None:
 
 def test_max_duration_stops_the_bot(manager: Manager) -> None:
     _, client = manager.new_user()
-    bot = client.post("/bots", json={"bot": "demo", "max_duration_s": 2}).json()
+    bot = client.post("/bots", json={"bot": "demo", "config": {}, "max_duration_s": 2}).json()
     wait_for_status(client, bot["id"], {"active"})
     done = wait_for_status(client, bot["id"], {"completed", "failed"}, timeout=30)
     assert done["status"] == "completed"

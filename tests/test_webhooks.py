@@ -132,7 +132,7 @@ def set_webhook(client: httpx.Client, url: str, path: str = "/webhook") -> dict[
 
 def cancelled_bot(client: httpx.Client) -> str:
     """A bot scheduled for later, then stopped: exactly one transition (requested → completed)."""
-    bot = client.post("/bots", json={"bot": "demo", "start_at": LATER})
+    bot = client.post("/bots", json={"bot": "demo", "config": {}, "start_at": LATER})
     assert bot.status_code == 201, bot.text
     return str(bot.json()["id"])
 
@@ -169,7 +169,7 @@ def test_each_transition_is_posted_signed_and_in_order(
     again = client.put("/webhook", json={"url": receiver.url("/lifecycle")})
     assert again.status_code == 200 and again.json()["secret"] is None, "the secret is kept"
 
-    bot = client.post("/bots", json={"bot": "demo"}).json()
+    bot = client.post("/bots", json={"bot": "demo", "config": {}}).json()
     wait_for_status(client, bot["id"], {"active"})
     stop(client, bot["id"])
     wait_for_status(client, bot["id"], {"completed"})

@@ -13,11 +13,13 @@ from rich.console import Group
 from rich.live import Live
 from rich.text import Text
 
-from cli import output
+from cli import help_format, output
 from cli.api import ApiClient
 from cli.session import connect
 
-app = typer.Typer(help="Start, list, inspect, reconfigure and stop bots.", no_args_is_help=True)
+app = help_format.Typer(
+    help="Start, list, inspect, reconfigure and stop bots.", no_args_is_help=True
+)
 
 TERMINAL = {"completed", "failed"}
 SHOW_FIELDS = [
@@ -28,7 +30,10 @@ SHOW_FIELDS = [
 ]  # fmt: skip
 
 JsonOpt = typer.Option(False, "--json", help="Print the API's JSON document, nothing else.")
-WaitTimeout = typer.Option(120.0, "--timeout", help="Seconds --wait waits at most.")
+WaitTimeout = typer.Option(
+    120.0, "--timeout", metavar="SECONDS", help="Seconds --wait waits at most."
+)
+BotId = typer.Argument(..., metavar="ID", help="The bot's id.")
 
 
 # ---- input parsing ---------------------------------------------------------------------------
@@ -42,23 +47,41 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def parse_pairs(pairs: list[str], *, typed: bool, sep: str = "=") -> dict[str, Any]:
+def parse_pairs(pairs: list[str], *, typed: bool) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for pair in pairs:
-        key, found, value = pair.partition(sep)
+        key, found, value = pair.partition("=")
         if not found or not key:
-            output.fail(f"expected key{sep}value, got {pair!r}", output.INPUT)
+            output.invalid(f"expected key=value, got {pair!r}")
         result[key] = parse_value(value) if typed else value
     return result
+
+
+def parse_labels(pairs: list[str]) -> list[tuple[str, str]]:
+    """`--label key=value`, the one syntax of every --label (the API's `?label=` filter says
+    `key:value`; the client translates). The other syntax gets a hint, never a guess."""
+    labels = []
+    for pair in pairs:
+        key, found, value = pair.partition("=")
+        if not found:
+            old_key, colon, old_value = pair.partition(":")
+            if colon and old_key:
+                output.invalid(f"use --label {old_key}={old_value} (key=value)")
+        if not found or not key:
+            output.invalid(f"expected --label key=value, got {pair!r}")
+        if ":" in key:
+            output.invalid(f"a label key has no ':' (got {key!r}); use --label key=value")
+        labels.append((key, value))
+    return labels
 
 
 def read_json_object(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        output.fail(f"cannot read {path}: {exc}", output.INPUT)
+        output.invalid(f"cannot read {path}: {exc}")
     if not isinstance(data, dict):
-        output.fail(f"{path} must hold a JSON object", output.INPUT)
+        output.invalid(f"{path} must hold a JSON object")
     return data
 
 
@@ -103,18 +126,26 @@ def report_end(bot: dict[str, Any], as_json: bool, good: str) -> None:
 @app.command("ls")
 def list_bots(
     ctx: typer.Context,
-    status: list[str] = typer.Option([], "--status", "-s", help="Only this status; repeatable."),
-    label: list[str] = typer.Option([], "--label", "-l", help="key:value; repeatable."),
-    limit: int | None = typer.Option(None, "--limit", "-n", min=1, max=500, help="Page size."),
+    status: list[str] = typer.Option(
+        [], "--status", "-s", metavar="STATUS", help="Only this status; repeatable."
+    ),
+    label: list[str] = typer.Option(
+        [], "--label", "-l", metavar="KEY=VALUE", help="Only bots with this label; repeatable."
+    ),
+    limit: int | None = typer.Option(
+        None, "--limit", "-n", metavar="N", min=1, max=500, help="Page size."
+    ),
     all_pages: bool = typer.Option(False, "--all", "-a", help="Follow cursors to the end."),
     watch: bool = typer.Option(False, "--watch", "-w", help="Redraw until Ctrl-C."),
-    interval: float = typer.Option(2.0, "--interval", min=0.2, help="Seconds between redraws."),
+    interval: float = typer.Option(
+        2.0, "--interval", metavar="SECONDS", min=0.2, help="Seconds between redraws."
+    ),
     as_json: bool = JsonOpt,
 ) -> None:
     """List your bots, newest first."""
     if watch and as_json:
-        output.fail("--watch and --json do not mix", output.INPUT)
-    filters = {"status": status, "labels": label, "limit": limit}
+        output.invalid("--watch and --json do not mix")
+    filters = {"status": status, "labels": parse_labels(label), "limit": limit}
     with connect(ctx) as client:
 
         def fetch() -> dict[str, Any]:
@@ -152,19 +183,45 @@ def list_bots(
 @app.command("start")
 def start(
     ctx: typer.Context,
-    bot: str = typer.Argument(..., help="A built-in bot (`demo`) or `module:Class`."),
-    name: str | None = typer.Option(None, "--name"),
-    config_file: Path | None = typer.Option(None, "--config", help="Config from a JSON file."),
-    config: list[str] = typer.Option([], "-c", "--set", help="key=value (JSON when it parses)."),
-    secret: list[str] = typer.Option([], "--secret", help="key=value, kept sealed; repeatable."),
-    label: list[str] = typer.Option([], "--label", "-l", help="key=value; repeatable."),
-    image: str | None = typer.Option(None, "--image"),
-    start_at: str | None = typer.Option(None, "--start-at", help="ISO time with a zone."),
-    max_duration: int | None = typer.Option(None, "--max-duration", help="Seconds."),
-    restart_retries: int | None = typer.Option(None, "--restart-retries", min=0),
-    restart_backoff: float | None = typer.Option(None, "--restart-backoff", min=0),
-    dedup_key: str | None = typer.Option(None, "--dedup-key"),
-    idempotency_key: str | None = typer.Option(None, "--idempotency-key"),
+    bot: str = typer.Argument(
+        ..., metavar="BOT", help="A built-in bot (`demo`) or `module:Class`."
+    ),
+    name: str | None = typer.Option(None, "--name", metavar="NAME", help="A name to show."),
+    config_file: Path | None = typer.Option(
+        None, "--config", metavar="FILE", help="Config from a JSON file."
+    ),
+    config: list[str] = typer.Option(
+        [],
+        "-c",
+        "--set",
+        metavar="KEY=VALUE",
+        help="A config key; repeatable (JSON when it parses).",
+    ),
+    secret: list[str] = typer.Option(
+        [], "--secret", metavar="KEY=VALUE", help="Kept sealed; repeatable."
+    ),
+    label: list[str] = typer.Option(
+        [], "--label", "-l", metavar="KEY=VALUE", help="A label; repeatable."
+    ),
+    image: str | None = typer.Option(None, "--image", metavar="IMAGE", help="Runtime image."),
+    start_at: str | None = typer.Option(
+        None, "--start-at", metavar="TIME", help="Start later: ISO time with a zone."
+    ),
+    max_duration: int | None = typer.Option(
+        None, "--max-duration", metavar="SECONDS", help="Stop the bot after this long."
+    ),
+    restart_retries: int | None = typer.Option(
+        None, "--restart-retries", metavar="N", min=0, help="Relaunches after a failure."
+    ),
+    restart_backoff: float | None = typer.Option(
+        None, "--restart-backoff", metavar="SECONDS", min=0, help="Wait before a relaunch."
+    ),
+    dedup_key: str | None = typer.Option(
+        None, "--dedup-key", metavar="KEY", help="Refuse a second live bot with this key."
+    ),
+    idempotency_key: str | None = typer.Option(
+        None, "--idempotency-key", metavar="KEY", help="Retry safely: the same answer again."
+    ),
     wait: bool = typer.Option(False, "--wait", help="Wait until active (exit 1 if it fails)."),
     timeout: float = WaitTimeout,
     as_json: bool = JsonOpt,
@@ -185,7 +242,7 @@ def start(
     if secret:
         body["secrets"] = parse_pairs(secret, typed=False)
     if label:
-        body["labels"] = parse_pairs(label, typed=False)
+        body["labels"] = dict(parse_labels(label))
     if restart_retries is not None or restart_backoff is not None:
         body["restart"] = {
             k: v
@@ -204,7 +261,7 @@ def start(
 
 
 @app.command("show")
-def show(ctx: typer.Context, bot_id: str, as_json: bool = JsonOpt) -> None:
+def show(ctx: typer.Context, bot_id: str = BotId, as_json: bool = JsonOpt) -> None:
     """A bot's fields and its lifecycle history (JSON: the bot plus `transitions`)."""
     with connect(ctx) as client:
         bot = client.get_bot(bot_id)
@@ -214,13 +271,13 @@ def show(ctx: typer.Context, bot_id: str, as_json: bool = JsonOpt) -> None:
         return
     output.console.print(output.fields_table(bot, SHOW_FIELDS))
     output.console.print()
-    output.console.print(output.transitions_table(rows))
+    output.console.print(output.transitions_table(rows, width=output.console.width))
 
 
 @app.command("stop")
 def stop(
     ctx: typer.Context,
-    bot_id: str,
+    bot_id: str = BotId,
     wait: bool = typer.Option(False, "--wait", help="Wait until it ended (exit 1 if failed)."),
     timeout: float = WaitTimeout,
     as_json: bool = JsonOpt,
@@ -240,19 +297,34 @@ def stop(
 @app.command("config")
 def reconfigure(
     ctx: typer.Context,
-    bot_id: str,
-    pairs: list[str] = typer.Argument(None, help="key=value (JSON when it parses)."),
-    config_file: Path | None = typer.Option(None, "--file", "-f", help="Config from JSON."),
+    bot_id: str = BotId,
+    pairs: list[str] = typer.Argument(
+        None, metavar="KEY=VALUE", help="Config keys (JSON when it parses; key=null removes one)."
+    ),
+    config_file: Path | None = typer.Option(
+        None, "--file", "-f", metavar="FILE", help="The keys from a JSON file instead."
+    ),
+    replace: bool = typer.Option(
+        False, "--replace", help="Send the whole config: keys not given are removed."
+    ),
     wait: bool = typer.Option(False, "--wait", help="Wait for the ack (exit 1 if refused)."),
     timeout: float = WaitTimeout,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Send a bot a new config; the bot acknowledges (or refuses) it."""
+    """Change a running bot's config; the bot acknowledges (or refuses) it.
+
+    The keys given merge into the bot's config (a JSON Merge Patch: an object value merges
+    into the key's object, `key=null` removes the key); with --replace they become the whole
+    config.
+    """
     if bool(config_file) == bool(pairs):
-        output.fail("give either --file FILE.json or key=value pairs", output.INPUT)
+        output.invalid("give either --file FILE.json or key=value pairs")
     config = read_json_object(config_file) if config_file else parse_pairs(pairs, typed=True)
     with connect(ctx) as client:
-        command = client.reconfigure(bot_id, config)
+        if replace:
+            command = client.replace_config(bot_id, config)
+        else:
+            command = client.merge_config(bot_id, config)
         if wait:
             command = poll(
                 lambda: client.get_command(bot_id, command["id"]),
@@ -282,8 +354,10 @@ def new_lines(previous: list[str], current: list[str]) -> list[str]:
 @app.command("logs")
 def logs(
     ctx: typer.Context,
-    bot_id: str,
-    tail: int = typer.Option(200, "--tail", "-n", min=1, max=10_000),
+    bot_id: str = BotId,
+    tail: int = typer.Option(
+        200, "--tail", "-n", metavar="N", min=1, max=10_000, help="How many lines."
+    ),
     follow: bool = typer.Option(False, "--follow", "-f", help="Poll every second for more."),
 ) -> None:
     """A bot's recent output; with -f, keep printing new lines until the bot ends."""

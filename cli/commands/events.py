@@ -40,7 +40,7 @@ def describe(event: Event) -> str:
 def events(
     ctx: typer.Context,
     last_event_id: str | None = typer.Option(
-        None, "--last-event-id", help="Resume after this event id."
+        None, "--last-event-id", metavar="ID", help="Resume after this event id."
     ),
     as_json: bool = typer.Option(False, "--json", help="One raw JSON object per line."),
 ) -> None:

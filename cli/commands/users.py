@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import typer
 
-from cli import output
+from cli import help_format, output
 from cli.session import connect
 
-app = typer.Typer(help="Users, their limits and API keys (admin token).", no_args_is_help=True)
+app = help_format.Typer(
+    help="Users, their limits and API keys (admin token).", no_args_is_help=True
+)
 JsonOpt = typer.Option(False, "--json", help="Print the API's JSON document, nothing else.")
+UserId = typer.Argument(..., metavar="USER_ID", help="The user's id (`users ls`).")
 
 
 @app.command("create")
 def create(
     ctx: typer.Context,
-    name: str,
-    max_bots: int | None = typer.Option(None, "--max-bots", min=0, help="Concurrent bots."),
+    name: str = typer.Argument(..., metavar="NAME", help="The user's name."),
+    max_bots: int | None = typer.Option(
+        None, "--max-bots", metavar="N", min=0, help="Concurrent bots."
+    ),
     as_json: bool = JsonOpt,
 ) -> None:
     """Create a user and print its API key (shown this once; only its hash is stored)."""
@@ -44,7 +49,12 @@ def list_users(ctx: typer.Context, as_json: bool = JsonOpt) -> None:
 
 
 @app.command("limit")
-def limit(ctx: typer.Context, user_id: str, max_bots: int, as_json: bool = JsonOpt) -> None:
+def limit(
+    ctx: typer.Context,
+    user_id: str = UserId,
+    max_bots: int = typer.Argument(..., metavar="MAX_BOTS", help="Concurrent bots."),
+    as_json: bool = JsonOpt,
+) -> None:
     """Set how many bots the user may run at once (0 allows none)."""
     with connect(ctx, admin=True) as client:
         user = client.set_limit(user_id, max_bots)
@@ -55,7 +65,7 @@ def limit(ctx: typer.Context, user_id: str, max_bots: int, as_json: bool = JsonO
 
 
 @app.command("key")
-def key(ctx: typer.Context, user_id: str, as_json: bool = JsonOpt) -> None:
+def key(ctx: typer.Context, user_id: str = UserId, as_json: bool = JsonOpt) -> None:
     """Issue the user a new API key and print it (older keys keep working)."""
     with connect(ctx, admin=True) as client:
         created = client.create_key(user_id)

@@ -7,18 +7,25 @@ re-published with backoff until it expires, and the runtime reads pending comman
 
 from __future__ import annotations
 
+import copy
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from bot_runtime.protocol import ACTION_LEAVE, ACTION_RECONFIGURE, CommandMessage
 from manager import metrics
-from manager.errors import NotFound
+from manager.db import transaction
+from manager.errors import Invalid, NotFound
 from manager.events import record_command_event
 from manager.lifecycle import BotStatus, IllegalTransition
 from manager.models import Bot, Command, utcnow
+from manager.schemas import check_config
+from manager.services.bots import lock_bot
+
+if TYPE_CHECKING:  # fleet.py imports this module
+    from manager.services.fleet import Fleet
 
 OPEN_STATUSES = ("pending", "delivered")
 
@@ -51,15 +58,63 @@ def create_command(
     return command
 
 
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7396 JSON Merge Patch: objects merge recursively, `null` deletes a key, any other
+    value (arrays included) replaces. Returns a new value; neither argument is changed."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    merged = copy.deepcopy(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = merge_patch(merged.get(key), value)
+    return merged
+
+
+def latest_config(session: Session, bot: Bot) -> dict[str, Any]:
+    """The config the bot is headed for: that of the newest reconfigure the bot has not
+    answered yet, else the config it acknowledged last (a refused or expired one never counts).
+    A merge applies to this, so two quick PATCHes both land before the bot acknowledges any."""
+    newest = session.scalar(
+        select(Command)
+        .where(
+            Command.bot_id == bot.id,
+            Command.action == ACTION_RECONFIGURE,
+            Command.status.in_(OPEN_STATUSES),
+            Command.config_version > bot.config_version,
+        )
+        .order_by(Command.config_version.desc())
+        .limit(1)
+    )
+    if newest is not None and newest.config is not None:
+        return dict(newest.config)
+    return dict(bot.config or {})
+
+
 def create_reconfigure(
-    session: Session, bot: Bot, *, config: dict[str, Any], ttl_s: float, retry_s: float
+    session: Session,
+    bot: Bot,
+    *,
+    config: dict[str, Any],
+    ttl_s: float,
+    retry_s: float,
+    merge: bool = False,
 ) -> Command:
     """A reconfigure for a locked bot that is `starting` or `active`, with the next version.
 
-    The bot's own `config` changes only when the bot acknowledges it: it always says what runs.
+    `config` replaces the whole config, or with `merge` is a JSON Merge Patch applied to
+    `latest_config`; either way the command carries the full resulting config. The bot's own
+    `config` changes only when the bot acknowledges it: it always says what runs.
     """
     if bot.status not in (BotStatus.STARTING, BotStatus.ACTIVE):
         raise IllegalTransition(bot.id, bot.status, "reconfigure")
+    if merge:
+        config = merge_patch(latest_config(session, bot), config)
+        try:
+            check_config(config)
+        except ValueError as exc:
+            raise Invalid("invalid_input", f"config: once merged, {exc}") from exc
     highest = session.scalar(
         select(func.max(Command.config_version)).where(Command.bot_id == bot.id)
     )
@@ -73,6 +128,26 @@ def create_reconfigure(
         ttl_s=ttl_s,
         retry_s=retry_s,
     )
+
+
+def reconfigure(
+    fleet: Fleet, *, bot_id: str, user_id: str, config: dict[str, Any], merge: bool
+) -> Command:
+    """Replace (PUT) or merge into (PATCH) a bot's config under its row lock, so concurrent
+    changes queue and none is lost; then publish the command. Database first, as in `Fleet`."""
+    with transaction(fleet.sessions) as session:
+        bot = lock_bot(session, bot_id, user_id=user_id)
+        command = create_reconfigure(
+            session,
+            bot,
+            config=config,
+            merge=merge,
+            ttl_s=fleet.settings.command_ttl_s,
+            retry_s=fleet.settings.command_retry_s,
+        )
+    fleet.publish(command)
+    with fleet.sessions() as session:
+        return get_command(session, bot_id, command.id)
 
 
 def create_leave(session: Session, bot: Bot, *, ttl_s: float, retry_s: float) -> Command:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, status
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -15,12 +15,14 @@ from manager.schemas import (
     BotPage,
     BotPublic,
     CommandPublic,
-    ConfigUpdate,
+    ConfigPatch,
+    ConfigReplace,
     TransitionPublic,
 )
 from manager.services import attempts, idempotency
 from manager.services import bots as bot_records
 from manager.services import commands as command_records
+from manager.services.fleet import Fleet
 from orchestrators.base import CapabilityNotSupported, OrchestratorError, WorkloadNotFound
 
 router = APIRouter(
@@ -109,23 +111,74 @@ def get_attempts(bot_id: str, session: SessionDep, user: CurrentUser) -> list[At
 
 
 @router.patch(
-    "/{bot_id}/config", status_code=status.HTTP_202_ACCEPTED, response_model=CommandPublic
+    "/{bot_id}/config",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=CommandPublic,
+    summary="Merge into a bot's config",
+    description=(
+        "`config` is a JSON Merge Patch (RFC 7396) of the bot's latest config: objects merge key "
+        "by key (nested objects too), `null` deletes a key, any other value (arrays included) "
+        'replaces it. `{"lang": "en", "n": 3}` patched with `{"n": 4}` becomes '
+        '`{"lang": "en", "n": 4}`.\n\n'
+        "Answers 202 with the `reconfigure` command, which carries the full resulting config and "
+        "the next `config_version` to the bot; the bot's own `config` changes once it "
+        "acknowledges. The merge runs under the bot's row lock: concurrent patches all land. "
+        "409 `illegal_transition` unless the bot is `starting` or `active`; 422 when the merged "
+        "config is larger than 64 KiB. `Idempotency-Key` replays the first answer. "
+        "`PUT /bots/{id}/config` replaces the whole config instead."
+    ),
 )
-def reconfigure(
+def patch_config(
     bot_id: str,
-    body: ConfigUpdate,
+    body: ConfigPatch,
     user: CurrentUser,
     fleet: FleetDep,
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
+    return _reconfigure(
+        fleet, bot_id=bot_id, user_id=user.id, config=body.config, merge=True, key=idempotency_key
+    )
+
+
+@router.put(
+    "/{bot_id}/config",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=CommandPublic,
+    summary="Replace a bot's config",
+    description=(
+        "`config` becomes the bot's whole config: keys it does not name are gone. Answers 202 "
+        "with the `reconfigure` command, which carries the config and the next `config_version` "
+        "to the bot; the bot's own `config` changes once it acknowledges. 409 "
+        "`illegal_transition` unless the bot is `starting` or `active`. `Idempotency-Key` "
+        "replays the first answer. `PATCH /bots/{id}/config` merges instead."
+    ),
+)
+def replace_config(
+    bot_id: str,
+    body: ConfigReplace,
+    user: CurrentUser,
+    fleet: FleetDep,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    return _reconfigure(
+        fleet, bot_id=bot_id, user_id=user.id, config=body.config, merge=False, key=idempotency_key
+    )
+
+
+def _reconfigure(
+    fleet: Fleet, *, bot_id: str, user_id: str, config: dict[str, Any], merge: bool, key: str | None
+) -> JSONResponse:
+    method = "PATCH" if merge else "PUT"
     return idempotency.respond_once(
         fleet.sessions,
-        user_id=user.id,
-        key=idempotency_key,
-        fingerprint=idempotency.fingerprint(f"PATCH /bots/{bot_id}/config", body.config),
+        user_id=user_id,
+        key=key,
+        fingerprint=idempotency.fingerprint(f"{method} /bots/{bot_id}/config", config),
         status_code=status.HTTP_202_ACCEPTED,
         run=lambda: CommandPublic.model_validate(
-            fleet.reconfigure(bot_id=bot_id, user_id=user.id, config=body.config)
+            command_records.reconfigure(
+                fleet, bot_id=bot_id, user_id=user_id, config=config, merge=merge
+            )
         ).model_dump(mode="json"),
     )
 

@@ -79,13 +79,22 @@ async def stream_events(
         quiet = 0.0
         while not await request.is_disconnected():
             rows = await asyncio.to_thread(read, after)
-            for event_id, kind, data in rows:
-                after = event_id
-                if kind:
-                    yield f"id: {event_id}\nevent: {kind}\ndata: {json.dumps(data)}\n\n"
+            if rows:
+                after = rows[-1][0]
+            # A batch goes out as one write. Event by event, the writes of a batch would follow
+            # one another without the event loop running in between, so it would not see a
+            # client that left meanwhile: every later write to the closed socket would log
+            # asyncio's "socket.send() raised exception" (hundreds per disconnect). Between
+            # batches the loop runs (the read above) and the check above ends the stream.
+            chunk = "".join(
+                f"id: {event_id}\nevent: {kind}\ndata: {json.dumps(data)}\n\n"
+                for event_id, kind, data in rows
+                if kind
+            )
+            if chunk:
+                quiet = 0.0
+                yield chunk
             if rows:  # more may follow at once
-                if any(kind for _, kind, _ in rows):
-                    quiet = 0.0
                 continue
             await request.app.state.event_waker.wait(POLL_S)
             quiet += POLL_S
