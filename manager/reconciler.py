@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from manager import metrics
 from manager.db import transaction
 from manager.lifecycle import TERMINAL, BotStatus, IllegalTransition, Source
-from manager.models import Bot, Command, utcnow
+from manager.models import Bot, BotAttempt, Command, utcnow
 from manager.services import bots as bot_records
 from manager.services import commands as command_records
 from manager.services import idempotency
@@ -146,13 +146,14 @@ class Reconciler:
                     self.fleet.relaunch(bot_id)
                 return
             if self._older_than(bot.started_at, self.settings.start_timeout_s):
-                self._force_stop(bot)
+                final = self._force_stop(bot)
                 self._repair(
                     bot_id,
                     S.STARTING,
                     S.FAILED,
                     reason="start_timeout",
-                    detail=f"not started within {self.settings.start_timeout_s:g}s",
+                    exit_code=_exit_code(final),
+                    detail=_joined(f"not started within {self.settings.start_timeout_s:g}s", final),
                 )
                 return
             if bot.runtime_ref is None:
@@ -208,13 +209,16 @@ class Reconciler:
                     )
                 return
             if self._older_than(bot.last_heartbeat_at, self.settings.heartbeat_lost_after_s):
-                self._force_stop(bot)
+                final = self._force_stop(bot)
                 self._repair(
                     bot_id,
                     S.ACTIVE,
                     S.FAILED,
                     reason="heartbeat_lost",
-                    detail=f"no heartbeat for {self.settings.heartbeat_lost_after_s:g}s",
+                    exit_code=_exit_code(final),
+                    detail=_joined(
+                        f"no heartbeat for {self.settings.heartbeat_lost_after_s:g}s", final
+                    ),
                 )
                 return
             if bot.max_duration_s and self._older_than(bot.active_at, bot.max_duration_s):
@@ -262,7 +266,9 @@ class Reconciler:
                         S.COMPLETED,
                         reason="killed_after_grace",
                         exit_code=final.exit_code,
-                        detail=f"did not leave within {self.settings.stop_grace_s:g}s",
+                        detail=_joined(
+                            f"did not leave within {self.settings.stop_grace_s:g}s", final
+                        ),
                     )
 
         self._each(S.STOPPING, fix)
@@ -278,15 +284,35 @@ class Reconciler:
 
     # ---- workloads without a live record, and cleanup --------------------------------------
 
+    @property
+    def exit_grace_s(self) -> float:
+        """How long the workload of an ended attempt may take to go on its own before it
+        counts as an orphan: as long as a stopped bot may live, the stop grace plus the time
+        SIGTERM may take. A runtime reports `exited` before its process or container has
+        gone (a container takes a second or more under load), and the engine may still be
+        carrying out a stop the manager ordered."""
+        return self.settings.stop_grace_s + self.settings.kill_after_s
+
     def reconcile_workloads(self) -> None:
-        """Stop orphans (botfleet workloads whose record is missing or ended, or an older
-        attempt's), and remove ended workloads once their exit code is recorded."""
+        """Stop orphans (botfleet workloads whose record is missing, or whose attempt ended
+        longer ago than `exit_grace_s`), and remove ended workloads once their exit code is
+        recorded."""
         workloads = self.fleet.workloads()
         ids = {w.bot_id for w in workloads}
         with self.fleet.sessions() as session:
             rows = session.execute(
-                select(Bot.id, Bot.status, Bot.runtime_ref, Bot.attempt).where(Bot.id.in_(ids))
+                select(Bot.id, Bot.status, Bot.runtime_ref, Bot.attempt, Bot.ended_at).where(
+                    Bot.id.in_(ids)
+                )
             ).all()
+            attempt_ends = {
+                (row.bot_id, str(row.attempt)): row.ended_at
+                for row in session.execute(
+                    select(BotAttempt.bot_id, BotAttempt.attempt, BotAttempt.ended_at).where(
+                        BotAttempt.bot_id.in_(ids)
+                    )
+                )
+            }
         records = {row.id: row for row in rows}
         for workload in workloads:
             record = records.get(workload.bot_id)
@@ -294,9 +320,8 @@ class Reconciler:
             if record is not None and live and record.runtime_ref == workload.runtime_ref:
                 continue  # the current attempt: the per-state steps watch it
             try:
-                this_attempt = record is not None and workload.labels.get(LABEL_ATTEMPT) == str(
-                    record.attempt
-                )
+                attempt = workload.labels.get(LABEL_ATTEMPT)
+                this_attempt = record is not None and attempt == str(record.attempt)
                 if record is not None and live and record.runtime_ref is None and this_attempt:
                     # A launch in flight, or one whose ref was lost: adopt it if it runs, and
                     # otherwise leave it to `_retry_lost_launch`. Never an orphan.
@@ -306,11 +331,21 @@ class Reconciler:
                     self._record_end(workload, current=record is not None
                                      and record.runtime_ref == workload.runtime_ref)  # fmt: skip
                     self.orchestrator.remove(workload.runtime_ref)
-                else:  # no record, an ended record, or an older attempt
-                    log.warning("stopping orphan workload %s of bot %s",
-                                workload.runtime_ref, workload.bot_id)  # fmt: skip
-                    self.orchestrator.stop(workload.runtime_ref, grace_s=self.settings.kill_after_s)
-                    metrics.RECONCILER_REPAIRS.labels("orphan_stopped").inc()
+                    continue
+                # No record, an ended record, or an older attempt. An attempt that ended just
+                # now is exiting on its own: its runtime reported `exited` and its process or
+                # container takes a moment more to go, or the manager is stopping it.
+                ended_at = attempt_ends.get((workload.bot_id, attempt or ""))
+                if ended_at is None and record is not None and this_attempt and not live:
+                    ended_at = record.ended_at  # ended without an attempt end (a cancel)
+                if ended_at is not None and not self._older_than(ended_at, self.exit_grace_s):
+                    log.debug("workload %s of bot %s ended %s: left to exit on its own",
+                              workload.runtime_ref, workload.bot_id, ended_at)  # fmt: skip
+                    continue
+                log.warning("stopping orphan workload %s of bot %s",
+                            workload.runtime_ref, workload.bot_id)  # fmt: skip
+                self.orchestrator.stop(workload.runtime_ref, grace_s=self.settings.kill_after_s)
+                metrics.RECONCILER_REPAIRS.labels("orphan_stopped").inc()
             except OrchestratorError as exc:
                 log.warning("workload %s: %s", workload.runtime_ref, exc)
 
@@ -388,3 +423,12 @@ class Reconciler:
                 metrics.BOTS.labels(status.value, backend).set(
                     counts.get((status.value, backend), 0)
                 )
+
+
+def _exit_code(final: WorkloadStatus | None) -> int | None:
+    """The exit code of a workload the reconciler stopped; None unless the engine knows it."""
+    return final.exit_code if final is not None and final.is_gone else None
+
+
+def _joined(detail: str, final: WorkloadStatus | None) -> str:
+    return f"{detail}; {final.detail}" if final is not None and final.detail else detail

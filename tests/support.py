@@ -305,21 +305,52 @@ def running_manager(
         yield instance
     finally:
         instance.stop()
-        kill_leftover_bots(instance.data_dir, backend=backend)
+        kill_leftover_bots(
+            instance.data_dir, backend=backend, database_url=instance.database_url
+        )
 
 
-def kill_leftover_bots(data_dir: Path, *, backend: str = "process") -> None:
-    """Bots outlive the manager by design; the suite must not leave them behind."""
+def fleet_id_of(database_url: str) -> str | None:
+    """The fleet id a manager keeps in its database (the label on its workloads), if any."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import SQLAlchemyError
+
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            query = text("SELECT value FROM fleet_meta WHERE key = 'fleet_id'")
+            return conn.execute(query).scalar()
+    except SQLAlchemyError:
+        return None
+    finally:
+        engine.dispose()
+
+
+def kill_leftover_bots(
+    data_dir: Path, *, backend: str = "process", database_url: str | None = None
+) -> None:
+    """Bots outlive the manager by design; the suite must not leave them behind.
+
+    On Docker only this manager's fleet is cleaned (its fleet id, from its database): other test
+    runs may share the engine, and their bots are not ours to kill.
+    """
     from orchestrators import Orchestrator, OrchestratorError
+    from orchestrators.base import LABEL_FLEET
     from orchestrators.docker import DockerOrchestrator
     from orchestrators.process import ProcessOrchestrator, ProcessOrchestratorConfig
 
+    labels: dict[str, str] = {}
+    if backend == "docker":
+        fleet = fleet_id_of(database_url) if database_url else None
+        if fleet is None:
+            return  # without its fleet id, nothing on the engine is provably this manager's
+        labels[LABEL_FLEET] = fleet
     orchestrator: Orchestrator = (
         DockerOrchestrator()
         if backend == "docker"
         else ProcessOrchestrator(ProcessOrchestratorConfig(data_dir=data_dir))
     )
-    for workload in orchestrator.list_workloads():
+    for workload in orchestrator.list_workloads(labels=labels or None):
         try:
             if not workload.status.is_gone:
                 orchestrator.stop(workload.runtime_ref, grace_s=1)

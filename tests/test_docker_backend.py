@@ -12,8 +12,6 @@ import pytest
 from tests.support import (
     Manager,
     RedisServer,
-    fresh_database_url,
-    kill_leftover_bots,
     running_manager,
     transitions,
     wait_for_status,
@@ -28,32 +26,6 @@ def manager(
     root = tmp_path_factory.mktemp("docker-manager")
     with running_manager(root, redis_server.url, backend="docker") as instance:
         yield instance
-
-
-class DefaultNetworkManager(Manager):
-    """A docker-backend manager with no BOTFLEET_DOCKER_NETWORK: the backend's default applies."""
-
-    def env(self) -> dict[str, str]:
-        env = super().env()
-        env.pop("BOTFLEET_DOCKER_NETWORK", None)
-        return env
-
-
-@pytest.fixture
-def default_network_manager(
-    docker_engine: None, tmp_path: Path, redis_server: RedisServer
-) -> Iterator[Manager]:
-    instance = DefaultNetworkManager(
-        data_dir=tmp_path / "manager",
-        database_url=fresh_database_url(tmp_path),
-        redis_url=redis_server.url,
-        backend="docker",
-    )
-    try:
-        yield instance.start()
-    finally:
-        instance.stop()
-        kill_leftover_bots(instance.data_dir, backend="docker")
 
 
 @pytest.fixture(scope="module")
@@ -142,10 +114,10 @@ def test_ended_containers_are_removed_after_their_exit_is_recorded(
 
 
 def test_the_default_network_runs_a_bot_on_a_fresh_engine(
-    default_network_manager: Manager, engine: docker.DockerClient
+    manager: Manager, engine: docker.DockerClient
 ) -> None:
-    assert "BOTFLEET_DOCKER_NETWORK" not in default_network_manager.env()
-    _, client = default_network_manager.new_user()
+    assert "BOTFLEET_DOCKER_NETWORK" not in manager.env()
+    _, client = manager.new_user()
     bot = client.post("/bots", json={"bot": "demo", "config": {}}).json()
     active = wait_for_status(client, bot["id"], {"active", "failed", "completed"})
     assert active["status"] == "active", active

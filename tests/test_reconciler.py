@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
+from prometheus_client import REGISTRY
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -79,7 +80,7 @@ def reconciler(fleet: Fleet) -> Reconciler:
 def new_bot(fleet: Fleet, **body: object) -> str:
     with transaction(fleet.sessions) as session:
         user, _ = create_user(session, name=f"u{utcnow().timestamp()}", max_concurrent_bots=50)
-        data = BotCreate(bot="demo", **body)
+        data = BotCreate(bot="demo", **{"config": {}, **body})
         sealed = fleet.box.seal(data.secrets) if data.secrets else None
         bot = bot_records.create_bot(
             session, user_id=user.id, data=data, orchestrator="process", sealed_secrets=sealed
@@ -370,3 +371,119 @@ def test_secrets_sealed_with_a_dropped_key_fail_the_launch_clearly(
     bot = read(fleet, bot_id)
     assert (bot.status, bot.status_reason) == ("failed", "secrets_unreadable")
     assert orchestrator.calls["launch"] == 0
+
+
+def orphans_stopped() -> float:
+    value = REGISTRY.get_sample_value(
+        "botfleet_reconciler_repairs_total", {"reason": "orphan_stopped"}
+    )
+    return value or 0.0
+
+
+def backdate_attempt(fleet: Fleet, bot_id: str, attempt: int, seconds: float) -> None:
+    with transaction(fleet.sessions) as session:
+        row = session.get(BotAttempt, (bot_id, attempt))
+        assert row is not None and row.ended_at is not None
+        row.ended_at -= timedelta(seconds=seconds)
+
+
+def test_a_workload_exiting_after_its_clean_stop_is_no_orphan(
+    fleet: Fleet, reconciler: Reconciler, orchestrator: FakeOrchestrator
+) -> None:
+    """The runtime reports `exited 0`, then its process takes a moment to go: the race of
+    issue 12 (item 3), where the orphan pass used to SIGTERM it and count a repair."""
+    bot_id, ref = launched_bot(fleet)
+    fleet.stop_bot(bot_id=bot_id, user_id=None)
+    callback(fleet, bot_id, "exited", exit_code=0)  # the process still runs
+    before = orphans_stopped()
+    reconciler.run_once()
+    assert orchestrator.calls["stop"] == 0 and orchestrator.running() == [ref]
+    assert orphans_stopped() == before
+    orchestrator.exit(ref, 0)  # it exits on its own
+    reconciler.run_once()
+    assert ref not in orchestrator.workloads, "removed once gone"
+    bot = read(fleet, bot_id)
+    assert (bot.status, bot.status_reason, bot.exit_code) == ("completed", "left", 0)
+    assert orphans_stopped() == before
+
+
+def test_a_workload_outliving_its_exit_grace_is_an_orphan_and_the_reported_code_stays(
+    fleet: Fleet, reconciler: Reconciler, orchestrator: FakeOrchestrator
+) -> None:
+    bot_id, ref = launched_bot(fleet)
+    fleet.stop_bot(bot_id=bot_id, user_id=None)
+    callback(fleet, bot_id, "exited", exit_code=0)
+    backdate(fleet, bot_id, reconciler.exit_grace_s + 1, "ended_at")
+    backdate_attempt(fleet, bot_id, 1, reconciler.exit_grace_s + 1)
+    before = orphans_stopped()
+    reconciler.reconcile_workloads()
+    assert orchestrator.workloads[ref].status.exit_code == 137, "stopped: it hung after exiting"
+    assert orphans_stopped() == before + 1
+    reconciler.reconcile_workloads()
+    assert ref not in orchestrator.workloads
+    bot = read(fleet, bot_id)
+    assert bot.exit_code == 0, "the runtime's own report, not the engine's 137 from the stop"
+    with fleet.sessions() as session:
+        attempt = session.get(BotAttempt, (bot_id, 1))
+    assert attempt is not None and attempt.exit_code == 0
+
+
+def test_an_older_attempt_gets_the_exit_grace_then_is_an_orphan(
+    fleet: Fleet, reconciler: Reconciler, orchestrator: FakeOrchestrator
+) -> None:
+    bot_id = new_bot(fleet, restart={"max_retries": 1, "backoff_s": 0})
+    fleet.launch(bot_id)
+    first = read(fleet, bot_id).runtime_ref or ""
+    callback(fleet, bot_id, "started")
+    callback(fleet, bot_id, "exited", exit_code=1, reason="crashed")  # still exiting
+    reconciler.run_once()  # relaunches attempt 2
+    second = read(fleet, bot_id).runtime_ref
+    assert second and second != first
+    assert sorted(orchestrator.running()) == sorted([first, second]), "attempt 1 not stopped yet"
+    backdate_attempt(fleet, bot_id, 1, reconciler.exit_grace_s + 1)
+    before = orphans_stopped()
+    reconciler.reconcile_workloads()
+    assert orchestrator.running() == [second], "attempt 1 outlived its grace: an orphan"
+    assert orphans_stopped() == before + 1
+
+
+def test_a_workload_of_a_missing_bot_is_stopped_at_once(
+    fleet: Fleet, reconciler: Reconciler, orchestrator: FakeOrchestrator
+) -> None:
+    orphan = orchestrator.launch(fleet.launch_spec(_ghost_bot(), "token"))
+    before = orphans_stopped()
+    reconciler.reconcile_workloads()
+    assert orchestrator.workloads[orphan].status.is_gone
+    assert orphans_stopped() == before + 1
+
+
+def test_start_timeout_records_the_exit_code_of_the_kill(
+    fleet: Fleet, reconciler: Reconciler, orchestrator: FakeOrchestrator
+) -> None:
+    """The code the engine reports for the stopped workload, at once; never an earlier
+    attempt's code, never one made up."""
+    bot_id = new_bot(fleet, restart={"max_retries": 1, "backoff_s": 0})
+    fleet.launch(bot_id)
+    callback(fleet, bot_id, "started")
+    callback(fleet, bot_id, "exited", exit_code=1, reason="crashed")
+    reconciler.reconcile_starting()  # attempt 2, which never calls back
+    assert read(fleet, bot_id).attempt == 2
+    backdate(fleet, bot_id, 31, "started_at")
+    reconciler.reconcile_starting()
+    bot = read(fleet, bot_id)
+    assert (bot.status, bot.status_reason, bot.exit_code) == ("failed", "start_timeout", 137)
+
+
+def test_start_timeout_with_an_engine_that_cannot_tell_records_no_exit_code(
+    fleet: Fleet, reconciler: Reconciler, orchestrator: FakeOrchestrator
+) -> None:
+    bot_id = new_bot(fleet, restart={"max_retries": 1, "backoff_s": 0})
+    fleet.launch(bot_id)
+    callback(fleet, bot_id, "started")
+    callback(fleet, bot_id, "exited", exit_code=1, reason="crashed")
+    reconciler.reconcile_starting()
+    backdate(fleet, bot_id, 31, "started_at")
+    orchestrator.unavailable = True
+    reconciler.reconcile_starting()
+    bot = read(fleet, bot_id)
+    assert (bot.status, bot.status_reason, bot.exit_code) == ("failed", "start_timeout", None)

@@ -104,4 +104,7 @@ def end_attempt(
         exit_code=exit_code,
         at=now,
     )
+    # The last attempt's code, None when nobody knows it yet (the workload pass fills in the
+    # engine's); never an earlier attempt's code left over from a restart.
+    bot.exit_code = exit_code
     return target
