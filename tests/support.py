@@ -305,9 +305,7 @@ def running_manager(
         yield instance
     finally:
         instance.stop()
-        kill_leftover_bots(
-            instance.data_dir, backend=backend, database_url=instance.database_url
-        )
+        kill_leftover_bots(instance.data_dir, backend=backend, database_url=instance.database_url)
 
 
 def fleet_id_of(database_url: str) -> str | None:

@@ -68,4 +68,3 @@ def ensure_user(session: Session, *, name: str, max_concurrent_bots: int) -> tup
     if user is None:
         return create_user(session, name=name, max_concurrent_bots=max_concurrent_bots)
     return user, issue_key(session, user=user)
-
