@@ -170,8 +170,7 @@ class Manager:
         return self.data_dir / "manager.log"
 
     def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("BOTFLEET_")}
-        env.update(FAST_SETTINGS)
+        env = user_env(**FAST_SETTINGS)
         env.update(
             BOTFLEET_PORT=str(self.port),
             BOTFLEET_HOST="127.0.0.1",
@@ -306,6 +305,34 @@ def running_manager(
     finally:
         instance.stop()
         kill_leftover_bots(instance.data_dir, backend=backend, database_url=instance.database_url)
+
+
+def user_env(**settings: str) -> dict[str, str]:
+    """This environment without any BOTFLEET_ setting of ours, plus `settings`: what a user's
+    shell would hand a command."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BOTFLEET_")}
+    env.update(settings)
+    return env
+
+
+@contextmanager
+def detached(command: list[str], *, env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]:
+    """Run `command` from the repository in its own session, output to `log`; at the end,
+    SIGTERM its whole process group (`make` and what it started) and wait for it."""
+    with log.open("w") as handle:
+        proc = subprocess.Popen(
+            command,
+            cwd=REPO,
+            env=env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        yield proc
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
 
 
 def fleet_id_of(database_url: str) -> str | None:

@@ -4,32 +4,20 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import stat
-import subprocess
 import sys
 from pathlib import Path
 
 import httpx
 
-from tests.support import REPO, free_port, wait_until
+from tests.support import detached, free_port, user_env, wait_until
 
 
 def serve_welcome(data_dir: Path, port: int, log: Path) -> str:
     """Start `botfleet serve --welcome` (what `make run` runs) once; return the key it printed,
     after checking that the key works against the manager it started."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BOTFLEET_")}
-    env.update(BOTFLEET_DATA_DIR=str(data_dir), BOTFLEET_PORT=str(port))
-    with log.open("w") as handle:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "manager", "serve", "--welcome"],
-            cwd=REPO,
-            env=env,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
+    env = user_env(BOTFLEET_DATA_DIR=str(data_dir), BOTFLEET_PORT=str(port))
+    with detached([sys.executable, "-m", "manager", "serve", "--welcome"], env=env, log=log):
         key = wait_until(
             lambda: (m := re.search(r"BOTFLEET_KEY=(\S+)", log.read_text())) and m.group(1),
             timeout=60,
@@ -48,9 +36,6 @@ def serve_welcome(data_dir: Path, port: int, log: Path) -> str:
 
         assert wait_until(answers, timeout=60, what="the manager") == 200, log.read_text()
         return str(key)
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(30)
 
 
 def test_every_start_prints_the_same_working_key(tmp_path: Path) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import REPO, free_port, kill_leftover_bots, wait_until
+from tests.support import REPO, detached, free_port, kill_leftover_bots, user_env, wait_until
 
 MARK = "<!-- walk -->"
 FOLLOWING = re.compile(r"(--watch\b|\s-f\b|\bbotfleet events\b)")
@@ -81,28 +80,19 @@ def make_run(tmp_path: Path) -> Iterator[tuple[dict[str, str], Path]]:
     """`make run` on a fresh data folder; yields the exports it printed, and its output file."""
     data_dir = tmp_path / "data"
     out = tmp_path / "make-run.out"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BOTFLEET_")}
-    env.update(BOTFLEET_DATA_DIR=str(data_dir), BOTFLEET_PORT=str(free_port()), HOME=str(tmp_path))
-    with out.open("w") as handle:
-        proc = subprocess.Popen(
-            ["make", "--no-print-directory", "run"],
-            cwd=REPO,
-            env=env,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    env = user_env(
+        BOTFLEET_DATA_DIR=str(data_dir), BOTFLEET_PORT=str(free_port()), HOME=str(tmp_path)
+    )
     try:
-        exports = wait_until(
-            lambda: proc.poll() is None and _exports(out.read_text()),
-            timeout=120,
-            what=f"make run to print its exports ({out})",
-        )
-        wait_until(lambda: _healthy(exports["BOTFLEET_URL"]), timeout=60, what="the manager")
-        yield exports, out
+        with detached(["make", "--no-print-directory", "run"], env=env, log=out) as proc:
+            exports = wait_until(
+                lambda: proc.poll() is None and _exports(out.read_text()),
+                timeout=120,
+                what=f"make run to print its exports ({out})",
+            )
+            wait_until(lambda: _healthy(exports["BOTFLEET_URL"]), timeout=60, what="the manager")
+            yield exports, out
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(30)
         kill_leftover_bots(data_dir)
 
 
@@ -147,8 +137,7 @@ def test_the_readme_walk_runs_as_written(make_run: tuple[dict[str, str], Path]) 
     assert any(line.startswith("botfleet") for line in lines), "the README lost its CLI walk"
     assert "PATH_PREFIX" in exports or os.access(REPO / ".venv/bin/botfleet", os.X_OK)
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BOTFLEET_")}
-    env["HOME"] = str(make_output.parent)
+    env = user_env(HOME=str(make_output.parent))
     shell = Shell(env, REPO)
     client = httpx.Client(
         base_url=exports["BOTFLEET_URL"],
