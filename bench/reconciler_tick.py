@@ -21,6 +21,7 @@ from bench.common import Figure, drop_database, insert_bots, ms, ratio
 from manager.bus import CommandBus
 from manager.config import Settings
 from manager.db import make_engine, make_session_factory, transaction
+from manager.housekeeping import Housekeeping
 from manager.migrate import upgrade
 from manager.models import Bot, utcnow
 from manager.reconciler import Reconciler
@@ -78,7 +79,12 @@ def run(root: Path, redis_url: str, *, ticks: int = 5) -> Figure:
         settings=settings,
         box=SecretBox([Fernet.generate_key().decode()]),
     )
-    reconciler = Reconciler(fleet)
+    reconciler, housekeeping = Reconciler(fleet), Housekeeping(fleet)
+
+    def tick() -> list[str]:
+        """What the leader runs every interval: the reconciler's pass and housekeeping's."""
+        return reconciler.run_once() + housekeeping.run_once()
+
     live = ("requested", "starting", "active", "stopping")
 
     def floor_pass() -> None:
@@ -86,18 +92,18 @@ def run(root: Path, redis_url: str, *, ticks: int = 5) -> Figure:
             list(session.scalars(select(Bot).where(Bot.status.in_(live))))
         orchestrator.list_workloads()
 
+    errors: list[str] = []
     try:
-        reconciler.run_once()  # warm-up
+        tick()  # warm-up
         floor_pass()
         tick_times, floor_times = [], []
         for _ in range(ticks):
             began = time.perf_counter()
-            reconciler.run_once()
+            errors = tick()
             tick_times.append(time.perf_counter() - began)
             began = time.perf_counter()
             floor_pass()
             floor_times.append(time.perf_counter() - began)
-        errors = list(reconciler.last_errors)
         with sessions() as session:
             still_live = len(list(session.scalars(select(Bot.id).where(Bot.status.in_(live)))))
     finally:

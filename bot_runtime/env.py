@@ -1,7 +1,14 @@
-"""The runtime's settings, read once from the environment variables of CONTRACT.md.
+"""The runtime environment: the one owner of the variables a bot is started with.
+
+The manager renders a `RuntimeEnv` into environment variables (`render`), the runtime parses them
+back (`from_environ`); both use the names below, so no side re-spells or guesses them. The table
+of variables is README.md's "Writing a bot" section. `render` also says which variables are
+secret (the bot token, the bot's secrets, a Redis URL with a password), so that a backend puts
+them where only the workload can read them, never in labels, metadata, logs or a command line.
 
 Parsing everything up front means a misconfigured launch fails at once with the variable's
-name, instead of half-way through a meeting.
+name, instead of half-way through a meeting. Plain dataclasses: the runtime depends on redis and
+httpx only.
 """
 
 from __future__ import annotations
@@ -9,15 +16,37 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
+from urllib.parse import urlsplit
 
 from bot_runtime.protocol import command_channel
 
+BOT_ID: Final = "BOTFLEET_BOT_ID"
+BOT_TOKEN: Final = "BOTFLEET_BOT_TOKEN"
+CALLBACK_URL: Final = "BOTFLEET_CALLBACK_URL"
+REDIS_URL: Final = "BOTFLEET_REDIS_URL"
+COMMAND_CHANNEL: Final = "BOTFLEET_COMMAND_CHANNEL"
+BOT: Final = "BOTFLEET_BOT"
+BOT_CONFIG: Final = "BOTFLEET_BOT_CONFIG"
+BOT_SECRETS: Final = "BOTFLEET_BOT_SECRETS"
+HEARTBEAT_S: Final = "BOTFLEET_HEARTBEAT_S"
+#: How long the bot's leave hook may take; the manager derives it from its stop grace.
+LEAVE_GRACE_S: Final = "BOTFLEET_LEAVE_GRACE_S"
+
 DEFAULT_HEARTBEAT_S = 10.0
+DEFAULT_LEAVE_GRACE_S = 20.0
 
 
 class RuntimeConfigError(ValueError):
     """A required variable is missing or a value cannot be parsed."""
+
+
+@dataclass(frozen=True)
+class RenderedEnv:
+    """A runtime environment as variables: `env` is public, `secret_env` only for the workload."""
+
+    env: dict[str, str]
+    secret_env: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -33,21 +62,51 @@ class RuntimeEnv:
     config: dict[str, Any] = field(default_factory=dict)
     secrets: dict[str, str] = field(default_factory=dict, repr=False)
     heartbeat_s: float = DEFAULT_HEARTBEAT_S
+    leave_grace_s: float = DEFAULT_LEAVE_GRACE_S
+
+    def render(self) -> RenderedEnv:
+        """The variables a backend hands to the workload, split into public and secret."""
+        env = {
+            BOT_ID: self.bot_id,
+            CALLBACK_URL: self.callback_url,
+            COMMAND_CHANNEL: self.command_channel,
+            BOT: self.bot,
+            BOT_CONFIG: json.dumps(self.config),
+            HEARTBEAT_S: str(self.heartbeat_s),
+            LEAVE_GRACE_S: str(self.leave_grace_s),
+        }
+        secret_env = {BOT_TOKEN: self.token}
+        if self.secrets:
+            secret_env[BOT_SECRETS] = json.dumps(self.secrets)
+        if _has_password(self.redis_url):
+            secret_env[REDIS_URL] = self.redis_url
+        else:
+            env[REDIS_URL] = self.redis_url
+        return RenderedEnv(env=env, secret_env=secret_env)
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> RuntimeEnv:
-        bot_id = _required(environ, "BOTFLEET_BOT_ID")
+        bot_id = _required(environ, BOT_ID)
         return cls(
             bot_id=bot_id,
-            token=_required(environ, "BOTFLEET_BOT_TOKEN"),
-            callback_url=_required(environ, "BOTFLEET_CALLBACK_URL").rstrip("/"),
-            redis_url=_required(environ, "BOTFLEET_REDIS_URL"),
-            command_channel=environ.get("BOTFLEET_COMMAND_CHANNEL") or command_channel(bot_id),
-            bot=_required(environ, "BOTFLEET_BOT"),
-            config=_json_object(environ, "BOTFLEET_BOT_CONFIG"),
+            token=_required(environ, BOT_TOKEN),
+            callback_url=_required(environ, CALLBACK_URL).rstrip("/"),
+            redis_url=_required(environ, REDIS_URL),
+            command_channel=environ.get(COMMAND_CHANNEL) or command_channel(bot_id),
+            bot=_required(environ, BOT),
+            config=_json_object(environ, BOT_CONFIG),
             secrets=_secrets(environ),
-            heartbeat_s=_heartbeat(environ),
+            heartbeat_s=_seconds(environ, HEARTBEAT_S, DEFAULT_HEARTBEAT_S),
+            leave_grace_s=_seconds(environ, LEAVE_GRACE_S, DEFAULT_LEAVE_GRACE_S),
         )
+
+
+def _has_password(url: str) -> bool:
+    """A URL that cannot be parsed counts as secret: better hidden than leaked."""
+    try:
+        return urlsplit(url).password is not None
+    except ValueError:
+        return True
 
 
 def _required(environ: Mapping[str, str], name: str) -> str:
@@ -72,20 +131,20 @@ def _json_object(environ: Mapping[str, str], name: str) -> dict[str, Any]:
 
 
 def _secrets(environ: Mapping[str, str]) -> dict[str, str]:
-    secrets = _json_object(environ, "BOTFLEET_BOT_SECRETS")
+    secrets = _json_object(environ, BOT_SECRETS)
     if not all(isinstance(v, str) for v in secrets.values()):
-        raise RuntimeConfigError("BOTFLEET_BOT_SECRETS must map names to strings")
+        raise RuntimeConfigError(f"{BOT_SECRETS} must map names to strings")
     return secrets
 
 
-def _heartbeat(environ: Mapping[str, str]) -> float:
-    raw = environ.get("BOTFLEET_HEARTBEAT_S", "").strip()
+def _seconds(environ: Mapping[str, str], name: str, default: float) -> float:
+    raw = environ.get(name, "").strip()
     if not raw:
-        return DEFAULT_HEARTBEAT_S
+        return default
     try:
         value = float(raw)
     except ValueError:
-        raise RuntimeConfigError(f"BOTFLEET_HEARTBEAT_S must be a number, got {raw!r}") from None
+        raise RuntimeConfigError(f"{name} must be a number, got {raw!r}") from None
     if not value > 0:
-        raise RuntimeConfigError(f"BOTFLEET_HEARTBEAT_S must be positive, got {raw!r}")
+        raise RuntimeConfigError(f"{name} must be positive, got {raw!r}")
     return value

@@ -1,30 +1,27 @@
 """The command protocol between the manager and a bot, shared by both sides.
 
-One JSON message per command on the channel `bot_commands:{bot_id}` (CONTRACT.md):
-`{"id", "action", "config"?, "config_version"?, "issued_at"}`. The manager imports this module;
-this module never imports the manager. Plain dataclasses keep the runtime free of dependencies
-beyond redis and httpx.
+This module is the protocol's home: one JSON message per command on the channel
+`bot_commands:{bot_id}`, `{"id", "action", "config"?, "config_version"?, "issued_at"}`, and the
+names of the callback events. The manager imports this module; this module never imports the
+manager. Plain dataclasses keep the runtime free of dependencies beyond redis and httpx.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Final
 
 CHANNEL_TEMPLATE: Final = "bot_commands:{bot_id}"
 
 ACTION_RECONFIGURE: Final = "reconfigure"
 ACTION_LEAVE: Final = "leave"
-ACTIONS: Final = frozenset({ACTION_RECONFIGURE, ACTION_LEAVE})
 
 # Callback events, runtime → manager.
 EVENT_STARTED: Final = "started"
 EVENT_HEARTBEAT: Final = "heartbeat"
 EVENT_LEAVING: Final = "leaving"
 EVENT_EXITED: Final = "exited"
-EVENTS: Final = frozenset({EVENT_STARTED, EVENT_HEARTBEAT, EVENT_LEAVING, EVENT_EXITED})
 
 
 class ProtocolError(ValueError):
@@ -90,10 +87,6 @@ class CommandMessage:
         except (TypeError, ValueError) as exc:
             raise ProtocolError(f"not JSON: {exc}") from exc
         return cls.from_dict(data)
-
-
-def utc_now_iso() -> str:
-    return datetime.now(UTC).isoformat()
 
 
 def describe_error(exc: BaseException) -> str:

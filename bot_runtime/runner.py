@@ -35,8 +35,9 @@ from bot_runtime.retry import Backoff
 
 log = logging.getLogger("bot_runtime")
 
-LEAVE_GRACE_S = 20.0  # how long on_leave may take
-STOP_GRACE_S = 5.0  # how long run() may take to return after on_leave, before it is cancelled
+# How long on_leave may take is not set here: it is `env.leave_grace_s`, derived by the manager
+# from its stop grace (BOTFLEET_LEAVE_GRACE_S), so the bot leaves before it would be killed.
+RUN_RETURN_S = 5.0  # how long run() may take to return after on_leave, before it is cancelled
 REPORT_FLUSH_S = 10.0  # how long earlier events may hold up `exited`
 REDIS_POLL_S = 15.0  # also the pubsub health-check period, to notice a silently dead connection
 EXIT_CONFIG_ERROR = 2  # no callback possible: the manager sees a non-zero exit without `exited`
@@ -103,14 +104,14 @@ class Runner:
         self._report(EVENT_LEAVING, reason=reason, detail=self.bot.leave_detail)
         failure = None
         try:
-            await asyncio.wait_for(self.bot.on_leave(), LEAVE_GRACE_S)
+            await asyncio.wait_for(self.bot.on_leave(), self.env.leave_grace_s)
         except TimeoutError:
-            log.warning("on_leave took longer than %ss; exiting anyway", LEAVE_GRACE_S)
+            log.warning("on_leave took longer than %ss; exiting anyway", self.env.leave_grace_s)
         except Exception as exc:
             log.error("on_leave failed: %s", describe_error(exc), exc_info=exc)
             failure = describe_error(exc)
         if work is not None:
-            await self._stop(work, grace_s=STOP_GRACE_S)
+            await self._stop(work, grace_s=RUN_RETURN_S)
         if failure is not None:
             return await self._exit(1, "leave_failed", failure)
         return await self._exit(0, "left")
@@ -121,7 +122,7 @@ class Runner:
             await asyncio.wait({task}, timeout=grace_s)
         if not task.done():
             task.cancel()
-            await asyncio.wait({task}, timeout=STOP_GRACE_S)
+            await asyncio.wait({task}, timeout=RUN_RETURN_S)
         if not task.done():
             log.warning(
                 "%s ignores cancellation; waiting until it stops or is killed", task.get_name()

@@ -22,7 +22,9 @@ from manager.embedded_redis import EmbeddedRedis
 from manager.errors import error_body, install_error_handlers
 from manager.event_stream import EventWaker
 from manager.events import wake_on_commit
+from manager.housekeeping import Housekeeping
 from manager.leader import LeaderLease
+from manager.loops import IntervalLoop
 from manager.reconciler import Reconciler
 from manager.sealing import load_box
 from manager.services.fleet import Fleet
@@ -116,42 +118,29 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         )
         stack.callback(fleet.close)
         app.state.fleet = fleet
-        app.state.reconciler = reconciler = Reconciler(fleet)
         lease = LeaderLease(engine)
         stack.callback(lease.release)
-
-        def reconcile() -> None:
-            """Only the leader among the replicas reconciles."""
-            if lease.hold():
-                reconciler.run_once()
-
+        app.state.reconciler = reconciler = Reconciler(fleet)
         app.state.webhook_sender = sender = WebhookSender(app.state.sessions, settings)
         stack.callback(sender.close)
-
-        def send_webhooks() -> None:
-            """Only the leader fans out and sends webhooks."""
-            if lease.hold():
-                sender.run_once()
-
+        # Every periodic job, each its own loop with its own health on /readyz.
+        app.state.loops = loops = [
+            IntervalLoop(
+                "reconciler", reconciler.tick, interval_s=settings.reconcile_interval_s, lease=lease
+            ),
+            IntervalLoop(
+                "housekeeping",
+                Housekeeping(fleet).tick,
+                interval_s=settings.reconcile_interval_s,
+                lease=lease,
+            ),
+            IntervalLoop(
+                "webhooks", sender.run_once, interval_s=settings.webhook_interval_s, lease=lease
+            ),
+        ]
         scheduler = BackgroundScheduler(timezone="UTC")
-        scheduler.add_job(
-            reconcile,
-            "interval",
-            seconds=settings.reconcile_interval_s,
-            id="reconcile",
-            max_instances=1,
-            coalesce=True,
-            jitter=None,
-        )
-        scheduler.add_job(
-            send_webhooks,
-            "interval",
-            seconds=settings.webhook_interval_s,
-            id="webhooks",
-            max_instances=1,
-            coalesce=True,
-            jitter=None,
-        )
+        for loop in loops:
+            loop.schedule(scheduler)
         scheduler.start()
         stack.callback(scheduler.shutdown, wait=True)
         log.info(

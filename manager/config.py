@@ -78,7 +78,10 @@ class Settings(BaseSettings):
         "between recording `starting` and reaching the engine).",
     )
     stop_grace_s: float = Field(
-        30.0, gt=0, description="How long a bot may take to leave before it is killed."
+        30.0,
+        gt=0,
+        description="How long a bot may take to leave before it is killed: the one stop budget. "
+        "The runtime's leave grace and every backend's SIGTERM → SIGKILL timeout derive from it.",
     )
     kill_after_s: float = Field(
         5.0, gt=0, description="After the stop grace, how long SIGTERM may take before SIGKILL."
@@ -139,6 +142,13 @@ class Settings(BaseSettings):
         """No heartbeat for this long means the bot is lost (never shorter than its budget)."""
         return self.heartbeat_s * self.heartbeats_missed
 
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def leave_grace_s(self) -> float:
+        """The bot's leave-hook budget (BOTFLEET_LEAVE_GRACE_S): two thirds of the stop grace,
+        leaving the rest for run() to return and `exited` to be sent before any kill."""
+        return round(self.stop_grace_s * 2 / 3, 3)
+
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url
@@ -146,10 +156,6 @@ class Settings(BaseSettings):
 
     def resolved_callback_url(self) -> str:
         return self.callback_url or f"http://{self.host}:{self.port}"
-
-    @property
-    def is_sqlite(self) -> bool:
-        return self.resolved_database_url().startswith("sqlite")
 
 
 @lru_cache

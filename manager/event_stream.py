@@ -1,15 +1,21 @@
-"""Wakes this replica's event streams when any replica commits events (Redis fan-out)."""
+"""The `GET /events` stream: what a viewer reads from the outbox, framed as Server-Sent Events,
+and the Redis wake-ups that tell this replica's streams to read (any replica may commit)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
 
 import redis
+from sqlalchemy.orm import Session, sessionmaker
 
-from manager.events import WAKE_CHANNEL
+from manager.events import WAKE_CHANNEL, events_after, latest_event_id
+from manager.models import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -56,3 +62,76 @@ class EventWaker:
             except redis.RedisError as exc:
                 log.debug("event wake-ups unavailable (%s); streams poll meanwhile", exc)
                 self._stop.wait(2.0)
+
+
+POLL_S = 2.0  # the fallback when no wake-up arrives
+#: PostgreSQL hands out ids before commit, so a lower id can appear after a higher one: a gap
+#: younger than this is waited for, an older one is a rolled-back transaction and is skipped.
+SETTLE_S = 5.0
+KEEPALIVE_S = 15.0
+
+
+class EventFeed:
+    """One viewer's stream (`user_id` None: the admin, every bot's events). It reads in short
+    sessions of its own, one per batch: a stream lasts far longer than any transaction should."""
+
+    def __init__(self, sessions: sessionmaker[Session], *, user_id: str | None) -> None:
+        self.sessions, self.user_id = sessions, user_id
+
+    def read(self, after: int) -> list[tuple[int, str, dict[str, object]]]:
+        """Events after `after`, stopping before a gap that may still fill (see SETTLE_S).
+        Ids are global, so a gap is judged on all events, not only the viewer's; another
+        user's event comes back with an empty kind: it advances the cursor, never sent."""
+        with self.sessions() as session:
+            rows = events_after(session, after_id=after, user_id=None)
+        out, expected = [], after + 1
+        settled_before = utcnow() - timedelta(seconds=SETTLE_S)
+        for row in rows:
+            if row.id != expected and row.at > settled_before:
+                break
+            expected = row.id + 1
+            if self.user_id is None or row.user_id == self.user_id:
+                out.append((row.id, row.kind, row.data))
+            else:
+                out.append((row.id, "", {}))
+        return out
+
+    def newest(self) -> int:
+        with self.sessions() as session:
+            return latest_event_id(session)
+
+    async def stream(
+        self,
+        start: int | None,
+        *,
+        waker: EventWaker,
+        is_disconnected: Callable[[], Awaitable[bool]],
+    ) -> AsyncIterator[str]:
+        """SSE text from after `start` (None: from now on) until the client leaves."""
+        after = start if start is not None else await asyncio.to_thread(self.newest)
+        yield ": botfleet events\n\n"
+        quiet = 0.0
+        while not await is_disconnected():
+            rows = await asyncio.to_thread(self.read, after)
+            if rows:
+                after = rows[-1][0]
+            # A batch goes out as one write. Event by event, the writes of a batch would follow
+            # one another without the event loop running in between, so it would not see a
+            # client that left meanwhile: every later write to the closed socket would log
+            # asyncio's "socket.send() raised exception" (hundreds per disconnect). Between
+            # batches the loop runs (the read above) and the check above ends the stream.
+            chunk = "".join(
+                f"id: {event_id}\nevent: {kind}\ndata: {json.dumps(data)}\n\n"
+                for event_id, kind, data in rows
+                if kind
+            )
+            if chunk:
+                quiet = 0.0
+                yield chunk
+            if rows:  # more may follow at once
+                continue
+            await waker.wait(POLL_S)
+            quiet += POLL_S
+            if quiet >= KEEPALIVE_S:
+                quiet = 0.0
+                yield ": keep-alive\n\n"

@@ -1,9 +1,14 @@
-"""One leader among manager replicas: only the leader runs the reconciler.
+"""One leader among manager replicas: only the leader runs the leader-only loops
+(the reconciler, the webhook sender; `manager/loops.py` asks before each run).
 
 PostgreSQL: a session-level advisory lock held on a connection of its own; if the leader dies or
 loses its connection, PostgreSQL releases the lock and another replica takes it on its next tick.
 SQLite (one machine): an exclusive `flock` on a file beside the database, released by the kernel
 when the process dies.
+
+`hold()` answers False only when another replica leads; when the database cannot be asked it
+raises `LeaseUnavailable`, so the loops count a failure (and `/readyz` shows it) instead of
+quietly standing by.
 """
 
 from __future__ import annotations
@@ -18,11 +23,16 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from manager import metrics
+from manager.loops import describe
 
 log = logging.getLogger(__name__)
 
 #: Any constant works, as long as every replica uses the same one.
 RECONCILER_LOCK_ID = 0x626F74666C656574 + 1
+
+
+class LeaseUnavailable(Exception):
+    """The lease cannot be checked or taken: the database does not answer."""
 
 
 class LeaderLease:
@@ -34,9 +44,16 @@ class LeaderLease:
         self._mutex = threading.Lock()
 
     def hold(self) -> bool:
-        """True while this replica is the leader; tries to become it when it is not."""
-        with self._mutex:
-            held = self._check_or_take()
+        """True while this replica is the leader; tries to become it when it is not.
+
+        False: another replica leads. Raises `LeaseUnavailable` when the database cannot be asked.
+        """
+        try:
+            with self._mutex:
+                held = self._check_or_take()
+        except LeaseUnavailable:
+            metrics.LEADER.set(0)
+            raise
         metrics.LEADER.set(1 if held else 0)
         return held
 
@@ -53,13 +70,16 @@ class LeaderLease:
                 self._drop_connection()
         try:
             connection = self.engine.connect()
+        except SQLAlchemyError as exc:
+            raise LeaseUnavailable(f"cannot try the leader lock: {describe(exc)}") from exc
+        try:
             taken = connection.execute(
                 text("SELECT pg_try_advisory_lock(:id)"), {"id": RECONCILER_LOCK_ID}
             ).scalar()
             connection.commit()  # the lock is the session's, not the transaction's
         except SQLAlchemyError as exc:
-            log.warning("cannot try the leader lock: %s", exc)
-            return False
+            connection.close()
+            raise LeaseUnavailable(f"cannot try the leader lock: {describe(exc)}") from exc
         if not taken:
             connection.close()
             return False
@@ -72,7 +92,10 @@ class LeaderLease:
             return True
         database = self.engine.url.database or "botfleet.db"
         path = Path(database).with_suffix(".leader.lock")
-        handle = path.open("a")
+        try:
+            handle = path.open("a")
+        except OSError as exc:
+            raise LeaseUnavailable(f"cannot open the leader lock file: {describe(exc)}") from exc
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

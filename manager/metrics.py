@@ -39,3 +39,12 @@ WEBHOOK_ATTEMPTS = Counter(
 WEBHOOK_GAVE_UP = Counter(
     "botfleet_webhook_deliveries_failed_total", "Webhook deliveries given up after 24 h"
 )
+LOOP_FAILURES = Counter(
+    "botfleet_loop_failures_total", "Runs of a periodic loop that raised", ["loop"]
+)
+LOOP_CONSECUTIVE_FAILURES = Gauge(
+    "botfleet_loop_consecutive_failures", "Failed runs of a loop since its last success", ["loop"]
+)
+LOOP_LAST_OK = Gauge(
+    "botfleet_loop_last_ok_timestamp_seconds", "When a loop last ran without error", ["loop"]
+)

@@ -22,7 +22,9 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, validates
+
+from manager.lifecycle.states import BotStatus
 
 TERMINAL_SQL = "status IN ('completed', 'failed')"
 
@@ -74,6 +76,20 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is not None and value.tzinfo is None:
             value = value.replace(tzinfo=UTC)
         return value
+
+
+class StatusType(TypeDecorator[BotStatus]):
+    """A bot's status as `BotStatus`, stored as the plain string the migrations created
+    (VARCHAR(16)), so no schema change and the same on PostgreSQL and SQLite."""
+
+    impl = String(16)
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Any) -> str | None:
+        return BotStatus(value).value if value is not None else None
+
+    def process_result_value(self, value: str | None, dialect: Any) -> BotStatus | None:
+        return BotStatus(value) if value is not None else None
 
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
@@ -144,7 +160,7 @@ class Bot(Base):
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id"))
-    status: Mapped[str] = mapped_column(String(16), default="requested")
+    status: Mapped[BotStatus] = mapped_column(StatusType, default=BotStatus.REQUESTED)
     status_reason: Mapped[str | None] = mapped_column(String(64))
     exit_code: Mapped[int | None] = mapped_column(Integer)
     attempt: Mapped[int] = mapped_column(Integer, default=0)
@@ -180,6 +196,12 @@ class Bot(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     active_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    @validates("status")
+    def _typed_status(self, _key: str, value: str) -> BotStatus:
+        """A plain string assigned to `status` becomes a `BotStatus` at once (an unknown one
+        raises), so code never casts what it reads back."""
+        return BotStatus(value)
 
 
 class IdempotencyRecord(Base):

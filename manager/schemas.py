@@ -1,4 +1,5 @@
-"""Request and response bodies of the public API (CONTRACT.md)."""
+"""Request and response bodies of the public API (the README's "A walk through the API"; the
+OpenAPI page at `/docs` is generated from these)."""
 
 from __future__ import annotations
 

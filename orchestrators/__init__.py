@@ -1,7 +1,8 @@
-"""Orchestrator backends and their registry.
+"""Orchestrator backends and their registry (name → class).
 
 Backends are imported lazily by name, so a missing engine SDK (docker, python-nomad) never breaks
-the ones that do not need it.
+the ones that do not need it. Each is built with `Orchestrator.from_settings` (base.py) from its
+own settings model (`config_class`) plus the stop budget the manager owns (config.py).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from orchestrators.base import (
     LaunchSpec,
     Orchestrator,
     OrchestratorError,
-    Resources,
     Workload,
     WorkloadNotFound,
     WorkloadState,
@@ -57,7 +57,6 @@ __all__ = [
     "LaunchSpec",
     "Orchestrator",
     "OrchestratorError",
-    "Resources",
     "Workload",
     "WorkloadNotFound",
     "WorkloadState",

@@ -15,7 +15,9 @@ import abc
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, Self
+
+from orchestrators.config import BackendConfig, ManagerSettings
 
 #: Labels every backend attaches to a workload so it can be listed and traced back to its record.
 LABEL_MANAGED = "botfleet.managed"
@@ -59,21 +61,15 @@ class CapabilityNotSupported(OrchestratorError):
 
 
 @dataclass(frozen=True)
-class Resources:
-    """Per-bot resource limits; a backend applies the ones its engine understands."""
-
-    cpus: float | None = None
-    memory_mb: int | None = None
-    pids: int | None = None
-
-
-@dataclass(frozen=True)
 class LaunchSpec:
     """Everything a backend needs to start one bot attempt.
 
     Frozen and passed whole, so that adding a field never breaks a backend's signature.
-    `env` carries the runtime environment of CONTRACT.md, secrets included: a backend must hand it
-    to the workload only, never put it in labels, metadata or logs.
+    `env` and `secret_env` are the runtime environment as `bot_runtime.env.RuntimeEnv.render`
+    splits it, so no backend guesses which variables are secret: `secret_env` (the bot token, its
+    secrets) goes where only the workload reads it (a Nomad Variable; the container's or process's
+    environment), never into labels, metadata, logs or a command line. Resource limits and
+    hardening are the operator's, from each backend's settings (`orchestrators.hardening`).
     """
 
     bot_id: str
@@ -81,9 +77,13 @@ class LaunchSpec:
     attempt: int
     image: str | None
     env: Mapping[str, str]
+    secret_env: Mapping[str, str] = field(default_factory=dict, repr=False)
     labels: Mapping[str, str] = field(default_factory=dict)
-    resources: Resources = field(default_factory=Resources)
     fleet: str = ""
+
+    def environment(self) -> dict[str, str]:
+        """The whole environment, for engines that hand both parts to the workload alike."""
+        return {**self.env, **self.secret_env}
 
     def workload_labels(self) -> dict[str, str]:
         """User labels plus the botfleet labels that identify the workload (ours win)."""
@@ -141,6 +141,13 @@ class Orchestrator(abc.ABC):
 
     #: The name used in settings (`BOTFLEET_ORCHESTRATOR`) and stored on each bot.
     name: ClassVar[str]
+    #: The backend's settings model (`BOTFLEET_<BACKEND>_*`); its field descriptions document them.
+    config_class: ClassVar[type[BackendConfig]]
+
+    @classmethod
+    def from_settings(cls, settings: ManagerSettings) -> Self:
+        """The backend built from its own settings plus the budgets the manager owns."""
+        return cls(cls.config_class.from_manager(settings))  # type: ignore[call-arg]
 
     @abc.abstractmethod
     def launch(self, spec: LaunchSpec) -> str:

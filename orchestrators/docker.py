@@ -1,7 +1,8 @@
 """The `docker` backend: one container per bot attempt, on a Docker Engine via the docker SDK.
 
-Containers are hardened (no new privileges, every capability dropped, read-only root with a
-tmpfs /tmp, a non-root user, CPU/memory/pids limits) and carry labels that identify botfleet, the
+Containers are hardened by the shared policy (orchestrators/hardening.py: no new privileges,
+every capability dropped, read-only root with a tmpfs /tmp, a non-root user, CPU/memory/pids
+limits) and carry labels that identify botfleet, the
 bot and the user; never the environment, which holds the bot's token and secrets. They are not
 auto-removed: the exit code and the last log lines are read first, then the reconciler removes
 them (`remove`).
@@ -29,7 +30,7 @@ import requests.exceptions
 from docker.models.containers import Container
 from docker.types import Ulimit
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from orchestrators.base import (
     LABEL_BOT_ID,
@@ -44,11 +45,13 @@ from orchestrators.base import (
     WorkloadState,
     WorkloadStatus,
 )
+from orchestrators.config import BackendConfig
+from orchestrators.hardening import Hardening
 
 log = logging.getLogger(__name__)
 
 
-class DockerOrchestratorConfig(BaseSettings):
+class DockerOrchestratorConfig(BackendConfig):
     """Settings of the docker backend (environment: `BOTFLEET_DOCKER_*`)."""
 
     model_config = SettingsConfigDict(env_prefix="BOTFLEET_DOCKER_", extra="ignore")
@@ -76,6 +79,16 @@ class DockerOrchestratorConfig(BaseSettings):
     api_timeout_s: float = Field(30.0, gt=0, description="Timeout of one Docker API call.")
     name_prefix: str = Field("botfleet-", description="Container names are prefix + bot id.")
 
+    def hardening(self) -> Hardening:
+        """The shared policy with this backend's limits."""
+        return Hardening(
+            user=self.user,
+            tmpfs_mb=self.tmpfs_mb,
+            pids_limit=self.pids_limit,
+            memory_mb=self.memory_mb,
+            cpus=self.cpus,
+        )
+
 
 def _is_network_mode(network: str) -> bool:
     """`host`, `none` and `container:<id>` are modes, not networks: nothing to look up or create."""
@@ -96,6 +109,25 @@ def _status(container: Container) -> WorkloadStatus:
     if status == "removing":
         return WorkloadStatus(WorkloadState.EXITED, exit_code=state.get("ExitCode"))
     return WorkloadStatus(WorkloadState.UNKNOWN, detail=f"docker state {status!r}")
+
+
+def _hardening_args(policy: Hardening) -> dict[str, Any]:
+    """The shared hardening policy as docker SDK `containers.create` arguments."""
+    args: dict[str, Any] = {
+        "user": policy.user,
+        "read_only": policy.read_only_root,
+        "tmpfs": {"/tmp": f"rw,noexec,nosuid,size={policy.tmpfs_mb}m"},
+        "cap_drop": list(policy.cap_drop),
+    }
+    if policy.no_new_privileges:
+        args["security_opt"] = ["no-new-privileges:true"]
+    if policy.cpus:
+        args["nano_cpus"] = int(policy.cpus * 1e9)
+    if policy.memory_mb:
+        args["mem_limit"] = f"{policy.memory_mb}m"
+    if policy.pids_limit:
+        args["pids_limit"] = policy.pids_limit
+    return args
 
 
 class _NetworkMissing(Exception):
@@ -235,35 +267,23 @@ class DockerOrchestrator(Orchestrator):
         return f"{self.config.name_prefix}{spec.bot_id}-{spec.attempt}"
 
     def _create_args(self, spec: LaunchSpec) -> dict[str, Any]:
+        """The container: the bot's whole environment (secrets too: only the container reads
+        it), our labels, and the hardening policy in Docker's terms."""
         cfg = self.config
-        resources = spec.resources
-        cpus = resources.cpus or cfg.cpus
-        memory_mb = resources.memory_mb or cfg.memory_mb
-        pids = resources.pids or cfg.pids_limit
         args: dict[str, Any] = {
             "name": self._name(spec),
-            "environment": dict(spec.env),
+            "environment": spec.environment(),
             "labels": spec.workload_labels(),
             "detach": True,
-            "user": cfg.user,
-            "read_only": True,
-            "tmpfs": {"/tmp": f"rw,noexec,nosuid,size={cfg.tmpfs_mb}m"},
-            "security_opt": ["no-new-privileges:true"],
-            "cap_drop": ["ALL"],
             "init": True,  # a real PID 1 that forwards SIGTERM and reaps children
             "stop_signal": "SIGTERM",
             "ulimits": [Ulimit(name="nofile", soft=4096, hard=4096)],
+            **_hardening_args(cfg.hardening()),
         }
         if _is_network_mode(cfg.network):
             args["network_mode"] = cfg.network
         else:
             args["network"] = cfg.network
-        if cpus:
-            args["nano_cpus"] = int(cpus * 1e9)
-        if memory_mb:
-            args["mem_limit"] = f"{memory_mb}m"
-        if pids:
-            args["pids_limit"] = pids
         return args
 
     # ---- watch and stop ----------------------------------------------------------------------
@@ -279,7 +299,8 @@ class DockerOrchestrator(Orchestrator):
             return WorkloadStatus(WorkloadState.NOT_FOUND)
 
     def stop(self, runtime_ref: str, *, grace_s: float) -> WorkloadStatus:
-        """docker stop: SIGTERM (the runtime leaves), SIGKILL after the grace."""
+        """docker stop: the engine runs the stop ladder itself (SIGTERM, SIGKILL after the
+        grace), so orchestrators/stopping.py is not needed here."""
         try:
             container = self._get(runtime_ref)
             with _engine_errors(f"stopping container {runtime_ref[:12]}"):

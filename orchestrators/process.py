@@ -4,7 +4,7 @@ Bots live in their own session, so Ctrl-C or a restart of the manager does not k
 stop can signal the whole process group. Each workload has a small JSON record under
 `<data_dir>/workloads/` so that a new manager process finds its bots again; the record identifies
 the process by pid AND start time (field 22 of /proc/<pid>/stat), which guards against pid reuse.
-The record never holds `spec.env`: it carries the bot's secrets.
+The record never holds the environment: it carries the bot's token and secrets.
 """
 
 from __future__ import annotations
@@ -17,15 +17,15 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Mapping
 from contextlib import suppress
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from orchestrators.base import (
     BackendUnavailable,
@@ -37,6 +37,8 @@ from orchestrators.base import (
     WorkloadState,
     WorkloadStatus,
 )
+from orchestrators.config import BackendConfig
+from orchestrators.stopping import Engine, poll_until_gone, stop_workload
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +49,7 @@ _POLL_S = 0.05
 _BLOCK = 8192
 
 
-class ProcessOrchestratorConfig(BaseSettings):
+class ProcessOrchestratorConfig(BackendConfig):
     """Settings of the process backend (environment: `BOTFLEET_PROCESS_*`)."""
 
     model_config = SettingsConfigDict(env_prefix="BOTFLEET_PROCESS_", extra="ignore")
@@ -59,11 +61,6 @@ class ProcessOrchestratorConfig(BaseSettings):
         default_factory=lambda: [sys.executable, "-m", "bot_runtime"],
         min_length=1,
         description="Command that starts one bot; it gets the bot's environment and no arguments.",
-    )
-    kill_wait_s: float = Field(
-        default=5.0,
-        ge=0,
-        description="Seconds to wait after SIGKILL for the process to vanish before giving up.",
     )
 
 
@@ -171,17 +168,13 @@ class ProcessOrchestrator(Orchestrator):
         )
 
     def _wait_gone(self, ref: str, timeout: float) -> WorkloadStatus:
+        """Our own child is waited for (it gives the exit code); another's is polled in /proc."""
         proc = self._children.get(ref)
         if proc is not None:
             with suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout)
             return self.inspect(ref)
-        deadline = time.monotonic() + timeout
-        while True:
-            status = self.inspect(ref)
-            if status.is_gone or time.monotonic() >= deadline:
-                return status
-            time.sleep(_POLL_S)
+        return poll_until_gone(partial(self.inspect, ref), timeout, poll_s=_POLL_S)
 
     # -- the contract -------------------------------------------------------------------------
 
@@ -189,7 +182,7 @@ class ProcessOrchestrator(Orchestrator):
         for ref in list(self._children):  # reap finished children so zombies do not pile up
             self.inspect(ref)
         log_path = self._log_path(spec.bot_id)
-        env = {k: os.environ[k] for k in INHERITED_ENV if k in os.environ} | dict(spec.env)
+        env = {k: os.environ[k] for k in INHERITED_ENV if k in os.environ} | spec.environment()
         started = datetime.now(UTC).isoformat(timespec="seconds")
         try:
             self._records_dir.mkdir(parents=True, exist_ok=True)
@@ -251,21 +244,21 @@ class ProcessOrchestrator(Orchestrator):
             return self._status(runtime_ref, record)
 
     def stop(self, runtime_ref: str, *, grace_s: float) -> WorkloadStatus:
-        status = self.inspect(runtime_ref)
-        if status.is_gone:
-            return status
-        pgid = int(runtime_ref.split("-")[0])  # start_new_session: the leader's pid is the pgid
-        _kill_group(pgid, signal.SIGTERM)
-        status = self._wait_gone(runtime_ref, grace_s)
-        # Also sweeps what is left of the group once the leader has gone.
-        _kill_group(pgid, signal.SIGKILL)
-        if status.is_gone:
-            return status
-        status = self._wait_gone(runtime_ref, self.config.kill_wait_s)
-        if not status.is_gone:
-            detail = f"still running {self.config.kill_wait_s}s after SIGKILL"
-            return WorkloadStatus(status.state, status.exit_code, detail)
-        return status
+        """The shared ladder on the process group; SIGKILL also sweeps what the leader left."""
+
+        def signal_group(sig: signal.Signals) -> None:
+            # start_new_session: the leader's pid is the group id (read once the ref is known)
+            _kill_group(int(runtime_ref.split("-")[0]), sig)
+
+        engine = Engine(
+            inspect=partial(self.inspect, runtime_ref),
+            terminate=partial(signal_group, signal.SIGTERM),
+            kill=partial(signal_group, signal.SIGKILL),
+            wait_gone=partial(self._wait_gone, runtime_ref),
+        )
+        return stop_workload(
+            engine, grace_s=grace_s, kill_wait_s=self.config.kill_wait_s, kill_leftovers=True
+        )
 
     def list_workloads(self, labels: Mapping[str, str] | None = None) -> list[Workload]:
         wanted = dict(labels or {})

@@ -39,6 +39,7 @@ class FakeOrchestrator(Orchestrator):
         self.unavailable = False  # every call raises BackendUnavailable
         self.inspect_says_not_found = False  # inspect lies "not found" while listing shows it
         self.ignores_stop = False
+        self.buggy_refs: set[str] = set()  # inspect raises a plain bug (not an engine error)
         self.specs: list[LaunchSpec] = []
         self._ids = itertools.count(1)
 
@@ -67,6 +68,8 @@ class FakeOrchestrator(Orchestrator):
 
     def inspect(self, runtime_ref: str) -> WorkloadStatus:
         self._check("inspect")
+        if runtime_ref in self.buggy_refs:
+            raise RuntimeError("a bug in a backend")
         workload = self.workloads.get(runtime_ref)
         if workload is None or self.inspect_says_not_found:
             return WorkloadStatus(WorkloadState.NOT_FOUND)

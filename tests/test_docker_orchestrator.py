@@ -9,54 +9,27 @@ import docker
 import pytest
 
 from orchestrators.base import (
-    BackendUnavailable,
     LaunchFailed,
     LaunchSpec,
-    WorkloadState,
-    WorkloadStatus,
 )
 from orchestrators.docker import DockerOrchestrator, DockerOrchestratorConfig
-from tests.support import RUNTIME_IMAGE, wait_until
+from orchestrators.nomad import NomadOrchestrator, NomadOrchestratorConfig
+from tests.support import RUNTIME_IMAGE
 
 
 def spec(bot_id: str, image: str = RUNTIME_IMAGE) -> LaunchSpec:
     return LaunchSpec(bot_id=bot_id, user_id="u", attempt=1, image=image, env={})
 
 
-def test_an_engine_that_cannot_be_reached_is_unavailable_never_not_found() -> None:
-    down = DockerOrchestrator(DockerOrchestratorConfig(base_url="unix:///nonexistent/docker.sock"))
-    for call in (
-        lambda: down.launch(spec("engine-down")),
-        lambda: down.inspect("0123456789ab"),
-        lambda: down.list_workloads(),
-        lambda: down.stop("0123456789ab", grace_s=1),
-        down.check_health,
-    ):
-        with pytest.raises(BackendUnavailable):
-            call()
-
-
-def test_name_conflicts_and_missing_images_are_launch_failures(docker_engine: None) -> None:
+def test_a_missing_image_is_a_launch_failure(docker_engine: None) -> None:
+    """Name conflicts, exit codes, listing and remove run on every backend in
+    tests/test_backend_contract.py."""
     backend = DockerOrchestrator(DockerOrchestratorConfig(network="host"))
-    bot_id = f"conflict-{uuid.uuid4().hex[:8]}"
-    first = backend.launch(spec(bot_id))
-    try:
-        with pytest.raises(LaunchFailed) as conflict:
-            backend.launch(spec(bot_id))
-        assert conflict.value.code == "name_conflict"
-        with pytest.raises(LaunchFailed) as missing:
-            backend.launch(spec(f"{bot_id}-x", image="botfleet-no-such-image:1"))
-        assert missing.value.code == "image_not_found"
-        # The runtime exits 2 on an empty environment: the engine's exit code comes through.
-        wait_until(lambda: backend.inspect(first).is_gone, timeout=30, what="exit")
-        assert backend.inspect(first) == WorkloadStatus(WorkloadState.EXITED, exit_code=2)
-        assert [w.runtime_ref for w in backend.list_workloads({"botfleet.bot_id": bot_id})] == [
-            first
-        ]
-    finally:
-        backend.stop(first, grace_s=1)
-        backend.remove(first)
-    assert backend.inspect(first).state == WorkloadState.NOT_FOUND
+    bot_id = f"noimage-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(LaunchFailed) as missing:
+        backend.launch(spec(bot_id, image="botfleet-no-such-image:1"))
+    assert missing.value.code == "image_not_found"
+    assert backend.list_workloads({"botfleet.bot_id": bot_id}) == [], "no container was made"
     backend.close()
 
 
@@ -104,3 +77,36 @@ def test_a_network_the_engine_refuses_to_create_fails_the_launch_with_its_reason
     assert "'default'" in str(refused.value) and "BOTFLEET_DOCKER_NETWORK" in str(refused.value)
     assert backend.list_workloads({"botfleet.bot_id": bot_id}) == [], "no container was made"
     backend.close()
+
+
+def test_docker_and_nomad_render_one_hardening_policy() -> None:
+    """Both engines confine a bot alike, with the limits from their own settings."""
+    limits = {"pids_limit": 99, "memory_mb": 300, "tmpfs_mb": 32}
+    docker_cfg = DockerOrchestratorConfig(cpus=0.5, user="20001:20001", **limits)
+    nomad_cfg = NomadOrchestratorConfig(cpu_mhz=500, docker_user="20001:20001", **limits)
+    assert docker_cfg.hardening() == nomad_cfg.hardening()
+
+    launch = LaunchSpec(
+        bot_id="hard", user_id="u", attempt=1, image=None, env={"A": "1"},
+        secret_env={"BOTFLEET_BOT_TOKEN": "tok-hard"},
+    )  # fmt: skip
+    args = DockerOrchestrator(docker_cfg)._create_args(launch)
+    assert (args["user"], args["read_only"], args["cap_drop"]) == ("20001:20001", True, ["ALL"])
+    assert args["security_opt"] == ["no-new-privileges:true"]
+    assert (args["pids_limit"], args["mem_limit"], args["nano_cpus"]) == (99, "300m", 5 * 10**8)
+    assert "size=32m" in args["tmpfs"]["/tmp"]
+    assert args["environment"] == {"A": "1", "BOTFLEET_BOT_TOKEN": "tok-hard"}
+    assert "tok-hard" not in str(args["labels"])
+
+    job = NomadOrchestrator(nomad_cfg).job_spec(launch)
+    [task] = job["TaskGroups"][0]["Tasks"]
+    driver = task["Config"]
+    assert (task["User"], driver["readonly_rootfs"], driver["cap_drop"]) == (
+        "20001:20001",
+        True,
+        ["ALL"],
+    )
+    assert driver["security_opt"] == ["no-new-privileges"]
+    assert (driver["pids_limit"], task["Resources"]) == (99, {"CPU": 500, "MemoryMB": 300})
+    assert driver["mount"][0]["tmpfs_options"] == {"size": 32 * 2**20}
+    assert task["Env"] == {"A": "1"} and "tok-hard" not in str(job)

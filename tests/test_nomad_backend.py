@@ -1,4 +1,4 @@
-"""The nomad backend against the Nomad stand-in (tests/nomad_standin.py), with a real manager,
+"""The nomad backend against the Nomad stand-in (tests/nomad_standin/), with a real manager,
 Redis, database and real bot processes.
 
 The stand-in checks our requests and our handling of Nomad's documented answers; it is not Nomad.
@@ -8,15 +8,13 @@ The whole end-to-end suite of test_bots_e2e runs through it too (imported below)
 from __future__ import annotations
 
 import json
-import socket
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from orchestrators import BackendUnavailable, LaunchFailed, LaunchSpec, WorkloadNotFound
+from orchestrators import BackendUnavailable, LaunchFailed, LaunchSpec
 from orchestrators.base import WorkloadState, WorkloadStatus
 from orchestrators.nomad import (
     NomadOrchestrator,
@@ -231,34 +229,30 @@ def _spec(bot_id: str, **env: str) -> LaunchSpec:
     )
 
 
-def test_register_is_asynchronous_and_stop_kills_after_the_grace(standin: StandIn) -> None:
+def test_register_is_asynchronous_and_the_kill_after_the_grace_is_a_signal(
+    standin: StandIn,
+) -> None:
+    """What only Nomad does; running, the kill's exit code and timing, stop of an ended job and
+    remove run on every backend in tests/test_backend_contract.py."""
     orchestrator = _orchestrator(standin, STUBBORN)
     ref = orchestrator.launch(_spec("stubborn", BOTFLEET_BOT_SECRETS='{"k": "v w"}'))
     assert ref == "unit-stubborn-1"
     assert orchestrator.inspect(ref).state == WorkloadState.PENDING, "no allocation yet"
     wait_until(lambda: orchestrator.inspect(ref).state == WorkloadState.RUNNING, timeout=10)
-    assert [
-        w.runtime_ref for w in orchestrator.list_workloads({"botfleet.bot_id": "stubborn"})
-    ] == [ref]
+    # The secret's value, space included, survives the template's quoting.
     wait_until(lambda: "v w" in orchestrator.logs(ref, bot_id="stubborn", tail=5), timeout=10)
 
-    began = time.monotonic()
     status = orchestrator.stop(ref, grace_s=0.5)  # ignores SIGTERM; KillTimeout is 30 s
     assert (status.state, status.exit_code) == (WorkloadState.EXITED, 137)
-    assert time.monotonic() - began < 10
     [deregister] = standin.requests_to("DELETE", f"/v1/job/{ref}")
     assert deregister.query.get("purge") is None
     alloc = standin.alloc_of(ref)
     assert alloc is not None
     [kill] = standin.requests_to("POST", f"/v1/client/allocation/{alloc.id}/signal")
     assert kill.body == {"Signal": "SIGKILL", "Task": "bot"}
-    assert orchestrator.stop(ref, grace_s=1).is_gone, "stopping an ended job is no error"
 
     orchestrator.remove(ref)
-    assert orchestrator.inspect(ref).state == WorkloadState.NOT_FOUND
     assert standin.variable(variable_path(ref)) is None
-    with pytest.raises(WorkloadNotFound):
-        orchestrator.logs(ref, bot_id="stubborn", tail=5)
 
 
 def test_sigterm_on_deregister_and_exit_codes(standin: StandIn) -> None:
@@ -281,16 +275,6 @@ def test_rejected_job_is_a_launch_failure_and_leaves_no_variable(standin: StandI
     assert standin.variable("nomad/jobs/unit-too-small-1") is None
 
 
-def test_an_existing_job_is_a_name_conflict(standin: StandIn) -> None:
-    orchestrator = _orchestrator(standin, SLEEPER)
-    ref = orchestrator.launch(_spec("twice"))
-    with pytest.raises(LaunchFailed) as failure:
-        orchestrator.launch(_spec("twice"))
-    assert failure.value.code == "name_conflict"
-    orchestrator.stop(ref, grace_s=5)
-    orchestrator.remove(ref)
-
-
 def test_docker_driver_job_runs_the_image(standin: StandIn) -> None:
     orchestrator = _orchestrator(standin, SLEEPER, driver="docker")
     spec = _spec("dockerish")
@@ -300,24 +284,6 @@ def test_docker_driver_job_runs_the_image(standin: StandIn) -> None:
     assert task["Config"]["network_mode"] == "host" and task["Config"]["cap_drop"] == ["ALL"]
     assert task["User"] == "10001:10001"
     assert "tok-dockerish" not in json.dumps(job)
-
-
-def test_unreachable_nomad_is_backend_unavailable_never_not_found(standin: StandIn) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    orchestrator = _orchestrator(standin, SLEEPER, address=closed, api_timeout_s=2)
-    for call in (
-        lambda: orchestrator.inspect("unit-x-1"),
-        lambda: orchestrator.stop("unit-x-1", grace_s=1),
-        lambda: orchestrator.list_workloads(),
-        lambda: orchestrator.logs("unit-x-1", bot_id="x", tail=5),
-        lambda: orchestrator.remove("unit-x-1"),
-        lambda: orchestrator.launch(_spec("x")),
-        orchestrator.check_health,
-    ):
-        with pytest.raises(BackendUnavailable):
-            call()
 
 
 def test_server_errors_and_refused_tokens_are_backend_unavailable(standin: StandIn) -> None:

@@ -1,4 +1,9 @@
-"""The process backend against real child processes (small `python -c` scripts, not the runtime)."""
+"""What only the process backend does, against real child processes (small `python -c` scripts).
+
+The cases every backend shares (launch, stop with grace, kill after it, not found versus
+unavailable, listing by labels, logs, remove, secrets never in records) run on it in
+tests/test_backend_contract.py.
+"""
 
 from __future__ import annotations
 
@@ -10,16 +15,16 @@ from pathlib import Path
 
 import pytest
 
+from manager.config import Settings
 from orchestrators import (
-    LABEL_BOT_ID,
-    BackendUnavailable,
     LaunchFailed,
     LaunchSpec,
-    OrchestratorError,
     WorkloadState,
     backend_class,
 )
+from orchestrators.base import WorkloadStatus
 from orchestrators.process import ProcessOrchestrator, ProcessOrchestratorConfig
+from orchestrators.stopping import Engine, stop_workload
 
 SECRET = "s3cr3t-token-value"
 
@@ -31,12 +36,6 @@ print("hello from bot", flush=True)
 print("secret seen:", "BOT_SECRET" in os.environ, flush=True)
 print("manager var leaked:", "MANAGER_ONLY" in os.environ, flush=True)
 print("to stderr", file=sys.stderr, flush=True)
-time.sleep(60)
-"""
-STUBBORN = """
-import signal, time
-signal.signal(signal.SIGTERM, signal.SIG_IGN)
-print("ready", flush=True)
 time.sleep(60)
 """
 EXIT3 = "import sys; print('bye', flush=True); sys.exit(3)"
@@ -71,7 +70,8 @@ def spec(bot_id: str = "bot-1", attempt: int = 1, **labels: str) -> LaunchSpec:
         user_id="user-1",
         attempt=attempt,
         image=None,
-        env={"BOT_SECRET": SECRET, "BOT_ID": bot_id},
+        env={"BOT_ID": bot_id},
+        secret_env={"BOT_SECRET": SECRET},
         labels=labels,
     )
 
@@ -100,12 +100,14 @@ def live_group_members(pgid: int) -> list[int]:
     return members
 
 
-def test_launch_inspect_logs_and_graceful_stop(make, monkeypatch):
+def test_a_bot_has_its_own_group_and_only_its_environment_and_sigterm_ends_the_group(
+    make, monkeypatch
+):
+    """Running, logs, stop with grace and secrets in the environment: see test_backend_contract."""
     monkeypatch.setenv("MANAGER_ONLY", "do-not-inherit")
     orch = make()
     ref = orch.launch(spec())
     pid = int(ref.split("-")[0])
-    assert orch.inspect(ref).state is WorkloadState.RUNNING
     assert os.getpgid(pid) == pid  # its own process group / session
 
     wait_for(lambda: "to stderr" in orch.logs(ref, bot_id="bot-1", tail=100))
@@ -121,18 +123,6 @@ def test_launch_inspect_logs_and_graceful_stop(make, monkeypatch):
     assert status.exit_code == 128 + signal.SIGTERM
     assert orch.inspect(ref) == status
     wait_for(lambda: not live_group_members(pid))
-
-
-def test_stop_kills_a_process_that_ignores_sigterm(make):
-    orch = make(STUBBORN)
-    ref = orch.launch(spec())
-    wait_for(lambda: "ready" in orch.logs(ref, bot_id="bot-1", tail=5))
-    began = time.monotonic()
-    status = orch.stop(ref, grace_s=0.5)
-    assert time.monotonic() - began >= 0.5
-    assert status.state is WorkloadState.EXITED
-    assert status.exit_code == 128 + signal.SIGKILL
-    assert "SIGKILL" in status.detail
 
 
 def test_exit_code_is_remembered_across_instances(make):
@@ -159,46 +149,6 @@ def test_second_instance_finds_and_stops_a_running_bot(make):
     assert first.inspect(ref).exit_code == 128 + signal.SIGTERM  # the parent still knows it
 
 
-def test_list_workloads_filters_by_labels(make):
-    orch = make()
-    ref_a = orch.launch(spec("bot-a", team="a"))
-    ref_b = orch.launch(spec("bot-b", team="b"))
-    assert {w.runtime_ref for w in orch.list_workloads()} == {ref_a, ref_b}
-    [only_a] = orch.list_workloads({"botfleet.label.team": "a"})
-    assert (only_a.runtime_ref, only_a.bot_id) == (ref_a, "bot-a")
-    assert only_a.status.state is WorkloadState.RUNNING
-    assert [w.runtime_ref for w in orch.list_workloads({LABEL_BOT_ID: "bot-b"})] == [ref_b]
-    assert orch.list_workloads({"botfleet.label.team": "a", LABEL_BOT_ID: "bot-b"}) == []
-
-
-def test_records_never_hold_the_environment(make, tmp_path):
-    orch = make()
-    orch.launch(spec())
-    records = list((tmp_path / "data" / "workloads").glob("*.json"))
-    assert len(records) == 1
-    assert SECRET not in records[0].read_text()
-    assert "BOT_SECRET" not in records[0].read_text()
-
-
-def test_unknown_refs_are_not_found(make):
-    orch = make()
-    for ref in ("12345-67890", "../../etc/passwd", ""):
-        assert orch.inspect(ref).state is WorkloadState.NOT_FOUND
-        assert orch.stop(ref, grace_s=0).state is WorkloadState.NOT_FOUND
-        orch.remove(ref)  # nothing to forget: no error
-
-
-def test_remove_refuses_running_then_forgets(make):
-    orch = make()
-    ref = orch.launch(spec())
-    with pytest.raises(OrchestratorError):
-        orch.remove(ref)
-    orch.stop(ref, grace_s=5)
-    orch.remove(ref)
-    assert orch.inspect(ref).state is WorkloadState.NOT_FOUND
-    assert orch.list_workloads() == []
-
-
 def test_bad_executable_raises_launch_failed(make, tmp_path):
     orch = make(command=[str(tmp_path / "no-such-binary")])
     with pytest.raises(LaunchFailed) as info:
@@ -219,15 +169,51 @@ def test_logs_tail_and_attempts_append(make):
     assert full.count("--- attempt") == 2 and "--- attempt 2 started at" in full
 
 
-def test_check_health(make, tmp_path):
-    make().check_health()
-    (tmp_path / "file").write_text("not a directory")
-    broken = ProcessOrchestrator(ProcessOrchestratorConfig(data_dir=tmp_path / "file"))
-    with pytest.raises(BackendUnavailable):
-        broken.check_health()
-
-
 def test_registry():
     assert backend_class("process") is ProcessOrchestrator
     with pytest.raises(ValueError, match="process"):
         backend_class("kubernetes")
+
+
+@pytest.mark.parametrize("name", ["process", "docker", "nomad"])
+def test_every_backend_takes_the_managers_one_stop_budget(name, tmp_path):
+    settings = Settings(orchestrator=name, data_dir=tmp_path, stop_grace_s=7, kill_after_s=3)
+    backend = backend_class(name).from_settings(settings)
+    assert (backend.config.stop_grace_s, backend.config.kill_wait_s) == (7, 3)
+    assert settings.leave_grace_s < settings.stop_grace_s, "the bot leaves before any kill"
+
+
+def _ladder(states: list[WorkloadState], calls: list[str]) -> Engine:
+    """An engine whose workload goes through `states`, one per look."""
+
+    def look() -> WorkloadStatus:
+        calls.append("look")
+        return WorkloadStatus(states.pop(0) if len(states) > 1 else states[0])
+
+    return Engine(
+        inspect=look,
+        terminate=lambda: calls.append("TERM") and None,
+        kill=lambda: calls.append("KILL"),
+        wait_gone=lambda timeout: look(),
+    )
+
+
+def test_stop_ladder_kills_only_after_the_grace_and_says_when_it_failed():
+    running, exited = WorkloadState.RUNNING, WorkloadState.EXITED
+    calls: list[str] = []
+    assert stop_workload(_ladder([exited], calls), grace_s=1, kill_wait_s=1).is_gone
+    assert calls == ["look"], "a workload already gone is not signalled"
+
+    calls.clear()
+    assert stop_workload(_ladder([running, exited], calls), grace_s=1, kill_wait_s=1).is_gone
+    assert calls == ["look", "TERM", "look"], "left within the grace: no SIGKILL"
+
+    calls.clear()
+    status = stop_workload(_ladder([running, exited], calls), grace_s=1, kill_wait_s=1,
+                           kill_leftovers=True)  # fmt: skip
+    assert status.is_gone and calls == ["look", "TERM", "look", "KILL"]
+
+    calls.clear()
+    status = stop_workload(_ladder([running], calls), grace_s=1, kill_wait_s=2)
+    assert calls == ["look", "TERM", "look", "KILL", "look"]
+    assert (status.state, status.detail) == (running, "still running 2s after SIGKILL")

@@ -1,5 +1,9 @@
 """The reconciler and the fleet's launch path against a fake orchestrator, with the real
-database (PostgreSQL, or SQLite in the second run) and a real Redis."""
+database (PostgreSQL, or SQLite in the second run) and a real Redis.
+
+A reconciler pass never raises (one bot's error must not stop the others), so the tests drive
+it through `StrictReconciler`, which fails the test on any error a pass isolated.
+"""
 
 from __future__ import annotations
 
@@ -17,10 +21,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from manager.bus import CommandBus
 from manager.config import Settings
 from manager.db import make_engine, make_session_factory, transaction
+from manager.housekeeping import Housekeeping
 from manager.lifecycle import BotStatus, Source
 from manager.migrate import upgrade
 from manager.models import Bot, BotAttempt, BotTransition, Command, utcnow
-from manager.reconciler import Reconciler
+from manager.reconciler import Reconciler, exit_grace_s
 from manager.schemas import BotCreate, CallbackIn
 from manager.sealing import SecretBox
 from manager.services import bots as bot_records
@@ -72,9 +77,40 @@ def fleet(
     bus.close()
 
 
+class StrictReconciler:
+    """The reconciler's passes, each asserting that it isolated no error: a pass logs and
+    carries on past an exception, which would otherwise let a broken repair pass unseen."""
+
+    def __init__(self, fleet: Fleet) -> None:
+        self.reconciler = Reconciler(fleet)
+        self.housekeeping = Housekeeping(fleet)
+        self.exit_grace_s = exit_grace_s(fleet.settings)
+
+    def run_once(self, *, tolerating: str | None = None) -> None:
+        """A full pass of both loops; `tolerating` names the one error expected (an engine that
+        is down)."""
+        errors = self.reconciler.run_once() + self.housekeeping.run_once()
+        assert [e for e in errors if tolerating is None or tolerating not in e] == []
+
+    def reconcile_starting(self) -> None:
+        assert self.reconciler.reconcile(BotStatus.STARTING) == []
+
+    def reconcile_active(self) -> None:
+        assert self.reconciler.reconcile(BotStatus.ACTIVE) == []
+
+    def reconcile_stopping(self) -> None:
+        assert self.reconciler.reconcile(BotStatus.STOPPING) == []
+
+    def reconcile_workloads(self) -> None:
+        assert self.reconciler.reconcile_workloads() == []
+
+    def reconcile_commands(self) -> None:
+        self.housekeeping.reconcile_commands()  # a chore raises straight through
+
+
 @pytest.fixture
-def reconciler(fleet: Fleet) -> Reconciler:
-    return Reconciler(fleet)
+def reconciler(fleet: Fleet) -> StrictReconciler:
+    return StrictReconciler(fleet)
 
 
 def new_bot(fleet: Fleet, **body: object) -> str:
@@ -125,7 +161,7 @@ def test_launch_hands_the_contract_environment_to_the_backend(
     bot_id = new_bot(fleet, config={"a": 1}, secrets={"api_key": "s3cret"}, labels={"team": "x"})
     fleet.launch(bot_id)
     spec = orchestrator.specs[0]
-    assert set(spec.env) == {
+    assert set(spec.env) | set(spec.secret_env) == {
         "BOTFLEET_BOT_ID",
         "BOTFLEET_BOT_TOKEN",
         "BOTFLEET_CALLBACK_URL",
@@ -135,7 +171,9 @@ def test_launch_hands_the_contract_environment_to_the_backend(
         "BOTFLEET_BOT_CONFIG",
         "BOTFLEET_BOT_SECRETS",
         "BOTFLEET_HEARTBEAT_S",
+        "BOTFLEET_LEAVE_GRACE_S",
     }
+    assert set(spec.secret_env) == {"BOTFLEET_BOT_TOKEN", "BOTFLEET_BOT_SECRETS"}
     assert spec.env["BOTFLEET_COMMAND_CHANNEL"] == f"bot_commands:{bot_id}"
     assert "s3cret" not in str(spec.workload_labels()), "secrets never go into labels"
     bot = read(fleet, bot_id)
@@ -163,7 +201,7 @@ def test_launch_errors_fail_the_bot_with_the_engines_reason(
 
 
 def test_workload_gone_while_active_fails_with_the_engines_exit_code(
-    fleet: Fleet, reconciler: Reconciler, orchestrator: FakeOrchestrator
+    fleet: Fleet, reconciler: StrictReconciler, orchestrator: FakeOrchestrator
 ) -> None:
     bot_id, ref = launched_bot(fleet)
     orchestrator.exit(ref, 137)
@@ -174,11 +212,11 @@ def test_workload_gone_while_active_fails_with_the_engines_exit_code(
 
 
 def test_no_reaping_without_positive_proof(
-    fleet: Fleet, reconciler: Reconciler, orchestrator: FakeOrchestrator
+    fleet: Fleet, reconciler: StrictReconciler, orchestrator: FakeOrchestrator
 ) -> None:
     bot_id, _ = launched_bot(fleet)
     orchestrator.unavailable = True  # the engine cannot be asked
-    reconciler.run_once()
+    reconciler.run_once(tolerating="the engine does not answer")
     assert read(fleet, bot_id).status == "active"
     orchestrator.unavailable = False
     orchestrator.inspect_says_not_found = True  # but the listing still shows it
@@ -188,7 +226,7 @@ def test_no_reaping_without_positive_proof(
 
 
 def test_not_found_confirmed_by_listing_is_vanished(
-    fleet: Fleet, reconciler: Reconciler, orchestrator: FakeOrchestrator
+    fleet: Fleet, reconciler: StrictReconciler, orchestrator: FakeOrchestrator
 ) -> None:
     bot_id, ref = launched_bot(fleet)
     orchestrator.vanish(ref)
@@ -198,7 +236,7 @@ def test_not_found_confirmed_by_listing_is_vanished(
 
 
 def test_start_timeout(
-    fleet: Fleet, reconciler: Reconciler, orchestrator: FakeOrchestrator
+    fleet: Fleet, reconciler: StrictReconciler, orchestrator: FakeOrchestrator
 ) -> None:
     bot_id, ref = launched_bot(fleet, active=False)
     reconciler.reconcile_starting()
@@ -213,7 +251,7 @@ def test_start_timeout(
 
 
 def test_heartbeat_lost(
-    fleet: Fleet, reconciler: Reconciler, orchestrator: FakeOrchestrator
+    fleet: Fleet, reconciler: StrictReconciler, orchestrator: FakeOrchestrator
 ) -> None:
     bot_id, ref = launched_bot(fleet)
     backdate(fleet, bot_id, 2, "last_heartbeat_at")
@@ -226,7 +264,7 @@ def test_heartbeat_lost(
 
 
 def test_stopping_past_grace_is_killed_then_completed_only_once_gone(
-    fleet: Fleet, reconciler: Reconciler, orchestrator: FakeOrchestrator
+    fleet: Fleet, reconciler: StrictReconciler, orchestrator: FakeOrchestrator
 ) -> None:
     bot_id, _ = launched_bot(fleet)
     fleet.stop_bot(bot_id=bot_id, user_id=None)
@@ -247,7 +285,7 @@ def test_stopping_past_grace_is_killed_then_completed_only_once_gone(
 
 
 def test_orphans_are_stopped_and_ended_workloads_removed(
-    fleet: Fleet, reconciler: Reconciler, orchestrator: FakeOrchestrator
+    fleet: Fleet, reconciler: StrictReconciler, orchestrator: FakeOrchestrator
 ) -> None:
     orphan = orchestrator.launch(fleet.launch_spec(_ghost_bot(), "token"))
     bot_id, ref = launched_bot(fleet)
@@ -263,7 +301,9 @@ def _ghost_bot() -> Bot:
     return Bot(id="ghost", user_id="nobody", bot="demo", config={}, labels={}, attempt=1)
 
 
-def test_unacked_commands_are_republished_then_expire(fleet: Fleet, reconciler: Reconciler) -> None:
+def test_unacked_commands_are_republished_then_expire(
+    fleet: Fleet, reconciler: StrictReconciler
+) -> None:
     bot_id, _ = launched_bot(fleet)
     command = fleet.reconfigure(bot_id=bot_id, user_id=read(fleet, bot_id).user_id, config={})
     assert command.status == "pending", "nobody subscribed, so not delivered"
@@ -297,7 +337,7 @@ def test_terminal_states_have_no_way_out(fleet: Fleet) -> None:
 
 
 def test_a_workload_whose_ref_was_never_saved_is_adopted(
-    fleet: Fleet, reconciler: Reconciler, orchestrator: FakeOrchestrator
+    fleet: Fleet, reconciler: StrictReconciler, orchestrator: FakeOrchestrator
 ) -> None:
     bot_id, ref = launched_bot(fleet)
     with transaction(fleet.sessions) as session:
@@ -308,7 +348,7 @@ def test_a_workload_whose_ref_was_never_saved_is_adopted(
 
 
 def test_restart_policy_relaunches_failed_attempts_then_gives_up(
-    fleet: Fleet, reconciler: Reconciler, orchestrator: FakeOrchestrator
+    fleet: Fleet, reconciler: StrictReconciler, orchestrator: FakeOrchestrator
 ) -> None:
     bot_id = new_bot(fleet, restart={"max_retries": 2, "backoff_s": 0})
     fleet.launch(bot_id)
@@ -332,7 +372,7 @@ def test_restart_policy_relaunches_failed_attempts_then_gives_up(
 
 
 def test_restart_waits_for_its_backoff_and_a_stop_meanwhile_ends_it(
-    fleet: Fleet, reconciler: Reconciler, orchestrator: FakeOrchestrator
+    fleet: Fleet, reconciler: StrictReconciler, orchestrator: FakeOrchestrator
 ) -> None:
     bot_id = new_bot(fleet, restart={"max_retries": 3, "backoff_s": 60})
     fleet.launch(bot_id)
@@ -349,7 +389,7 @@ def test_restart_waits_for_its_backoff_and_a_stop_meanwhile_ends_it(
 
 
 def test_another_fleets_workloads_are_never_touched(
-    fleet: Fleet, reconciler: Reconciler, orchestrator: FakeOrchestrator
+    fleet: Fleet, reconciler: StrictReconciler, orchestrator: FakeOrchestrator
 ) -> None:
     spec = fleet.launch_spec(_ghost_bot(), "token")
     foreign = orchestrator.launch(replace(spec, fleet="someone-else"))
@@ -388,7 +428,7 @@ def backdate_attempt(fleet: Fleet, bot_id: str, attempt: int, seconds: float) ->
 
 
 def test_a_workload_exiting_after_its_clean_stop_is_no_orphan(
-    fleet: Fleet, reconciler: Reconciler, orchestrator: FakeOrchestrator
+    fleet: Fleet, reconciler: StrictReconciler, orchestrator: FakeOrchestrator
 ) -> None:
     """The runtime reports `exited 0`, then its process takes a moment to go: the race of
     issue 12 (item 3), where the orphan pass used to SIGTERM it and count a repair."""
@@ -408,7 +448,7 @@ def test_a_workload_exiting_after_its_clean_stop_is_no_orphan(
 
 
 def test_a_workload_outliving_its_exit_grace_is_an_orphan_and_the_reported_code_stays(
-    fleet: Fleet, reconciler: Reconciler, orchestrator: FakeOrchestrator
+    fleet: Fleet, reconciler: StrictReconciler, orchestrator: FakeOrchestrator
 ) -> None:
     bot_id, ref = launched_bot(fleet)
     fleet.stop_bot(bot_id=bot_id, user_id=None)
@@ -429,7 +469,7 @@ def test_a_workload_outliving_its_exit_grace_is_an_orphan_and_the_reported_code_
 
 
 def test_an_older_attempt_gets_the_exit_grace_then_is_an_orphan(
-    fleet: Fleet, reconciler: Reconciler, orchestrator: FakeOrchestrator
+    fleet: Fleet, reconciler: StrictReconciler, orchestrator: FakeOrchestrator
 ) -> None:
     bot_id = new_bot(fleet, restart={"max_retries": 1, "backoff_s": 0})
     fleet.launch(bot_id)
@@ -448,7 +488,7 @@ def test_an_older_attempt_gets_the_exit_grace_then_is_an_orphan(
 
 
 def test_a_workload_of_a_missing_bot_is_stopped_at_once(
-    fleet: Fleet, reconciler: Reconciler, orchestrator: FakeOrchestrator
+    fleet: Fleet, reconciler: StrictReconciler, orchestrator: FakeOrchestrator
 ) -> None:
     orphan = orchestrator.launch(fleet.launch_spec(_ghost_bot(), "token"))
     before = orphans_stopped()
@@ -457,16 +497,22 @@ def test_a_workload_of_a_missing_bot_is_stopped_at_once(
     assert orphans_stopped() == before + 1
 
 
-def test_start_timeout_records_the_exit_code_of_the_kill(
-    fleet: Fleet, reconciler: Reconciler, orchestrator: FakeOrchestrator
-) -> None:
-    """The code the engine reports for the stopped workload, at once; never an earlier
-    attempt's code, never one made up."""
+def on_its_second_attempt(fleet: Fleet, reconciler: StrictReconciler) -> str:
+    """A bot whose first attempt crashed, relaunched at once by its restart policy."""
     bot_id = new_bot(fleet, restart={"max_retries": 1, "backoff_s": 0})
     fleet.launch(bot_id)
     callback(fleet, bot_id, "started")
     callback(fleet, bot_id, "exited", exit_code=1, reason="crashed")
-    reconciler.reconcile_starting()  # attempt 2, which never calls back
+    reconciler.reconcile_starting()
+    return bot_id
+
+
+def test_start_timeout_records_the_exit_code_of_the_kill(
+    fleet: Fleet, reconciler: StrictReconciler, orchestrator: FakeOrchestrator
+) -> None:
+    """The code the engine reports for the stopped workload, at once; never an earlier
+    attempt's code, never one made up."""
+    bot_id = on_its_second_attempt(fleet, reconciler)  # which never calls back
     assert read(fleet, bot_id).attempt == 2
     backdate(fleet, bot_id, 31, "started_at")
     reconciler.reconcile_starting()
@@ -475,15 +521,25 @@ def test_start_timeout_records_the_exit_code_of_the_kill(
 
 
 def test_start_timeout_with_an_engine_that_cannot_tell_records_no_exit_code(
-    fleet: Fleet, reconciler: Reconciler, orchestrator: FakeOrchestrator
+    fleet: Fleet, reconciler: StrictReconciler, orchestrator: FakeOrchestrator
 ) -> None:
-    bot_id = new_bot(fleet, restart={"max_retries": 1, "backoff_s": 0})
-    fleet.launch(bot_id)
-    callback(fleet, bot_id, "started")
-    callback(fleet, bot_id, "exited", exit_code=1, reason="crashed")
-    reconciler.reconcile_starting()
+    bot_id = on_its_second_attempt(fleet, reconciler)
     backdate(fleet, bot_id, 31, "started_at")
     orchestrator.unavailable = True
     reconciler.reconcile_starting()
     bot = read(fleet, bot_id)
     assert (bot.status, bot.status_reason, bot.exit_code) == ("failed", "start_timeout", None)
+
+
+def test_one_bots_error_is_reported_and_the_others_are_still_reconciled(
+    fleet: Fleet, orchestrator: FakeOrchestrator
+) -> None:
+    broken, broken_ref = launched_bot(fleet)
+    other, other_ref = launched_bot(fleet)
+    orchestrator.exit(broken_ref, 1)
+    orchestrator.exit(other_ref, 1)
+    orchestrator.buggy_refs.add(broken_ref)
+    errors = Reconciler(fleet).run_once()
+    assert errors == [f"{broken}: a bug in a backend"]
+    assert read(fleet, broken).status == "active"
+    assert read(fleet, other).status_reason == "workload_vanished"

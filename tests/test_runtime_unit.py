@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,7 @@ def test_env_defaults_and_repr_hides_secrets() -> None:
     assert env.command_channel == command_channel(BOT_ID) == f"bot_commands:{BOT_ID}"
     assert env.config == {}
     assert env.heartbeat_s == 10.0
+    assert env.leave_grace_s == 20.0
     assert env.callback_url == "http://127.0.0.1:9"
     assert env.secrets == {"api_key": "s3cr3t"}
     assert TOKEN not in repr(env)
@@ -91,11 +93,38 @@ def test_env_defaults_and_repr_hides_secrets() -> None:
         ({"BOTFLEET_BOT_SECRETS": '{"k": 5}'}, "BOTFLEET_BOT_SECRETS"),
         ({"BOTFLEET_HEARTBEAT_S": "often"}, "BOTFLEET_HEARTBEAT_S"),
         ({"BOTFLEET_HEARTBEAT_S": "0"}, "BOTFLEET_HEARTBEAT_S"),
+        ({"BOTFLEET_LEAVE_GRACE_S": "-1"}, "BOTFLEET_LEAVE_GRACE_S"),
     ],
 )
 def test_env_errors_name_the_variable(change: dict[str, str], variable: str) -> None:
     with pytest.raises(RuntimeConfigError, match=variable):
         RuntimeEnv.from_environ(base_env(**change))
+
+
+def test_env_renders_what_it_parses_with_secrets_apart() -> None:
+    """The manager renders, the runtime parses: one class, so the names cannot drift apart."""
+    env = RuntimeEnv(
+        bot_id=BOT_ID,
+        token=TOKEN,
+        callback_url="http://127.0.0.1:9",
+        redis_url="redis://127.0.0.1:1/0",
+        command_channel=command_channel(BOT_ID),
+        bot="demo",
+        config={"lang": "en"},
+        secrets={"api_key": "s3cr3t"},
+        heartbeat_s=2.5,
+        leave_grace_s=7.0,
+    )
+    rendered = env.render()
+    assert set(rendered.secret_env) == {"BOTFLEET_BOT_TOKEN", "BOTFLEET_BOT_SECRETS"}
+    assert TOKEN not in str(rendered.env) and "s3cr3t" not in str(rendered.env)
+    assert rendered.env["BOTFLEET_LEAVE_GRACE_S"] == "7.0"
+    assert RuntimeEnv.from_environ({**rendered.env, **rendered.secret_env}) == env
+
+    with_password = replace(env, redis_url="redis://:pw@127.0.0.1:1/0", secrets={})
+    rendered = with_password.render()
+    assert set(rendered.secret_env) == {"BOTFLEET_BOT_TOKEN", "BOTFLEET_REDIS_URL"}
+    assert RuntimeEnv.from_environ({**rendered.env, **rendered.secret_env}) == with_password
 
 
 # --- protocol and command router ----------------------------------------------------------

@@ -1,4 +1,8 @@
-"""Request dependencies: the session, the fleet, and who is calling."""
+"""Request dependencies: the request's one transaction, the fleet, and who is calling.
+
+Dependencies translate (headers into credentials, the app's state into objects); the lookups
+themselves are service functions (`manager/services/auth.py`).
+"""
 
 from __future__ import annotations
 
@@ -7,20 +11,34 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Header, Path, Request
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from manager.config import Settings
-from manager.errors import Forbidden, Unauthorized
+from manager.errors import Unauthorized
 from manager.models import Bot, User
-from manager.security import bearer_token, digest, same
+from manager.security import bearer_token, same
+from manager.services import auth
 from manager.services.fleet import Fleet
-from manager.services.users import user_for_key
+from manager.services.unit_of_work import unit_of_work
+
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def get_session(request: Request) -> Iterator[Session]:
-    with request.app.state.sessions() as session:
-        yield session
+    """The request's one transaction, shared by authentication and the route.
+
+    A read (GET) gets a plain session, so it never takes SQLite's write lock. A write gets a
+    unit of work: committed as soon as the route returns, before the answer is sent (the
+    dependency's scope is "function"), then followed by the side effects the route queued
+    (`manager/services/unit_of_work.py`). An error rolls everything back.
+    """
+    sessions = request.app.state.sessions
+    if request.method in READ_METHODS:
+        with sessions() as session:
+            yield session
+    else:
+        with unit_of_work(sessions) as session:
+            yield session
 
 
 def get_fleet(request: Request) -> Fleet:
@@ -31,10 +49,11 @@ def get_settings_dep(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 FleetDep = Annotated[Fleet, Depends(get_fleet)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 AuthHeader = Annotated[str | None, Header(alias="Authorization", include_in_schema=False)]
+BotPath = Annotated[str, Path(max_length=64)]
 
 
 def _token(authorization: str | None) -> str:
@@ -44,18 +63,8 @@ def _token(authorization: str | None) -> str:
     return token
 
 
-# Authentication uses its own short session rather than SessionDep, so a request never holds
-# two pooled connections at once (the route's writes open their own transaction).
-
-
-def get_current_user(request: Request, authorization: AuthHeader = None) -> User:
-    token = _token(authorization)
-    with request.app.state.sessions() as session:
-        user = user_for_key(session, token)
-        if user is None:
-            raise Unauthorized("invalid_token", "this API key is unknown or revoked")
-        session.expunge(user)
-    return user
+def get_current_user(session: SessionDep, authorization: AuthHeader = None) -> User:
+    return auth.user_for_token(session, token=_token(authorization))
 
 
 def require_admin(request: Request, authorization: AuthHeader = None) -> None:
@@ -64,24 +73,14 @@ def require_admin(request: Request, authorization: AuthHeader = None) -> None:
         raise Unauthorized("invalid_token", "admin calls need the admin token")
 
 
-def get_calling_bot(
-    request: Request,
-    bot_id: Annotated[str, Path(max_length=64)],
-    authorization: AuthHeader = None,
-) -> Bot:
-    """The bot whose token this is, which must be the bot in the path.
+def get_calling_bot(session: SessionDep, bot_id: BotPath, authorization: AuthHeader = None) -> Bot:
+    """The bot whose token this is, which must be the bot in the path (reads)."""
+    return auth.bot_for_token(session, token=_token(authorization), bot_id=bot_id, lock=False)
 
-    A token that belongs to no live bot is 401 (a bot's token dies with it); a live bot's token
-    on another bot's path is 403 and changes nothing.
-    """
-    hashed = digest(_token(authorization))
-    with request.app.state.sessions() as session:
-        owner = session.scalar(select(Bot).where(Bot.token_hash == hashed))
-    if owner is None or owner.token_hash is None or not same(owner.token_hash, hashed):
-        raise Unauthorized("invalid_token", "this bot token is unknown or its bot has ended")
-    if owner.id != bot_id:
-        raise Forbidden("foreign_bot", "a bot's token is valid for its own paths only")
-    return owner
+
+def lock_calling_bot(session: SessionDep, bot_id: BotPath, authorization: AuthHeader = None) -> Bot:
+    """The calling bot with its row locked in the same statement (callbacks that change it)."""
+    return auth.bot_for_token(session, token=_token(authorization), bot_id=bot_id, lock=True)
 
 
 @dataclass(frozen=True)
@@ -91,14 +90,15 @@ class Viewing:
     user_id: str | None
 
 
-def get_viewer(request: Request, authorization: AuthHeader = None) -> Viewing:
+def get_viewer(request: Request, session: SessionDep, authorization: AuthHeader = None) -> Viewing:
     token = _token(authorization)
     if same(token, request.app.state.admin_token):
         return Viewing(user_id=None)
-    return Viewing(user_id=get_current_user(request, authorization).id)
+    return Viewing(user_id=auth.user_for_token(session, token=token).id)
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
 Viewer = Annotated[Viewing, Depends(get_viewer)]
 AdminDep = Depends(require_admin)
 CallingBot = Annotated[Bot, Depends(get_calling_bot)]
+LockedCallingBot = Annotated[Bot, Depends(lock_calling_bot)]

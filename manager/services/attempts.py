@@ -1,7 +1,8 @@
-"""How an attempt ends: completed, failed, or, under the bot's restart policy, relaunched.
+"""Attempt rows: one per launch, each with its own workload reference and exit code.
 
 Every place that learns a workload ended (the runtime's `exited`, the reconciler's evidence)
-goes through `end_attempt`, so the restart rule lives here once.
+stores it through `end_attempt`; what follows (an end or a restart) is decided by
+`manager.lifecycle.rules`.
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from manager.lifecycle import BotStatus, Source, transition
+from manager.lifecycle import BotStatus, Source
+from manager.lifecycle.rules import Outcome, next_attempt
+from manager.lifecycle.store import transition
 from manager.models import Bot, BotAttempt, utcnow
 
 S = BotStatus
-MAX_BACKOFF_S = 3600.0
 
 
 def begin_attempt(session: Session, bot: Bot) -> BotAttempt:
@@ -54,57 +56,30 @@ def record_attempt_exit(
         row.ended_at = row.ended_at or utcnow()
 
 
-def end_attempt(
-    session: Session,
-    bot: Bot,
-    *,
-    failed: bool,
-    reason: str,
-    source: Source,
-    detail: str = "",
-    exit_code: int | None = None,
-) -> BotStatus:
-    """End the bot's current attempt on a locked bot and return the bot's new status.
+def end_attempt(session: Session, bot: Bot, outcome: Outcome, *, source: Source) -> BotStatus:
+    """Store the end of the bot's current attempt on a locked bot; return its new status.
 
-    A failure of an `active` bot with retries left goes back to `starting` (attempt + 1); the
-    relaunch waits an exponential backoff (`next_attempt_at`), done by the reconciler.
+    The restart policy (`rules.next_attempt`) may send a failed `active` bot back to
+    `starting` instead; the relaunch waits for `next_attempt_at`, done by the reconciler.
     """
     now = utcnow()
-    attempt = session.get(BotAttempt, (bot.id, bot.attempt))
-    if attempt is not None:
-        attempt.exit_code, attempt.outcome, attempt.ended_at = exit_code, reason, now
-    restarts_used = max(bot.attempt - 1, 0)
-    if failed and bot.status == S.ACTIVE and restarts_used < bot.restart_max_retries:
-        delay = min(bot.restart_backoff_s * 2**restarts_used, MAX_BACKOFF_S)
-        bot.attempt += 1
+    row = session.get(BotAttempt, (bot.id, bot.attempt))
+    if row is not None:
+        row.exit_code, row.outcome, row.ended_at = outcome.exit_code, outcome.reason, now
+    restart = next_attempt(bot, outcome)
+    if restart is not None:
         bot.runtime_ref = None
-        bot.exit_code = exit_code
-        bot.next_attempt_at = now + timedelta(seconds=delay)
-        note = f"attempt {bot.attempt - 1} ended ({reason}, exit {exit_code}); "
-        note += f"attempt {bot.attempt} in {delay:g}s"
-        transition(
-            session,
-            bot,
-            S.STARTING,
-            reason="restarting",
-            source=source,
-            detail=f"{note}. {detail}".strip(),
-            at=now,
-        )
+        bot.exit_code = outcome.exit_code
+        bot.next_attempt_at = now + timedelta(seconds=restart.delay_s)
+        note = f"attempt {bot.attempt} ended ({outcome.reason}, exit {outcome.exit_code}); "
+        note += f"attempt {restart.attempt} in {restart.delay_s:g}s"
+        transition(session, bot, S.STARTING, reason="restarting", source=source,
+                   detail=f"{note}. {outcome.detail}".strip(), at=now)  # fmt: skip
         bot.token_hash = None  # the old attempt's token dies with it
         return S.STARTING
-    target = S.FAILED if failed else S.COMPLETED
-    transition(
-        session,
-        bot,
-        target,
-        reason=reason,
-        source=source,
-        detail=detail,
-        exit_code=exit_code,
-        at=now,
-    )
+    transition(session, bot, outcome.target, reason=outcome.reason, source=source,
+               detail=outcome.detail, exit_code=outcome.exit_code, at=now)  # fmt: skip
     # The last attempt's code, None when nobody knows it yet (the workload pass fills in the
     # engine's); never an earlier attempt's code left over from a restart.
-    bot.exit_code = exit_code
-    return target
+    bot.exit_code = outcome.exit_code
+    return outcome.target

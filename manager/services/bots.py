@@ -11,7 +11,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from manager.errors import Conflict, Invalid, NotFound, TooMany
-from manager.lifecycle import LIVE, TERMINAL, BotStatus, Source, transition
+from manager.lifecycle import LIVE, BotStatus, Source
+from manager.lifecycle.rules import on_stop_requested
+from manager.lifecycle.store import transition
 from manager.models import Bot, BotLabel, BotTransition, User, new_id
 from manager.schemas import BotCreate
 from manager.services.users import get_user
@@ -169,7 +171,12 @@ def list_bots(
     return rows[:limit], next_cursor
 
 
-def list_transitions(session: Session, bot_id: str) -> list[BotTransition]:
+def list_transitions(
+    session: Session, bot_id: str, *, user_id: str | None = None
+) -> list[BotTransition]:
+    """The bot's history, oldest first; 404 for a bot that is not `user_id`'s (None: any)."""
+    if user_id is not None:
+        get_bot(session, bot_id, user_id=user_id)
     return list(
         session.scalars(
             select(BotTransition).where(BotTransition.bot_id == bot_id).order_by(BotTransition.id)
@@ -178,25 +185,14 @@ def list_transitions(session: Session, bot_id: str) -> list[BotTransition]:
 
 
 def cancel_or_begin_stop(session: Session, bot: Bot, *, source: Source, reason: str) -> bool:
-    """Record a stop on a locked bot. Returns True when the running workload must be told to
-    leave, False when nothing more is needed (cancelled before launch, already stopping/ended).
+    """Record a stop on a locked bot, as `rules.on_stop_requested` plans it. Returns True when
+    the running workload must be told to leave.
 
     The stop is stored before anything else happens, so a launch in flight sees it.
     """
-    status = BotStatus(bot.status)
-    if status == BotStatus.REQUESTED:
-        transition(session, bot, BotStatus.COMPLETED, reason="cancelled", source=source)
-        return False
-    if status in (BotStatus.STARTING, BotStatus.ACTIVE):
-        transition(session, bot, BotStatus.STOPPING, reason=reason, source=source)
-        if bot.runtime_ref is None and bot.next_attempt_at is not None:
-            # Stopped while waiting to restart: nothing runs, so it ends here.
-            bot.next_attempt_at = None
-            transition(session, bot, BotStatus.COMPLETED, reason="cancelled", source=source)
-            return False
-        return True
-    return False  # stopping or ended: stop is idempotent
-
-
-def is_terminal(bot: Bot) -> bool:
-    return BotStatus(bot.status) in TERMINAL
+    plan = on_stop_requested(bot, reason)
+    if plan.cancel_restart:
+        bot.next_attempt_at = None
+    for target, why in plan.moves:
+        transition(session, bot, target, reason=why, source=source)
+    return plan.tell_workload

@@ -9,23 +9,19 @@ from __future__ import annotations
 
 import copy
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from bot_runtime.protocol import ACTION_LEAVE, ACTION_RECONFIGURE, CommandMessage
 from manager import metrics
-from manager.db import transaction
 from manager.errors import Invalid, NotFound
 from manager.events import record_command_event
 from manager.lifecycle import BotStatus, IllegalTransition
 from manager.models import Bot, Command, utcnow
 from manager.schemas import check_config
-from manager.services.bots import lock_bot
-
-if TYPE_CHECKING:  # fleet.py imports this module
-    from manager.services.fleet import Fleet
+from manager.services.bots import get_bot
 
 OPEN_STATUSES = ("pending", "delivered")
 
@@ -130,26 +126,6 @@ def create_reconfigure(
     )
 
 
-def reconfigure(
-    fleet: Fleet, *, bot_id: str, user_id: str, config: dict[str, Any], merge: bool
-) -> Command:
-    """Replace (PUT) or merge into (PATCH) a bot's config under its row lock, so concurrent
-    changes queue and none is lost; then publish the command. Database first, as in `Fleet`."""
-    with transaction(fleet.sessions) as session:
-        bot = lock_bot(session, bot_id, user_id=user_id)
-        command = create_reconfigure(
-            session,
-            bot,
-            config=config,
-            merge=merge,
-            ttl_s=fleet.settings.command_ttl_s,
-            retry_s=fleet.settings.command_retry_s,
-        )
-    fleet.publish(command)
-    with fleet.sessions() as session:
-        return get_command(session, bot_id, command.id)
-
-
 def create_leave(session: Session, bot: Bot, *, ttl_s: float, retry_s: float) -> Command:
     return create_command(session, bot, action=ACTION_LEAVE, ttl_s=ttl_s, retry_s=retry_s)
 
@@ -164,19 +140,33 @@ def to_message(command: Command) -> CommandMessage:
     )
 
 
-def list_commands(session: Session, bot_id: str) -> list[Command]:
+def list_commands(session: Session, bot_id: str, *, user_id: str | None) -> list[Command]:
+    """The bot's commands, newest first; 404 for a bot that is not `user_id`'s (None: any)."""
+    get_bot(session, bot_id, user_id=user_id)
     return list(
         session.scalars(select(Command).where(Command.bot_id == bot_id).order_by(Command.id.desc()))
     )
 
 
-def get_command(session: Session, bot_id: str, command_id: str) -> Command:
+def get_command(session: Session, bot_id: str, command_id: str, *, user_id: str | None) -> Command:
+    """One command of the bot; 404 for a bot that is not `user_id`'s (None: any)."""
+    get_bot(session, bot_id, user_id=user_id)
     command = session.scalar(
         select(Command).where(Command.bot_id == bot_id, Command.id == command_id)
     )
     if command is None:
         raise NotFound("command_not_found", f"no command {command_id} for bot {bot_id}")
     return command
+
+
+def for_runtime(session: Session, bot_id: str, *, pending_only: bool) -> list[CommandMessage]:
+    """What the runtime reads on (re)connect, oldest first, as the envelopes Redis carries: the
+    open commands, or with `pending_only` False every command."""
+    if pending_only:
+        rows = pending_commands(session, bot_id)
+    else:
+        rows = list(reversed(list_commands(session, bot_id, user_id=None)))
+    return [to_message(c) for c in rows]
 
 
 def pending_commands(session: Session, bot_id: str) -> list[Command]:

@@ -7,16 +7,19 @@ reconciler finishes whatever a side effect could not.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 import redis
 from sqlalchemy.orm import Session, sessionmaker
 
+from bot_runtime.env import RuntimeEnv
 from bot_runtime.loader import BUILTIN_BOTS
 from bot_runtime.protocol import command_channel
 from manager import metrics
@@ -24,7 +27,9 @@ from manager.bus import CommandBus
 from manager.config import Settings
 from manager.db import transaction
 from manager.errors import Invalid
-from manager.lifecycle import TERMINAL, BotStatus, Source, transition
+from manager.lifecycle import TERMINAL, BotStatus, Source
+from manager.lifecycle.rules import on_launch_failed
+from manager.lifecycle.store import transition
 from manager.models import Bot, Command, utcnow
 from manager.schemas import BotCreate
 from manager.sealing import SecretBox, SecretsUnreadable
@@ -32,6 +37,7 @@ from manager.security import BOT_TOKEN_PREFIX, digest, new_secret
 from manager.services import attempts
 from manager.services import bots as bot_records
 from manager.services import commands as command_records
+from manager.services.unit_of_work import after_commit, unit_of_work
 from orchestrators.base import LABEL_FLEET, LaunchSpec, Orchestrator, OrchestratorError, Workload
 
 log = logging.getLogger(__name__)
@@ -71,20 +77,33 @@ class Fleet:
 
     # ---- requests from the API -------------------------------------------------------------
 
-    def start_bot(self, *, user_id: str, data: BotCreate) -> Bot:
+    # Request methods take the caller's session first (a request's one transaction, from
+    # `unit_of_work`) and queue their side effects to run after its commit; `stop_bot` and
+    # `reconfigure` also run in a unit of work of their own when given none (the reconciler).
+
+    def start_bot(self, session: Session, *, user_id: str, data: BotCreate) -> Bot:
+        """Record a `requested` bot; once committed, launch it (unless it starts later)."""
         self._check_allowed(data.bot)
         sealed = self.box.seal(data.secrets) if data.secrets else None
-        with transaction(self.sessions) as session:
-            bot = bot_records.create_bot(
-                session,
-                user_id=user_id,
-                data=data,
-                orchestrator=self.orchestrator.name,
-                sealed_secrets=sealed,
-            )
+        bot = bot_records.create_bot(
+            session,
+            user_id=user_id,
+            data=data,
+            orchestrator=self.orchestrator.name,
+            sealed_secrets=sealed,
+        )
         if bot.start_at is None or bot.start_at <= utcnow():
-            self._submit(self.launch, bot.id)
+            after_commit(session, partial(self._submit, self.launch, bot.id))
         return bot
+
+    @contextmanager
+    def _unit(self, session: Session | None) -> Iterator[Session]:
+        """The caller's transaction when it has one, else a unit of work of its own."""
+        if session is not None:
+            yield session
+            return
+        with unit_of_work(self.sessions) as own:
+            yield own
 
     def _check_allowed(self, bot: str) -> None:
         """Built-in bots, or `module:Class` from a module the operator allowed: users share the
@@ -106,15 +125,16 @@ class Fleet:
 
     def stop_bot(
         self,
+        session: Session | None = None,
         *,
         bot_id: str,
         user_id: str | None,
         source: Source = Source.API,
         reason: str = "stop_requested",
     ) -> Bot:
-        """Record the stop, then ask the bot to leave. Works with Redis down: the leave is
-        stored, and the workload is signalled through the orchestrator instead."""
-        with transaction(self.sessions) as session:
+        """Record the stop; once committed, ask the bot to leave. Works with Redis down: the
+        leave is stored, and the workload is signalled through the orchestrator instead."""
+        with self._unit(session) as session:
             bot = bot_records.lock_bot(session, bot_id, user_id=user_id)
             leave: Command | None = None
             if bot_records.cancel_or_begin_stop(session, bot, source=source, reason=reason):
@@ -124,23 +144,39 @@ class Fleet:
                     ttl_s=self.settings.command_ttl_s,
                     retry_s=self.settings.command_retry_s,
                 )
-        if leave is not None and not self.publish(leave) and bot.runtime_ref:
-            self._submit(self.terminate, bot.id)
+            if leave is not None:
+                after_commit(session, partial(self._tell_to_leave, bot, leave))
         return bot
 
-    def reconfigure(self, *, bot_id: str, user_id: str, config: dict[str, Any]) -> Command:
-        with transaction(self.sessions) as session:
+    def _tell_to_leave(self, bot: Bot, leave: Command) -> None:
+        """Publish the leave; with Redis down, signal the workload through the engine."""
+        if not self.publish(leave) and bot.runtime_ref:
+            self._submit(self.terminate, bot.id)
+
+    def reconfigure(
+        self,
+        session: Session | None = None,
+        *,
+        bot_id: str,
+        user_id: str,
+        config: dict[str, Any],
+        merge: bool = False,
+    ) -> Command:
+        """Replace (PUT) or merge into (PATCH, a JSON Merge Patch) the bot's config under its
+        row lock, so concurrent changes queue and none is lost; once committed, publish the
+        command. The answer is the command as committed."""
+        with self._unit(session) as session:
             bot = bot_records.lock_bot(session, bot_id, user_id=user_id)
             command = command_records.create_reconfigure(
                 session,
                 bot,
                 config=config,
+                merge=merge,
                 ttl_s=self.settings.command_ttl_s,
                 retry_s=self.settings.command_retry_s,
             )
-        self.publish(command)
-        with self.sessions() as session:
-            return command_records.get_command(session, bot_id, command.id)
+            after_commit(session, partial(self.publish, command))
+        return command
 
     # ---- commands ----------------------------------------------------------------------------
 
@@ -198,8 +234,7 @@ class Fleet:
                     f"{self.settings.schedule_miss_s:g}s ago",
                 )
                 return
-            bot.attempt += 1
-            transition(
+            transition(  # the move into starting counts the attempt
                 session, bot, BotStatus.STARTING, reason="launching", source=Source.ORCHESTRATOR
             )
             spec = self._prepare_attempt(session, bot)
@@ -241,26 +276,28 @@ class Fleet:
             return None
 
     def launch_spec(self, bot: Bot, token: str) -> LaunchSpec:
-        """The runtime's environment of CONTRACT.md, and nothing else."""
+        """The runtime's environment (bot_runtime/env.py renders it, public and secret apart),
+        and nothing else."""
         settings = self.settings
-        env = {
-            "BOTFLEET_BOT_ID": bot.id,
-            "BOTFLEET_BOT_TOKEN": token,
-            "BOTFLEET_CALLBACK_URL": settings.resolved_callback_url(),
-            "BOTFLEET_REDIS_URL": settings.bot_redis_url or settings.redis_url or "",
-            "BOTFLEET_COMMAND_CHANNEL": command_channel(bot.id),
-            "BOTFLEET_BOT": bot.bot,
-            "BOTFLEET_BOT_CONFIG": json.dumps(bot.config),
-            "BOTFLEET_HEARTBEAT_S": str(settings.heartbeat_s),
-        }
-        if bot.secrets_sealed:
-            env["BOTFLEET_BOT_SECRETS"] = json.dumps(self.box.open(bot.secrets_sealed))
+        rendered = RuntimeEnv(
+            bot_id=bot.id,
+            token=token,
+            callback_url=settings.resolved_callback_url(),
+            redis_url=settings.bot_redis_url or settings.redis_url or "",
+            command_channel=command_channel(bot.id),
+            bot=bot.bot,
+            config=bot.config,
+            secrets=self.box.open(bot.secrets_sealed) if bot.secrets_sealed else {},
+            heartbeat_s=settings.heartbeat_s,
+            leave_grace_s=settings.leave_grace_s,
+        ).render()
         return LaunchSpec(
             bot_id=bot.id,
             user_id=bot.user_id,
             attempt=bot.attempt,
             image=bot.image or None,
-            env=env,
+            env=rendered.env,
+            secret_env=rendered.secret_env,
             labels=dict(bot.labels or {}),
             fleet=self.fleet_id,
         )
@@ -286,7 +323,7 @@ class Fleet:
             attempts.set_attempt_ref(session, bot, spec.attempt, ref)
             if bot.attempt == spec.attempt:
                 bot.runtime_ref = ref
-            ended = BotStatus(bot.status) in TERMINAL
+            ended = bot.status in TERMINAL
         if ended:  # failed or cancelled while the engine was busy: nothing may keep running
             self.orchestrator.stop(ref, grace_s=self.settings.stop_grace_s)
 
@@ -294,26 +331,11 @@ class Fleet:
         log.warning("launch of bot %s failed (%s): %s", spec.bot_id, code, message)
         with transaction(self.sessions) as session:
             bot = bot_records.lock_bot(session, spec.bot_id)
-            if bot.attempt != spec.attempt:
+            outcome = on_launch_failed(bot, code, message)
+            if bot.attempt != spec.attempt or outcome is None:
                 return
-            if bot.status == BotStatus.STARTING:
-                transition(
-                    session,
-                    bot,
-                    BotStatus.FAILED,
-                    reason=code,
-                    source=Source.ORCHESTRATOR,
-                    detail=message,
-                )
-            elif bot.status == BotStatus.STOPPING:
-                transition(
-                    session,
-                    bot,
-                    BotStatus.COMPLETED,
-                    reason="cancelled",
-                    source=Source.ORCHESTRATOR,
-                    detail=message,
-                )
+            transition(session, bot, outcome.target, reason=outcome.reason,
+                       source=Source.ORCHESTRATOR, detail=outcome.detail)  # fmt: skip
 
     def terminate(self, bot_id: str) -> None:
         """Signal the workload to leave (SIGTERM or the engine's equivalent), kill after the

@@ -1,29 +1,28 @@
 """`Idempotency-Key`: the same key and body within 24 hours get the first answer again.
 
-The key is claimed in the database before the work runs (a concurrent duplicate gets 409), and
-the answer is stored with it, so replays survive restarts and work across replicas. Only
-successful answers are kept: a refused request (422, 429…) may be retried with the same key.
+The key is claimed in the request's own transaction, before the work, and the answer is stored
+in that same transaction: the claim, the work and the answer commit together or not at all. A
+concurrent duplicate waits on the claim (PostgreSQL's unique index; SQLite's write lock) and then
+replays the committed answer. Answers live in the database, so replays survive restarts and work
+across replicas. Only successful answers are kept: a refused request (422, 429…) rolls its claim
+back and may be retried with the same key.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from fastapi.responses import JSONResponse
 from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
-from manager.db import transaction
 from manager.errors import Conflict, Invalid
 from manager.models import IdempotencyRecord, utcnow
 
 TTL = timedelta(hours=24)
-REPLAY_HEADER = "Idempotent-Replayed"
 
 
 def fingerprint(operation: str, body: Any) -> str:
@@ -32,53 +31,29 @@ def fingerprint(operation: str, body: Any) -> str:
     return hashlib.sha256(f"{operation}\n{canonical}".encode()).hexdigest()
 
 
-def respond_once(
-    sessions: sessionmaker[Session],
-    *,
-    user_id: str,
-    key: str | None,
-    fingerprint: str,
-    status_code: int,
-    run: Callable[[], Any],
-) -> JSONResponse:
-    """Run `run` (returning a JSON-able body) once per key, replaying its answer after."""
-    if key is None:
-        return JSONResponse(run(), status_code)
-    with transaction(sessions) as session:
-        record = session.get(IdempotencyRecord, (user_id, key), with_for_update=True)
-        if record is not None and record.created_at < utcnow() - TTL:
-            session.delete(record)
-            session.flush()
-            record = None
-        if record is not None:
-            return _replay(record, fingerprint)
-    try:
-        with transaction(sessions) as session:
-            session.add(IdempotencyRecord(user_id=user_id, key=key, fingerprint=fingerprint))
-    except IntegrityError:  # another request with this key claimed it a moment ago
-        with sessions() as session:
-            record = session.get(IdempotencyRecord, (user_id, key))
+def claim(
+    session: Session, *, user_id: str, key: str, fingerprint: str
+) -> IdempotencyRecord | None:
+    """Claim `key` for this request. None: this request is the first, so run it and
+    `store_answer`; else the record whose answer to replay.
+
+    422 `idempotency_mismatch` when the key was used with another request; 409
+    `idempotency_in_progress` when the first request's answer is not there yet.
+    """
+    record = session.get(IdempotencyRecord, (user_id, key), with_for_update=True)
+    if record is not None and record.created_at < utcnow() - TTL:
+        session.delete(record)
+        session.flush()
+        record = None
+    if record is None:
+        try:
+            with session.begin_nested():  # a savepoint: losing the race keeps the transaction
+                session.add(IdempotencyRecord(user_id=user_id, key=key, fingerprint=fingerprint))
+            return None
+        except IntegrityError:  # a concurrent request with this key committed first
+            record = session.get(IdempotencyRecord, (user_id, key), populate_existing=True)
             if record is None:
                 raise Conflict("idempotency_in_progress", "retry this request") from None
-            return _replay(record, fingerprint)
-    try:
-        body = run()
-    except BaseException:
-        with transaction(sessions) as session:
-            session.execute(
-                delete(IdempotencyRecord).where(
-                    IdempotencyRecord.user_id == user_id, IdempotencyRecord.key == key
-                )
-            )
-        raise
-    with transaction(sessions) as session:
-        record = session.get(IdempotencyRecord, (user_id, key), with_for_update=True)
-        if record is not None:
-            record.status_code, record.body = status_code, body
-    return JSONResponse(body, status_code)
-
-
-def _replay(record: IdempotencyRecord, fingerprint: str) -> JSONResponse:
     if record.fingerprint != fingerprint:
         raise Invalid(
             "idempotency_mismatch",
@@ -86,7 +61,15 @@ def _replay(record: IdempotencyRecord, fingerprint: str) -> JSONResponse:
         )
     if record.status_code is None:
         raise Conflict("idempotency_in_progress", "the first request with this key still runs")
-    return JSONResponse(record.body, record.status_code, headers={REPLAY_HEADER: "true"})
+    return record
+
+
+def store_answer(session: Session, *, user_id: str, key: str, status_code: int, body: Any) -> None:
+    """Keep the answer of the request that claimed `key`, in the same transaction."""
+    record = session.get(IdempotencyRecord, (user_id, key))
+    if record is None:
+        raise RuntimeError(f"Idempotency-Key {key!r} was not claimed in this transaction")
+    record.status_code, record.body = status_code, body
 
 
 def sweep(session: Session) -> int:

@@ -31,6 +31,11 @@ def issue_key(session: Session, *, user: User) -> str:
     return key
 
 
+def create_key(session: Session, user_id: str) -> str:
+    """A new API key for the user, in clear this once (only its hash is stored)."""
+    return issue_key(session, user=get_user(session, user_id))
+
+
 def get_user(session: Session, user_id: str, *, for_update: bool = False) -> User:
     query = select(User).where(User.id == user_id)
     if for_update:

@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session, aliased, sessionmaker
 from manager import metrics
 from manager.config import Settings
 from manager.db import transaction
+from manager.loops import run_steps
 from manager.models import Event, utcnow
 from manager.webhooks.guard import UrlRefused, check_url
 from manager.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
@@ -93,13 +94,11 @@ class WebhookSender:
     # ---- driving ---------------------------------------------------------------------------
 
     def run_once(self) -> None:
+        """One tick (its loop is `manager/loops.py`'s `IntervalLoop`). A step that fails as a
+        whole raises `StepsFailed` once both have run, so the loop counts it; one endpoint's
+        failure is tolerated and only kept in `last_errors` (this tick's)."""
         self.last_errors = []
-        for step in (self.fan_out, self.send_due):
-            try:
-                step()
-            except Exception as exc:
-                self.last_errors.append(f"{step.__name__}: {exc}")
-                log.exception("webhook step %s failed", step.__name__)
+        run_steps((self.fan_out, self.send_due), what="webhook")
 
     # ---- 1. fan-out ------------------------------------------------------------------------
 

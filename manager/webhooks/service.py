@@ -1,4 +1,5 @@
-"""Endpoints and deliveries as the API sees them: keyword-only functions, one job each."""
+"""Endpoints and deliveries as the API sees them: functions of the caller's session with
+keyword-only arguments, one job each (the convention of `manager/services/__init__.py`)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,8 @@ from datetime import timedelta
 
 from sqlalchemy import Select, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
-from manager.db import transaction
 from manager.errors import Invalid, NotFound
 from manager.events import latest_event_id
 from manager.models import utcnow
@@ -19,7 +19,7 @@ from manager.webhooks.signing import new_secret
 
 
 def checked_url(url: str, *, allow_private: bool) -> str:
-    """The URL, or 422 `webhook_url_refused` (checked before any transaction: DNS is slow)."""
+    """The URL, or 422 `webhook_url_refused`. Resolves the host: call it before locking rows."""
     try:
         check_url(url, allow_private=allow_private)
     except UrlRefused as exc:
@@ -48,56 +48,62 @@ def get_endpoint(session: Session, *, user_id: str, bot_id: str | None) -> Webho
 
 
 def put_endpoint(
-    sessions: sessionmaker[Session],
-    *,
-    user_id: str,
-    bot_id: str | None,
-    url: str,
-    enabled: bool,
+    session: Session, *, user_id: str, bot_id: str | None, url: str, enabled: bool
 ) -> tuple[WebhookEndpoint, bool]:
     """Create or update the endpoint; True when created (its secret is then new).
 
     A new endpoint, or one enabled again, starts after the newest event: no history flood.
     """
-    for tries_left in (1, 0):  # two concurrent creations: the loser updates the winner's row
-        try:
-            with transaction(sessions) as session:
-                if bot_id is not None:
-                    bot_records.get_bot(session, bot_id, user_id=user_id)
-                endpoint = _find(session, user_id=user_id, bot_id=bot_id, lock=True)
-                created = endpoint is None
-                if endpoint is None:
-                    newest = latest_event_id(session)
-                    endpoint = WebhookEndpoint(
-                        user_id=user_id,
-                        bot_id=bot_id,
-                        secret=new_secret(),
-                        cursor=newest,
-                        start_event_id=newest,
-                        enabled=enabled,
-                    )
-                    session.add(endpoint)
-                elif enabled and not endpoint.enabled:
-                    endpoint.cursor = max(endpoint.cursor, latest_event_id(session))
-                endpoint.url, endpoint.enabled, endpoint.updated_at = url, enabled, utcnow()
-            return endpoint, created
-        except IntegrityError:
-            if not tries_left:
-                raise
-    raise AssertionError("unreachable")
+    if bot_id is not None:
+        bot_records.get_bot(session, bot_id, user_id=user_id)  # another user's bot: 404
+    endpoint = _find(session, user_id=user_id, bot_id=bot_id, lock=True)
+    if endpoint is None:
+        endpoint = _create(session, user_id=user_id, bot_id=bot_id, url=url, enabled=enabled)
+        if endpoint is not None:
+            return endpoint, True
+        # A concurrent request created it a moment ago: update theirs.
+        endpoint = _find(session, user_id=user_id, bot_id=bot_id, lock=True)
+        if endpoint is None:
+            raise AssertionError("the endpoint that won the race is gone")
+    if enabled and not endpoint.enabled:
+        endpoint.cursor = max(endpoint.cursor, latest_event_id(session))
+    endpoint.url, endpoint.enabled, endpoint.updated_at = url, enabled, utcnow()
+    return endpoint, False
 
 
-def rotate_secret(sessions: sessionmaker[Session], *, user_id: str, bot_id: str | None) -> str:
-    with transaction(sessions) as session:
-        endpoint = get_endpoint(session, user_id=user_id, bot_id=bot_id)
-        endpoint.secret, endpoint.updated_at = new_secret(), utcnow()
-        return endpoint.secret
+def _create(
+    session: Session, *, user_id: str, bot_id: str | None, url: str, enabled: bool
+) -> WebhookEndpoint | None:
+    """Insert a new endpoint in a savepoint; None when a concurrent creation won (the unique
+    index refused ours), leaving the transaction usable."""
+    newest = latest_event_id(session)
+    endpoint = WebhookEndpoint(
+        user_id=user_id,
+        bot_id=bot_id,
+        url=url,
+        secret=new_secret(),
+        cursor=newest,
+        start_event_id=newest,
+        enabled=enabled,
+        updated_at=utcnow(),
+    )
+    try:
+        with session.begin_nested():
+            session.add(endpoint)
+    except IntegrityError:
+        return None
+    return endpoint
 
 
-def delete_endpoint(sessions: sessionmaker[Session], *, user_id: str, bot_id: str | None) -> None:
+def rotate_secret(session: Session, *, user_id: str, bot_id: str | None) -> str:
+    endpoint = get_endpoint(session, user_id=user_id, bot_id=bot_id)
+    endpoint.secret, endpoint.updated_at = new_secret(), utcnow()
+    return endpoint.secret
+
+
+def delete_endpoint(session: Session, *, user_id: str, bot_id: str | None) -> None:
     """Remove the endpoint with its deliveries and their attempts."""
-    with transaction(sessions) as session:
-        session.delete(get_endpoint(session, user_id=user_id, bot_id=bot_id))
+    session.delete(get_endpoint(session, user_id=user_id, bot_id=bot_id))
 
 
 def _owned_deliveries(user_id: str) -> Select[tuple[WebhookDelivery]]:
@@ -137,13 +143,12 @@ def attempts_of(session: Session, delivery_ids: list[str]) -> dict[str, list[Web
 
 
 def redeliver(
-    sessions: sessionmaker[Session], *, user_id: str, delivery_id: str, give_up_s: float
+    session: Session, *, user_id: str, delivery_id: str, give_up_s: float
 ) -> WebhookDelivery:
     """Queue the delivery again, due now; it is retried for another `give_up_s` if it fails."""
-    with transaction(sessions) as session:
-        delivery = get_delivery(session, user_id=user_id, delivery_id=delivery_id)
-        session.refresh(delivery, with_for_update=True)
-        now = utcnow()
-        delivery.status, delivery.next_attempt_at = "pending", now
-        delivery.expires_at = now + timedelta(seconds=give_up_s)
-        return delivery
+    delivery = get_delivery(session, user_id=user_id, delivery_id=delivery_id)
+    session.refresh(delivery, with_for_update=True)
+    now = utcnow()
+    delivery.status, delivery.next_attempt_at = "pending", now
+    delivery.expires_at = now + timedelta(seconds=give_up_s)
+    return delivery

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from manager.api.deps import AdminDep, FleetDep, SessionDep, SettingsDep
-from manager.db import transaction
+from manager.api.deps import AdminDep, SessionDep, SettingsDep
 from manager.errors import error_responses
 from manager.schemas import ApiKeyCreated, UserCreate, UserPublic, UserUpdate, UserWithKey
 from manager.services import users
@@ -19,13 +18,12 @@ router = APIRouter(
 
 
 @router.post("/users", status_code=status.HTTP_201_CREATED, response_model=UserWithKey)
-def create_user(body: UserCreate, fleet: FleetDep, settings: SettingsDep) -> UserWithKey:
+def create_user(body: UserCreate, session: SessionDep, settings: SettingsDep) -> UserWithKey:
     limit = body.max_concurrent_bots
     if limit is None:
         limit = settings.default_max_concurrent_bots
-    with transaction(fleet.sessions) as session:
-        user, key = users.create_user(session, name=body.name, max_concurrent_bots=limit)
-        return UserWithKey(**UserPublic.model_validate(user).model_dump(), api_key=key)
+    user, key = users.create_user(session, name=body.name, max_concurrent_bots=limit)
+    return UserWithKey(**UserPublic.model_validate(user).model_dump(), api_key=key)
 
 
 @router.get("/users", response_model=list[UserPublic])
@@ -39,19 +37,13 @@ def get_user(user_id: str, session: SessionDep) -> UserPublic:
 
 
 @router.patch("/users/{user_id}", response_model=UserPublic)
-def update_user(user_id: str, body: UserUpdate, fleet: FleetDep) -> UserPublic:
-    with transaction(fleet.sessions) as session:
-        user = users.set_limit(
-            session, user_id=user_id, max_concurrent_bots=body.max_concurrent_bots
-        )
-        return UserPublic.model_validate(user)
+def update_user(user_id: str, body: UserUpdate, session: SessionDep) -> UserPublic:
+    user = users.set_limit(session, user_id=user_id, max_concurrent_bots=body.max_concurrent_bots)
+    return UserPublic.model_validate(user)
 
 
 @router.post(
     "/users/{user_id}/keys", status_code=status.HTTP_201_CREATED, response_model=ApiKeyCreated
 )
-def create_key(user_id: str, fleet: FleetDep) -> ApiKeyCreated:
-    with transaction(fleet.sessions) as session:
-        user = users.get_user(session, user_id)
-        key = users.issue_key(session, user=user)
-        return ApiKeyCreated(user_id=user.id, api_key=key)
+def create_key(user_id: str, session: SessionDep) -> ApiKeyCreated:
+    return ApiKeyCreated(user_id=user_id, api_key=users.create_key(session, user_id))

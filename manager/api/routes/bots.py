@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, status
+from fastapi import APIRouter, Depends, Query, status
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from manager.api.deps import CurrentUser, FleetDep, SessionDep
-from manager.errors import NotImplementedByBackend, Unavailable, error_responses
+from manager.api.idempotency import Idempotent
+from manager.errors import error_responses
 from manager.schemas import (
     AttemptPublic,
     BotCreate,
@@ -19,45 +20,27 @@ from manager.schemas import (
     ConfigReplace,
     TransitionPublic,
 )
-from manager.services import attempts, idempotency
+from manager.services import attempts
 from manager.services import bots as bot_records
 from manager.services import commands as command_records
-from manager.services.fleet import Fleet
-from orchestrators.base import CapabilityNotSupported, OrchestratorError, WorkloadNotFound
+from manager.services.logs import bot_logs
 
 router = APIRouter(
     prefix="/bots",
     tags=["bots"],
     responses=error_responses(400, 401, 404, 409, 413, 422, 429, 501, 503),
 )
-BotId = Annotated[str, "bot id"]
-
-
-IdempotencyKey = Annotated[
-    str | None,
-    Header(
-        alias="Idempotency-Key",
-        min_length=1,
-        max_length=200,
-        description="The same key and body within 24 h return the first answer again.",
-    ),
-]
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=BotPublic)
 def start_bot(
-    body: BotCreate, user: CurrentUser, fleet: FleetDep, idempotency_key: IdempotencyKey = None
+    body: BotCreate, user: CurrentUser, session: SessionDep, fleet: FleetDep, once: Idempotent
 ) -> JSONResponse:
-    return idempotency.respond_once(
-        fleet.sessions,
-        user_id=user.id,
-        key=idempotency_key,
-        fingerprint=idempotency.fingerprint("POST /bots", body.model_dump(mode="json")),
-        status_code=status.HTTP_201_CREATED,
-        run=lambda: BotPublic.model_validate(
-            fleet.start_bot(user_id=user.id, data=body)
-        ).model_dump(mode="json"),
-    )
+    replay = once.replay("POST /bots", body.model_dump(mode="json"))
+    if replay is not None:
+        return replay
+    bot = fleet.start_bot(session, user_id=user.id, data=body)
+    return once.answer(BotPublic.model_validate(bot), status.HTTP_201_CREATED)
 
 
 @router.get("", response_model=BotPage)
@@ -88,7 +71,6 @@ def get_bot(bot_id: str, session: SessionDep, user: CurrentUser) -> BotPublic:
 
 @router.get("/{bot_id}/transitions", response_model=list[TransitionPublic])
 def get_transitions(bot_id: str, session: SessionDep, user: CurrentUser) -> list[TransitionPublic]:
-    bot_records.get_bot(session, bot_id, user_id=user.id)
     return [
         TransitionPublic(
             from_=t.from_status,
@@ -99,7 +81,7 @@ def get_transitions(bot_id: str, session: SessionDep, user: CurrentUser) -> list
             attempt=t.attempt,
             at=t.at,
         )
-        for t in bot_records.list_transitions(session, bot_id)
+        for t in bot_records.list_transitions(session, bot_id, user_id=user.id)
     ]
 
 
@@ -108,6 +90,30 @@ def get_attempts(bot_id: str, session: SessionDep, user: CurrentUser) -> list[At
     """Every launch of the bot, oldest first (restarts add one each)."""
     bot_records.get_bot(session, bot_id, user_id=user.id)
     return [AttemptPublic.model_validate(a) for a in attempts.list_attempts(session, bot_id)]
+
+
+class ConfigChange:
+    """What PATCH and PUT of a config share; they differ only in `merge`, and each method is
+    its own idempotent operation."""
+
+    def __init__(
+        self, bot_id: str, user: CurrentUser, session: SessionDep, fleet: FleetDep, once: Idempotent
+    ) -> None:
+        self.bot_id, self.user_id = bot_id, user.id
+        self.session, self.fleet, self.once = session, fleet, once
+
+    def apply(self, config: dict[str, Any], *, merge: bool) -> JSONResponse:
+        method = "PATCH" if merge else "PUT"
+        replay = self.once.replay(f"{method} /bots/{self.bot_id}/config", config)
+        if replay is not None:
+            return replay
+        command = self.fleet.reconfigure(
+            self.session, bot_id=self.bot_id, user_id=self.user_id, config=config, merge=merge
+        )
+        return self.once.answer(CommandPublic.model_validate(command), status.HTTP_202_ACCEPTED)
+
+
+ConfigChangeDep = Annotated[ConfigChange, Depends()]
 
 
 @router.patch(
@@ -128,16 +134,8 @@ def get_attempts(bot_id: str, session: SessionDep, user: CurrentUser) -> list[At
         "`PUT /bots/{id}/config` replaces the whole config instead."
     ),
 )
-def patch_config(
-    bot_id: str,
-    body: ConfigPatch,
-    user: CurrentUser,
-    fleet: FleetDep,
-    idempotency_key: IdempotencyKey = None,
-) -> JSONResponse:
-    return _reconfigure(
-        fleet, bot_id=bot_id, user_id=user.id, config=body.config, merge=True, key=idempotency_key
-    )
+def patch_config(body: ConfigPatch, change: ConfigChangeDep) -> JSONResponse:
+    return change.apply(body.config, merge=True)
 
 
 @router.put(
@@ -153,53 +151,27 @@ def patch_config(
         "replays the first answer. `PATCH /bots/{id}/config` merges instead."
     ),
 )
-def replace_config(
-    bot_id: str,
-    body: ConfigReplace,
-    user: CurrentUser,
-    fleet: FleetDep,
-    idempotency_key: IdempotencyKey = None,
-) -> JSONResponse:
-    return _reconfigure(
-        fleet, bot_id=bot_id, user_id=user.id, config=body.config, merge=False, key=idempotency_key
-    )
-
-
-def _reconfigure(
-    fleet: Fleet, *, bot_id: str, user_id: str, config: dict[str, Any], merge: bool, key: str | None
-) -> JSONResponse:
-    method = "PATCH" if merge else "PUT"
-    return idempotency.respond_once(
-        fleet.sessions,
-        user_id=user_id,
-        key=key,
-        fingerprint=idempotency.fingerprint(f"{method} /bots/{bot_id}/config", config),
-        status_code=status.HTTP_202_ACCEPTED,
-        run=lambda: CommandPublic.model_validate(
-            command_records.reconfigure(
-                fleet, bot_id=bot_id, user_id=user_id, config=config, merge=merge
-            )
-        ).model_dump(mode="json"),
-    )
+def replace_config(body: ConfigReplace, change: ConfigChangeDep) -> JSONResponse:
+    return change.apply(body.config, merge=False)
 
 
 @router.post("/{bot_id}/stop", status_code=status.HTTP_202_ACCEPTED, response_model=BotPublic)
-def stop_bot(bot_id: str, user: CurrentUser, fleet: FleetDep) -> BotPublic:
-    return BotPublic.model_validate(fleet.stop_bot(bot_id=bot_id, user_id=user.id))
+def stop_bot(bot_id: str, user: CurrentUser, session: SessionDep, fleet: FleetDep) -> BotPublic:
+    return BotPublic.model_validate(fleet.stop_bot(session, bot_id=bot_id, user_id=user.id))
 
 
 @router.get("/{bot_id}/commands", response_model=list[CommandPublic])
 def list_commands(bot_id: str, session: SessionDep, user: CurrentUser) -> list[CommandPublic]:
-    bot_records.get_bot(session, bot_id, user_id=user.id)
-    return [CommandPublic.model_validate(c) for c in command_records.list_commands(session, bot_id)]
+    rows = command_records.list_commands(session, bot_id, user_id=user.id)
+    return [CommandPublic.model_validate(c) for c in rows]
 
 
 @router.get("/{bot_id}/commands/{command_id}", response_model=CommandPublic)
 def get_command(
     bot_id: str, command_id: str, session: SessionDep, user: CurrentUser
 ) -> CommandPublic:
-    bot_records.get_bot(session, bot_id, user_id=user.id)
-    return CommandPublic.model_validate(command_records.get_command(session, bot_id, command_id))
+    command = command_records.get_command(session, bot_id, command_id, user_id=user.id)
+    return CommandPublic.model_validate(command)
 
 
 @router.get(
@@ -213,18 +185,5 @@ def get_logs(
     fleet: FleetDep,
     tail: Annotated[int, Query(ge=1, le=10_000)] = 200,
 ) -> PlainTextResponse:
-    bot = bot_records.get_bot(session, bot_id, user_id=user.id)
-    if not bot.runtime_ref:
-        return PlainTextResponse("")
-    try:
-        text = fleet.orchestrator.logs(bot.runtime_ref, bot_id=bot.id, tail=tail)
-    except CapabilityNotSupported as exc:
-        raise NotImplementedByBackend(exc.code, str(exc)) from exc
-    except OrchestratorError as exc:
-        # Removed (or being removed) after it ended: the lines kept before removal.
-        session.expire_all()
-        kept = bot_records.get_bot(session, bot_id, user_id=user.id).last_logs
-        if kept is None and not isinstance(exc, WorkloadNotFound):
-            raise Unavailable(exc.code, str(exc)) from exc
-        text = "\n".join((kept or "").splitlines()[-tail:])
+    text = bot_logs(session, bot_id, user_id=user.id, orchestrator=fleet.orchestrator, tail=tail)
     return PlainTextResponse(text)

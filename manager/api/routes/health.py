@@ -19,7 +19,8 @@ def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 def readyz(request: Request) -> JSONResponse:
-    """Ready when the database, Redis and the orchestrator all answer."""
+    """Ready when the database, Redis and the orchestrator all answer and no periodic loop is
+    failing (`manager/loops.py`: several failed runs in a row; its last error is shown)."""
     state = request.app.state
     checks: dict[str, Any] = {}
 
@@ -37,9 +38,14 @@ def readyz(request: Request) -> JSONResponse:
     check("database", database)
     check("redis", state.fleet.bus.ping)
     check("orchestrator", state.fleet.orchestrator.check_health)
-    ready = all(v == "ok" for v in checks.values())
+    loops = [loop.health() for loop in state.loops]
+    ready = all(v == "ok" for v in checks.values()) and not any(h.failing for h in loops)
     return JSONResponse(
-        {"status": "ok" if ready else "unavailable", "checks": checks},
+        {
+            "status": "ok" if ready else "unavailable",
+            "checks": checks,
+            "loops": {h.name: h.as_dict() for h in loops},
+        },
         status_code=200 if ready else 503,
     )
 

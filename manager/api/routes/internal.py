@@ -6,11 +6,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from manager.api.deps import CallingBot, FleetDep
-from manager.db import transaction
+from manager.api.deps import CallingBot, LockedCallingBot, SessionDep
 from manager.errors import error_responses
 from manager.schemas import AckIn, CallbackIn, CallbackOut, CommandPublic
-from manager.services import bots as bot_records
 from manager.services import commands as command_records
 from manager.services.callbacks import apply_callback
 
@@ -20,36 +18,30 @@ router = APIRouter(
     responses=error_responses(400, 401, 403, 404, 409, 413, 422, 503),
 )
 
+# A callback that changes the bot authenticates and locks its row in one statement
+# (`LockedCallingBot`), in the request's one transaction.
+
 
 @router.post("/callbacks", response_model=CallbackOut)
-def callback(bot: CallingBot, body: CallbackIn, fleet: FleetDep) -> CallbackOut:
-    with transaction(fleet.sessions) as session:
-        locked = bot_records.lock_bot(session, bot.id)
-        changed = apply_callback(session, locked, body)
-        return CallbackOut(status=locked.status, changed=changed)
+def callback(bot: LockedCallingBot, body: CallbackIn, session: SessionDep) -> CallbackOut:
+    changed = apply_callback(session, bot, body)
+    return CallbackOut(status=bot.status, changed=changed)
 
 
 @router.get("/commands")
 def pending_commands(
     bot: CallingBot,
-    fleet: FleetDep,
+    session: SessionDep,
     pending: Annotated[int, Query(ge=0, le=1)] = 1,
 ) -> list[dict[str, Any]]:
     """Commands not yet acknowledged, oldest first, as the same envelopes Redis carries."""
-    with fleet.sessions() as session:
-        rows = (
-            command_records.pending_commands(session, bot.id)
-            if pending
-            else list(reversed(command_records.list_commands(session, bot.id)))
-        )
-        return [command_records.to_message(c).to_dict() for c in rows]
+    messages = command_records.for_runtime(session, bot.id, pending_only=bool(pending))
+    return [m.to_dict() for m in messages]
 
 
 @router.post("/commands/{command_id}/ack", response_model=CommandPublic)
-def ack_command(command_id: str, bot: CallingBot, body: AckIn, fleet: FleetDep) -> CommandPublic:
-    with transaction(fleet.sessions) as session:
-        locked = bot_records.lock_bot(session, bot.id)
-        command = command_records.record_ack(
-            session, locked, command_id, ok=body.ok, error=body.error
-        )
-        return CommandPublic.model_validate(command)
+def ack_command(
+    command_id: str, bot: LockedCallingBot, body: AckIn, session: SessionDep
+) -> CommandPublic:
+    command = command_records.record_ack(session, bot, command_id, ok=body.ok, error=body.error)
+    return CommandPublic.model_validate(command)

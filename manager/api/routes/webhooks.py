@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Depends, Query, Response, status
 from sqlalchemy.orm import Session
 
-from manager.api.deps import CurrentUser, FleetDep, SessionDep, SettingsDep
+from manager.api.deps import CurrentUser, SessionDep, SettingsDep
 from manager.errors import error_responses
-from manager.services.fleet import Fleet
 from manager.webhooks import service
 from manager.webhooks.models import WebhookDelivery, WebhookEndpoint
 from manager.webhooks.schemas import (
@@ -52,36 +51,37 @@ def _deliveries(session: Session, rows: list[WebhookDelivery]) -> list[WebhookDe
     ]
 
 
-def _put(
-    body: WebhookPut,
-    response: Response,
-    *,
-    user_id: str,
-    bot_id: str | None,
-    fleet: Fleet,
-    allow_private: bool,
-) -> WebhookPublic:
-    url = service.checked_url(body.url, allow_private=allow_private)
-    endpoint, created = service.put_endpoint(
-        fleet.sessions, user_id=user_id, bot_id=bot_id, url=url, enabled=body.enabled
-    )
-    if created:
-        response.status_code = status.HTTP_201_CREATED
-    return _public(endpoint, with_secret=created)
+class EndpointPut:
+    """What PUT of a user's endpoint and of a bot's override share."""
+
+    def __init__(
+        self, response: Response, user: CurrentUser, session: SessionDep, settings: SettingsDep
+    ) -> None:
+        self.response, self.user_id = response, user.id
+        self.session, self.allow_private = session, settings.webhook_allow_private
+
+    def apply(self, body: WebhookPut, *, bot_id: str | None) -> WebhookPublic:
+        url = service.checked_url(body.url, allow_private=self.allow_private)
+        endpoint, created = service.put_endpoint(
+            self.session, user_id=self.user_id, bot_id=bot_id, url=url, enabled=body.enabled
+        )
+        if created:
+            self.response.status_code = status.HTTP_201_CREATED
+        return _public(endpoint, with_secret=created)
+
+
+EndpointPutDep = Annotated[EndpointPut, Depends()]
 
 
 # ---- the user's default endpoint ------------------------------------------------------------
 
 
 @router.put("/webhook", response_model=WebhookPublic, responses=CREATED)
-def put_webhook(
-    body: WebhookPut, response: Response, user: CurrentUser, fleet: FleetDep, settings: SettingsDep
-) -> WebhookPublic:
+def put_webhook(body: WebhookPut, put: EndpointPutDep) -> WebhookPublic:
     """Set the URL every transition of the user's bots is POSTed to (201 with the signing
     secret when created; 200 on update, the secret kept). 422 `webhook_url_refused` for a
     non-http(s) URL or one that resolves to a private address."""
-    allow = settings.webhook_allow_private
-    return _put(body, response, user_id=user.id, bot_id=None, fleet=fleet, allow_private=allow)
+    return put.apply(body, bot_id=None)
 
 
 @router.get("/webhook", response_model=WebhookPublic)
@@ -91,32 +91,24 @@ def get_webhook(session: SessionDep, user: CurrentUser) -> WebhookPublic:
 
 
 @router.delete("/webhook", status_code=status.HTTP_204_NO_CONTENT)
-def delete_webhook(user: CurrentUser, fleet: FleetDep) -> Response:
-    service.delete_endpoint(fleet.sessions, user_id=user.id, bot_id=None)
+def delete_webhook(user: CurrentUser, session: SessionDep) -> Response:
+    service.delete_endpoint(session, user_id=user.id, bot_id=None)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.post("/webhook/rotate-secret", response_model=WebhookSecret)
-def rotate_webhook_secret(user: CurrentUser, fleet: FleetDep) -> WebhookSecret:
+def rotate_webhook_secret(user: CurrentUser, session: SessionDep) -> WebhookSecret:
     """A new signing secret, used from the next attempt on; shown this once."""
-    return WebhookSecret(secret=service.rotate_secret(fleet.sessions, user_id=user.id, bot_id=None))
+    return WebhookSecret(secret=service.rotate_secret(session, user_id=user.id, bot_id=None))
 
 
 # ---- a bot's override -----------------------------------------------------------------------
 
 
 @router.put("/bots/{bot_id}/webhook", response_model=WebhookPublic, responses=CREATED)
-def put_bot_webhook(
-    bot_id: str,
-    body: WebhookPut,
-    response: Response,
-    user: CurrentUser,
-    fleet: FleetDep,
-    settings: SettingsDep,
-) -> WebhookPublic:
+def put_bot_webhook(bot_id: str, body: WebhookPut, put: EndpointPutDep) -> WebhookPublic:
     """This bot's transitions go here instead of the user's default endpoint."""
-    allow = settings.webhook_allow_private
-    return _put(body, response, user_id=user.id, bot_id=bot_id, fleet=fleet, allow_private=allow)
+    return put.apply(body, bot_id=bot_id)
 
 
 @router.get("/bots/{bot_id}/webhook", response_model=WebhookPublic)
@@ -126,14 +118,14 @@ def get_bot_webhook(bot_id: str, session: SessionDep, user: CurrentUser) -> Webh
 
 
 @router.delete("/bots/{bot_id}/webhook", status_code=status.HTTP_204_NO_CONTENT)
-def delete_bot_webhook(bot_id: str, user: CurrentUser, fleet: FleetDep) -> Response:
-    service.delete_endpoint(fleet.sessions, user_id=user.id, bot_id=bot_id)
+def delete_bot_webhook(bot_id: str, user: CurrentUser, session: SessionDep) -> Response:
+    service.delete_endpoint(session, user_id=user.id, bot_id=bot_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.post("/bots/{bot_id}/webhook/rotate-secret", response_model=WebhookSecret)
-def rotate_bot_webhook_secret(bot_id: str, user: CurrentUser, fleet: FleetDep) -> WebhookSecret:
-    secret = service.rotate_secret(fleet.sessions, user_id=user.id, bot_id=bot_id)
+def rotate_bot_webhook_secret(bot_id: str, user: CurrentUser, session: SessionDep) -> WebhookSecret:
+    secret = service.rotate_secret(session, user_id=user.id, bot_id=bot_id)
     return WebhookSecret(secret=secret)
 
 
@@ -164,11 +156,11 @@ def get_delivery(delivery_id: str, session: SessionDep, user: CurrentUser) -> We
     response_model=WebhookDeliveryPublic,
 )
 def redeliver(
-    delivery_id: str, session: SessionDep, user: CurrentUser, fleet: FleetDep, settings: SettingsDep
+    delivery_id: str, session: SessionDep, user: CurrentUser, settings: SettingsDep
 ) -> WebhookDeliveryPublic:
     """Send the delivery again on the sender's next tick (whatever its status)."""
     delivery = service.redeliver(
-        fleet.sessions,
+        session,
         user_id=user.id,
         delivery_id=delivery_id,
         give_up_s=settings.webhook_give_up_s,

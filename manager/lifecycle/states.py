@@ -1,20 +1,14 @@
-"""The bot lifecycle: one transition table, and the only function that changes a bot's status.
+"""The bot's statuses and the table of legal moves between them.
 
-Every rule about which status may follow which lives in `TRANSITIONS` (CONTRACT.md). Callers never
-compare statuses themselves to decide whether a move is allowed; they call `transition()`, which
-refuses illegal moves without changing anything and stores every legal one as a row.
+Pure vocabulary, importing nothing else from the manager, so that `manager.models` can type the
+status column with `BotStatus` without an import cycle. Which move follows which event is decided
+in `manager.lifecycle.rules`; `manager.lifecycle.store.transition` is the one function that
+applies a move to a row.
 """
 
 from __future__ import annotations
 
 import enum
-from datetime import datetime
-
-from sqlalchemy.orm import Session
-
-from manager import metrics
-from manager.events import record_event
-from manager.models import Bot, BotTransition, utcnow
 
 
 class BotStatus(enum.StrEnum):
@@ -40,7 +34,8 @@ TERMINAL: frozenset[BotStatus] = frozenset({BotStatus.COMPLETED, BotStatus.FAILE
 LIVE: frozenset[BotStatus] = frozenset(BotStatus) - TERMINAL
 
 S = BotStatus
-#: (from, to) → the typical cause. Anything not listed is illegal.
+#: (from, to) → the typical cause. Anything not listed is illegal. Every move into `starting`
+#: begins a new attempt (`store.transition` counts it).
 TRANSITIONS: dict[tuple[BotStatus, BotStatus], str] = {
     (S.REQUESTED, S.STARTING): "the orchestrator launch began",
     (S.REQUESTED, S.COMPLETED): "stopped before launch",
@@ -94,68 +89,3 @@ def _refusal(bot_id: str, current: str, target: str) -> str:
 
 def is_allowed(current: str, target: str) -> bool:
     return (BotStatus(current), BotStatus(target)) in TRANSITIONS
-
-
-def transition(
-    session: Session,
-    bot: Bot,
-    target: BotStatus,
-    *,
-    reason: str,
-    source: Source,
-    detail: str = "",
-    exit_code: int | None = None,
-    at: datetime | None = None,
-) -> BotTransition:
-    """Move `bot` to `target` and store the transition; raise IllegalTransition otherwise.
-
-    The caller must hold the bot's row lock (`services.bots.lock_bot`) so that concurrent updates
-    are serialized and a late callback can never move a bot backwards.
-    """
-    current = bot.status
-    if not is_allowed(current, target):
-        raise IllegalTransition(bot.id, current, target)
-    now = at or utcnow()
-    if target == S.STARTING:
-        bot.started_at = now
-    elif target == S.ACTIVE:
-        bot.active_at = now
-        bot.last_heartbeat_at = now
-    elif target == S.STOPPING and bot.stop_requested_at is None:
-        bot.stop_requested_at = now
-    if target in TERMINAL:
-        bot.ended_at = now
-        bot.token_hash = None  # a bot's token dies with the bot
-    if exit_code is not None:
-        bot.exit_code = exit_code
-    bot.status = target.value
-    bot.status_reason = reason
-    bot.updated_at = now
-    row = BotTransition(
-        bot_id=bot.id,
-        from_status=current,
-        to_status=target.value,
-        reason=reason,
-        source=source.value,
-        detail=detail[:2000],
-        attempt=bot.attempt,
-        at=now,
-    )
-    session.add(row)
-    record_event(
-        session,
-        bot=bot,
-        kind="transition",
-        data={
-            "bot_id": bot.id,
-            "from": current,
-            "to": target.value,
-            "reason": reason,
-            "source": source.value,
-            "detail": row.detail,
-            "attempt": bot.attempt,
-            "at": now.isoformat(),
-        },
-    )
-    metrics.TRANSITIONS.labels(to=target.value, reason=reason, source=source.value).inc()
-    return row

@@ -1,0 +1,97 @@
+"""Housekeeping: the periodic chores that are not about a bot's lifecycle.
+
+- re-publish unacknowledged commands with backoff, expire the overdue and those of ended bots;
+- forget idempotency answers older than 24 hours;
+- refresh the `botfleet_bots{status,backend}` gauges.
+
+`Housekeeping(fleet).run_once()` runs each chore once, every chore isolated from the others'
+failures, and returns the errors (also kept in `last_errors`); `tick()`, the manager's loop,
+raises when a chore failed, so /readyz shows it. Only the leader replica runs it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from sqlalchemy import func, select
+
+from manager import metrics
+from manager.db import transaction
+from manager.lifecycle import TERMINAL, BotStatus
+from manager.loops import StepsFailed
+from manager.models import Bot, Command, utcnow
+from manager.services import commands as command_records
+from manager.services import idempotency
+from manager.services.fleet import Fleet
+
+log = logging.getLogger(__name__)
+
+
+class Housekeeping:
+    def __init__(self, fleet: Fleet) -> None:
+        self.fleet = fleet
+        self.last_errors: list[str] = []
+
+    def run_once(self) -> list[str]:
+        """One round of every chore; returns what failed, as `chore: error` lines."""
+        self.last_errors = []
+        chores: tuple[Callable[[], None], ...] = (
+            self.reconcile_commands,
+            self.sweep_expired_records,
+            self.update_gauges,
+        )
+        for chore in chores:
+            try:
+                chore()
+            except Exception as exc:
+                metrics.RECONCILER_ERRORS.labels(chore.__name__).inc()
+                self.last_errors.append(f"{chore.__name__}: {exc}")
+                log.exception("housekeeping %s failed", chore.__name__)
+        return self.last_errors
+
+    def tick(self) -> None:
+        """One round for the manager's loop: raises `StepsFailed` naming the chores that failed."""
+        if errors := self.run_once():
+            raise StepsFailed("; ".join(errors))
+
+    def reconcile_commands(self) -> None:
+        """Re-publish unacknowledged commands with backoff; expire the overdue and those of
+        ended bots."""
+        now = utcnow()
+        with transaction(self.fleet.sessions) as session:
+            open_commands = session.execute(
+                select(Command, Bot.status)
+                .join(Bot, Bot.id == Command.bot_id)
+                .where(Command.status.in_(command_records.OPEN_STATUSES))
+            ).all()
+            due: list[Command] = []
+            for command, bot_status in open_commands:
+                ended = bot_status in TERMINAL
+                if ended or command.expires_at <= now:
+                    reason = "the bot ended first" if ended else "not acknowledged in time"
+                    command_records.expire(session, command, reason=reason)
+                elif command.next_publish_at is None or command.next_publish_at <= now:
+                    due.append(command)
+        for command in due:
+            self.fleet.publish(command)
+
+    def sweep_expired_records(self) -> None:
+        """Idempotency answers are kept for 24 hours."""
+        with transaction(self.fleet.sessions) as session:
+            idempotency.sweep(session)
+
+    def update_gauges(self) -> None:
+        with self.fleet.sessions() as session:
+            counts = {
+                (status, backend): n
+                for status, backend, n in session.execute(
+                    select(Bot.status, Bot.orchestrator, func.count()).group_by(
+                        Bot.status, Bot.orchestrator
+                    )
+                ).all()
+            }
+        backends = {backend for _, backend in counts} | {self.fleet.orchestrator.name}
+        for status in BotStatus:
+            for backend in backends:
+                metrics.BOTS.labels(status.value, backend).set(counts.get((status, backend), 0))

@@ -1,0 +1,126 @@
+"""What every per-state function of the reconciler shares: the fleet, the engine's word on a
+workload (only when it positively knows), and storing an attempt's end if nothing moved first."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from manager import metrics
+from manager.config import Settings
+from manager.db import transaction
+from manager.lifecycle import BotStatus, Source
+from manager.lifecycle.rules import Outcome, Overdue, on_overdue
+from manager.models import Bot, utcnow
+from manager.services import bots as bot_records
+from manager.services.attempts import end_attempt
+from manager.services.fleet import Fleet
+from orchestrators.base import (
+    LABEL_BOT_ID,
+    Orchestrator,
+    OrchestratorError,
+    WorkloadState,
+    WorkloadStatus,
+)
+
+log = logging.getLogger("manager.reconciler")
+
+
+def older_than(moment: datetime | None, seconds: float) -> bool:
+    return moment is not None and moment < utcnow() - timedelta(seconds=seconds)
+
+
+@dataclass(frozen=True)
+class Kill:
+    """What the engine said after the reconciler stopped a workload: the exit code only when
+    it confirms the workload is gone."""
+
+    gone: bool = False
+    exit_code: int | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Context:
+    """The reconciler's view of the installation, handed to each per-state function."""
+
+    fleet: Fleet
+
+    @property
+    def settings(self) -> Settings:
+        return self.fleet.settings
+
+    @property
+    def orchestrator(self) -> Orchestrator:
+        return self.fleet.orchestrator
+
+    def reread(self, bot_id: str, expected: BotStatus) -> Bot | None:
+        """The bot as it is now; None (logged) when it left `expected` since it was listed."""
+        with self.fleet.sessions() as session:
+            bot = bot_records.get_bot(session, bot_id, user_id=None)
+        if bot.status != expected:
+            log.info("bot %s changed underneath the reconciler: %s, no longer %s",
+                     bot_id, bot.status, expected)  # fmt: skip
+            return None
+        return bot
+
+    def end_if_still(self, bot_id: str, expected: BotStatus, outcome: Outcome) -> None:
+        """Store `outcome` as the end of the bot's attempt if the bot is still in `expected`
+        under its row lock (a callback may have moved it meanwhile: then nothing changes)."""
+        with transaction(self.fleet.sessions) as session:
+            bot = bot_records.lock_bot(session, bot_id)
+            if bot.status != expected:
+                log.info("bot %s is now %s; no %s repair", bot_id, bot.status, outcome.reason)
+                return
+            end_attempt(session, bot, outcome, source=Source.RECONCILER)
+        metrics.RECONCILER_REPAIRS.labels(outcome.reason).inc()
+        log.warning("bot %s: %s → %s (%s) %s", bot_id, expected, outcome.target,
+                    outcome.reason, outcome.detail)  # fmt: skip
+
+    def confirmed_status(self, bot: Bot) -> WorkloadStatus | None:
+        """The workload's status when the engine positively knows it, else None.
+
+        A "not found" from inspect is confirmed by a listing before anyone acts on it: the
+        reconciler reaps only on positive proof of death.
+        """
+        if not bot.runtime_ref:
+            return None
+        try:
+            status = self.orchestrator.inspect(bot.runtime_ref)
+            if status.state == WorkloadState.NOT_FOUND:
+                listed = self.fleet.workloads(**{LABEL_BOT_ID: bot.id})
+                if any(w.runtime_ref == bot.runtime_ref for w in listed):
+                    return None
+        except OrchestratorError as exc:
+            log.info("cannot inspect bot %s: %s", bot.id, exc)
+            return None
+        return status if status.state != WorkloadState.UNKNOWN else None
+
+    def gone(self, bot: Bot) -> WorkloadStatus | None:
+        """The workload's final status when the engine confirms it is gone, else None."""
+        status = self.confirmed_status(bot)
+        return status if status is not None and status.is_gone else None
+
+    def kill_overdue(self, bot: Bot, overdue: Overdue, limit_s: float) -> None:
+        """Stop a workload that is late (`rules.Overdue`) and end its attempt as
+        `rules.on_overdue` says, with the exit code the engine reports for the stop."""
+        kill = self.force_stop(bot)
+        outcome = on_overdue(overdue, limit_s, gone=kill.gone, exit_code=kill.exit_code,
+                             detail=kill.detail)  # fmt: skip
+        if outcome is not None:
+            self.end_if_still(bot.id, bot.status, outcome)
+
+    def force_stop(self, bot: Bot) -> Kill:
+        """Stop the bot's workload (SIGTERM, then kill after `kill_after_s`); never raises for
+        an engine that cannot be asked (then nothing is known)."""
+        if not bot.runtime_ref:
+            return Kill()
+        try:
+            final = self.orchestrator.stop(bot.runtime_ref, grace_s=self.settings.kill_after_s)
+        except OrchestratorError as exc:
+            log.warning("could not stop bot %s: %s", bot.id, exc)
+            return Kill()
+        if not final.is_gone:
+            return Kill(detail=final.detail or "")
+        return Kill(gone=True, exit_code=final.exit_code, detail=final.detail or "")

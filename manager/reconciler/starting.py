@@ -1,0 +1,63 @@
+"""Bots on their way up: `requested` ones whose launch is due, and `starting` ones that may
+have timed out, died before `started`, lost their launch, or wait for a restart's backoff."""
+
+from __future__ import annotations
+
+from manager import metrics
+from manager.db import transaction
+from manager.lifecycle import BotStatus
+from manager.lifecycle.rules import Overdue, on_workload_gone
+from manager.models import Bot, utcnow
+from manager.reconciler.context import Context, log, older_than
+from manager.services import bots as bot_records
+from orchestrators.base import LABEL_BOT_ID, WorkloadState
+
+S = BotStatus
+
+
+def reconcile_requested(ctx: Context, bot_id: str) -> None:
+    """Launch a requested bot whose time has come (the POST's launch may have been lost in a
+    crash); `Fleet.launch` gives up on a scheduled start missed by too much."""
+    bot = ctx.reread(bot_id, S.REQUESTED)
+    if bot is not None and (bot.start_at is None or bot.start_at <= utcnow()):
+        ctx.fleet.launch(bot_id)
+
+
+def reconcile_starting(ctx: Context, bot_id: str) -> None:
+    bot = ctx.reread(bot_id, S.STARTING)
+    if bot is None:
+        return
+    if bot.next_attempt_at is not None:  # a restart waiting for its backoff
+        if bot.next_attempt_at <= utcnow():
+            ctx.fleet.relaunch(bot_id)
+        return
+    timeout_s = ctx.settings.start_timeout_s
+    if older_than(bot.started_at, timeout_s):
+        ctx.kill_overdue(bot, Overdue.START, timeout_s)
+        return
+    if bot.runtime_ref is None:
+        if older_than(bot.started_at, ctx.settings.launch_timeout_s):
+            retry_lost_launch(ctx, bot)
+        return
+    final = ctx.gone(bot)
+    if final is not None:
+        ctx.end_if_still(bot_id, S.STARTING, on_workload_gone(bot, final.exit_code, final.detail))
+
+
+def retry_lost_launch(ctx: Context, bot: Bot) -> None:
+    """`starting` with no workload long after the launch began: the manager died between
+    recording the launch and reaching the engine. Launch again once a listing confirms that
+    nothing runs for this bot (a workload found instead is adopted by the workload pass)."""
+    listed = ctx.fleet.workloads(**{LABEL_BOT_ID: bot.id})
+    if any(w.status.state == WorkloadState.RUNNING for w in listed):
+        return
+    for leftover in listed:  # e.g. a container created but never started
+        ctx.orchestrator.stop(leftover.runtime_ref, grace_s=ctx.settings.kill_after_s)
+    with transaction(ctx.fleet.sessions) as session:
+        locked = bot_records.lock_bot(session, bot.id)
+        if locked.status != S.STARTING or locked.runtime_ref or locked.next_attempt_at:
+            return
+        locked.next_attempt_at = utcnow()
+    log.warning("bot %s: its launch was lost; launching again", bot.id)
+    metrics.RECONCILER_REPAIRS.labels("launch_retried").inc()
+    ctx.fleet.relaunch(bot.id)

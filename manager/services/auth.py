@@ -1,0 +1,36 @@
+"""Who is calling: the user an API key belongs to, or the bot a bot token belongs to."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from manager.errors import Forbidden, Unauthorized
+from manager.models import Bot, User
+from manager.security import digest, same
+from manager.services.users import user_for_key
+
+
+def user_for_token(session: Session, *, token: str) -> User:
+    """The user owning this API key; 401 for an unknown or revoked key."""
+    user = user_for_key(session, token)
+    if user is None:
+        raise Unauthorized("invalid_token", "this API key is unknown or revoked")
+    return user
+
+
+def bot_for_token(session: Session, *, token: str, bot_id: str, lock: bool) -> Bot:
+    """The bot whose token this is, which must be the bot in the path; with `lock`, its row is
+    locked in the same statement, for a callback that changes it.
+
+    A token that belongs to no live bot is 401 (a bot's token dies with it); a live bot's token
+    on another bot's path is 403 and changes nothing.
+    """
+    hashed = digest(token)
+    query = select(Bot).where(Bot.token_hash == hashed)
+    owner = session.scalar(query.with_for_update() if lock else query)
+    if owner is None or owner.token_hash is None or not same(owner.token_hash, hashed):
+        raise Unauthorized("invalid_token", "this bot token is unknown or its bot has ended")
+    if owner.id != bot_id:
+        raise Forbidden("foreign_bot", "a bot's token is valid for its own paths only")
+    return owner

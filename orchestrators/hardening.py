@@ -1,0 +1,31 @@
+"""The one hardening policy for bots' containers, rendered by each engine that runs containers.
+
+Docker (orchestrators/docker.py) and Nomad's docker driver (orchestrators/nomad/jobspec.py) both
+render this model, so a bot is confined the same way whichever engine runs it: a non-root user,
+a read-only root with a small writable /tmp, every capability dropped, no new privileges, and
+CPU, memory and process limits. The operator sets the limits through the backend's settings
+(`BOTFLEET_DOCKER_*`, `BOTFLEET_NOMAD_*`); the rest is policy, not a setting.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Hardening(BaseModel):
+    """How one bot's container is confined."""
+
+    model_config = ConfigDict(frozen=True)
+
+    user: str = Field("10001:10001", description="uid:gid the bot runs as (never root).")
+    read_only_root: bool = True
+    tmpfs_mb: int = Field(64, gt=0, description="Size of the writable /tmp.")
+    pids_limit: int | None = Field(256, gt=0, description="Process limit per bot.")
+    memory_mb: int | None = Field(512, gt=0, description="Memory limit per bot, in MiB.")
+    cpus: float | None = Field(1.0, gt=0, description="CPU limit per bot, in CPUs.")
+    cap_drop: tuple[str, ...] = ("ALL",)
+    no_new_privileges: bool = True
+
+    @property
+    def tmpfs_bytes(self) -> int:
+        return self.tmpfs_mb * 1024 * 1024

@@ -1,0 +1,18 @@
+"""The `nomad` backend, in three modules: `backend` (the Orchestrator: launch, stop, watch),
+`jobspec` (the job JSON, Meta keys, the secrets Variable) and `status` (Nomad's states in the
+shared vocabulary); `config` holds its settings (`BOTFLEET_NOMAD_*`)."""
+
+from orchestrators.nomad.backend import NomadOrchestrator
+from orchestrators.nomad.config import NomadOrchestratorConfig
+from orchestrators.nomad.jobspec import TASK, meta_key, variable_path
+from orchestrators.nomad.status import alloc_status, job_status
+
+__all__ = [
+    "TASK",
+    "NomadOrchestrator",
+    "NomadOrchestratorConfig",
+    "alloc_status",
+    "job_status",
+    "meta_key",
+    "variable_path",
+]

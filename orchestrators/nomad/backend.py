@@ -1,0 +1,327 @@
+"""The nomad backend: one Nomad batch job per bot attempt, through python-nomad.
+
+Each attempt is a job `<job_prefix><bot_id>-<attempt>` (the runtime_ref), built by
+`jobspec.build_job`. Secrets never enter the job: the launch spec's `secret_env` (the bot token,
+the bot's secrets, a Redis URL with a password) is written first to the Nomad Variable
+`nomad/jobs/<job_id>` (which the job's own workload identity may read), and a template renders
+it into the task's environment. The variable is deleted when the ended job is purged (`remove`).
+
+Stop is the runtime's leave (sent by the manager), then the shared stop ladder
+(orchestrators/stopping.py): a deregister (Nomad sends the task SIGTERM and kills it after
+KillTimeout, the manager's stop grace), then SIGKILL to the allocation if it still runs after the
+caller's grace. The job stays readable (exit code, logs) until `remove` purges it.
+
+Nomad's HTTP API: https://developer.hashicorp.com/nomad/api-docs (jobs, allocations, client,
+variables). A transport error or a 5xx is BackendUnavailable, never "not found".
+
+python-nomad blocks; the manager calls every method here from worker threads. Each thread gets its
+own client (python-nomad keeps requests sessions that are not meant to be shared across threads).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from functools import partial
+from typing import Any, ClassVar
+
+import nomad
+import nomad.api.exceptions as nomad_errors
+import requests
+
+from orchestrators.base import (
+    LABEL_BOT_ID,
+    LABEL_MANAGED,
+    BackendUnavailable,
+    LaunchFailed,
+    LaunchSpec,
+    Orchestrator,
+    OrchestratorError,
+    Workload,
+    WorkloadNotFound,
+    WorkloadState,
+    WorkloadStatus,
+)
+from orchestrators.nomad.config import NomadOrchestratorConfig
+from orchestrators.nomad.jobspec import (
+    TASK,
+    build_job,
+    is_valid_variable_path,
+    labels_of,
+    meta_key,
+    variable_path,
+)
+from orchestrators.nomad.status import is_live, job_status, newest_alloc, summary_status
+from orchestrators.stopping import Engine, poll_until_gone, stop_workload
+
+log = logging.getLogger(__name__)
+
+_NOT_FOUND = WorkloadStatus(WorkloadState.NOT_FOUND, detail="no such nomad job")
+
+
+def _response_text(exc: nomad_errors.BaseNomadException) -> str:
+    resp = exc.nomad_resp
+    if isinstance(resp, requests.Response):
+        return f"HTTP {resp.status_code}: {resp.text.strip()[:300]}"
+    return str(resp)
+
+
+@contextmanager
+def _nomad_errors(what: str) -> Iterator[None]:
+    """Nomad's answers in our vocabulary; a transport error is never "not found"."""
+    try:
+        yield
+    except nomad_errors.URLNotFoundNomadException as exc:
+        raise WorkloadNotFound(f"{what}: {_response_text(exc)}") from exc
+    except nomad_errors.URLNotAuthorizedNomadException as exc:
+        raise BackendUnavailable(
+            f"{what}: the ACL token was refused ({_response_text(exc)})"
+        ) from exc
+    except nomad_errors.BadRequestNomadException as exc:
+        raise OrchestratorError(f"{what}: {_response_text(exc)}") from exc
+    except nomad_errors.BaseNomadException as exc:
+        resp = exc.nomad_resp
+        if (
+            isinstance(resp, requests.Response)
+            and resp.status_code < 500
+            and resp.status_code != 429
+        ):
+            raise OrchestratorError(f"{what}: {_response_text(exc)}") from exc
+        raise BackendUnavailable(f"{what}: Nomad does not answer ({_response_text(exc)})") from exc
+    except requests.RequestException as exc:  # includes TimeoutNomadException
+        raise BackendUnavailable(f"{what}: Nomad does not answer ({exc})") from exc
+    except ValueError as exc:  # a body that is not JSON: not Nomad, or a broken proxy
+        raise BackendUnavailable(f"{what}: unexpected answer ({exc})") from exc
+
+
+class NomadOrchestrator(Orchestrator):
+    name: ClassVar[str] = "nomad"
+    config_class: ClassVar[type[NomadOrchestratorConfig]] = NomadOrchestratorConfig
+
+    def __init__(self, config: NomadOrchestratorConfig | None = None) -> None:
+        self.config = config or NomadOrchestratorConfig()
+        self._local = threading.local()
+
+    @property
+    def client(self) -> nomad.Nomad:
+        """This thread's client, made on first use (a manager starts while Nomad is down)."""
+        client: nomad.Nomad | None = getattr(self._local, "client", None)
+        if client is None:
+            cfg = self.config
+            client = nomad.Nomad(
+                address=cfg.address.rstrip("/"),
+                token=cfg.token,
+                namespace=cfg.namespace,
+                region=cfg.region,
+                timeout=cfg.api_timeout_s,  # type: ignore[arg-type]
+                verify=cfg.ca_cert or True,  # type: ignore[arg-type]
+            )
+            self._local.client = client
+        return client
+
+    def _ns(self) -> dict[str, str]:
+        """The namespace query parameter, for endpoints python-nomad does not add it to (var)."""
+        return {"namespace": self.config.namespace} if self.config.namespace else {}
+
+    # ---- launch ------------------------------------------------------------------------------
+
+    def job_id(self, spec: LaunchSpec) -> str:
+        return f"{self.config.job_prefix}{spec.bot_id}-{spec.attempt}"
+
+    def job_spec(
+        self, spec: LaunchSpec, *, secret_names: Iterable[str] | None = None
+    ) -> dict[str, Any]:
+        """The job of this attempt; `secret_names` defaults to the spec's `secret_env`."""
+        names = spec.secret_env.keys() if secret_names is None else secret_names
+        return build_job(self.config, spec, job_id=self.job_id(spec), secret_names=names)
+
+    def launch(self, spec: LaunchSpec) -> str:
+        job_id = self.job_id(spec)
+        if not is_valid_variable_path(variable_path(job_id)):
+            raise LaunchFailed(f"job id {job_id!r} cannot name a Nomad variable", code="bad_id")
+        try:
+            self._read_job(job_id)
+        except WorkloadNotFound:
+            pass
+        else:
+            raise LaunchFailed(f"a Nomad job {job_id!r} exists already", code="name_conflict")
+        if spec.secret_env:
+            self._write_variable(job_id, dict(spec.secret_env))
+        job = self.job_spec(spec)
+        try:
+            with _nomad_errors(f"registering the job of bot {spec.bot_id}"):
+                answer = self.client.jobs.register_job({"Job": job})
+        except BackendUnavailable:
+            raise  # the job may have been registered: the variable stays for it
+        except OrchestratorError as exc:
+            self._discard_variable(job_id)
+            raise LaunchFailed(str(exc), code="job_rejected") from exc
+        if answer.get("Warnings"):
+            log.warning("nomad accepted job %s with warnings: %s", job_id, answer["Warnings"])
+        log.info("registered nomad job %s (evaluation %s)", job_id, answer.get("EvalID", ""))
+        return job_id
+
+    def _write_variable(self, job_id: str, secrets: dict[str, str]) -> None:
+        path = variable_path(job_id)
+        payload = {"Namespace": self.config.namespace or "default", "Path": path, "Items": secrets}
+        try:
+            with _nomad_errors(f"writing the secrets of job {job_id}"):
+                self.client.variable.create_variable(path, payload, **self._ns())
+        except WorkloadNotFound as exc:  # a 404 here is no missing workload
+            raise LaunchFailed(str(exc), code="variable_rejected") from exc
+        except BackendUnavailable:
+            raise
+        except OrchestratorError as exc:
+            raise LaunchFailed(str(exc), code="variable_rejected") from exc
+
+    def _discard_variable(self, job_id: str) -> None:
+        try:
+            self._delete_variable(job_id)
+        except OrchestratorError as exc:
+            log.warning("could not delete the variable of job %s: %s", job_id, exc)
+
+    def _delete_variable(self, job_id: str) -> None:
+        try:
+            with _nomad_errors(f"deleting the variable of job {job_id}"):
+                self.client.variable.delete_variable(variable_path(job_id), **self._ns())
+        except WorkloadNotFound:
+            pass
+
+    # ---- watch -------------------------------------------------------------------------------
+
+    def _read_job(self, job_id: str) -> dict[str, Any]:
+        with _nomad_errors(f"reading job {job_id}"):
+            return self.client.job.get_job(job_id)  # type: ignore[no-any-return]
+
+    def _allocations(self, job_id: str) -> list[dict[str, Any]]:
+        with _nomad_errors(f"reading the allocations of job {job_id}"):
+            return self.client.job.get_allocations(job_id) or []
+
+    def _status(self, job_id: str) -> tuple[WorkloadStatus, list[dict[str, Any]]]:
+        try:
+            job = self._read_job(job_id)
+            allocs = self._allocations(job_id)
+        except WorkloadNotFound:
+            return _NOT_FOUND, []
+        return job_status(job, allocs), allocs
+
+    def inspect(self, runtime_ref: str) -> WorkloadStatus:
+        return self._status(runtime_ref)[0]
+
+    def stop(self, runtime_ref: str, *, grace_s: float) -> WorkloadStatus:
+        """The shared ladder: deregister (SIGTERM), SIGKILL to live allocations after `grace_s`."""
+        allocs: list[dict[str, Any]] = []
+
+        def terminate() -> WorkloadStatus | None:
+            try:
+                with _nomad_errors(f"stopping job {runtime_ref}"):
+                    self.client.job.deregister_job(runtime_ref)
+            except WorkloadNotFound:
+                return _NOT_FOUND
+            return None
+
+        def inspect_keeping_allocs() -> WorkloadStatus:
+            status, allocs[:] = self._status(runtime_ref)
+            return status
+
+        def kill() -> None:
+            for alloc in filter(is_live, allocs):
+                try:
+                    with _nomad_errors(f"killing allocation {alloc['ID'][:8]}"):
+                        self.client.client.allocation.signal_allocation(
+                            alloc["ID"], "SIGKILL", task=TASK
+                        )
+                except OrchestratorError as exc:  # it may have ended meanwhile
+                    log.info("SIGKILL to job %s: %s", runtime_ref, exc)
+
+        engine = Engine(
+            inspect=partial(self.inspect, runtime_ref),
+            terminate=terminate,
+            kill=kill,
+            wait_gone=partial(poll_until_gone, inspect_keeping_allocs),
+        )
+        return stop_workload(engine, grace_s=grace_s, kill_wait_s=self.config.kill_wait_s)
+
+    def list_workloads(self, labels: Mapping[str, str] | None = None) -> list[Workload]:
+        wanted = {meta_key(k): v for k, v in {LABEL_MANAGED: "true", **(labels or {})}.items()}
+        with _nomad_errors("listing jobs"):
+            stubs = self.client.jobs.get_jobs(prefix=self.config.job_prefix, meta=True) or []
+        workloads = []
+        for stub in stubs:
+            job_id = stub.get("ID", "")
+            try:
+                meta = stub["Meta"] if "Meta" in stub else self._read_job(job_id).get("Meta")
+                meta = meta or {}
+                if any(meta.get(k) != v for k, v in wanted.items()):
+                    continue
+                status = summary_status(stub) or self.inspect(job_id)
+            except WorkloadNotFound:  # purged meanwhile
+                continue
+            if status.state == WorkloadState.NOT_FOUND:
+                continue
+            workloads.append(
+                Workload(job_id, meta.get(meta_key(LABEL_BOT_ID), ""), labels_of(meta), status)
+            )
+        return workloads
+
+    def remove(self, runtime_ref: str) -> None:
+        """Delete the secrets variable, then purge the ended job (so no secret outlives it)."""
+        status = self.inspect(runtime_ref)
+        if not status.is_gone:
+            raise OrchestratorError(f"job {runtime_ref} still runs; stop it first")
+        self._delete_variable(runtime_ref)
+        if status.state == WorkloadState.NOT_FOUND:
+            return
+        try:
+            with _nomad_errors(f"purging job {runtime_ref}"):
+                self.client.job.deregister_job(runtime_ref, purge=True)
+        except WorkloadNotFound:
+            pass
+
+    # ---- capabilities ------------------------------------------------------------------------
+
+    @property
+    def supports_logs(self) -> bool:
+        return True
+
+    def logs(self, runtime_ref: str, *, bot_id: str, tail: int) -> str:
+        """The newest allocation's stdout, then its stderr (Nomad keeps them apart); last lines.
+
+        WorkloadNotFound once the job was purged.
+        """
+        if tail <= 0:
+            return ""
+        allocs = self._allocations(runtime_ref)
+        if not allocs:
+            self._read_job(runtime_ref)  # raises WorkloadNotFound when the job is gone
+            return ""
+        newest = newest_alloc(allocs)
+        lines: list[str] = []
+        for stream in ("stdout", "stderr"):
+            with _nomad_errors(f"reading the {stream} of job {runtime_ref}"):
+                text = self.client.client.stream_logs.stream(
+                    newest["ID"],
+                    TASK,
+                    stream,
+                    offset=self.config.logs_tail_bytes,
+                    origin="end",
+                    plain=True,
+                )
+            chunk = text.splitlines()
+            if len(text.encode()) >= self.config.logs_tail_bytes and chunk:
+                chunk = chunk[1:]  # cut mid-line by the byte offset
+            lines += chunk[-tail:]
+        return "\n".join(lines[-tail:])
+
+    def check_health(self) -> None:
+        with _nomad_errors("asking Nomad for its leader"):
+            leader = self.client.status.leader.get_leader()
+        if not leader:
+            raise BackendUnavailable("Nomad has no leader")
+
+    def close(self) -> None:
+        client = getattr(self._local, "client", None)
+        if client is not None:
+            self._local.client = None

@@ -1,0 +1,70 @@
+"""Settings of the nomad backend (environment: `BOTFLEET_NOMAD_*`)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from orchestrators.config import BackendConfig
+from orchestrators.hardening import Hardening
+
+MHZ_PER_CPU = 1000
+
+
+class NomadOrchestratorConfig(BackendConfig):
+    """Settings of the nomad backend. Its KillTimeout is the manager's BOTFLEET_STOP_GRACE_S
+    (`stop_grace_s`, inherited); keep that within the Nomad clients' max_kill_timeout."""
+
+    model_config = SettingsConfigDict(env_prefix="BOTFLEET_NOMAD_", extra="ignore")
+
+    address: str = Field(
+        "http://127.0.0.1:4646", description="Nomad HTTP API address (a server or client agent)."
+    )
+    token: str | None = Field(
+        None,
+        description="ACL token (X-Nomad-Token). Needs submit-job, read-job, list-jobs, read-logs "
+        "and variables write/destroy on nomad/jobs/* in the namespace.",
+    )
+    namespace: str | None = Field(None, description="Namespace of the jobs; Nomad's `default`.")
+    region: str | None = Field(None, description="Region of the jobs; the agent's own when unset.")
+    datacenters: list[str] = Field(
+        default_factory=lambda: ["dc1"], min_length=1, description="Datacenters jobs may run in."
+    )
+    driver: Literal["docker", "exec", "raw_exec"] = Field(
+        "docker", description="Task driver: `docker` runs the image, `exec`/`raw_exec` a command."
+    )
+    default_image: str = Field(
+        "botfleet-runtime:latest", description="Image (docker driver) when the request names none."
+    )
+    command: list[str] = Field(
+        default_factory=lambda: ["python3", "-m", "bot_runtime"],
+        min_length=1,
+        description="Command of exec/raw_exec tasks, on the Nomad client; JSON list.",
+    )
+    network_mode: str = Field(
+        "host",
+        description="Docker network mode of the task; bots must reach the manager and Redis.",
+    )
+    docker_user: str = Field("10001:10001", description="uid:gid of docker tasks (never root).")
+    cpu_mhz: int = Field(500, gt=0, description="CPU per bot, in MHz (Nomad's unit).")
+    memory_mb: int = Field(512, gt=0, description="Memory per bot, in MiB.")
+    pids_limit: int = Field(256, gt=0, description="Process limit of docker tasks.")
+    tmpfs_mb: int = Field(64, gt=0, description="Size of the writable /tmp of docker tasks.")
+    job_prefix: str = Field("botfleet-", description="Job IDs are prefix + bot id + attempt.")
+    logs_tail_bytes: int = Field(
+        262144, gt=0, description="Bytes read from the end of each log stream for `logs`."
+    )
+    api_timeout_s: float = Field(15.0, gt=0, description="Timeout of one Nomad API call.")
+    ca_cert: str | None = Field(None, description="CA bundle to verify an https address.")
+
+    def hardening(self) -> Hardening:
+        """The shared policy with this backend's limits (CPU kept in Nomad's MHz here)."""
+        return Hardening(
+            user=self.docker_user,
+            tmpfs_mb=self.tmpfs_mb,
+            pids_limit=self.pids_limit,
+            memory_mb=self.memory_mb,
+            cpus=self.cpu_mhz / MHZ_PER_CPU,
+        )

@@ -1,0 +1,76 @@
+"""A stand-in for the slice of Nomad's HTTP API that the nomad backend uses.
+
+Nomad cannot run here, so this HTTP server (stdlib only, on a free loopback port, in a thread)
+answers the documented endpoints with Nomad's JSON shapes and asynchronous behaviour, and runs
+each allocation's task as a REAL local process: the bot runtime, so the end-to-end suite passes
+through it. It checks OUR requests and exercises OUR handling of Nomad's answers; it is not Nomad
+and proves nothing about Nomad itself.
+
+Endpoints (shapes from Nomad's documentation):
+
+- Jobs, https://developer.hashicorp.com/nomad/api-docs/jobs:
+  `GET /v1/jobs` (List Jobs: `prefix`, `meta`; JobListStub with JobSummary),
+  `POST /v1/jobs` (Create Job: answers `EvalID`, `EvalCreateIndex`, `JobModifyIndex`, `Warnings`,
+  `Index`, `LastContact`, `KnownLeader`; the allocation is placed later, asynchronously),
+  `GET /v1/job/:job_id` (Read Job; 404 when unknown),
+  `GET /v1/job/:job_id/allocations` (List Job Allocations: AllocationListStub with TaskStates;
+  `[]` for an unknown job, as Nomad's state query answers),
+  `DELETE /v1/job/:job_id` (Stop a Job, `purge`).
+- Allocations, https://developer.hashicorp.com/nomad/api-docs/allocations:
+  `GET /v1/allocation/:alloc_id` (Read Allocation),
+  `POST /v1/client/allocation/:alloc_id/signal` (Signal Allocation: `Signal`, `Task`).
+- Client, https://developer.hashicorp.com/nomad/api-docs/client:
+  `GET /v1/client/fs/logs/:alloc_id` (Stream Logs: `task`, `type`, `origin`, `offset`; only
+  `plain=true` without `follow`, which is all the backend asks for).
+- Variables, https://developer.hashicorp.com/nomad/api-docs/variables/variables:
+  `PUT|GET|DELETE /v1/var/:var_path` (path rule `^[a-zA-Z0-9-_~/]{1,128}$`).
+- Status, https://developer.hashicorp.com/nomad/api-docs/status: `GET /v1/status/leader`.
+- The job JSON: https://developer.hashicorp.com/nomad/api-docs/json-jobs (Job, TaskGroups,
+  Tasks, Env, Meta, Templates, RestartPolicy, ReschedulePolicy, KillSignal, KillTimeout in
+  nanoseconds, Resources CPU in MHz / MemoryMB); the template block and its env files,
+  https://developer.hashicorp.com/nomad/docs/job-specification/template (`env = true` parses
+  KEY=value lines; `toJSON` quotes values), and `nomadVar` from the same page.
+
+Lifecycle of an allocation: placed `placement_delay_s` after register (ClientStatus "pending",
+task events Received, Task Setup), then its template is rendered from the Nomad Variable (a
+missing variable keeps it pending, as Nomad's template runner blocks), then the task's process
+starts in its own process group with the job's Env plus the template's variables (ClientStatus
+"running", event Started); when it exits: "complete" (exit 0) or "failed", with a Terminated
+event carrying ExitCode and Signal (128+N for a signal death, as Nomad's executor reports).
+Deregister sets DesiredStatus "stop", sends the task's KillSignal to its process group and
+SIGKILL after its KillTimeout (events Killing, Terminated, Killed; ClientStatus "complete").
+`lose()` makes an allocation "lost" (its process killed, as when a node goes away).
+
+Checks of our requests (each refused with a 4xx text body, as Nomad answers errors): the ACL
+token header when one is configured (403), the `namespace` and `region` query parameters when
+configured (400: a stand-in check, Nomad would look elsewhere), a job without TaskGroups or
+Tasks, an unknown driver, missing driver config, resources below Nomad's minimums (CPU 1 MHz,
+MemoryMB 10), an env template with `ChangeMode` "signal", and any template other than the
+`nomadVar` env template the backend generates (the stand-in renders only that shape). Every
+request is recorded (`requests`) so tests can assert on what we sent.
+
+Not emulated: evaluations and the scheduler (no placement failures, one node), blocking queries,
+framed (non-plain) or followed logs, `${...}` interpolation of Env values, log rotation, job
+versions and updates, garbage collection, Nomad's own ACL policies (one token, all rights).
+
+Where each concern lives: `routes` (the HTTP server, request checks, routing, the test hooks),
+`state` (jobs and allocations in Nomad's JSON shapes, the shared index and lock), `scheduler`
+(job validation, register/deregister, placement, stop and signal of allocations), `processes`
+(the task's real process: environment, start, exit), `variables` (Nomad Variables and the env
+template), `logs` (the task's log files).
+"""
+
+from tests.nomad_standin.routes import Recorded, StandIn
+from tests.nomad_standin.state import Alloc, ApiError, Cluster, Job
+from tests.nomad_standin.variables import parse_env_file, parse_env_template
+
+__all__ = [
+    "Alloc",
+    "ApiError",
+    "Cluster",
+    "Job",
+    "Recorded",
+    "StandIn",
+    "parse_env_file",
+    "parse_env_template",
+]
