@@ -30,6 +30,8 @@ from typing import Any
 
 import httpx
 
+from bot_runtime.env import RuntimeEnv
+from bot_runtime.protocol import command_channel
 from tests.support import REPO, RUNTIME_IMAGE, Manager, running_manager
 
 RESULTS = Path(__file__).parent / "results"
@@ -229,17 +231,17 @@ class CallbackReceiver:
 
 
 def runtime_env(bot_id: str, callback_url: str, redis_url: str) -> dict[str, str]:
-    """The CONTRACT.md environment of a `demo` bot, as the manager would hand it down."""
-    return {
-        "BOTFLEET_BOT_ID": bot_id,
-        "BOTFLEET_BOT_TOKEN": "bft_floor_" + uuid.uuid4().hex,
-        "BOTFLEET_CALLBACK_URL": callback_url,
-        "BOTFLEET_REDIS_URL": redis_url,
-        "BOTFLEET_COMMAND_CHANNEL": f"bot_commands:{bot_id}",
-        "BOTFLEET_BOT": "demo",
-        "BOTFLEET_BOT_CONFIG": "{}",
-        "BOTFLEET_HEARTBEAT_S": RUNTIME_HEARTBEAT_S,
-    }
+    """The runtime environment (bot_runtime/env.py) of a `demo` bot, as the manager hands it."""
+    rendered = RuntimeEnv(
+        bot_id=bot_id,
+        token="bft_floor_" + uuid.uuid4().hex,
+        callback_url=callback_url,
+        redis_url=redis_url,
+        command_channel=command_channel(bot_id),
+        bot="demo",
+        heartbeat_s=float(RUNTIME_HEARTBEAT_S),
+    ).render()
+    return rendered.env | rendered.secret_env
 
 
 def spawn_bare_runtime(

@@ -1,4 +1,4 @@
-"""`ApiClient`: one method per endpoint of the botfleet HTTP API (CONTRACT.md), sync httpx."""
+"""`ApiClient`: one method per endpoint of the botfleet HTTP API (see /docs), sync httpx."""
 
 from __future__ import annotations
 

@@ -19,7 +19,8 @@ MAX_SECRETS = 64
 # A Docker/OCI image reference: [registry[:port]/]path[:tag][@digest], lower-case path.
 IMAGE_REF = re.compile(
     r"^(?:[a-zA-Z0-9](?:[a-zA-Z0-9.-]*[a-zA-Z0-9])?(?::[0-9]+)?/)?[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*"
-    r"(?::[\w][\w.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$"
+    r"(?::[\w][\w.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$",
+    re.ASCII,  # tags are ASCII: `\w` would otherwise take any letter
 )
 
 ShortText = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
@@ -238,7 +239,10 @@ class AckIn(Strict):
 
 
 class UserCreate(Strict):
-    name: Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[\w.@\-]+$")]
+    # ASCII spelled out: `\w` is Unicode in the validator but ASCII in the JSON Schema we publish.
+    name: Annotated[
+        str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.@\-]+$")
+    ]
     max_concurrent_bots: int | None = Field(None, ge=0, le=1_000_000)
 
 

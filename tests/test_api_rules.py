@@ -108,7 +108,7 @@ def test_admin_changes_a_limit_and_issues_keys(manager: Manager) -> None:
     ("body", "where"),
     [
         ({"config": {}}, "bot"),
-        ({"bot": "demo"}, "config"),  # CONTRACT.md: `config` is required
+        ({"bot": "demo"}, "config"),  # the contract requires `config`
         ({"bot": "demo", "config": None}, "config"),
         ({"bot": "demo", "config": "not an object"}, "config"),
         ({"bot": "../../etc/passwd", "config": {}}, "bot"),
@@ -128,6 +128,17 @@ def test_bad_bodies_are_422_with_a_code(manager: Manager, body: dict, where: str
     assert detail["code"] == "invalid_input"
     assert where in detail["message"], detail
     assert client.get("/bots").json()["items"] == [], "nothing was created"
+
+
+def test_user_names_are_the_ascii_the_schema_publishes(manager: Manager) -> None:
+    """The OpenAPI pattern is ASCII (JSON Schema's `\\w`); the server must refuse what it refuses
+    (schemathesis found `rµ` accepted)."""
+    with manager.admin() as admin:
+        for name in ("rµ", "ünïcode", "a b"):
+            answer = admin.post("/admin/users", json={"name": name})
+            assert answer.status_code == 422, (name, answer.text)
+            assert answer.json()["detail"]["code"] == "invalid_input"
+        assert admin.post("/admin/users", json={"name": "ops.team@acme-1"}).status_code == 201
 
 
 def test_malformed_json_and_oversized_bodies(manager: Manager) -> None:

@@ -63,7 +63,6 @@ def manager(
         "BOTFLEET_NOMAD_DATACENTERS": '["dc-test"]',
         "BOTFLEET_NOMAD_DRIVER": "raw_exec",
         "BOTFLEET_NOMAD_COMMAND": json.dumps([sys.executable, "-m", "bot_runtime"]),
-        "BOTFLEET_NOMAD_KILL_TIMEOUT_S": "4",  # = BOTFLEET_STOP_GRACE_S of the test settings
     }
     root = tmp_path_factory.mktemp("nomad-manager")
     with running_manager(root, redis_server.url, backend="nomad", extra_env=extra_env) as instance:
@@ -212,7 +211,6 @@ def _orchestrator(standin: StandIn, script: str, **overrides: object) -> NomadOr
         "region": REGION,
         "driver": "raw_exec",
         "command": [sys.executable, "-c", script],
-        "kill_timeout_s": 30,
         "job_prefix": "unit-",
         **overrides,
     }
