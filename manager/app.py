@@ -11,12 +11,13 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from manager.admission import DatabaseAdmission
 from manager.api.routes import admin, bots, events, health, internal, webhooks
 from manager.backends import create_orchestrator
 from manager.bootstrap import admin_token, fleet_id
 from manager.bus import CommandBus
 from manager.config import Settings, get_settings
-from manager.db import make_engine, make_session_factory
+from manager.db import POOL_SIZE, make_engine, make_session_factory
 from manager.docs import install_docs
 from manager.embedded_redis import EmbeddedRedis
 from manager.errors import error_body, install_error_handlers
@@ -167,4 +168,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (bots, webhooks, events, internal, admin, health):
         app.include_router(module.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(DatabaseAdmission, limit=POOL_SIZE)
     return app

@@ -12,6 +12,11 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+#: PostgreSQL connections kept, and how many more may open under load. Requests are admitted
+#: `POOL_SIZE` at a time (manager/admission.py); the overflow serves launches and loops.
+POOL_SIZE = 20
+POOL_OVERFLOW = 20
+
 #: Execution option that marks a transaction as one that will write (see `make_engine`).
 WRITE_OPTION = "botfleet_writes"
 
@@ -46,8 +51,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             connection.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN")
 
         return engine
-    kwargs.setdefault("pool_size", 20)
-    kwargs.setdefault("max_overflow", 20)
+    kwargs.setdefault("pool_size", POOL_SIZE)
+    kwargs.setdefault("max_overflow", POOL_OVERFLOW)
     return create_engine(url, pool_pre_ping=True, **kwargs)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from pathlib import Path
 
@@ -79,6 +80,26 @@ def test_concurrency_limit_holds_under_parallel_posts(manager: Manager) -> None:
         client.post("/bots", json={"bot": "demo", "config": {}, "start_at": LATER}).status_code
         == 201
     )
+
+
+def test_a_burst_larger_than_the_pool_is_answered_in_full(manager: Manager) -> None:
+    """200 POSTs at once, five times the worker threads and the pooled connections: every one is
+    answered 201. Without admission, threads waiting for a connection starved the requests
+    holding one, and the pool's timeout failed the burst with 500s."""
+    _, client = manager.new_user(max_bots=250)
+    body = {"bot": "demo", "config": {}, "start_at": LATER}
+
+    async def burst() -> list[int]:
+        limits = httpx.Limits(max_connections=200)
+        async with httpx.AsyncClient(
+            base_url=manager.url, headers=client.headers, limits=limits, timeout=120
+        ) as c:
+            answers = await asyncio.gather(*(c.post("/bots", json=body) for _ in range(200)))
+        return [answer.status_code for answer in answers]
+
+    codes = asyncio.run(burst())
+    assert codes == [201] * 200, sorted(set(codes))
+    assert len(client.get("/bots", params={"limit": 500}).json()["items"]) == 200
 
 
 def test_limit_zero_means_no_bots(manager: Manager) -> None:
