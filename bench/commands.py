@@ -19,12 +19,14 @@ import redis
 from bench.common import (
     CallbackReceiver,
     Figure,
+    floor_token,
     latency_stats,
     ms,
     ratio,
     spawn_bare_runtime,
     stop_processes,
 )
+from bot_runtime.protocol import sign_command, signing_key
 
 POLL_S = 0.005  # how often the client looks at the command
 
@@ -83,7 +85,8 @@ def floor_samples(redis_url: str, tmp: Path, count: int) -> list[float]:
                     "issued_at": datetime.now(UTC).isoformat(),
                 }
                 began = time.perf_counter()
-                bus.publish(f"bot_commands:{bot_id}", json.dumps(message))
+                signed = message | {"sig": sign_command(message, signing_key(floor_token(bot_id)))}
+                bus.publish(f"bot_commands:{bot_id}", json.dumps(signed))
                 acked = receiver.wait_ack(command_id, timeout=10)
                 if acked is not None:
                     samples.append(acked - began)

@@ -19,7 +19,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -230,11 +229,17 @@ class CallbackReceiver:
             return self.acks.get(command_id)
 
 
+def floor_token(bot_id: str) -> str:
+    """A bare runtime's token: the stub receiver accepts any, and the floor signs its Redis
+    messages with its digest, as the manager does (bot_runtime/protocol.py)."""
+    return "bft_floor_" + bot_id
+
+
 def runtime_env(bot_id: str, callback_url: str, redis_url: str) -> dict[str, str]:
     """The runtime environment (bot_runtime/env.py) of a `demo` bot, as the manager hands it."""
     rendered = RuntimeEnv(
         bot_id=bot_id,
-        token="bft_floor_" + uuid.uuid4().hex,
+        token=floor_token(bot_id),
         callback_url=callback_url,
         redis_url=redis_url,
         command_channel=command_channel(bot_id),

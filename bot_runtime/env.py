@@ -32,6 +32,9 @@ BOT_SECRETS: Final = "BOTFLEET_BOT_SECRETS"
 HEARTBEAT_S: Final = "BOTFLEET_HEARTBEAT_S"
 #: How long the bot's leave hook may take; the manager derives it from its stop grace.
 LEAVE_GRACE_S: Final = "BOTFLEET_LEAVE_GRACE_S"
+#: An inherited file descriptor (a pipe) carrying the secret variables as one JSON object, for
+#: backends that keep secrets out of the environment (the process backend: /proc/PID/environ).
+SECRET_ENV_FD: Final = "BOTFLEET_SECRET_ENV_FD"
 
 DEFAULT_HEARTBEAT_S = 10.0
 DEFAULT_LEAVE_GRACE_S = 20.0
@@ -99,6 +102,37 @@ class RuntimeEnv:
             heartbeat_s=_seconds(environ, HEARTBEAT_S, DEFAULT_HEARTBEAT_S),
             leave_grace_s=_seconds(environ, LEAVE_GRACE_S, DEFAULT_LEAVE_GRACE_S),
         )
+
+
+def with_secret_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """`environ` plus the secret variables read from the `SECRET_ENV_FD` pipe, if it names one.
+
+    The pipe is read to EOF and closed, so the secrets live in this process's memory only (never
+    in os.environ: the bot's own children would inherit them). Without the variable, `environ`
+    is returned as it is (Docker and Nomad hand secrets through the environment).
+    """
+    merged = dict(environ)
+    raw_fd = merged.pop(SECRET_ENV_FD, "").strip()
+    if not raw_fd:
+        return merged
+    try:
+        fd = int(raw_fd)
+    except ValueError:
+        raise RuntimeConfigError(f"{SECRET_ENV_FD} must be a file descriptor number") from None
+    try:
+        with open(fd, "rb") as pipe:  # closes the descriptor
+            data = pipe.read()
+    except OSError as exc:
+        raise RuntimeConfigError(f"cannot read {SECRET_ENV_FD} ({fd}): {exc.strerror}") from None
+    try:
+        secret_env = json.loads(data) if data.strip() else {}
+    except ValueError as exc:
+        raise RuntimeConfigError(f"{SECRET_ENV_FD} is not valid JSON: {exc}") from None
+    if not isinstance(secret_env, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in secret_env.items()
+    ):
+        raise RuntimeConfigError(f"{SECRET_ENV_FD} must carry a JSON object of strings")
+    return merged | secret_env
 
 
 def _has_password(url: str) -> bool:

@@ -1,18 +1,23 @@
 """The command protocol between the manager and a bot, shared by both sides.
 
 This module is the protocol's home: one JSON message per command on the channel
-`bot_commands:{bot_id}`, `{"id", "action", "config"?, "config_version"?, "issued_at"}`, and the
-names of the callback events. The manager imports this module; this module never imports the
+`bot_commands:{bot_id}`, `{"id", "action", "config"?, "config_version"?, "issued_at", "sig"}`,
+and the names of the callback events. `sig` is an HMAC only the manager and the bot can compute
+(`sign_command` / `verify_command`), so a message the manager did not issue is never applied,
+even on a Redis without per-bot ACLs. The manager imports this module; this module never imports the
 manager. Plain dataclasses keep the runtime free of dependencies beyond redis and httpx.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 CHANNEL_TEMPLATE: Final = "bot_commands:{bot_id}"
+SIGNATURE_FIELD: Final = "sig"
 
 ACTION_RECONFIGURE: Final = "reconfigure"
 ACTION_LEAVE: Final = "leave"
@@ -70,7 +75,7 @@ class CommandMessage:
         version = data.get("config_version")
         if version is not None and not isinstance(version, int):
             raise ProtocolError("'config_version' must be an integer")
-        known = {"id", "action", "issued_at", "config", "config_version"}
+        known = {"id", "action", "issued_at", "config", "config_version", SIGNATURE_FIELD}
         return cls(
             id=cid,
             action=action,
@@ -87,6 +92,45 @@ class CommandMessage:
         except (TypeError, ValueError) as exc:
             raise ProtocolError(f"not JSON: {exc}") from exc
         return cls.from_dict(data)
+
+
+def signing_key(token: str) -> str:
+    """The key a bot's Redis messages are signed with: the SHA-256 of its token. The manager
+    stores exactly this digest (never the token) and the bot computes it from its own token, so
+    no other bot holds it and it never travels anywhere."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _canonical(fields: dict[str, Any]) -> bytes:
+    return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
+
+
+def sign_command(fields: dict[str, Any], key: str) -> str:
+    """Hex HMAC-SHA256 over the canonical JSON (sorted keys, compact) of every field but `sig`."""
+    unsigned = {k: v for k, v in fields.items() if k != SIGNATURE_FIELD}
+    return hmac.new(key.encode(), _canonical(unsigned), hashlib.sha256).hexdigest()
+
+
+def signed_json(message: CommandMessage, key: str) -> str:
+    """The message as it is published on Redis: its fields plus their signature."""
+    fields = message.to_dict()
+    fields[SIGNATURE_FIELD] = sign_command(fields, key)
+    return json.dumps(fields, separators=(",", ":"))
+
+
+def verify_command(fields: Any, key: str) -> bool:
+    """True when `fields` (a decoded message) carries the signature of exactly its other fields
+    under `key`; False when it is missing, malformed or wrong. Constant-time."""
+    if not isinstance(fields, dict):
+        return False
+    sig = fields.get(SIGNATURE_FIELD)
+    if not isinstance(sig, str):
+        return False
+    try:
+        expected = sign_command(fields, key)
+    except (TypeError, ValueError):  # not canonically serializable: not ours
+        return False
+    return hmac.compare_digest(sig.encode(), expected.encode())
 
 
 def describe_error(exc: BaseException) -> str:

@@ -6,6 +6,7 @@ The process exit code is always the `exit_code` reported in the `exited` callbac
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -20,7 +21,7 @@ from redis.exceptions import RedisError
 from bot_runtime.bot import LEAVE_BY_BOT, LEAVE_SIGINT, LEAVE_SIGTERM, Bot
 from bot_runtime.client import ManagerClient, SilentClient
 from bot_runtime.commands import CommandRouter
-from bot_runtime.env import RuntimeConfigError, RuntimeEnv
+from bot_runtime.env import RuntimeConfigError, RuntimeEnv, with_secret_env
 from bot_runtime.loader import load_bot_class
 from bot_runtime.protocol import (
     EVENT_EXITED,
@@ -30,6 +31,8 @@ from bot_runtime.protocol import (
     CommandMessage,
     ProtocolError,
     describe_error,
+    signing_key,
+    verify_command,
 )
 from bot_runtime.retry import Backoff
 
@@ -47,6 +50,9 @@ class Runner:
     def __init__(self, env: RuntimeEnv, bot: Bot, client: ManagerClient | SilentClient) -> None:
         self.env, self.bot, self.client = env, bot, client
         self.router = CommandRouter(bot=bot, client=client)
+        # Redis messages must carry the manager's HMAC under this key; HTTP ones are
+        # authenticated by the token itself.
+        self._command_key = signing_key(env.token)
         self._heartbeat: asyncio.Task[None] | None = None
         self._reports: list[asyncio.Task[bool]] = []  # lifecycle events, sent in order
 
@@ -230,12 +236,27 @@ class Runner:
                 )
                 if message is None or message.get("type") != "message":
                     continue
-                try:
-                    command = CommandMessage.from_json(message["data"])
-                except ProtocolError as exc:
-                    log.warning("ignoring a malformed command: %s", exc)
-                    continue
-                await self.router.handle_command(command)
+                command = self._authentic_command(message["data"])
+                if command is not None:
+                    await self.router.handle_command(command)
+
+    def _authentic_command(self, raw: str | bytes) -> CommandMessage | None:
+        """The command in a Redis message, or None (logged once, without the payload) when it is
+        malformed or not signed by the manager for this bot and attempt: anyone who can publish
+        on the channel could have sent it."""
+        try:
+            fields = json.loads(raw)
+        except (TypeError, ValueError):
+            log.warning("ignoring a command message that is not JSON")
+            return None
+        if not verify_command(fields, self._command_key):
+            log.warning("dropping a command message with a missing or wrong signature")
+            return None
+        try:
+            return CommandMessage.from_dict(fields)
+        except ProtocolError as exc:
+            log.warning("ignoring a malformed command: %s", exc)
+            return None
 
 
 async def _amain(env: RuntimeEnv) -> int:
@@ -276,7 +297,7 @@ def main() -> int:
     for noisy in ("httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        env = RuntimeEnv.from_environ(os.environ)
+        env = RuntimeEnv.from_environ(with_secret_env(os.environ))
     except RuntimeConfigError as exc:
         log.error("invalid runtime configuration: %s", exc)
         return EXIT_CONFIG_ERROR

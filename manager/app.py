@@ -15,6 +15,8 @@ from manager.admission import DatabaseAdmission
 from manager.api.routes import admin, bots, events, health, internal, webhooks
 from manager.backends import create_orchestrator
 from manager.bootstrap import admin_token, fleet_id
+from manager.bot_firewall import apply_bot_firewall
+from manager.bot_redis import BotRedisUsers
 from manager.bus import CommandBus
 from manager.config import Settings, get_settings
 from manager.db import POOL_SIZE, make_engine, make_session_factory
@@ -88,6 +90,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     async with AsyncExitStack() as stack:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        # Before any bot can run: host-networked bots must not reach the database.
+        await asyncio.to_thread(apply_bot_firewall, settings)
         if settings.redis_url is None:
             embedded = EmbeddedRedis(settings.data_dir)
             embedded_url = embedded.start()
@@ -109,6 +113,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         stack.callback(waker.close)
         bus = CommandBus(settings.redis_url or "")
         stack.callback(bus.close)
+        redis_users = BotRedisUsers(settings.redis_url or "") if settings.bot_redis_acl else None
+        if redis_users is not None:
+            stack.callback(redis_users.close)
         fleet = Fleet(
             fleet_id=fleet_id(app.state.sessions, settings),
             box=load_box(settings),
@@ -116,13 +123,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             orchestrator=orchestrator,
             bus=bus,
             settings=settings,
+            redis_users=redis_users,
         )
         stack.callback(fleet.close)
         app.state.fleet = fleet
         lease = LeaderLease(engine)
         stack.callback(lease.release)
         app.state.reconciler = reconciler = Reconciler(fleet)
-        app.state.webhook_sender = sender = WebhookSender(app.state.sessions, settings)
+        app.state.webhook_sender = sender = WebhookSender(
+            app.state.sessions, settings, box=fleet.box
+        )
         stack.callback(sender.close)
         # Every periodic job, each its own loop with its own health on /readyz.
         app.state.loops = loops = [

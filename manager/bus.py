@@ -10,7 +10,7 @@ import logging
 
 import redis
 
-from bot_runtime.protocol import CommandMessage, command_channel
+from bot_runtime.protocol import CommandMessage, command_channel, signed_json
 
 log = logging.getLogger(__name__)
 
@@ -22,9 +22,11 @@ class CommandBus:
             url, socket_connect_timeout=2, socket_timeout=2, health_check_interval=30
         )
 
-    def publish(self, bot_id: str, message: CommandMessage) -> int:
-        """Publish; return how many subscribers received it. Raises redis.RedisError."""
-        return int(self._client.publish(command_channel(bot_id), message.to_json()))
+    def publish(self, bot_id: str, message: CommandMessage, *, key: str) -> int:
+        """Publish `message` signed with `key` (the bot's token hash: the runtime drops a
+        message without the right signature); return how many subscribers received it.
+        Raises redis.RedisError."""
+        return int(self._client.publish(command_channel(bot_id), signed_json(message, key)))
 
     def ping(self) -> None:
         self._client.ping()

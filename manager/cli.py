@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -33,8 +34,8 @@ def migrate() -> None:
     from manager.migrate import upgrade
 
     settings = get_settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    upgrade(settings.resolved_database_url())
+    _private_data_dir(settings.data_dir)
+    upgrade(settings.resolved_database_url(), settings=settings)
     console.print("[green]database is up to date[/]")
 
 
@@ -48,11 +49,11 @@ def serve(
 
     _logging(log_level)
     settings = get_settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    _private_data_dir(settings.data_dir)
     if settings.migrate_on_start:
         from manager.migrate import upgrade
 
-        upgrade(settings.resolved_database_url())
+        upgrade(settings.resolved_database_url(), settings=settings)
     if welcome:
         _welcome()
     uvicorn.run(
@@ -62,6 +63,16 @@ def serve(
         log_level=log_level,
         access_log=False,
     )
+
+
+def _private_data_dir(data_dir: Path) -> None:
+    """Everything the manager writes is its own: umask 0077 makes every file 0600 and every
+    folder 0700 (secrets.key, admin_token, the SQLite file, workload records, bot logs, the
+    embedded Redis), and the data folder is tightened even when it existed before (0755).
+    Bots reach their log files through the descriptor they inherit, never by path."""
+    os.umask(0o077)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.chmod(0o700)
 
 
 def _welcome() -> None:
@@ -118,7 +129,8 @@ def _cli_dir_missing_from_path() -> str | None:
 
 @app.command("rotate-secrets")
 def rotate_secrets() -> None:
-    """Re-seal every bot's secrets with the newest key of BOTFLEET_SECRETS_KEYS.
+    """Re-seal every bot's secrets and every webhook signing secret with the newest key of
+    BOTFLEET_SECRETS_KEYS.
 
     Rotation: put the new key first (`new,old`), restart the managers, run this, then drop the
     old key.
@@ -128,19 +140,26 @@ def rotate_secrets() -> None:
     from manager.db import make_engine, make_session_factory, transaction
     from manager.models import Bot
     from manager.sealing import load_box
+    from manager.webhooks.models import WebhookEndpoint
 
     settings = get_settings()
     box = load_box(settings)
     engine = make_engine(settings.resolved_database_url())
-    count = 0
+    count = hooks = 0
     try:
         with transaction(make_session_factory(engine)) as session:
             for bot in session.scalars(select(Bot).where(Bot.secrets_sealed.is_not(None))):
                 bot.secrets_sealed = box.reseal(bot.secrets_sealed or "")
                 count += 1
+            for endpoint in session.scalars(select(WebhookEndpoint).with_for_update()):
+                endpoint.secret_sealed = box.reseal(endpoint.secret_sealed)
+                hooks += 1
     finally:
         engine.dispose()
-    console.print(f"[green]re-sealed the secrets of {count} bots with the newest key[/]")
+    console.print(
+        f"[green]re-sealed the secrets of {count} bots and {hooks} webhook endpoints "
+        "with the newest key[/]"
+    )
 
 
 @app.command("create-user")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, computed_field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -34,6 +34,13 @@ class Settings(BaseSettings):
     )
     bot_redis_url: str | None = Field(
         None, description="Redis URL handed to bots, when they reach Redis by another address."
+    )
+    bot_redis_acl: bool = Field(
+        True,
+        description="Give each bot a Redis ACL user of its own (manager/bot_redis.py): it may "
+        "subscribe to its own command channel and nothing else. Needs Redis ≥ 6.2 and a "
+        "manager user allowed to run ACL. false: bots get the shared URL (BOTFLEET_BOT_REDIS_URL "
+        "or BOTFLEET_REDIS_URL) and can read and publish on every bot's channel.",
     )
     orchestrator: Literal["process", "docker", "nomad"] = Field(
         "process", description="Which backend runs the bots."
@@ -61,7 +68,26 @@ class Settings(BaseSettings):
         '`module:Class`, e.g. ["mycompany.bots"]; ["*"] allows any. Built-in bots are always '
         "allowed.",
     )
+    allowed_images: list[str] | None = Field(
+        None,
+        description="Image patterns users may name in `image`, JSON list, e.g. "
+        '["registry.internal/bots/*"]: matched on the normalised reference (no tag means '
+        '`:latest`, `docker.io/library/x` is `x`), `*` and `?` never cross `/`; `["*"]` '
+        "allows any. Unset: the backend's runtime image only (the process backend: none).",
+    )
     migrate_on_start: bool = Field(True, description="Run Alembic migrations when serving.")
+    bot_firewall: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Firewall rules (iptables, owner match) that reset TCP from the bots' uids "
+        "to the database's port and BOTFLEET_BOT_BLOCKED_PORTS on this host (manager/"
+        "bot_firewall.py). `auto`: installed when the manager is root and iptables works, else "
+        "logged; `on`: the manager refuses to start without them; `off`: none.",
+    )
+    bot_blocked_ports: list[Annotated[int, Field(ge=1, le=65535)]] = Field(
+        default_factory=list,
+        description="Extra TCP ports bots may not open on this host's own addresses, JSON list, "
+        "e.g. [4646] (Nomad's API).",
+    )
 
     # Bot budgets and the timeouts derived from them.
     heartbeat_s: float = Field(10.0, gt=0, description="Seconds between a bot's heartbeats.")

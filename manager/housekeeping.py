@@ -2,7 +2,9 @@
 
 - re-publish unacknowledged commands with backoff, expire the overdue and those of ended bots;
 - forget idempotency answers older than 24 hours;
-- refresh the `botfleet_bots{status,backend}` gauges.
+- refresh the `botfleet_bots{status,backend}` gauges;
+- converge bots' Redis users: write the missing ones (a restarted Redis forgot them), delete
+  those of ended bots (manager/bot_redis.py).
 
 `Housekeeping(fleet).run_once()` runs each chore once, every chore isolated from the others'
 failures, and returns the errors (also kept in `last_errors`); `tick()`, the manager's loop,
@@ -16,7 +18,7 @@ from collections.abc import Callable
 
 from sqlalchemy import func, select
 
-from manager import metrics
+from manager import bot_redis, metrics
 from manager.db import transaction
 from manager.lifecycle import TERMINAL, BotStatus
 from manager.loops import StepsFailed
@@ -40,6 +42,7 @@ class Housekeeping:
             self.reconcile_commands,
             self.sweep_expired_records,
             self.update_gauges,
+            self.converge_redis_users,
         )
         for chore in chores:
             try:
@@ -75,6 +78,12 @@ class Housekeeping:
                     due.append(command)
         for command in due:
             self.fleet.publish(command)
+
+    def converge_redis_users(self) -> None:
+        """Every bot holding a token has its Redis user; ended bots' users are gone. One
+        `ACL USERS` a tick; Redis being down fails this chore only."""
+        if self.fleet.redis_users is not None:
+            bot_redis.converge(self.fleet.sessions, self.fleet.redis_users)
 
     def sweep_expired_records(self) -> None:
         """Idempotency answers are kept for 24 hours."""

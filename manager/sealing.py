@@ -1,4 +1,5 @@
-"""Bot secrets at rest: sealed with Fernet (AES-128-CBC + HMAC-SHA256, from `cryptography`).
+"""Secrets at rest, bots' secrets and webhook signing secrets alike: sealed with Fernet
+(AES-128-CBC + HMAC-SHA256, from `cryptography`).
 
 Keys come from `BOTFLEET_SECRETS_KEYS` (comma-separated Fernet keys, newest first): the first
 seals, every key opens, so a key can be rotated without downtime (see SECURITY.md). With none set,
@@ -34,6 +35,16 @@ class SecretBox:
             return dict(json.loads(self._fernet.decrypt(sealed.encode())))
         except InvalidToken as exc:
             raise SecretsUnreadable("no configured key opens these secrets") from exc
+
+    def seal_text(self, value: str) -> str:
+        """One secret string sealed (a webhook's signing secret)."""
+        return self._fernet.encrypt(value.encode()).decode()
+
+    def open_text(self, sealed: str) -> str:
+        try:
+            return self._fernet.decrypt(sealed.encode()).decode()
+        except InvalidToken as exc:
+            raise SecretsUnreadable("no configured key opens this secret") from exc
 
     def reseal(self, sealed: str) -> str:
         """The same secrets sealed with the newest key (for key rotation)."""

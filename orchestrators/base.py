@@ -172,6 +172,13 @@ class Orchestrator(abc.ABC):
         """Forget an ended workload once its exit code and logs are recorded (no-op by default)."""
 
     @property
+    def runtime_image(self) -> str | None:
+        """The image bots run when their request names none; None for a backend that runs no
+        images. The manager allows users this image, and only it, unless the operator lists
+        others (BOTFLEET_ALLOWED_IMAGES)."""
+        return None
+
+    @property
     def supports_logs(self) -> bool:
         return False
 

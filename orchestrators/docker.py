@@ -347,6 +347,10 @@ class DockerOrchestrator(Orchestrator):
     # ---- capabilities ------------------------------------------------------------------------
 
     @property
+    def runtime_image(self) -> str | None:
+        return self.config.default_image
+
+    @property
     def supports_logs(self) -> bool:
         return True
 

@@ -4,7 +4,13 @@ Bots live in their own session, so Ctrl-C or a restart of the manager does not k
 stop can signal the whole process group. Each workload has a small JSON record under
 `<data_dir>/workloads/` so that a new manager process finds its bots again; the record identifies
 the process by pid AND start time (field 22 of /proc/<pid>/stat), which guards against pid reuse.
-The record never holds the environment: it carries the bot's token and secrets.
+The record never holds the environment, and the environment never holds a secret: the token and
+secrets reach the runtime through an inherited pipe (`bot_runtime.env.SECRET_ENV_FD`).
+
+When the manager is root, each bot runs under an unprivileged uid of its own, in its own working
+directory, with resource limits (`bot_uids`; see orchestrators/process_isolation.py). Without
+that, bots share the manager's user: the backend is then for development and trusted bots only.
+Stop and remove kill the bot's children too, also after the bot itself exited.
 """
 
 from __future__ import annotations
@@ -13,20 +19,25 @@ import json
 import logging
 import os
 import re
+import resource
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Mapping
 from contextlib import suppress
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from bot_runtime.env import SECRET_ENV_FD
+from orchestrators import process_isolation as isolation
 from orchestrators.base import (
     BackendUnavailable,
     LaunchFailed,
@@ -62,6 +73,38 @@ class ProcessOrchestratorConfig(BackendConfig):
         min_length=1,
         description="Command that starts one bot; it gets the bot's environment and no arguments.",
     )
+    bot_uids: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Run each bot under an unprivileged uid of its own. `auto`: when the manager "
+        "is root and a probe shows such a uid can run the bot command (else a warning, and bots "
+        "run as the manager's user); `on`: required, launches fail with isolation_unavailable "
+        "when impossible; `off`: bots run as the manager's user (trusted bots only).",
+    )
+    uid_base: int = Field(200000, ge=1000, description="First uid of the bots' dedicated range.")
+    uid_count: int = Field(10000, ge=1, description="How many uids the range holds.")
+    gid: int | None = Field(
+        None, ge=1000, description="Primary gid of every bot (no supplementary groups); uid_base."
+    )
+    work_root: Path | None = Field(
+        None,
+        description="Where each bot's working directory (its HOME) is made. Default "
+        "/var/lib/botfleet/bots with bot uids (never inside the 0700 data folder), else "
+        "<data_dir>/bots.",
+    )
+    rlimit_as_mb: int = Field(
+        2048, ge=0, description="RLIMIT_AS (address space) of each bot in MiB; 0: unchanged."
+    )
+    rlimit_nproc: int = Field(
+        256,
+        ge=0,
+        description="RLIMIT_NPROC (processes and threads) of each bot; only with bot uids, "
+        "where the count is the bot's own; 0: unchanged.",
+    )
+    rlimit_nofile: int = Field(1024, ge=0, description="RLIMIT_NOFILE of each bot; 0: unchanged.")
+
+    @property
+    def bot_gid(self) -> int:
+        return self.uid_base if self.gid is None else self.gid
 
 
 def _proc_stat(pid: int) -> tuple[str, int] | None:
@@ -85,13 +128,24 @@ def _exited(returncode: int) -> WorkloadStatus:
     return WorkloadStatus(WorkloadState.EXITED, 128 - returncode, f"killed by {name}")
 
 
-def _kill_group(pgid: int, sig: signal.Signals) -> None:
+def _kill_group(pgid: int, starttime: int, sig: signal.Signals) -> None:
     try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass
+        isolation.kill_group(pgid, starttime, sig)
     except PermissionError as exc:
         raise OrchestratorError(f"not allowed to signal process group {pgid}: {exc}") from exc
+
+
+def _sweep(record: Mapping[str, Any]) -> None:
+    """Kill what a bot left behind: its process group and, with its own uid, every process of
+    that uid (setsid escapes a group, never a uid)."""
+    _kill_group(record["pid"], record["starttime"], signal.SIGKILL)
+    uid = record.get("uid")
+    if uid is not None and not isolation.kill_uid(uid):
+        log.warning("processes of bot uid %s survived SIGKILL", uid)
+
+
+def _private_dir(path: Path) -> None:
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
 
 
 class ProcessOrchestrator(Orchestrator):
@@ -108,6 +162,8 @@ class ProcessOrchestrator(Orchestrator):
         self._children: dict[str, subprocess.Popen[bytes]] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()  # protects _locks; never held while waiting
+        self._isolation_lock = threading.Lock()
+        self._isolation: tuple[bool, str] | None = None  # (bot uids on, why not), probed once
 
     # -- bookkeeping --------------------------------------------------------------------------
 
@@ -130,9 +186,11 @@ class ProcessOrchestrator(Orchestrator):
             raise BackendUnavailable(f"cannot read the record of workload {ref}: {exc}") from exc
 
     def _save(self, ref: str, record: dict[str, Any]) -> None:
-        """Write atomically so a crash never leaves half a record."""
+        """Write atomically (0600) so a crash never leaves half a record."""
         tmp = self._record_path(ref).with_suffix(".tmp")
-        tmp.write_text(json.dumps(record, indent=2))
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(json.dumps(record, indent=2))
         os.replace(tmp, self._record_path(ref))
 
     def _log_path(self, bot_id: str) -> Path:
@@ -176,40 +234,122 @@ class ProcessOrchestrator(Orchestrator):
             return self.inspect(ref)
         return poll_until_gone(partial(self.inspect, ref), timeout, poll_s=_POLL_S)
 
+    # -- isolation ----------------------------------------------------------------------------
+
+    def _limits(self, *, own_uid: bool) -> dict[int, int]:
+        """RLIMIT_NPROC counts every process of a uid: only a bot's own uid makes it per bot."""
+        wanted = {
+            resource.RLIMIT_AS: self.config.rlimit_as_mb * 1024 * 1024,
+            resource.RLIMIT_NOFILE: self.config.rlimit_nofile,
+        }
+        if own_uid:
+            wanted[resource.RLIMIT_NPROC] = self.config.rlimit_nproc
+        return isolation.clamp_limits(wanted)
+
+    def _uses_bot_uids(self) -> bool:
+        """Whether bots run under their own uids; decided (and probed) once per instance."""
+        with self._isolation_lock:
+            if self._isolation is None:
+                self._isolation = self._decide_isolation()
+            enabled, why_not = self._isolation
+        if not enabled and self.config.bot_uids == "on":
+            raise LaunchFailed(
+                f"bots cannot run under their own uids (BOTFLEET_PROCESS_BOT_UIDS=on): {why_not}",
+                code="isolation_unavailable",
+            )
+        return enabled
+
+    def _decide_isolation(self) -> tuple[bool, str]:
+        mode = self.config.bot_uids
+        if mode == "off":
+            return False, "turned off (BOTFLEET_PROCESS_BOT_UIDS=off)"
+        if os.geteuid() != 0:
+            why = "the manager is not root, so it cannot switch a bot to another uid"
+            if mode == "auto":
+                log.warning(
+                    "process backend: bots run as the manager's own user (%s); they can read "
+                    "each other's processes and the manager's files: run trusted bots only",
+                    why,
+                )
+            return False, why
+        prefix = isolation.prlimit_prefix(self._limits(own_uid=True)) or []
+        probe_uid = self.config.uid_base + self.config.uid_count - 1
+        why_not = isolation.probe_as_uid(
+            [*prefix, self.config.command[0], "-c", "import bot_runtime"],
+            uid=probe_uid,
+            gid=self.config.bot_gid,
+            env=self._inherited_env(),
+        )
+        if why_not is None:
+            log.info(
+                "process backend: each bot runs under its own uid (%d..%d, gid %d)",
+                self.config.uid_base,
+                self.config.uid_base + self.config.uid_count - 1,
+                self.config.bot_gid,
+            )
+            return True, ""
+        if mode == "auto":
+            log.warning(
+                "process backend: bots CANNOT run under their own uids, so they run as root and "
+                "can read every other bot and the manager's secrets. The probe failed: %s. Fix: "
+                "let gid %d traverse every directory above the interpreter and the installed "
+                "botfleet (e.g. `setfacl -m g:%d:x <dir>`, see README), or set "
+                "BOTFLEET_PROCESS_BOT_UIDS=off to run trusted bots only and silence this.",
+                why_not,
+                self.config.bot_gid,
+                self.config.bot_gid,
+            )
+        return False, why_not
+
+    def _work_root(self, own_uid: bool) -> Path:
+        if self.config.work_root is not None:
+            return self.config.work_root
+        return isolation.DEFAULT_ISOLATED_WORK_ROOT if own_uid else self.config.data_dir / "bots"
+
+    def _workdir(self, bot_id: str, own_uid: bool) -> tuple[int | None, Path]:
+        """The bot's own working directory, and its uid when it gets one."""
+        root = self._work_root(own_uid)
+        if own_uid:
+            return isolation.claim_uid_dir(
+                root, self.config.uid_base, self.config.uid_count, self.config.bot_gid
+            )
+        _private_dir(root)
+        return None, Path(tempfile.mkdtemp(prefix=f"{bot_id}-", dir=root))
+
+    @staticmethod
+    def _inherited_env() -> dict[str, str]:
+        return {k: os.environ[k] for k in INHERITED_ENV if k in os.environ}
+
     # -- the contract -------------------------------------------------------------------------
 
     def launch(self, spec: LaunchSpec) -> str:
         for ref in list(self._children):  # reap finished children so zombies do not pile up
             self.inspect(ref)
         log_path = self._log_path(spec.bot_id)
-        env = {k: os.environ[k] for k in INHERITED_ENV if k in os.environ} | spec.environment()
+        own_uid = self._uses_bot_uids()
         started = datetime.now(UTC).isoformat(timespec="seconds")
         try:
-            self._records_dir.mkdir(parents=True, exist_ok=True)
-            self._logs_dir.mkdir(parents=True, exist_ok=True)
-            log_file = log_path.open("ab")
+            _private_dir(self._records_dir)
+            _private_dir(self._logs_dir)
+            # 0600: the bot writes through the descriptor it inherits, never by opening the file
+            log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         except OSError as exc:
             raise BackendUnavailable(f"cannot prepare {self.config.data_dir}: {exc}") from exc
-        with log_file:
+        with os.fdopen(log_fd, "ab") as log_file:
             log_file.write(f"--- attempt {spec.attempt} started at {started} ---\n".encode())
             log_file.flush()
             try:
-                proc = subprocess.Popen(
-                    self.config.command,
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log_file,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,  # survive the manager's Ctrl-C; signal as a group
-                )
-            except (OSError, ValueError) as exc:
-                reason = getattr(exc, "strerror", None) or str(exc)
-                log_file.write(
-                    f"--- attempt {spec.attempt} failed to start: {reason} ---\n".encode()
-                )
-                raise LaunchFailed(
-                    f"cannot start the bot process {self.config.command[0]!r}: {reason}"
-                ) from exc
+                uid, workdir = self._workdir(spec.bot_id, own_uid)
+            except OSError as exc:
+                code = "isolation_unavailable" if own_uid else "launch_failed"
+                message = f"cannot make the bot's working directory: {exc}"
+                raise LaunchFailed(message, code=code) from exc
+            try:
+                proc = self._spawn(spec, log_file, uid, workdir)
+            except LaunchFailed as exc:
+                log_file.write(f"--- attempt {spec.attempt} failed to start: {exc} ---\n".encode())
+                isolation.remove_dir(workdir)
+                raise
         stat = _proc_stat(proc.pid)  # readable even if it already exited: it is not reaped yet
         starttime = stat[1] if stat else 0
         ref = f"{proc.pid}-{starttime}"
@@ -218,6 +358,8 @@ class ProcessOrchestrator(Orchestrator):
             "bot_id": spec.bot_id,
             "pid": proc.pid,
             "starttime": starttime,
+            "uid": uid,
+            "workdir": str(workdir),
             "labels": spec.workload_labels(),
             "log_path": str(log_path),
             "launched_at": started,
@@ -229,11 +371,54 @@ class ProcessOrchestrator(Orchestrator):
                 raise OSError(f"/proc/{proc.pid}/stat is not readable")
             self._save(ref, record)
         except OSError as exc:  # an unrecorded bot would be an orphan nobody can find: kill it
-            _kill_group(proc.pid, signal.SIGKILL)
+            _kill_group(proc.pid, starttime, signal.SIGKILL)
             proc.wait()
+            _sweep(record)
+            isolation.remove_dir(workdir)
             raise BackendUnavailable(f"cannot record workload of bot {spec.bot_id}: {exc}") from exc
         self._children[ref] = proc
         return ref
+
+    def _spawn(
+        self, spec: LaunchSpec, log_file: Any, uid: int | None, workdir: Path
+    ) -> subprocess.Popen[bytes]:
+        """Start the bot: its own session, uid and directory, limits, secrets through a pipe."""
+        command = self.config.command
+        if shutil.which(command[0]) is None:
+            raise LaunchFailed(
+                f"cannot start the bot process {command[0]!r}: No such file or executable"
+            )
+        limits = self._limits(own_uid=uid is not None)
+        prefix = isolation.prlimit_prefix(limits)
+        read_fd, write_fd = os.pipe()
+        env = self._inherited_env() | dict(spec.env)
+        env |= {"HOME": str(workdir), SECRET_ENV_FD: str(read_fd)}
+        identity: dict[str, Any] = {}
+        if uid is not None:
+            identity = {"user": uid, "group": self.config.bot_gid, "extra_groups": []}
+        try:
+            proc = subprocess.Popen(
+                [*(prefix or []), *command],
+                env=env,
+                cwd=workdir,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                pass_fds=(read_fd,),
+                umask=0o077,
+                start_new_session=True,  # survive the manager's Ctrl-C; signal as a group
+                **identity,
+            )
+        except (OSError, ValueError) as exc:
+            os.close(write_fd)
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise LaunchFailed(f"cannot start the bot process {command[0]!r}: {reason}") from exc
+        finally:
+            os.close(read_fd)
+        isolation.send_secret_env(write_fd, spec.secret_env, name=spec.bot_id)
+        if prefix is None:
+            isolation.apply_limits_after_spawn(proc.pid, limits)
+        return proc
 
     def inspect(self, runtime_ref: str) -> WorkloadStatus:
         """Never raises for a missing workload: NOT_FOUND is what the reconciler wants."""
@@ -244,21 +429,26 @@ class ProcessOrchestrator(Orchestrator):
             return self._status(runtime_ref, record)
 
     def stop(self, runtime_ref: str, *, grace_s: float) -> WorkloadStatus:
-        """The shared ladder on the process group; SIGKILL also sweeps what the leader left."""
-
-        def signal_group(sig: signal.Signals) -> None:
-            # start_new_session: the leader's pid is the group id (read once the ref is known)
-            _kill_group(int(runtime_ref.split("-")[0]), sig)
-
+        """The shared ladder on the process group; then whatever the bot left is killed (its
+        group and its uid's processes), also when the bot itself had already exited."""
+        with self._lock_for(runtime_ref):
+            record = self._load(runtime_ref)
+        if record is None:
+            return WorkloadStatus(WorkloadState.NOT_FOUND, detail="no such workload record")
+        # start_new_session: the leader's pid is the group id
+        pgid, starttime = record["pid"], record["starttime"]
         engine = Engine(
             inspect=partial(self.inspect, runtime_ref),
-            terminate=partial(signal_group, signal.SIGTERM),
-            kill=partial(signal_group, signal.SIGKILL),
+            terminate=partial(_kill_group, pgid, starttime, signal.SIGTERM),
+            kill=partial(_sweep, record),
             wait_gone=partial(self._wait_gone, runtime_ref),
         )
-        return stop_workload(
+        status = stop_workload(
             engine, grace_s=grace_s, kill_wait_s=self.config.kill_wait_s, kill_leftovers=True
         )
+        if status.is_gone:
+            _sweep(record)
+        return status
 
     def list_workloads(self, labels: Mapping[str, str] | None = None) -> list[Workload]:
         wanted = dict(labels or {})
@@ -287,6 +477,14 @@ class ProcessOrchestrator(Orchestrator):
                 return
             if not self._status(runtime_ref, record).is_gone:
                 raise OrchestratorError(f"workload {runtime_ref} is still running; stop it first")
+            _sweep(record)  # children it left; its uid is free again only once they are gone
+            if record.get("workdir"):
+                try:
+                    isolation.remove_dir(Path(record["workdir"]))
+                except OSError as exc:
+                    raise BackendUnavailable(
+                        f"cannot remove the working directory of {runtime_ref}: {exc}"
+                    ) from exc
             self._record_path(runtime_ref).unlink(missing_ok=True)
             self._children.pop(runtime_ref, None)
         with self._guard:
@@ -323,8 +521,8 @@ class ProcessOrchestrator(Orchestrator):
         """Ready when the data directory is writable (records and logs go there)."""
         probe = self.config.data_dir / f".health-{os.getpid()}"
         try:
-            self._records_dir.mkdir(parents=True, exist_ok=True)
-            self._logs_dir.mkdir(parents=True, exist_ok=True)
+            _private_dir(self._records_dir)
+            _private_dir(self._logs_dir)
             probe.write_text("ok")
             probe.unlink()
         except OSError as exc:

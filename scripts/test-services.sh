@@ -45,3 +45,29 @@ if [ "$current" -lt 500 ]; then
   for _ in $(seq 1 50); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 0.2; done
 fi
 echo "test-services: PostgreSQL $pg_version on 127.0.0.1:5432, redis-server at $(command -v redis-server)"
+
+# The process backend runs each bot under a uid of its own when the manager is root (the suite
+# runs as root): the bots' gid must traverse every directory above the real interpreter and the
+# repository. Grant it (x only, an ACL) where "others" may not; README, "the process backend".
+if [ "$(id -u)" = 0 ]; then
+  if ! command -v setfacl >/dev/null 2>&1; then
+    echo "test-services: installing acl"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq acl >/dev/null
+  fi
+  bot_gid=${BOTFLEET_PROCESS_GID:-${BOTFLEET_PROCESS_UID_BASE:-200000}}
+  repo=$(cd "$(dirname "$0")/.." && pwd -P)
+  python=$(readlink -f "$repo/.venv/bin/python" || true)
+  [ -n "$python" ] || python=$(readlink -f "$(command -v python3)")
+  for dir in "$repo" "$(dirname "$python")"; do
+    case "$dir" in /*) ;; *) echo "test-services: not an absolute path: $dir" >&2; exit 1 ;; esac
+    while [ "$dir" != "/" ]; do
+      if [ $((8#$(stat -c %a "$dir") & 1)) = 0 ]; then
+        setfacl -m "g:${bot_gid}:x" "$dir"
+        echo "test-services: gid $bot_gid may now traverse $dir"
+      fi
+      dir=$(dirname "$dir")
+    done
+  done
+fi

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -65,22 +66,29 @@ def fresh_database_url(tmp: Path) -> str:
 
 
 class RedisServer:
-    """A real redis-server on a loopback port; can be stopped and started again."""
+    """A real redis-server on a loopback port, password-protected like production (the password
+    in a 0600 config file, not on the command line); can be stopped and started again, with the
+    same port and password (and, like any restart, without the ACL users written meanwhile)."""
 
     def __init__(self, workdir: Path) -> None:
         self.port = free_port()
         self.workdir = workdir
+        self.password = f"test-{uuid.uuid4().hex}"
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
+        config = self.workdir / "redis.conf"
+        config.write_text(f"requirepass {self.password}\n")
+        config.chmod(0o600)
         self.proc = subprocess.Popen(
             [
                 "redis-server",
+                str(config),
                 "--bind",
                 "127.0.0.1",
                 "--port",
@@ -305,6 +313,22 @@ def running_manager(
     finally:
         instance.stop()
         kill_leftover_bots(instance.data_dir, backend=backend, database_url=instance.database_url)
+
+
+#: For managers whose tests act as one of their process bots (use its token): the process backend
+#: hands the token through a pipe, never the environment; tests/bots/spy_runtime.py keeps a copy.
+SPY_RUNTIME_ENV = {
+    "BOTFLEET_PROCESS_COMMAND": json.dumps([sys.executable, "-m", "tests.bots.spy_runtime"]),
+    "PYTHONPATH": str(REPO),
+}
+
+
+def runtime_env(runtime_ref: str) -> dict[str, str]:
+    """What a process bot's runtime received (environment and secret pipe), as the bot sees it;
+    its manager runs with SPY_RUNTIME_ENV."""
+    copy = Path(f"/proc/{runtime_ref.split('-')[0]}/cwd/received-env.json")
+    wait_until(copy.exists, timeout=10, what=f"the spy runtime's copy in {copy.parent}")
+    return dict(json.loads(copy.read_text()))
 
 
 def user_env(**settings: str) -> dict[str, str]:

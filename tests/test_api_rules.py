@@ -4,22 +4,39 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from pathlib import Path
+from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from tests.support import Manager, transitions, wait_for_command, wait_for_status, wait_until
+from tests.support import (
+    SPY_RUNTIME_ENV,
+    Manager,
+    RedisServer,
+    running_manager,
+    runtime_env,
+    transitions,
+    wait_for_command,
+    wait_for_status,
+    wait_until,
+)
 
 LATER = "2099-01-01T00:00:00Z"  # a scheduled start keeps a bot `requested`, with no process
 
 
+@pytest.fixture(scope="module")
+def manager(
+    tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer
+) -> Iterator[Manager]:
+    """A manager whose bots keep a copy of what they received, so a test can use a bot's token."""
+    root = tmp_path_factory.mktemp("manager")
+    with running_manager(root, redis_server.url, extra_env=SPY_RUNTIME_ENV) as instance:
+        yield instance
+
+
 def bot_token(runtime_ref: str) -> str:
-    """Read a running bot's own token from its process environment, as the bot sees it."""
-    pid = runtime_ref.split("-")[0]
-    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    values = dict(item.decode().split("=", 1) for item in environ if b"=" in item)
-    return values["BOTFLEET_BOT_TOKEN"]
+    """A running bot's own token, as the bot received it (through its secret pipe)."""
+    return runtime_env(runtime_ref)["BOTFLEET_BOT_TOKEN"]
 
 
 def test_no_or_bad_key_is_401(manager: Manager) -> None:

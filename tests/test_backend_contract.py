@@ -149,19 +149,43 @@ def _proc_cmdline(pid: int) -> str:
 # ---- one factory per backend ------------------------------------------------------------------
 
 
+#: The process backend hands secrets through a pipe, not the environment: this runs the real
+#: runtime after keeping a copy of what it received in its private working directory.
+SPY_RUNTIME = """
+import json, os, runpy
+from bot_runtime.env import SECRET_ENV_FD, with_secret_env
+received = with_secret_env(os.environ)
+with open("received-env.json", "w") as out:
+    json.dump(received, out)
+read_fd, write_fd = os.pipe()
+public = set(os.environ) - {SECRET_ENV_FD}
+os.write(write_fd, json.dumps({k: v for k, v in received.items() if k not in public}).encode())
+os.close(write_fd)
+os.environ[SECRET_ENV_FD] = str(read_fd)
+runpy.run_module("bot_runtime", run_name="__main__")
+"""
+
+
 def _process(tmp_path: Path, redis_url: str) -> Harness:
     config = ProcessOrchestratorConfig(
-        data_dir=tmp_path / "data", command=[sys.executable, "-m", "bot_runtime"], kill_wait_s=5
+        data_dir=tmp_path / "data", command=[sys.executable, "-c", SPY_RUNTIME], kill_wait_s=5
     )
     backend = ProcessOrchestrator(config)
 
     def pid(ref: str) -> int:
         return int(ref.split("-")[0])
 
+    def received(ref: str) -> dict[str, str]:
+        """What the runtime got: its environment plus the secret pipe (root reads its cwd)."""
+        copy = Path(f"/proc/{pid(ref)}/cwd/received-env.json")
+        wait_until(copy.exists, timeout=10, what="the runtime's copy of its environment")
+        return json.loads(copy.read_text())
+
     def exposed(ref: str) -> list[str]:
         return [
             (config.data_dir / "workloads" / f"{ref}.json").read_text(),
             _proc_cmdline(pid(ref)),
+            json.dumps(_proc_environ(pid(ref))),  # other processes read /proc/PID/environ
         ]
 
     def unreachable() -> Orchestrator:
@@ -172,7 +196,7 @@ def _process(tmp_path: Path, redis_url: str) -> Harness:
         name="process",
         backend=backend,
         redis_url=redis_url,
-        environ=lambda ref: _proc_environ(pid(ref)),
+        environ=received,
         exposed=exposed,
         unreachable=unreachable,
         unknown_refs=("12345-67890", "../../etc/passwd", ""),

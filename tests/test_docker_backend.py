@@ -24,7 +24,9 @@ def manager(
     docker_engine: None, tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer
 ) -> Iterator[Manager]:
     root = tmp_path_factory.mktemp("docker-manager")
-    with running_manager(root, redis_server.url, backend="docker") as instance:
+    # The missing-image test names an image the engine lacks: it must pass the allow-list.
+    env = {"BOTFLEET_ALLOWED_IMAGES": '["botfleet-runtime:latest", "botfleet-no-such-image:*"]'}
+    with running_manager(root, redis_server.url, backend="docker", extra_env=env) as instance:
         yield instance
 
 

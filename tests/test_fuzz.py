@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,7 +16,15 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from tests.support import ADMIN_TOKEN, Manager, RedisServer, running_manager, wait_for_status
+from tests.support import (
+    ADMIN_TOKEN,
+    SPY_RUNTIME_ENV,
+    Manager,
+    RedisServer,
+    running_manager,
+    runtime_env,
+    wait_for_status,
+)
 
 EXAMPLES = int(os.environ.get("BOTFLEET_FUZZ_EXAMPLES", "15"))
 
@@ -26,7 +33,8 @@ EXAMPLES = int(os.environ.get("BOTFLEET_FUZZ_EXAMPLES", "15"))
 def manager(
     tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer
 ) -> Iterator[Manager]:
-    with running_manager(tmp_path_factory.mktemp("fuzz"), redis_server.url) as instance:
+    root = tmp_path_factory.mktemp("fuzz")
+    with running_manager(root, redis_server.url, extra_env=SPY_RUNTIME_ENV) as instance:
         yield instance
 
 
@@ -36,8 +44,7 @@ def credentials(manager: Manager) -> dict[str, str]:
     _, client = manager.new_user(max_bots=3)
     bot = client.post("/bots", json={"bot": "demo", "config": {}}).json()
     ref = wait_for_status(client, bot["id"], {"active"})["runtime_ref"]
-    environ = Path(f"/proc/{ref.split('-')[0]}/environ").read_bytes().split(b"\0")
-    env = dict(item.decode().split("=", 1) for item in environ if b"=" in item)
+    env = runtime_env(ref)  # the token comes through the bot's secret pipe
     return {
         "user": str(client.headers["Authorization"]),
         "bot": f"Bearer {env['BOTFLEET_BOT_TOKEN']}",

@@ -279,7 +279,8 @@ def test_docker_driver_job_runs_the_image(standin: StandIn) -> None:
     job = orchestrator.job_spec(spec, secret_names=["BOTFLEET_BOT_TOKEN"])
     task = job["TaskGroups"][0]["Tasks"][0]
     assert task["Config"]["image"] == "botfleet-runtime:latest"
-    assert task["Config"]["network_mode"] == "host" and task["Config"]["cap_drop"] == ["ALL"]
+    assert "network_mode" not in task["Config"], "host networking is opt-in"
+    assert task["Config"]["cap_drop"] == ["ALL"]
     assert task["User"] == "10001:10001"
     assert "tok-dockerish" not in json.dumps(job)
 

@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import time
+from contextlib import suppress
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from manager.config import Settings
 from orchestrators import (
     LaunchFailed,
     LaunchSpec,
+    OrchestratorError,
     WorkloadState,
     backend_class,
 )
@@ -33,7 +35,10 @@ SLEEPER = """
 import os, subprocess, sys, time
 subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
 print("hello from bot", flush=True)
-print("secret seen:", "BOT_SECRET" in os.environ, flush=True)
+print("secret in environ:", "BOT_SECRET" in os.environ, flush=True)
+from bot_runtime.env import with_secret_env
+piped = with_secret_env(os.environ).get("BOT_SECRET") == "s3cr3t-token-value"
+print("secret via pipe:", piped, flush=True)
 print("manager var leaked:", "MANAGER_ONLY" in os.environ, flush=True)
 print("to stderr", file=sys.stderr, flush=True)
 time.sleep(60)
@@ -60,6 +65,8 @@ def make(tmp_path):
     for orch in made:
         for workload in orch.list_workloads():
             orch.stop(workload.runtime_ref, grace_s=0)
+            with suppress(OrchestratorError):  # frees the bot's uid and working directory
+                orch.remove(workload.runtime_ref)
     for orch in made:  # reap our own children
         orch.list_workloads()
 
@@ -114,7 +121,8 @@ def test_a_bot_has_its_own_group_and_only_its_environment_and_sigterm_ends_the_g
     text = orch.logs(ref, bot_id="bot-1", tail=100)
     assert text.startswith("--- attempt 1 started at ")
     assert "hello from bot" in text
-    assert "secret seen: True" in text
+    assert "secret in environ: False" in text  # /proc/PID/environ would show it to others
+    assert "secret via pipe: True" in text
     assert "manager var leaked: False" in text
     assert len(live_group_members(pid)) == 2  # the bot and its grandchild
 

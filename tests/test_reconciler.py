@@ -173,7 +173,12 @@ def test_launch_hands_the_contract_environment_to_the_backend(
         "BOTFLEET_HEARTBEAT_S",
         "BOTFLEET_LEAVE_GRACE_S",
     }
-    assert set(spec.secret_env) == {"BOTFLEET_BOT_TOKEN", "BOTFLEET_BOT_SECRETS"}
+    # The Redis URL carries a password (the test Redis requires one, as production does).
+    assert set(spec.secret_env) == {
+        "BOTFLEET_BOT_TOKEN",
+        "BOTFLEET_BOT_SECRETS",
+        "BOTFLEET_REDIS_URL",
+    }
     assert spec.env["BOTFLEET_COMMAND_CHANNEL"] == f"bot_commands:{bot_id}"
     assert "s3cret" not in str(spec.workload_labels()), "secrets never go into labels"
     bot = read(fleet, bot_id)

@@ -26,11 +26,18 @@ from bot_runtime.bots.demo import DemoBot
 from bot_runtime.commands import CommandRouter
 from bot_runtime.env import RuntimeConfigError, RuntimeEnv
 from bot_runtime.loader import BotLoadError, load_bot_class
-from bot_runtime.protocol import CommandMessage, ProtocolError, command_channel
+from bot_runtime.protocol import (
+    CommandMessage,
+    ProtocolError,
+    command_channel,
+    signed_json,
+    signing_key,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 BOT_ID = "bot-123"
 TOKEN = "tok-very-secret"
+KEY = signing_key(TOKEN)  # what the manager signs this bot's Redis messages with
 
 
 # --- loader -------------------------------------------------------------------------------
@@ -374,7 +381,11 @@ def test_process_applies_pending_then_published_commands(redis_url: str) -> None
         proc = spawn(manager, {}, redis_url=redis_url)
         wait_until(lambda: len(manager.acks) == 1)
         publisher = redis.Redis.from_url(redis_url)
-        leave = json.dumps({"id": "c2", "action": "leave", "issued_at": ""})
+        # A forged leave (no signature, or another key's) is dropped; the bot stays.
+        forged = CommandMessage(id="f1", action="leave", issued_at="")
+        publisher.publish(command_channel(BOT_ID), forged.to_json())
+        publisher.publish(command_channel(BOT_ID), signed_json(forged, signing_key("other")))
+        leave = signed_json(CommandMessage(id="c2", action="leave", issued_at=""), KEY)
         for _ in range(2):  # at-least-once delivery: the repeat must not be applied twice
             publisher.publish(command_channel(BOT_ID), leave)
         publisher.publish(command_channel(BOT_ID), "garbage")
@@ -384,6 +395,8 @@ def test_process_applies_pending_then_published_commands(redis_url: str) -> None
         manager.server.shutdown()
     assert code == 0, err
     assert manager.acks[:2] == [("c1", {"ok": True}), ("c2", {"ok": True})]
+    assert "f1" not in {cid for cid, _ in manager.acks}, "a forged command was applied"
+    assert err.count("missing or wrong signature") == 2, err
     assert manager.names() == ["started", "leaving", "exited"]
     assert manager.lifecycle()[1]["reason"] == "leave_requested"
     assert 'reconfigured: {"x": 1}' in out

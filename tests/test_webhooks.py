@@ -15,12 +15,14 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography.fernet import Fernet
 from sqlalchemy.orm import Session, sessionmaker
 
 from manager.config import Settings
 from manager.db import make_engine, make_session_factory, transaction
 from manager.migrate import upgrade
 from manager.models import Event, utcnow
+from manager.sealing import SecretBox
 from manager.webhooks.guard import UrlRefused, check_url
 from manager.webhooks.sender import Claimed, WebhookSender
 from manager.webhooks.signing import InvalidSignature, new_secret, sign, signature, verify
@@ -122,6 +124,10 @@ def sessions(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
     engine = make_engine(url)
     yield make_session_factory(engine)
     engine.dispose()
+
+
+def a_box() -> SecretBox:
+    return SecretBox([Fernet.generate_key().decode()])
 
 
 def set_webhook(client: httpx.Client, url: str, path: str = "/webhook") -> dict[str, Any]:
@@ -405,7 +411,7 @@ def test_guard_allows_public_addresses_and_private_when_told() -> None:
 
 
 def test_the_sender_checks_the_address_again_before_each_send() -> None:
-    sender = WebhookSender(sessionmaker(), Settings(webhook_allow_private=False))
+    sender = WebhookSender(sessionmaker(), Settings(webhook_allow_private=False), box=a_box())
     try:
         payload = {"type": "bot.transition", "id": "evt_1", "timestamp": "x", "data": {}}
         claimed = Claimed("d1", "http://127.0.0.1:9/hook", new_secret(), payload)
@@ -418,7 +424,7 @@ def test_the_sender_checks_the_address_again_before_each_send() -> None:
 def test_the_horizon_waits_for_a_gap_in_the_outbox_then_passes_it(
     sessions: sessionmaker[Session],
 ) -> None:
-    sender = WebhookSender(sessions, Settings(webhook_settle_s=5))
+    sender = WebhookSender(sessions, Settings(webhook_settle_s=5), box=a_box())
     now = utcnow()
 
     def event(event_id: int, age_s: float) -> Event:

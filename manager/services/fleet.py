@@ -17,12 +17,14 @@ from functools import partial
 from typing import Any
 
 import redis
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot_runtime.env import RuntimeEnv
 from bot_runtime.loader import BUILTIN_BOTS
 from bot_runtime.protocol import command_channel
 from manager import metrics
+from manager.bot_redis import BotRedisUsers, bot_url, close_users_on_end
 from manager.bus import CommandBus
 from manager.config import Settings
 from manager.db import transaction
@@ -37,6 +39,7 @@ from manager.security import BOT_TOKEN_PREFIX, digest, new_secret
 from manager.services import attempts
 from manager.services import bots as bot_records
 from manager.services import commands as command_records
+from manager.services.images import allowed_patterns, check_image
 from manager.services.unit_of_work import after_commit, unit_of_work
 from orchestrators.base import LABEL_FLEET, LaunchSpec, Orchestrator, OrchestratorError, Workload
 
@@ -53,6 +56,7 @@ class Fleet:
         bus: CommandBus,
         settings: Settings,
         box: SecretBox,
+        redis_users: BotRedisUsers | None = None,
     ) -> None:
         self.fleet_id = fleet_id
         self.sessions = sessions
@@ -60,8 +64,14 @@ class Fleet:
         self.bus = bus
         self.settings = settings
         self.box = box
+        self.allowed_images = allowed_patterns(settings.allowed_images, orchestrator.runtime_image)
         # Engines' SDKs block, so launches and stops run on these threads, off the event loop.
         self._pool = ThreadPoolExecutor(settings.launch_workers, thread_name_prefix="fleet")
+        # Each bot's own Redis user (manager/bot_redis.py), deleted once its bot's end commits;
+        # None: bots get the shared URL.
+        self.redis_users = redis_users
+        if redis_users is not None:
+            close_users_on_end(sessions, redis_users, self._submit)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -84,6 +94,7 @@ class Fleet:
     def start_bot(self, session: Session, *, user_id: str, data: BotCreate) -> Bot:
         """Record a `requested` bot; once committed, launch it (unless it starts later)."""
         self._check_allowed(data.bot)
+        check_image(data.image, self.allowed_images)
         sealed = self.box.seal(data.secrets) if data.secrets else None
         bot = bot_records.create_bot(
             session,
@@ -182,10 +193,18 @@ class Fleet:
 
     def publish(self, command: Command) -> bool:
         """Wake the bot up over Redis. False when Redis refused; the command stays stored and
-        the reconciler publishes it again."""
+        the reconciler publishes it again.
+
+        The message is signed with the token hash of the bot's current attempt (the runtime
+        drops anything else); a bot without a token (ended, or not launched yet) has no one to
+        wake: False, nothing sent."""
+        with self.sessions() as session:
+            key = session.scalar(select(Bot.token_hash).where(Bot.id == command.bot_id))
+        if key is None:
+            return False
         message = command_records.to_message(command)
         try:
-            receivers = self.bus.publish(command.bot_id, message)
+            receivers = self.bus.publish(command.bot_id, message, key=key)
         except redis.RedisError as exc:
             metrics.COMMAND_PUBLISH_FAILURES.inc()
             log.warning(
@@ -238,7 +257,9 @@ class Fleet:
                 session, bot, BotStatus.STARTING, reason="launching", source=Source.ORCHESTRATOR
             )
             spec = self._prepare_attempt(session, bot)
+            token_hash = bot.token_hash
         if spec is not None:
+            self._open_redis_user(spec.bot_id, token_hash)
             self._launch_workload(spec)
 
     def relaunch(self, bot_id: str) -> None:
@@ -252,7 +273,9 @@ class Fleet:
             bot.next_attempt_at = None
             bot.started_at = utcnow()  # the start timeout counts from the real launch
             spec = self._prepare_attempt(session, bot)
+            token_hash = bot.token_hash
         if spec is not None:
+            self._open_redis_user(spec.bot_id, token_hash)
             self._launch_workload(spec)
 
     def _prepare_attempt(self, session: Session, bot: Bot) -> LaunchSpec | None:
@@ -275,6 +298,12 @@ class Fleet:
             )
             return None
 
+    def _open_redis_user(self, bot_id: str, token_hash: str | None) -> None:
+        """The attempt's Redis user, written before its runtime can connect. Best effort: with
+        Redis down the runtime reads commands over HTTP and housekeeping writes it later."""
+        if self.redis_users is not None and token_hash:
+            self.redis_users.open_for(bot_id, token_hash)
+
     def launch_spec(self, bot: Bot, token: str) -> LaunchSpec:
         """The runtime's environment (bot_runtime/env.py renders it, public and secret apart),
         and nothing else."""
@@ -283,7 +312,7 @@ class Fleet:
             bot_id=bot.id,
             token=token,
             callback_url=settings.resolved_callback_url(),
-            redis_url=settings.bot_redis_url or settings.redis_url or "",
+            redis_url=self._bot_redis_url(bot.id, token),
             command_channel=command_channel(bot.id),
             bot=bot.bot,
             config=bot.config,
@@ -301,6 +330,12 @@ class Fleet:
             labels=dict(bot.labels or {}),
             fleet=self.fleet_id,
         )
+
+    def _bot_redis_url(self, bot_id: str, token: str) -> str:
+        """The bot's own Redis user and token at the address bots reach; the shared URL only
+        when per-bot users are off (BOTFLEET_BOT_REDIS_ACL=false)."""
+        base = self.settings.bot_redis_url or self.settings.redis_url or ""
+        return bot_url(base, bot_id, token) if self.redis_users is not None else base
 
     def workloads(self, **labels: str) -> list[Workload]:
         """This fleet's workloads as the engine lists them (never another fleet's)."""

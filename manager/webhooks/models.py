@@ -38,8 +38,9 @@ class WebhookEndpoint(Base):
         ForeignKey("bots.id", ondelete="CASCADE"), index=True
     )
     url: Mapped[str] = mapped_column(String(2000))
-    # The `whsec_` + base64 signing secret; shown once at creation, needed to sign.
-    secret: Mapped[str] = mapped_column(String(200))
+    # The `whsec_` + base64 signing secret, sealed like bot secrets (manager/sealing.py): shown
+    # once at creation, opened only to sign, never stored in clear.
+    secret_sealed: Mapped[str] = mapped_column(Text)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     cursor: Mapped[int] = mapped_column(BigInteger, default=0)
     start_event_id: Mapped[int] = mapped_column(BigInteger, default=0)

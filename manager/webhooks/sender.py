@@ -32,7 +32,8 @@ from manager.config import Settings
 from manager.db import transaction
 from manager.loops import run_steps
 from manager.models import Event, utcnow
-from manager.webhooks.guard import UrlRefused, check_url
+from manager.sealing import SecretBox, SecretsUnreadable
+from manager.webhooks.guard import UrlRefused, pin
 from manager.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from manager.webhooks.signing import sign
 
@@ -69,6 +70,8 @@ def retry_delay_s(settings: Settings, attempt_count: int) -> float:
 
 @dataclass(frozen=True)
 class Claimed:
+    """A delivery about to be attempted, with its endpoint's signing secret opened."""
+
     delivery_id: str
     url: str
     secret: str
@@ -76,13 +79,21 @@ class Claimed:
 
 
 class WebhookSender:
-    def __init__(self, sessions: sessionmaker[Session], settings: Settings) -> None:
+    def __init__(
+        self, sessions: sessionmaker[Session], settings: Settings, *, box: SecretBox
+    ) -> None:
         self.sessions = sessions
         self.settings = settings
+        self.box = box  # opens the endpoints' sealed signing secrets
         self.client = httpx.Client(
             timeout=settings.webhook_timeout_s,
             follow_redirects=False,  # a redirect is a failure (the spec): update the URL instead
             headers={"User-Agent": USER_AGENT},
+            # Each attempt connects to the address it checked: no connection kept for the next
+            # (its TLS session was verified for one name; another may pin the same address),
+            # and no proxy from the environment (a proxy would resolve the name again).
+            limits=httpx.Limits(max_keepalive_connections=0),
+            trust_env=False,
         )
         self.pool = ThreadPoolExecutor(SEND_WORKERS, thread_name_prefix="webhook")
         self.last_errors: list[str] = []
@@ -222,7 +233,12 @@ class WebhookSender:
 
     def deliver(self, delivery_id: str) -> bool:
         """One attempt at one delivery; True unless the attempt failed."""
-        claimed = self.claim(delivery_id)
+        try:
+            claimed = self.claim(delivery_id)
+        except SecretsUnreadable as exc:  # a sealing key dropped too early: retried with backoff
+            log.error("webhook delivery %s cannot be signed: %s", delivery_id, exc)
+            self.record(delivery_id, status_code=None, error=f"cannot sign: {exc}", duration_ms=0)
+            return False
         if claimed is None:
             return True  # delivered, deleted or rescheduled meanwhile
         status_code, error, duration_ms = self.post(claimed)
@@ -246,7 +262,8 @@ class WebhookSender:
             delivery.next_attempt_at = now + timedelta(
                 seconds=self.settings.webhook_timeout_s + CLAIM_MARGIN_S
             )
-            return Claimed(delivery.id, endpoint.url, endpoint.secret, dict(delivery.payload))
+            secret = self.box.open_text(endpoint.secret_sealed)
+            return Claimed(delivery.id, endpoint.url, secret, dict(delivery.payload))
 
     def post(self, claimed: Claimed) -> tuple[int | None, str | None, int]:
         """POST the signed envelope; (status code, error or None, duration in ms)."""
@@ -258,9 +275,16 @@ class WebhookSender:
         started = time.monotonic()
         status_code: int | None = None
         try:
-            # Again right before sending: the host's DNS answer may have changed since.
-            check_url(claimed.url, allow_private=self.settings.webhook_allow_private)
-            with self.client.stream("POST", claimed.url, content=body, headers=headers) as answer:
+            # Checked again for this attempt (the DNS answer may have changed since the URL was
+            # saved), and the request goes to the very address checked: no second resolution.
+            target = pin(claimed.url, allow_private=self.settings.webhook_allow_private)
+            with self.client.stream(
+                "POST",
+                target.url,
+                content=body,
+                headers={**headers, **target.headers},
+                extensions=target.extensions,
+            ) as answer:
                 status_code = answer.status_code  # the body is not read: only the status counts
             error = None if 200 <= status_code < 300 else f"HTTP {status_code}"
         except UrlRefused as exc:

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from manager.errors import Invalid, NotFound
 from manager.events import latest_event_id
 from manager.models import utcnow
+from manager.sealing import SecretBox
 from manager.services import bots as bot_records
 from manager.webhooks.guard import UrlRefused, check_url
 from manager.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
@@ -48,9 +49,16 @@ def get_endpoint(session: Session, *, user_id: str, bot_id: str | None) -> Webho
 
 
 def put_endpoint(
-    session: Session, *, user_id: str, bot_id: str | None, url: str, enabled: bool
-) -> tuple[WebhookEndpoint, bool]:
-    """Create or update the endpoint; True when created (its secret is then new).
+    session: Session,
+    *,
+    user_id: str,
+    bot_id: str | None,
+    url: str,
+    enabled: bool,
+    box: SecretBox,
+) -> tuple[WebhookEndpoint, str | None]:
+    """Create or update the endpoint; with the new signing secret when created (the only time
+    it is shown: only its sealed form is stored), None on an update.
 
     A new endpoint, or one enabled again, starts after the newest event: no history flood.
     """
@@ -58,9 +66,17 @@ def put_endpoint(
         bot_records.get_bot(session, bot_id, user_id=user_id)  # another user's bot: 404
     endpoint = _find(session, user_id=user_id, bot_id=bot_id, lock=True)
     if endpoint is None:
-        endpoint = _create(session, user_id=user_id, bot_id=bot_id, url=url, enabled=enabled)
+        secret = new_secret()
+        endpoint = _create(
+            session,
+            user_id=user_id,
+            bot_id=bot_id,
+            url=url,
+            enabled=enabled,
+            secret_sealed=box.seal_text(secret),
+        )
         if endpoint is not None:
-            return endpoint, True
+            return endpoint, secret
         # A concurrent request created it a moment ago: update theirs.
         endpoint = _find(session, user_id=user_id, bot_id=bot_id, lock=True)
         if endpoint is None:
@@ -68,11 +84,17 @@ def put_endpoint(
     if enabled and not endpoint.enabled:
         endpoint.cursor = max(endpoint.cursor, latest_event_id(session))
     endpoint.url, endpoint.enabled, endpoint.updated_at = url, enabled, utcnow()
-    return endpoint, False
+    return endpoint, None
 
 
 def _create(
-    session: Session, *, user_id: str, bot_id: str | None, url: str, enabled: bool
+    session: Session,
+    *,
+    user_id: str,
+    bot_id: str | None,
+    url: str,
+    enabled: bool,
+    secret_sealed: str,
 ) -> WebhookEndpoint | None:
     """Insert a new endpoint in a savepoint; None when a concurrent creation won (the unique
     index refused ours), leaving the transaction usable."""
@@ -81,7 +103,7 @@ def _create(
         user_id=user_id,
         bot_id=bot_id,
         url=url,
-        secret=new_secret(),
+        secret_sealed=secret_sealed,
         cursor=newest,
         start_event_id=newest,
         enabled=enabled,
@@ -95,10 +117,12 @@ def _create(
     return endpoint
 
 
-def rotate_secret(session: Session, *, user_id: str, bot_id: str | None) -> str:
+def rotate_secret(session: Session, *, user_id: str, bot_id: str | None, box: SecretBox) -> str:
+    """A new signing secret, stored sealed; returned in clear this once."""
     endpoint = get_endpoint(session, user_id=user_id, bot_id=bot_id)
-    endpoint.secret, endpoint.updated_at = new_secret(), utcnow()
-    return endpoint.secret
+    secret = new_secret()
+    endpoint.secret_sealed, endpoint.updated_at = box.seal_text(secret), utcnow()
+    return secret
 
 
 def delete_endpoint(session: Session, *, user_id: str, bot_id: str | None) -> None:

@@ -21,6 +21,7 @@ own client (python-nomad keeps requests sessions that are not meant to be shared
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -96,12 +97,46 @@ def _nomad_errors(what: str) -> Iterator[None]:
         raise BackendUnavailable(f"{what}: unexpected answer ({exc})") from exc
 
 
+class ConflictingNomadEnvironment(OrchestratorError):
+    """A NOMAD_* variable python-nomad would read silently, with no botfleet setting to win."""
+
+
+#: python-nomad falls back to these when its argument is empty; botfleet passes the namespace
+#: and the address explicitly (so NOMAD_NAMESPACE / NOMAD_ADDR never apply), but it cannot pass
+#: "no token", "no region" or "no client certificate": those variables must not be set alone.
+_SILENT_FALLBACKS = {
+    "NOMAD_TOKEN": ("token", "BOTFLEET_NOMAD_TOKEN"),
+    "NOMAD_REGION": ("region", "BOTFLEET_NOMAD_REGION"),
+}
+
+
+def _refuse_silent_environment(cfg: NomadOrchestratorConfig, environ: Mapping[str, str]) -> None:
+    """Refuse to start when a NOMAD_* variable would change what botfleet does behind its
+    settings' back (python-nomad reads them silently); warn about the ones that are ignored."""
+    for variable, (field, setting) in _SILENT_FALLBACKS.items():
+        if environ.get(variable) and not getattr(cfg, field):
+            raise ConflictingNomadEnvironment(
+                f"{variable} is set in the manager's environment but {setting} is not: the "
+                f"Nomad client would use it silently. Set {setting} (to the same value, if "
+                f"meant) or unset {variable}."
+            )
+    if environ.get("NOMAD_CLIENT_CERT") and environ.get("NOMAD_CLIENT_KEY"):
+        raise ConflictingNomadEnvironment(
+            "NOMAD_CLIENT_CERT/NOMAD_CLIENT_KEY are set in the manager's environment: the Nomad "
+            "client would present that certificate silently. Unset them."
+        )
+    for variable, value in (("NOMAD_NAMESPACE", cfg.namespace), ("NOMAD_ADDR", cfg.address)):
+        if environ.get(variable) and environ[variable].rstrip("/") != value.rstrip("/"):
+            log.warning("%s=%s is ignored: botfleet uses %s", variable, environ[variable], value)
+
+
 class NomadOrchestrator(Orchestrator):
     name: ClassVar[str] = "nomad"
     config_class: ClassVar[type[NomadOrchestratorConfig]] = NomadOrchestratorConfig
 
     def __init__(self, config: NomadOrchestratorConfig | None = None) -> None:
         self.config = config or NomadOrchestratorConfig()
+        _refuse_silent_environment(self.config, os.environ)
         self._local = threading.local()
 
     @property
@@ -123,7 +158,7 @@ class NomadOrchestrator(Orchestrator):
 
     def _ns(self) -> dict[str, str]:
         """The namespace query parameter, for endpoints python-nomad does not add it to (var)."""
-        return {"namespace": self.config.namespace} if self.config.namespace else {}
+        return {"namespace": self.config.namespace}
 
     # ---- launch ------------------------------------------------------------------------------
 
@@ -165,7 +200,7 @@ class NomadOrchestrator(Orchestrator):
 
     def _write_variable(self, job_id: str, secrets: dict[str, str]) -> None:
         path = variable_path(job_id)
-        payload = {"Namespace": self.config.namespace or "default", "Path": path, "Items": secrets}
+        payload = {"Namespace": self.config.namespace, "Path": path, "Items": secrets}
         try:
             with _nomad_errors(f"writing the secrets of job {job_id}"):
                 self.client.variable.create_variable(path, payload, **self._ns())
@@ -281,6 +316,11 @@ class NomadOrchestrator(Orchestrator):
             pass
 
     # ---- capabilities ------------------------------------------------------------------------
+
+    @property
+    def runtime_image(self) -> str | None:
+        # Only the docker driver runs an image; exec/raw_exec run a command and ignore it.
+        return self.config.default_image if self.config.driver == "docker" else None
 
     @property
     def supports_logs(self) -> bool:

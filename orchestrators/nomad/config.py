@@ -27,7 +27,12 @@ class NomadOrchestratorConfig(BackendConfig):
         description="ACL token (X-Nomad-Token). Needs submit-job, read-job, list-jobs, read-logs "
         "and variables write/destroy on nomad/jobs/* in the namespace.",
     )
-    namespace: str | None = Field(None, description="Namespace of the jobs; Nomad's `default`.")
+    namespace: str = Field(
+        "default",
+        min_length=1,
+        description="Namespace of the jobs and of their secrets variables (always sent "
+        "explicitly: NOMAD_NAMESPACE is ignored).",
+    )
     region: str | None = Field(None, description="Region of the jobs; the agent's own when unset.")
     datacenters: list[str] = Field(
         default_factory=lambda: ["dc1"], min_length=1, description="Datacenters jobs may run in."
@@ -43,9 +48,11 @@ class NomadOrchestratorConfig(BackendConfig):
         min_length=1,
         description="Command of exec/raw_exec tasks, on the Nomad client; JSON list.",
     )
-    network_mode: str = Field(
-        "host",
-        description="Docker network mode of the task; bots must reach the manager and Redis.",
+    network_mode: str | None = Field(
+        None,
+        description="Docker network mode of docker tasks; unset: the driver's default (Docker's "
+        "bridge). `host` is opt-in: it shares the client's network, every port of the client "
+        "included. Bots must reach the manager and Redis from it.",
     )
     docker_user: str = Field("10001:10001", description="uid:gid of docker tasks (never root).")
     cpu_mhz: int = Field(500, gt=0, description="CPU per bot, in MHz (Nomad's unit).")

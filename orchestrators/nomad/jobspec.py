@@ -97,7 +97,7 @@ def build_job(
         "ID": job_id,
         "Name": job_id,
         "Type": "batch",
-        "Namespace": cfg.namespace or "default",
+        "Namespace": cfg.namespace,
         **({"Region": cfg.region} if cfg.region else {}),
         "Datacenters": list(cfg.datacenters),
         "Meta": meta,
@@ -128,7 +128,6 @@ def _driver_config(
         return {"command": cfg.command[0], "args": list(cfg.command[1:])}
     config: dict[str, Any] = {
         "image": spec.image or cfg.default_image,
-        "network_mode": cfg.network_mode,
         "init": True,
         "readonly_rootfs": policy.read_only_root,
         "cap_drop": list(policy.cap_drop),
@@ -141,6 +140,8 @@ def _driver_config(
             }
         ],
     }
+    if cfg.network_mode:  # host networking is opt-in, never the default
+        config["network_mode"] = cfg.network_mode
     if policy.no_new_privileges:
         config["security_opt"] = ["no-new-privileges"]
     if policy.pids_limit:

@@ -41,13 +41,15 @@ Deregister sets DesiredStatus "stop", sends the task's KillSignal to its process
 SIGKILL after its KillTimeout (events Killing, Terminated, Killed; ClientStatus "complete").
 `lose()` makes an allocation "lost" (its process killed, as when a node goes away).
 
-Checks of our requests (each refused with a 4xx text body, as Nomad answers errors): the ACL
-token header when one is configured (403), the `namespace` and `region` query parameters when
-configured (400: a stand-in check, Nomad would look elsewhere), a job without TaskGroups or
-Tasks, an unknown driver, missing driver config, resources below Nomad's minimums (CPU 1 MHz,
-MemoryMB 10), an env template with `ChangeMode` "signal", and any template other than the
-`nomadVar` env template the backend generates (the stand-in renders only that shape). Every
-request is recorded (`requests`) so tests can assert on what we sent.
+Namespaces: as Nomad, each request acts in the namespace of its `namespace` query parameter,
+`default` without one (a job and a variable sent to different namespaces stay apart, and the job's
+template then blocks). Checks of our requests (each refused with a 4xx text body, as Nomad
+answers errors): the ACL token header when one is configured (403), the `namespace` and `region`
+query parameters when configured (400: a stand-in check, Nomad would look elsewhere), a job
+without TaskGroups or Tasks, an unknown driver, missing driver config, resources below Nomad's
+minimums (CPU 1 MHz, MemoryMB 10), an env template with `ChangeMode` "signal", and any template
+other than the `nomadVar` env template the backend generates (the stand-in renders only that
+shape). Every request is recorded (`requests`) so tests can assert on what we sent.
 
 Not emulated: evaluations and the scheduler (no placement failures, one node), blocking queries,
 framed (non-plain) or followed logs, `${...}` interpolation of Env values, log rotation, job

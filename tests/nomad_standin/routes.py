@@ -109,13 +109,13 @@ class StandIn:
 
     # ---- test hooks --------------------------------------------------------------------------
 
-    def job(self, job_id: str) -> Job | None:
+    def job(self, job_id: str, namespace: str | None = None) -> Job | None:
         with self.cluster.lock:
-            return self.jobs.get((self._ns_or_default(), job_id))
+            return self.jobs.get((namespace or self._ns_or_default(), job_id))
 
-    def variable(self, path: str) -> dict[str, Any] | None:
+    def variable(self, path: str, namespace: str | None = None) -> dict[str, Any] | None:
         with self.cluster.lock:
-            return self.variables.get((self._ns_or_default(), path))
+            return self.variables.get((namespace or self._ns_or_default(), path))
 
     def alloc_of(self, job_id: str) -> Alloc | None:
         job = self.job(job_id)
@@ -190,7 +190,9 @@ class StandIn:
             raise ApiError(400, f"stand-in: request without region={self.region}")
 
     def _route(self, method: str, path: str, query: dict[str, str], body: Any) -> Any:
-        cluster, ns = self.cluster, self._ns_or_default()
+        # Nomad takes the namespace from the `namespace` query parameter, `default` without one
+        # (https://developer.hashicorp.com/nomad/api-docs#namespaces).
+        cluster, ns = self.cluster, query.get("namespace") or "default"
         if (method, path) == ("GET", "/v1/status/leader"):
             return "127.0.0.1:4647"
         if path == "/v1/jobs":

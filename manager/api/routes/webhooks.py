@@ -7,8 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Response, status
 from sqlalchemy.orm import Session
 
-from manager.api.deps import CurrentUser, SessionDep, SettingsDep
+from manager.api.deps import CurrentUser, FleetDep, SessionDep, SettingsDep
 from manager.errors import error_responses
+from manager.sealing import SecretBox
 from manager.webhooks import service
 from manager.webhooks.models import WebhookDelivery, WebhookEndpoint
 from manager.webhooks.schemas import (
@@ -23,9 +24,17 @@ router = APIRouter(tags=["webhooks"], responses=error_responses(400, 401, 404, 4
 CREATED = {201: {"model": WebhookPublic, "description": "Created, with its signing secret"}}
 
 
-def _public(endpoint: WebhookEndpoint, *, with_secret: bool) -> WebhookPublic:
+def get_box(fleet: FleetDep) -> SecretBox:
+    """The manager's one SecretBox: webhook signing secrets are sealed like bot secrets."""
+    return fleet.box
+
+
+BoxDep = Annotated[SecretBox, Depends(get_box)]
+
+
+def _public(endpoint: WebhookEndpoint, *, secret: str | None = None) -> WebhookPublic:
     out = WebhookPublic.model_validate(endpoint)
-    out.secret = endpoint.secret if with_secret else None
+    out.secret = secret
     return out
 
 
@@ -55,19 +64,29 @@ class EndpointPut:
     """What PUT of a user's endpoint and of a bot's override share."""
 
     def __init__(
-        self, response: Response, user: CurrentUser, session: SessionDep, settings: SettingsDep
+        self,
+        response: Response,
+        user: CurrentUser,
+        session: SessionDep,
+        settings: SettingsDep,
+        box: BoxDep,
     ) -> None:
         self.response, self.user_id = response, user.id
-        self.session, self.allow_private = session, settings.webhook_allow_private
+        self.session, self.allow_private, self.box = session, settings.webhook_allow_private, box
 
     def apply(self, body: WebhookPut, *, bot_id: str | None) -> WebhookPublic:
         url = service.checked_url(body.url, allow_private=self.allow_private)
-        endpoint, created = service.put_endpoint(
-            self.session, user_id=self.user_id, bot_id=bot_id, url=url, enabled=body.enabled
+        endpoint, secret = service.put_endpoint(
+            self.session,
+            user_id=self.user_id,
+            bot_id=bot_id,
+            url=url,
+            enabled=body.enabled,
+            box=self.box,
         )
-        if created:
+        if secret is not None:
             self.response.status_code = status.HTTP_201_CREATED
-        return _public(endpoint, with_secret=created)
+        return _public(endpoint, secret=secret)
 
 
 EndpointPutDep = Annotated[EndpointPut, Depends()]
@@ -87,7 +106,7 @@ def put_webhook(body: WebhookPut, put: EndpointPutDep) -> WebhookPublic:
 @router.get("/webhook", response_model=WebhookPublic)
 def get_webhook(session: SessionDep, user: CurrentUser) -> WebhookPublic:
     endpoint = service.get_endpoint(session, user_id=user.id, bot_id=None)
-    return _public(endpoint, with_secret=False)
+    return _public(endpoint)
 
 
 @router.delete("/webhook", status_code=status.HTTP_204_NO_CONTENT)
@@ -97,9 +116,10 @@ def delete_webhook(user: CurrentUser, session: SessionDep) -> Response:
 
 
 @router.post("/webhook/rotate-secret", response_model=WebhookSecret)
-def rotate_webhook_secret(user: CurrentUser, session: SessionDep) -> WebhookSecret:
+def rotate_webhook_secret(user: CurrentUser, session: SessionDep, box: BoxDep) -> WebhookSecret:
     """A new signing secret, used from the next attempt on; shown this once."""
-    return WebhookSecret(secret=service.rotate_secret(session, user_id=user.id, bot_id=None))
+    secret = service.rotate_secret(session, user_id=user.id, bot_id=None, box=box)
+    return WebhookSecret(secret=secret)
 
 
 # ---- a bot's override -----------------------------------------------------------------------
@@ -114,7 +134,7 @@ def put_bot_webhook(bot_id: str, body: WebhookPut, put: EndpointPutDep) -> Webho
 @router.get("/bots/{bot_id}/webhook", response_model=WebhookPublic)
 def get_bot_webhook(bot_id: str, session: SessionDep, user: CurrentUser) -> WebhookPublic:
     endpoint = service.get_endpoint(session, user_id=user.id, bot_id=bot_id)
-    return _public(endpoint, with_secret=False)
+    return _public(endpoint)
 
 
 @router.delete("/bots/{bot_id}/webhook", status_code=status.HTTP_204_NO_CONTENT)
@@ -124,8 +144,10 @@ def delete_bot_webhook(bot_id: str, user: CurrentUser, session: SessionDep) -> R
 
 
 @router.post("/bots/{bot_id}/webhook/rotate-secret", response_model=WebhookSecret)
-def rotate_bot_webhook_secret(bot_id: str, user: CurrentUser, session: SessionDep) -> WebhookSecret:
-    secret = service.rotate_secret(session, user_id=user.id, bot_id=bot_id)
+def rotate_bot_webhook_secret(
+    bot_id: str, user: CurrentUser, session: SessionDep, box: BoxDep
+) -> WebhookSecret:
+    secret = service.rotate_secret(session, user_id=user.id, bot_id=bot_id, box=box)
     return WebhookSecret(secret=secret)
 
 
