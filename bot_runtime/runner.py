@@ -6,6 +6,7 @@ The process exit code is always the `exit_code` reported in the `exited` callbac
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -44,6 +45,7 @@ RUN_RETURN_S = 5.0  # how long run() may take to return after on_leave, before i
 REPORT_FLUSH_S = 10.0  # how long earlier events may hold up `exited`
 REDIS_POLL_S = 15.0  # also the pubsub health-check period, to notice a silently dead connection
 EXIT_CONFIG_ERROR = 2  # no callback possible: the manager sees a non-zero exit without `exited`
+LISTENER_STOP_S = 3.0  # how long the command listener may take to stop once the bot has exited
 
 
 class Runner:
@@ -55,6 +57,8 @@ class Runner:
         self._command_key = signing_key(env.token)
         self._heartbeat: asyncio.Task[None] | None = None
         self._reports: list[asyncio.Task[bool]] = []  # lifecycle events, sent in order
+        # Set once the outcome is decided: the command listener stops reconnecting.
+        self._closing = asyncio.Event()
 
     async def run(self) -> int:
         """Start, supervise and stop the bot; return the exit code that was reported."""
@@ -76,10 +80,29 @@ class Runner:
                 return await self._leave(work)
             return await self._finished(work)
         finally:
-            for task in (listener, self._heartbeat):
-                if task is not None:
-                    task.cancel()
-            await asyncio.gather(listener, return_exceptions=True)
+            self._closing.set()
+            if self._heartbeat is not None:
+                self._heartbeat.cancel()
+            await self._stop_listener(listener)
+
+    async def _stop_listener(self, listener: asyncio.Task[None]) -> None:
+        """Cancel the command listener and wait for it, within a bound.
+
+        Once the manager has ended the bot it deletes the bot's Redis user, which drops the
+        listener's connection at about the moment it is cancelled; a cancellation that the Redis
+        client swallows there must not keep an exited bot alive until it is killed as an orphan.
+        So the listener also stops on `_closing`, the cancel is repeated, and the wait is bounded.
+        """
+        deadline = asyncio.get_running_loop().time() + LISTENER_STOP_S
+        while not listener.done():
+            listener.cancel()
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                log.warning("the command listener did not stop within %ss", LISTENER_STOP_S)
+                return
+            await asyncio.wait({listener}, timeout=min(0.5, remaining))
+        if not listener.cancelled() and (exc := listener.exception()) is not None:
+            log.warning("command listener ended with %s", describe_error(exc))
 
     async def _leave_first(self, task: asyncio.Task[Any]) -> bool:
         """Wait for `task` or a leave request; True if a leave was requested."""
@@ -201,7 +224,7 @@ class Runner:
         )
         backoff = Backoff(base_s=0.5, cap_s=30.0)
         try:
-            while True:
+            while not self._closing.is_set():
                 try:
                     await self._follow_channel(redis, backoff)
                 except (RedisError, OSError) as exc:
@@ -211,12 +234,17 @@ class Runner:
                     )
                     # Redis only wakes us up: while it is down, read the commands over HTTP.
                     await self._apply_pending()
-                    await asyncio.sleep(delay)
+                    await self._pause(delay)
                 except Exception:
                     log.exception("command listener failed; restarting it")
-                    await asyncio.sleep(backoff.next_delay())
+                    await self._pause(backoff.next_delay())
         finally:
             await redis.aclose()
+
+    async def _pause(self, delay_s: float) -> None:
+        """Sleep before the next reconnect, or less once the bot is closing."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._closing.wait(), delay_s)
 
     async def _apply_pending(self) -> None:
         """Apply the commands the manager holds for us that we have not acknowledged yet."""
@@ -230,7 +258,7 @@ class Runner:
             log.info("listening for commands on %s", self.env.command_channel)
             backoff.reset()
             await self._apply_pending()
-            while True:
+            while not self._closing.is_set():
                 message = await pubsub.get_message(
                     ignore_subscribe_messages=True, timeout=REDIS_POLL_S
                 )

@@ -400,3 +400,47 @@ def test_process_applies_pending_then_published_commands(redis_url: str) -> None
     assert manager.names() == ["started", "leaving", "exited"]
     assert manager.lifecycle()[1]["reason"] == "leave_requested"
     assert 'reconfigured: {"x": 1}' in out
+
+
+def test_an_ended_bot_exits_even_when_the_redis_client_swallows_the_cancel(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seen in the clean-stops test: when the manager ends a bot it deletes the bot's Redis
+    user, which drops the listener's connection at about the moment the runtime cancels it; a
+    cancel lost inside the Redis client kept the listener reconnecting, so the exited bot lived
+    on until the reconciler killed it as an orphan (exit 137). The listener must stop anyway."""
+    from redis.asyncio.client import PubSub
+
+    from bot_runtime.client import SilentClient
+    from bot_runtime.runner import Runner
+
+    real_get_message = PubSub.get_message
+    swallowed: list[bool] = []
+
+    async def get_message_that_loses_a_cancel(self: PubSub, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await real_get_message(self, *args, **kwargs)
+        except asyncio.CancelledError:
+            if swallowed:
+                raise
+            swallowed.append(True)
+            return None  # as if the read had timed out: the cancel is gone
+
+    monkeypatch.setattr(PubSub, "get_message", get_message_that_loses_a_cancel)
+
+    class FinishesAtOnce(Bot):
+        async def run(self) -> int:
+            await asyncio.sleep(0.3)  # long enough for the listener to be reading
+            return 0
+
+    env = RuntimeEnv(
+        bot_id=BOT_ID, token=TOKEN, callback_url="http://127.0.0.1:1", redis_url=redis_url,
+        command_channel=command_channel(BOT_ID), bot="demo",
+    )  # fmt: skip
+    bot = FinishesAtOnce(bot_id=BOT_ID, config={}, secrets={}, logger=logging.getLogger("t"))
+
+    async def go() -> int:
+        return await asyncio.wait_for(Runner(env, bot, SilentClient()).run(), timeout=20)
+
+    assert asyncio.run(go()) == 0
+    assert swallowed, "the listener was never cancelled while reading: the test proves nothing"
