@@ -8,15 +8,17 @@ Figures (issue 8), each beside its floor measured in the same run:
 4. the manager under load: callbacks/s, GETs/s, p99  (bench/load.py)
 5. memory: manager RSS by records, runtime per bot   (bench/memory.py)
 6. the reconciler's tick with 10,000 records         (bench/reconciler_tick.py)
+9. fairness: a polite user's p99 during a flood      (bench/fairness.py)
 
 The services (PostgreSQL, a Docker Engine, the images) must be up: `make bench` starts them.
 Timings are reported, never asserted; a figure that cannot be measured is reported as such and
-the run exits non-zero.
+the run exits non-zero. `--only` measures some phases and keeps the other figures of latest.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -26,12 +28,21 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bench import burst, commands, load, memory, reconciler_tick, report, start_latency
-from bench.common import LOGS, Figure, bench_manager, machine_info, median, mib, stop_all
+from bench import (
+    burst,
+    commands,
+    fairness,
+    load,
+    memory,
+    reconciler_tick,
+    report,
+    start_latency,
+)
+from bench.common import LOGS, RESULTS, Figure, bench_manager, machine_info, median, mib, stop_all
 from tests.support import RedisServer
 
 T = TypeVar("T")
-FAMILIES = ("process", "docker", "load", "reconciler")
+FAMILIES = ("process", "docker", "load", "reconciler", "fairness")
 ORDER = [
     "start_latency_process",
     "start_latency_docker",
@@ -41,6 +52,7 @@ ORDER = [
     "manager_load",
     "memory",
     "reconciler_tick",
+    "fairness_flood",
 ]
 
 
@@ -142,6 +154,20 @@ def docker_phase(
             stop_all(client, active)
 
 
+def keep_previous(run: Run, path: Path = RESULTS / "latest.json") -> list[str]:
+    """Figures of the last run that this partial run did not measure (nor fail to)."""
+    try:
+        previous = json.loads(path.read_text())["figures"]
+    except (OSError, ValueError, KeyError):
+        return []
+    kept = []
+    for key, data in previous.items():
+        if key not in run.figures and key not in run.failures:
+            run.figures[key] = Figure.from_json(key, data)
+            kept.append(key)
+    return kept
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -157,6 +183,7 @@ def main() -> int:
     parser.add_argument("--load-seconds", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--ticks", type=int, default=5)
+    parser.add_argument("--fairness-seconds", type=float, default=20.0, help="each phase")
     args = parser.parse_args()
 
     began = time.perf_counter()
@@ -185,6 +212,16 @@ def main() -> int:
                 )
                 if outcome is not None:
                     manager_rss = outcome[1]
+            if "fairness" in args.only:
+                run.attempt(
+                    "fairness_flood",
+                    lambda: fairness.run(
+                        tmp,
+                        redis_server.url,
+                        connections=args.connections,
+                        duration_s=args.fairness_seconds,
+                    ),
+                )
             if "reconciler" in args.only:
                 run.attempt(
                     "reconciler_tick",
@@ -204,6 +241,9 @@ def main() -> int:
             figure.values["manager_rss_with_real_process_bots"] = with_bots
         run.figures[figure.key] = figure.show()
     elapsed = time.perf_counter() - began
+    if set(args.only) != set(FAMILIES):
+        kept = keep_previous(run)
+        log(f"partial run: kept {', '.join(kept) or 'no'} figures of the previous run")
     figures = run.ordered()
     chart = report.write_chart(figures)
     paths = [

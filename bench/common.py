@@ -103,6 +103,10 @@ class Figure:
     def to_json(self) -> dict[str, Any]:
         return {
             "title": self.title,
+            "label": self.label,
+            "measured": self.measured,
+            "floor_text": self.floor_text,
+            "ratio_text": self.ratio_text,
             "values": self.values,
             "floor": self.floor,
             "ratio": self.ratio,
@@ -111,6 +115,28 @@ class Figure:
             "notes": self.notes,
             "samples_s": self.samples,
         }
+
+    @classmethod
+    def from_json(cls, key: str, data: dict[str, Any]) -> Figure:
+        """A figure kept in latest.json (a partial run keeps the figures it did not measure).
+        Older files have only `summary`: "label: measured | floor: floor | ratio ratio"."""
+        label, _, rest = data.get("summary", "").partition(": ")
+        measured, _, rest = rest.partition(" | floor: ")
+        floor_text, _, ratio_text = rest.partition(" | ratio ")
+        return cls(
+            key=key,
+            title=data["title"],
+            label=data.get("label", label),
+            measured=data.get("measured", measured),
+            floor_text=data.get("floor_text", floor_text),
+            ratio_text=data.get("ratio_text", ratio_text),
+            values=data.get("values", {}),
+            floor=data.get("floor", {}),
+            ratio=data.get("ratio"),
+            ratio_of=data.get("ratio_of", ""),
+            samples=data.get("samples_s", {}),
+            notes=data.get("notes", ""),
+        )
 
     def show(self) -> Figure:
         print(self.summary, flush=True)

@@ -22,6 +22,7 @@ log = logging.getLogger("bot_runtime.client")
 LIFECYCLE_BUDGET_S = 60.0  # started / leaving / exited / acks / pending: worth waiting for
 HEARTBEAT_BUDGET_S = 5.0  # the next heartbeat is coming anyway
 MAX_TEXT = 4000  # the manager's limit on `detail` and `error`
+PENDING_PAGE = 1000  # the manager's largest page: fewest round trips on reconnect
 
 
 class _Transient(Exception):
@@ -59,20 +60,32 @@ class ManagerClient:
         return await self._call("POST", "/callbacks", f"{event} callback", budget, body) is not None
 
     async def pending_commands(self) -> list[CommandMessage]:
-        """Commands not yet acked, oldest first; [] when the manager cannot be reached."""
+        """Commands not yet acked, oldest first; [] when the manager cannot be reached.
+
+        The manager answers a page at a time (`{"items": [...], "next_cursor": ...}`); every
+        page is read before any command is applied. Pages are keyset pages, so acks sent while
+        reading never shift them. A plain array (a manager from before pages) is one last page.
+        """
         what = "reading pending commands"
-        data = await self._call("GET", "/commands", what, LIFECYCLE_BUDGET_S, params={"pending": 1})
-        if not isinstance(data, list):
-            if data is not None:
-                log.error("pending commands: expected a JSON array, got %s", type(data).__name__)
-            return []
-        commands = []
-        for item in data:
-            try:
-                commands.append(CommandMessage.from_dict(item))
-            except ProtocolError as exc:
-                log.warning("ignoring a malformed pending command: %s", exc)
-        return commands
+        commands: list[CommandMessage] = []
+        params: dict[str, Any] = {"pending": 1, "limit": PENDING_PAGE}
+        seen: set[str] = set()
+        while True:
+            data = await self._call("GET", "/commands", what, LIFECYCLE_BUDGET_S, params=params)
+            items, cursor = _page(data)
+            if items is None:
+                if data is not None:
+                    log.error("pending commands: expected a page, got %s", type(data).__name__)
+                return commands
+            for item in items:
+                try:
+                    commands.append(CommandMessage.from_dict(item))
+                except ProtocolError as exc:
+                    log.warning("ignoring a malformed pending command: %s", exc)
+            if not cursor or cursor in seen:  # a repeated cursor would loop forever
+                return commands
+            seen.add(cursor)
+            params = {**params, "cursor": cursor}
 
     async def ack(self, command_id: str, ok: bool, error: str | None = None) -> bool:
         body: dict[str, Any] = {"ok": ok}
@@ -120,6 +133,16 @@ class ManagerClient:
             return resp.json() if resp.content else True
         except ValueError:
             return True
+
+
+def _page(data: Any) -> tuple[list[Any] | None, str | None]:
+    """The items and next cursor of a page; a bare list is a whole answer; None: neither."""
+    if isinstance(data, list):
+        return data, None
+    if isinstance(data, dict) and isinstance(data.get("items"), list):
+        cursor = data.get("next_cursor")
+        return data["items"], cursor if isinstance(cursor, str) else None
+    return None, None
 
 
 class SilentClient:

@@ -11,6 +11,7 @@ import httpx
 from cli.sse import Event, SSEParser
 
 Json = dict[str, Any]
+MAX_PAGE = 1000  # the API's largest `?limit=`
 
 
 class ApiError(Exception):
@@ -54,6 +55,24 @@ class ApiClient:
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         return self._request(method, path, **kwargs).json()
 
+    def _pages(
+        self, path: str, params: list[tuple[str, str | int]] | None = None
+    ) -> Iterator[Json]:
+        """Every page of a list, following `next_cursor` until the server says there is no
+        more (every list of the API is a page: `{"items": [...], "next_cursor": ...}`)."""
+        cursor = None
+        while True:
+            query = list(params or []) + ([("cursor", cursor)] if cursor else [])
+            page = self._json("GET", path, params=query)
+            yield page
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
+
+    def _all(self, path: str) -> list[Json]:
+        """The items of every page, in the list's own order, at the largest page size."""
+        return [item for page in self._pages(path, [("limit", MAX_PAGE)]) for item in page["items"]]
+
     # ---- bots --------------------------------------------------------------------------------
 
     def start_bot(self, body: Json, *, idempotency_key: str | None = None) -> Json:
@@ -68,29 +87,27 @@ class ApiClient:
         limit: int | None = None,
         cursor: str | None = None,
     ) -> Json:
-        params: list[tuple[str, str | int]] = [("status", s) for s in status or []]
-        params += [("label", f"{key}:{value}") for key, value in labels or []]
-        if limit:
-            params.append(("limit", limit))
+        params = _bot_filters(status, labels, limit)
         if cursor:
             params.append(("cursor", cursor))
         return self._json("GET", "/bots", params=params)
 
-    def iter_pages(self, **filters: Any) -> Iterator[Json]:
-        """Every page, following `next_cursor` until the server says there is no more."""
-        cursor = None
-        while True:
-            page = self.list_bots(cursor=cursor, **filters)
-            yield page
-            cursor = page.get("next_cursor")
-            if not cursor:
-                return
+    def iter_pages(
+        self,
+        *,
+        status: list[str] | None = None,
+        labels: list[tuple[str, str]] | None = None,
+        limit: int | None = None,
+    ) -> Iterator[Json]:
+        """Every page of `GET /bots`, following `next_cursor` until there is no more."""
+        return self._pages("/bots", _bot_filters(status, labels, limit))
 
     def get_bot(self, bot_id: str) -> Json:
         return self._json("GET", f"/bots/{bot_id}")
 
     def transitions(self, bot_id: str) -> list[Json]:
-        return self._json("GET", f"/bots/{bot_id}/transitions")
+        """The whole history, oldest first (every page)."""
+        return self._all(f"/bots/{bot_id}/transitions")
 
     def merge_config(self, bot_id: str, patch: Json) -> Json:
         """A JSON Merge Patch (RFC 7396) of the config: keys merge, null removes one."""
@@ -102,8 +119,14 @@ class ApiClient:
     def stop_bot(self, bot_id: str) -> Json:
         return self._json("POST", f"/bots/{bot_id}/stop")
 
+    def delete_bot(self, bot_id: str, *, purge_state: bool = False) -> None:
+        """An ended bot, its history and logs (409 `bot_live` while it runs)."""
+        params = {"purge_state": 1} if purge_state else {}
+        self._request("DELETE", f"/bots/{bot_id}", params=params)
+
     def commands(self, bot_id: str) -> list[Json]:
-        return self._json("GET", f"/bots/{bot_id}/commands")
+        """Every command sent to the bot, newest first (every page)."""
+        return self._all(f"/bots/{bot_id}/commands")
 
     def get_command(self, bot_id: str, command_id: str) -> Json:
         return self._json("GET", f"/bots/{bot_id}/commands/{command_id}")
@@ -111,6 +134,22 @@ class ApiClient:
     def logs(self, bot_id: str, *, tail: int | None = None) -> str:
         params = {"tail": tail} if tail else {}
         return self._request("GET", f"/bots/{bot_id}/logs", params=params).text
+
+    def follow_logs(self, bot_id: str, *, tail: int) -> Iterator[str]:
+        """The last `tail` lines, then each new line as the bot writes it, from one streamed
+        `GET /bots/{id}/logs?follow=1` (no polling); ends when the bot's workload ends."""
+        params: dict[str, str | int] = {"tail": tail, "follow": 1}
+        # A quiet bot sends nothing for a long time: no read timeout.
+        timeout = httpx.Timeout(10, read=None)
+        path = f"/bots/{bot_id}/logs"
+        try:
+            with self.http.stream("GET", path, params=params, timeout=timeout) as resp:
+                if resp.is_error:
+                    resp.read()
+                    _raise_for_error(resp)
+                yield from resp.iter_lines()
+        except httpx.TransportError as exc:
+            raise Unreachable(self.url, _reason(exc)) from exc
 
     # ---- users (admin token) -----------------------------------------------------------------
 
@@ -121,7 +160,8 @@ class ApiClient:
         return self._json("POST", "/admin/users", json=body)
 
     def list_users(self) -> list[Json]:
-        return self._json("GET", "/admin/users")
+        """Every user (every page)."""
+        return self._all("/admin/users")
 
     def set_limit(self, user_id: str, max_concurrent_bots: int) -> Json:
         body = {"max_concurrent_bots": max_concurrent_bots}
@@ -167,6 +207,16 @@ class ApiClient:
                 backoff = max(backoff, parser.retry_ms / 1000)
             time.sleep(backoff)
             backoff = min(backoff * 2, max_backoff_s)
+
+
+def _bot_filters(
+    status: list[str] | None, labels: list[tuple[str, str]] | None, limit: int | None
+) -> list[tuple[str, str | int]]:
+    params: list[tuple[str, str | int]] = [("status", s) for s in status or []]
+    params += [("label", f"{key}:{value}") for key, value in labels or []]
+    if limit:
+        params.append(("limit", limit))
+    return params
 
 
 def _raise_for_error(response: httpx.Response) -> None:

@@ -1,4 +1,9 @@
-"""Everything the CLI shows: tables for people, exact JSON for scripts, errors on stderr."""
+"""Everything the CLI shows: tables for people, exact JSON for scripts, errors on stderr.
+
+Text that comes from the API (names, labels, reasons, details, errors, configs) is data, never
+Rich markup: a bot may report `[/oops]` as its detail. It goes through `escape` (or a `Text`)
+before it reaches a console; only the markup written here styles anything.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -47,7 +53,7 @@ def exit_code(http_status: int) -> int:
 
 def fail(message: str, code: int) -> NoReturn:
     """`error: …` on stderr and a distinct exit code, so scripts need not parse text."""
-    err.print(f"[red]error:[/] {message}", soft_wrap=True)
+    err.print(f"[red]error:[/] {escape(message)}", soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -67,8 +73,9 @@ def short(bot_id: str | None) -> str:
 
 
 def styled(status: str | None) -> str:
+    """A status as markup, coloured when it is one we know; anything else escaped."""
     style = STATUS_STYLE.get(status or "")
-    return f"[{style}]{status}[/]" if style else str(status or "")
+    return f"[{style}]{status}[/]" if style else escape(str(status or ""))
 
 
 def parse_time(value: str | None) -> datetime | None:
@@ -101,11 +108,11 @@ def bots_table(bots: list[dict[str, Any]]) -> Table:
         table.add_column(column, no_wrap=column in {"ID", "STATUS", "AGE"})
     for bot in bots:
         table.add_row(
-            short(bot["id"]),
-            bot.get("name") or "",
-            bot.get("bot") or "",
+            escape(short(bot["id"])),
+            escape(bot.get("name") or ""),
+            escape(bot.get("bot") or ""),
             styled(bot.get("status")),
-            bot.get("status_reason") or "",
+            escape(bot.get("status_reason") or ""),
             str(bot.get("attempt", "")),
             age(bot.get("created_at")),
         )
@@ -171,13 +178,14 @@ def fields_table(record: dict[str, Any], names: list[str]) -> Table:
         value = record.get(name)
         if value in (None, {}, ""):
             continue
+        if name == "status":
+            table.add_row(name, styled(value))
+            continue
         if isinstance(value, dict):
             value = json.dumps(value, ensure_ascii=False)
-        elif name == "status":
-            value = styled(value)
         elif name.endswith("_at"):
             value = clock(value)
-        table.add_row(name, str(value))
+        table.add_row(name, Text(str(value)))
     return table
 
 
@@ -187,6 +195,9 @@ def users_table(users: list[dict[str, Any]]) -> Table:
         table.add_column(column)
     for user in users:
         table.add_row(
-            user["id"], user["name"], str(user["max_concurrent_bots"]), clock(user["created_at"])
+            Text(user["id"]),
+            Text(user["name"]),
+            str(user["max_concurrent_bots"]),
+            clock(user["created_at"]),
         )
     return table

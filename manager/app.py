@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
+import anyio.to_thread
 from apscheduler.schedulers.background import BackgroundScheduler
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -19,7 +20,7 @@ from manager.bot_firewall import apply_bot_firewall
 from manager.bot_redis import BotRedisUsers
 from manager.bus import CommandBus
 from manager.config import Settings, get_settings
-from manager.db import POOL_SIZE, make_engine, make_session_factory
+from manager.db import make_engine, make_session_factory
 from manager.docs import install_docs
 from manager.embedded_redis import EmbeddedRedis
 from manager.errors import error_body, install_error_handlers
@@ -28,6 +29,7 @@ from manager.events import wake_on_commit
 from manager.housekeeping import Housekeeping
 from manager.leader import LeaderLease
 from manager.loops import IntervalLoop
+from manager.rate_limit import RateLimit, RateLimiter
 from manager.reconciler import Reconciler
 from manager.sealing import load_box
 from manager.services.fleet import Fleet
@@ -98,10 +100,20 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             stack.callback(embedded.stop)
             settings = settings.model_copy(update={"redis_url": embedded_url})
             app.state.settings = settings
-        engine = make_engine(settings.resolved_database_url())
+        engine = make_engine(
+            settings.resolved_database_url(),
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_pool_overflow,
+            pool_timeout=settings.db_pool_timeout_s,
+        )
         stack.callback(engine.dispose)
+        # Every admitted request may need a worker thread: never fewer threads than places.
+        threads = anyio.to_thread.current_default_thread_limiter()
+        threads.total_tokens = max(threads.total_tokens, settings.db_pool_size + 8)
         app.state.sessions = make_session_factory(engine)
         app.state.admin_token, _ = admin_token(settings)
+        app.state.rate_limiter = limiter = RateLimiter(settings.redis_url or "")
+        stack.push_async_callback(limiter.close)
         orchestrator = create_orchestrator(settings)
         stack.callback(orchestrator.close)
         waker_client = wake_on_commit(app.state.sessions, settings.redis_url or "")
@@ -137,7 +149,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Every periodic job, each its own loop with its own health on /readyz.
         app.state.loops = loops = [
             IntervalLoop(
-                "reconciler", reconciler.tick, interval_s=settings.reconcile_interval_s, lease=lease
+                "reconciler",
+                reconciler.tick,
+                interval_s=settings.reconcile_interval_s,
+                lease=lease,
+                on_lead=reconciler.on_lead,  # heartbeats are judged a full budget after
             ),
             IntervalLoop(
                 "housekeeping",
@@ -178,5 +194,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (bots, webhooks, events, internal, admin, health):
         app.include_router(module.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(DatabaseAdmission, limit=POOL_SIZE)
+    app.add_middleware(
+        DatabaseAdmission,
+        limit=settings.db_pool_size,
+        reserved=settings.db_reserved_for_bots,
+        wait_s=settings.admission_wait_s,
+    )
+    # Outermost: a request over its rate limit is refused before it waits for a place.
+    app.add_middleware(RateLimit)
     return app

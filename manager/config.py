@@ -128,7 +128,84 @@ class Settings(BaseSettings):
         10, ge=0, description="Limit for users created without one. 0 means no bots at all."
     )
     max_body_bytes: int = Field(1_048_576, gt=0, description="Largest request body accepted.")
+    idempotency_claim_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="An `Idempotency-Key` claimed this long ago with no answer stored (its "
+        "request died) is taken over by the next request with that key.",
+    )
     launch_workers: int = Field(16, gt=0, description="Threads that launch and stop workloads.")
+
+    # Database pool and admission (manager/db.py, manager/admission.py).
+    db_pool_size: int = Field(
+        20,
+        ge=2,
+        description="Connections kept in the pool; also how many requests work at once "
+        "(the rest wait for a place, on the event loop).",
+    )
+    db_pool_overflow: int = Field(
+        20, ge=0, description="Extra connections opened under load, for launches and loops."
+    )
+    db_pool_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="How long a thread waits for a pooled connection before the request "
+        "answers 503 `database_busy`.",
+    )
+    db_reserved_for_bots: int = Field(
+        4,
+        ge=1,
+        description="Of the pool's places, those kept for bots' callbacks (`/internal/…`), so "
+        "users flooding the API never starve heartbeats; must be below BOTFLEET_DB_POOL_SIZE.",
+    )
+    admission_wait_s: float = Field(
+        5.0,
+        gt=0,
+        description="How long a request waits for a place before it answers 503 "
+        "`database_busy` with Retry-After.",
+    )
+
+    # Rate limits (manager/rate_limit.py): token buckets in Redis, shared by every replica.
+    rate_limit_per_s: float = Field(
+        20.0, ge=0, description="Requests per second per API key, sustained; 0 = no limit."
+    )
+    rate_limit_burst: int = Field(40, ge=1, description="Requests per API key in a burst.")
+    bot_command_rate_per_s: float = Field(
+        2.0,
+        ge=0,
+        description="Config changes (PATCH/PUT config), custom commands and secrets per second "
+        "per bot and API key, on top of the key's own limit; 0 = no limit.",
+    )
+    bot_command_rate_burst: int = Field(
+        10, ge=1, description="Config changes and commands per bot and API key in a burst."
+    )
+    callback_rate_per_s: float = Field(
+        20.0,
+        ge=0,
+        description="Callbacks per second per bot token (heartbeats, reports, acks): a bot's "
+        "own budget, untouched by users' traffic; 0 = no limit.",
+    )
+    callback_rate_burst: int = Field(100, ge=1, description="Callbacks per bot token in a burst.")
+
+    # Bot logs (orchestrators/log_tail.py caps them; each backend rotates its own files).
+    log_tail_max_bytes: int = Field(
+        1_048_576, ge=1024, description="Most bytes one `GET /bots/{id}/logs` answers."
+    )
+    log_line_max_bytes: int = Field(
+        16_384,
+        ge=256,
+        description="Longer log lines are cut, ending with `… [truncated N bytes]`.",
+    )
+    log_file_max_bytes: int = Field(
+        10_485_760,
+        ge=65_536,
+        description="Size at which a bot's log file is rotated (process: by housekeeping; "
+        "docker: json-file max-size; nomad: MaxFileSizeMB, at least 1 MiB).",
+    )
+    log_files: int = Field(3, ge=1, description="Log files kept per bot, the current one included.")
+    max_streams_per_key: int = Field(
+        5, ge=1, description="Open streams (`/events`, `logs?follow=1`) per API key and replica."
+    )
     bootstrap_user: str | None = Field(
         None,
         description="Create this user with an API key on start when it does not exist "
@@ -155,6 +232,59 @@ class Settings(BaseSettings):
         86_400.0, gt=0, description="A webhook not delivered this long after it was queued fails."
     )
     webhook_batch: int = Field(100, gt=0, description="Most webhooks sent per tick.")
+    # Retention (manager/services/retention.py): housekeeping prunes in small batches.
+    retain_ended_bots_days: float = Field(
+        30.0,
+        ge=0,
+        description="An ended bot's record and all its history (transitions, commands, "
+        "attempts, webhook deliveries, log files) are deleted this long after it ended; "
+        "0 keeps them forever.",
+    )
+    retain_events_days: float = Field(
+        7.0,
+        ge=0,
+        description="Outbox events (GET /events replay) and webhook deliveries older than this "
+        "are deleted; 0 keeps them forever.",
+    )
+    webhook_endpoint_batch: int = Field(
+        10,
+        gt=0,
+        description="Most due webhooks taken per endpoint per tick; endpoints take turns "
+        "(round robin), so one endpoint's backlog never fills a tick.",
+    )
+    webhook_endpoint_concurrency: int = Field(
+        2, gt=0, description="Most webhook requests in flight to one endpoint at once."
+    )
+    webhook_workers: int = Field(
+        8, gt=0, description="Threads sending webhooks (to different endpoints) in parallel."
+    )
+    webhook_tick_budget_s: float = Field(
+        10.0,
+        gt=0,
+        description="No webhook attempt starts after a tick has run this long (one already "
+        "started ends within BOTFLEET_WEBHOOK_TIMEOUT_S); the tick returns then.",
+    )
+    webhook_breaker_failures: int = Field(
+        10,
+        gt=0,
+        description="Failed attempts in a row after which an endpoint is paused (its "
+        "deliveries wait).",
+    )
+    webhook_breaker_failing_s: float = Field(
+        600.0,
+        ge=0,
+        description="An endpoint failing (no success) for this long is paused too, whatever "
+        "the count; 0 = by count only.",
+    )
+    webhook_breaker_pause_s: float = Field(
+        60.0,
+        gt=0,
+        description="First pause of a failing endpoint; then one probe attempt, and each "
+        "failed probe doubles the pause.",
+    )
+    webhook_breaker_pause_max_s: float = Field(
+        3600.0, gt=0, description="Longest pause of a failing endpoint."
+    )
     webhook_settle_s: float = Field(
         10.0,
         gt=0,

@@ -12,8 +12,9 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-#: PostgreSQL connections kept, and how many more may open under load. Requests are admitted
-#: `POOL_SIZE` at a time (manager/admission.py); the overflow serves launches and loops.
+#: Connections kept, and how many more may open under load, when the caller names none (the
+#: manager passes BOTFLEET_DB_POOL_SIZE and _OVERFLOW). Requests are admitted `pool_size` at a
+#: time (manager/admission.py); the overflow serves launches and loops.
 POOL_SIZE = 20
 POOL_OVERFLOW = 20
 
@@ -29,6 +30,11 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     which is what serializes the concurrency limit and row updates there (PostgreSQL uses row
     locks instead). Read-only sessions begin deferred and never block a writer.
     """
+    # The same pool on both: admission counts on `pool_size` places (SQLite's own default
+    # pool, 5 + 10, is smaller than the places admitted).
+    if make_url(url).database not in (None, "", ":memory:"):
+        kwargs.setdefault("pool_size", POOL_SIZE)
+        kwargs.setdefault("max_overflow", POOL_OVERFLOW)
     if url.startswith("sqlite"):
         _private_sqlite_file(url)
         engine = create_engine(
@@ -51,8 +57,6 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             connection.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN")
 
         return engine
-    kwargs.setdefault("pool_size", POOL_SIZE)
-    kwargs.setdefault("max_overflow", POOL_OVERFLOW)
     return create_engine(url, pool_pre_ping=True, **kwargs)
 
 

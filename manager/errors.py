@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -82,9 +83,9 @@ ERROR_DESCRIPTIONS = {
     413: "Body too large",
     415: "The body is not sent as JSON (`Content-Type: application/json`)",
     422: "Invalid input",
-    429: "Over the user's concurrency limit",
+    429: "Over the user's concurrency limit, or over a rate limit (with Retry-After)",
     501: "Not supported by this backend",
-    503: "A dependency (database, engine) is unreachable",
+    503: "A dependency (database, engine) is unreachable or saturated (with Retry-After)",
 }
 
 
@@ -100,6 +101,20 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
     return {"detail": {"code": code, "message": message, **extra}}
+
+
+#: Seconds a client is told to wait when the database is saturated.
+BUSY_RETRY_AFTER_S = 1
+
+
+def database_busy() -> JSONResponse:
+    """503 `database_busy`: every place or pooled connection stayed taken for the allowed wait
+    (manager/admission.py, BOTFLEET_DB_POOL_TIMEOUT_S). Retrying shortly is the right move."""
+    return JSONResponse(
+        error_body("database_busy", "the database is saturated; retry shortly"),
+        503,
+        headers={"Retry-After": str(BUSY_RETRY_AFTER_S)},
+    )
 
 
 HTTP_CODES = {
@@ -213,6 +228,12 @@ def install_error_handlers(app: FastAPI) -> None:
             503,
             headers={"Retry-After": "2"},
         )
+
+    @app.exception_handler(PoolTimeout)
+    async def _pool_exhausted(_: Request, exc: PoolTimeout) -> JSONResponse:
+        # No pooled connection came free within BOTFLEET_DB_POOL_TIMEOUT_S: saturated, not
+        # broken (a bare 500 would say the opposite).
+        return database_busy()
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -12,10 +12,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 
 import redis
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from manager.events import WAKE_CHANNEL, events_after, latest_event_id
-from manager.models import utcnow
+from manager.events import WAKE_CHANNEL, latest_event_id
+from manager.models import Event, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,9 @@ POLL_S = 2.0  # the fallback when no wake-up arrives
 #: younger than this is waited for, an older one is a rolled-back transaction and is skipped.
 SETTLE_S = 5.0
 KEEPALIVE_S = 15.0
+#: Outbox rows read per query: `since=0` on a large outbox walks it a batch at a time, each in
+#: its own short session, and the stream yields to the event loop between batches.
+BATCH = 500
 
 
 class EventFeed:
@@ -83,18 +87,32 @@ class EventFeed:
         Ids are global, so a gap is judged on all events, not only the viewer's; another
         user's event comes back with an empty kind: it advances the cursor, never sent."""
         with self.sessions() as session:
-            rows = events_after(session, after_id=after, user_id=None)
-        out, expected = [], after + 1
-        settled_before = utcnow() - timedelta(seconds=SETTLE_S)
-        for row in rows:
-            if row.id != expected and row.at > settled_before:
-                break
-            expected = row.id + 1
-            if self.user_id is None or row.user_id == self.user_id:
-                out.append((row.id, row.kind, row.data))
-            else:
-                out.append((row.id, "", {}))
-        return out
+            # Ids, times and owners only: another user's event body is never loaded.
+            heads = session.execute(
+                select(Event.id, Event.at, Event.user_id)
+                .where(Event.id > after)
+                .order_by(Event.id)
+                .limit(BATCH)
+            ).all()
+            kept, expected = [], after + 1
+            settled_before = utcnow() - timedelta(seconds=SETTLE_S)
+            for event_id, at, user_id in heads:
+                if event_id != expected and at > settled_before:
+                    break
+                expected = event_id + 1
+                kept.append((event_id, self.user_id is None or user_id == self.user_id))
+            wanted = [event_id for event_id, visible in kept if visible]
+            bodies = (
+                {e.id: e for e in session.scalars(select(Event).where(Event.id.in_(wanted)))}
+                if wanted
+                else {}
+            )
+            return [
+                (event_id, bodies[event_id].kind, bodies[event_id].data)
+                if visible
+                else (event_id, "", {})
+                for event_id, visible in kept
+            ]
 
     def newest(self) -> int:
         with self.sessions() as session:

@@ -4,7 +4,10 @@
 - forget idempotency answers older than 24 hours;
 - refresh the `botfleet_bots{status,backend}` gauges;
 - converge bots' Redis users: write the missing ones (a restarted Redis forgot them), delete
-  those of ended bots (manager/bot_redis.py).
+  those of ended bots (manager/bot_redis.py);
+- rotate bots' log files where the backend leaves that to us (the process backend);
+- prune what is past retention: ended bots with their history, log files and Redis users, old
+  outbox events and webhook deliveries, in small batches (manager/services/retention.py).
 
 `Housekeeping(fleet).run_once()` runs each chore once, every chore isolated from the others'
 failures, and returns the errors (also kept in `last_errors`); `tick()`, the manager's loop,
@@ -24,7 +27,7 @@ from manager.lifecycle import TERMINAL, BotStatus
 from manager.loops import StepsFailed
 from manager.models import Bot, Command, utcnow
 from manager.services import commands as command_records
-from manager.services import idempotency
+from manager.services import idempotency, retention
 from manager.services.fleet import Fleet
 
 log = logging.getLogger(__name__)
@@ -43,6 +46,8 @@ class Housekeeping:
             self.sweep_expired_records,
             self.update_gauges,
             self.converge_redis_users,
+            self.rotate_logs,
+            self.prune,
         )
         for chore in chores:
             try:
@@ -57,6 +62,11 @@ class Housekeeping:
         """One round for the manager's loop: raises `StepsFailed` naming the chores that failed."""
         if errors := self.run_once():
             raise StepsFailed("; ".join(errors))
+
+    def rotate_logs(self) -> None:
+        """Keep each bot's log files within BOTFLEET_LOG_FILE_MAX_BYTES times BOTFLEET_LOG_FILES
+        (a no-op for engines that rotate their own)."""
+        self.fleet.orchestrator.rotate_logs()
 
     def reconcile_commands(self) -> None:
         """Re-publish unacknowledged commands with backoff; expire the overdue and those of
@@ -84,6 +94,20 @@ class Housekeeping:
         `ACL USERS` a tick; Redis being down fails this chore only."""
         if self.fleet.redis_users is not None:
             bot_redis.converge(self.fleet.sessions, self.fleet.redis_users)
+
+    def prune(self) -> None:
+        """Delete what is past retention, each prune within a budget of DELETE statements a
+        tick (the rest waits for the next tick)."""
+        settings = self.fleet.settings
+        retention.prune_ended_bots(
+            self.fleet.sessions,
+            retention.Forget.of(self.fleet),
+            days=settings.retain_ended_bots_days,
+            budget=retention.Budget(),
+        )
+        retention.prune_events(
+            self.fleet.sessions, days=settings.retain_events_days, budget=retention.Budget()
+        )
 
     def sweep_expired_records(self) -> None:
         """Idempotency answers are kept for 24 hours."""

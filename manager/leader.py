@@ -8,7 +8,8 @@ when the process dies.
 
 `hold()` answers False only when another replica leads; when the database cannot be asked it
 raises `LeaseUnavailable`, so the loops count a failure (and `/readyz` shows it) instead of
-quietly standing by.
+quietly standing by. A lost leader connection is such a failure too, before the lock is tried
+again on the next tick: the loops must know the lead began anew (their `on_lead`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from manager import metrics
-from manager.loops import describe
+from manager.loops import DatabaseUnreachable, describe
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 RECONCILER_LOCK_ID = 0x626F74666C656574 + 1
 
 
-class LeaseUnavailable(Exception):
+class LeaseUnavailable(DatabaseUnreachable):
     """The lease cannot be checked or taken: the database does not answer."""
 
 
@@ -65,9 +66,13 @@ class LeaderLease:
                 self._connection.execute(text("SELECT 1"))
                 self._connection.commit()  # never sit idle in a transaction
                 return True
-            except SQLAlchemyError:
+            except SQLAlchemyError as exc:
                 log.warning("lost the leader connection; the lock is released")
                 self._drop_connection()
+                # Not taken again in the same breath: the loops must see that the lead was
+                # lost (they restart their grace, manager/loops.py `on_lead`); the next tick
+                # tries to take it.
+                raise LeaseUnavailable(f"lost the leader connection: {describe(exc)}") from exc
         try:
             connection = self.engine.connect()
         except SQLAlchemyError as exc:

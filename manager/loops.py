@@ -6,6 +6,9 @@ ticks coalesced. The loop decides *whether* a tick runs and what its outcome mea
 
 - a leader-only job runs only while this replica holds the leader lease (`manager/leader.py`);
   a replica that does not hold it is on standby, which is healthy;
+- `on_lead` runs before the first run after the loop was not running as leader with a database
+  that answers: at start, after standby, after the lease or `run_once` found the database
+  unreachable (the reconciler then waits a heartbeat budget before judging silence);
 - `run_once` raising is a failure; the exception never leaves the tick (the next one comes);
 - after `FAILURES_TOLERATED` consecutive failures the loop is *failing*: `/readyz` answers 503
   with its last error, and each further attempt waits longer (the interval doubled per failure,
@@ -31,7 +34,8 @@ from typing import Any, Literal, Protocol
 
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy.exc import StatementError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, StatementError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from manager import metrics
 
@@ -57,6 +61,18 @@ class Lease(Protocol):
 
 class StepsFailed(Exception):
     """Some steps of a pass failed; the others still ran (see `run_steps`)."""
+
+
+class DatabaseUnreachable(Exception):
+    """The database could not be asked (`manager.leader.LeaseUnavailable` is one)."""
+
+
+def database_unreachable(exc: BaseException) -> bool:
+    """Whether `exc` says the database could not be asked (down, unreachable, connection lost,
+    no pooled connection free), as opposed to a query that failed on its own."""
+    if isinstance(exc, DatabaseUnreachable | OperationalError | InterfaceError | PoolTimeout):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
 
 def describe(exc: BaseException) -> str:
@@ -128,10 +144,13 @@ class IntervalLoop:
         *,
         interval_s: float,
         lease: Lease | None = None,
+        on_lead: Callable[[], Any] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
         self.run_once = run_once
+        self.on_lead = on_lead
+        self._leading = False  # the last tick ran as leader, and the database answered
         self.interval_s = interval_s
         self.lease = lease
         self.clock = clock
@@ -173,14 +192,29 @@ class IntervalLoop:
         if self.clock() < self._resume_at:
             return  # backing off after repeated failures
         try:
-            if self.lease is not None and not self.lease.hold():
+            if self.lease is not None and not self._hold():
                 self._standby()
                 return
+            if not self._leading:
+                self._leading = True
+                if self.on_lead is not None:
+                    self.on_lead()
             self.run_once()
         except Exception as exc:
+            if database_unreachable(exc):
+                self._leading = False
             self._failed(exc)
         else:
             self._succeeded()
+
+    def _hold(self) -> bool:
+        """The lease's answer; a lease that cannot be asked means the lead must start again."""
+        assert self.lease is not None
+        try:
+            return self.lease.hold()
+        except Exception:
+            self._leading = False
+            raise
 
     def _succeeded(self) -> None:
         now = datetime.now(UTC)
@@ -196,6 +230,7 @@ class IntervalLoop:
 
     def _standby(self) -> None:
         """Another replica leads: nothing to run, nothing failing."""
+        self._leading = False
         with self._mutex:
             self._state, self._consecutive_failures, self._resume_at = "standby", 0, 0.0
         metrics.LOOP_CONSECUTIVE_FAILURES.labels(self.name).set(0)

@@ -2,8 +2,38 @@
 
 from prometheus_client import Counter, Gauge, Histogram
 
+#: Transition reasons worth a label value: those the manager itself decides (lifecycle rules,
+#: reconciler, scheduler, launch failures of every backend) and those the shared runtime sends
+#: (bot_runtime/runner.py, bot_runtime/bot.py). A bot may report any snake_case reason; each
+#: new value would be a new time series forever, so the rest count as `other` (the transition
+#: row keeps the real one).
+KNOWN_REASONS = frozenset(
+    {
+        # manager/lifecycle/rules.py, manager/services, manager/reconciler
+        "started", "bot_leaving", "exited_before_started", "finished", "left", "crashed",
+        "start_failed", "exited", "workload_vanished", "start_timeout", "heartbeat_lost",
+        "killed_after_grace", "cancelled", "restarting", "launching", "schedule_missed",
+        "secrets_unreadable", "max_duration", "stop_requested",
+        # orchestrators: OrchestratorError and LaunchFailed codes
+        "launch_failed", "orchestrator_error", "workload_not_found", "backend_unavailable",
+        "not_supported", "image_not_found", "network_unavailable", "name_conflict",
+        "isolation_unavailable", "job_rejected", "variable_rejected", "bad_id",
+        # bot_runtime: exit and leave reasons
+        "bot_error", "leave_failed", "leave_requested", "sigterm", "sigint",
+    }
+)  # fmt: skip
+OTHER_REASON = "other"
+
+
+def reason_label(reason: str) -> str:
+    """`reason` when it is one of KNOWN_REASONS, else `other`: bounded label values."""
+    return reason if reason in KNOWN_REASONS else OTHER_REASON
+
+
 TRANSITIONS = Counter(
-    "botfleet_transitions_total", "Bot status transitions", ["to", "reason", "source"]
+    "botfleet_transitions_total",
+    "Bot status transitions; `reason` is `other` for a reason outside the known set",
+    ["to", "reason", "source"],
 )
 LAUNCH_SECONDS = Histogram(
     "botfleet_launch_seconds",

@@ -147,6 +147,7 @@ class Bot(Base):
     __table_args__ = (
         Index("ix_bots_user_created", "user_id", "id"),
         Index("ix_bots_status", "status"),
+        Index("ix_bots_ended_at", "ended_at"),  # retention finds the oldest ended bots
         # A dedup_key is unique among one user's live bots, enforced by the database.
         Index(
             "uq_bots_user_dedup_live",
@@ -215,7 +216,9 @@ class IdempotencyRecord(Base):
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
     fingerprint: Mapped[str] = mapped_column(String(64))
     status_code: Mapped[int | None] = mapped_column(Integer)  # None while the first runs
-    body: Mapped[Any | None] = mapped_column(JSONType)
+    body: Mapped[Any | None] = mapped_column(JSONType)  # answers kept before migration 0009
+    # The answer's exact JSON text: replayed byte for byte (JSONB would reorder the keys).
+    answer: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 
 

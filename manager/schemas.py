@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
@@ -150,9 +150,19 @@ class BotPublic(BaseModel):
     ended_at: datetime | None
 
 
-class BotPage(BaseModel):
-    items: list[BotPublic]
-    next_cursor: str | None = Field(None, description="Pass as `?cursor=` for the next page.")
+Item = TypeVar("Item")
+
+
+class Page(BaseModel, Generic[Item]):
+    """Every list answers a page (`manager/services/pages.py`): nothing unbounded is built."""
+
+    items: list[Item]
+    next_cursor: str | None = Field(
+        None, description="Pass as `?cursor=` for the next page; null on the last one."
+    )
+
+
+BotPage = Page[BotPublic]
 
 
 class TransitionPublic(BaseModel):

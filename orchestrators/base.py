@@ -131,6 +131,19 @@ class Workload:
     status: WorkloadStatus
 
 
+class LogFollower(abc.ABC):
+    """Reads a workload's output as it grows. Each `read` is short, non-blocking I/O (the
+    manager calls it from a worker thread, then sleeps on the event loop when it got nothing)."""
+
+    @abc.abstractmethod
+    def read(self) -> bytes:
+        """What was written since the last read (the tail first), at most a few blocks; b""
+        when nothing new."""
+
+    def close(self) -> None:  # noqa: B027 - most followers hold nothing
+        """Release what the follower holds."""
+
+
 class Orchestrator(abc.ABC):
     """A backend that runs one workload per bot attempt.
 
@@ -183,10 +196,22 @@ class Orchestrator(abc.ABC):
         return False
 
     def logs(self, runtime_ref: str, *, bot_id: str, tail: int) -> str:
-        """The workload's most recent output lines."""
+        """The workload's most recent output lines, capped by `orchestrators/log_tail.py`
+        (bytes in all and per line): the cost is the answer's size, never the log's."""
         raise CapabilityNotSupported(
             f"the {self.name} backend keeps no logs; read them from the engine itself"
         )
+
+    def follow_logs(self, runtime_ref: str, *, bot_id: str, tail: int) -> LogFollower:
+        """A reader of the workload's output as it is written, starting with the last `tail`
+        lines; `supports_logs` backends that cannot follow raise CapabilityNotSupported."""
+        raise CapabilityNotSupported(f"the {self.name} backend cannot follow logs")
+
+    def rotate_logs(self) -> None:  # noqa: B027 - engines that rotate logs themselves
+        """Keep each bot's log files within the configured size and count (housekeeping)."""
+
+    def delete_logs(self, bot_id: str) -> None:  # noqa: B027 - engines that keep none
+        """Forget every log file of a bot whose record is deleted (no-op by default)."""
 
     def check_health(self) -> None:  # noqa: B027 - most engines have nothing to check
         """Raise BackendUnavailable if the engine cannot be used now (for /readyz)."""

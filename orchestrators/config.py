@@ -15,6 +15,8 @@ from typing import Any, Protocol, Self
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from orchestrators.log_tail import LogLimits
+
 
 class ManagerSettings(Protocol):
     """The part of the manager's settings a backend reads (manager.config.Settings has it)."""
@@ -22,6 +24,10 @@ class ManagerSettings(Protocol):
     data_dir: Path
     stop_grace_s: float
     kill_after_s: float
+    log_tail_max_bytes: int
+    log_line_max_bytes: int
+    log_file_max_bytes: int
+    log_files: int
 
 
 class BackendConfig(BaseSettings):
@@ -42,6 +48,22 @@ class BackendConfig(BaseSettings):
         "set from BOTFLEET_KILL_AFTER_S by the manager.",
     )
 
+    log_tail_max_bytes: int = Field(
+        1_048_576,
+        ge=1024,
+        description="Most bytes a log tail answers.",
+    )
+    log_line_max_bytes: int = Field(
+        16_384, ge=256, description="Longer log lines are cut (BOTFLEET_LOG_LINE_MAX_BYTES)."
+    )
+    log_file_max_bytes: int = Field(
+        10_485_760, ge=65_536, description="A bot's log file is rotated at this size."
+    )
+    log_files: int = Field(3, ge=1, description="Log files kept per bot, the current one included.")
+
+    def log_limits(self) -> LogLimits:
+        return LogLimits(self.log_tail_max_bytes, self.log_line_max_bytes)
+
     @classmethod
     def from_manager(cls, settings: ManagerSettings) -> Self:
         """This backend's settings (from its environment) plus what the manager owns."""
@@ -49,5 +71,9 @@ class BackendConfig(BaseSettings):
             "data_dir": settings.data_dir,
             "stop_grace_s": settings.stop_grace_s,
             "kill_wait_s": settings.kill_after_s,
+            "log_tail_max_bytes": settings.log_tail_max_bytes,
+            "log_line_max_bytes": settings.log_line_max_bytes,
+            "log_file_max_bytes": settings.log_file_max_bytes,
+            "log_files": settings.log_files,
         }
         return cls(**{k: v for k, v in owned.items() if k in cls.model_fields})

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, ClassVar
@@ -28,7 +29,7 @@ import docker
 import docker.errors
 import requests.exceptions
 from docker.models.containers import Container
-from docker.types import Ulimit
+from docker.types import LogConfig, Ulimit
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -38,6 +39,7 @@ from orchestrators.base import (
     BackendUnavailable,
     LaunchFailed,
     LaunchSpec,
+    LogFollower,
     Orchestrator,
     OrchestratorError,
     Workload,
@@ -47,6 +49,7 @@ from orchestrators.base import (
 )
 from orchestrators.config import BackendConfig
 from orchestrators.hardening import Hardening
+from orchestrators.log_tail import LogLimits, tail_text
 
 log = logging.getLogger(__name__)
 
@@ -278,6 +281,11 @@ class DockerOrchestrator(Orchestrator):
             "init": True,  # a real PID 1 that forwards SIGTERM and reaps children
             "stop_signal": "SIGTERM",
             "ulimits": [Ulimit(name="nofile", soft=4096, hard=4096)],
+            # The engine rotates the bot's output itself: size and count from the manager.
+            "log_config": LogConfig(
+                type="json-file",
+                config={"max-size": str(cfg.log_file_max_bytes), "max-file": str(cfg.log_files)},
+            ),
             **_hardening_args(cfg.hardening()),
         }
         if _is_network_mode(cfg.network):
@@ -355,11 +363,19 @@ class DockerOrchestrator(Orchestrator):
         return True
 
     def logs(self, runtime_ref: str, *, bot_id: str, tail: int) -> str:
-        """The container's output; WorkloadNotFound once it was removed."""
+        """The container's last `tail` lines, capped; WorkloadNotFound once it was removed.
+        The engine reads `tail` lines, which may be long: the caps bound what we answer."""
         container = self._get(runtime_ref)
         with _engine_errors(f"reading logs of {runtime_ref[:12]}"):
             raw: bytes = container.logs(stdout=True, stderr=True, tail=tail)
-        return raw.decode("utf-8", errors="replace")
+        return tail_text(raw, tail=tail, limits=self.config.log_limits())
+
+    def follow_logs(self, runtime_ref: str, *, bot_id: str, tail: int) -> LogFollower:
+        """Polls `logs(since=…, timestamps=True)`: a blocking `follow=True` stream would hold
+        a thread for the stream's whole life."""
+        container = self._get(runtime_ref)
+        first = self.logs(runtime_ref, bot_id=bot_id, tail=tail) if tail > 0 else ""
+        return _ContainerFollower(container, first, self.config.log_limits())
 
     def check_health(self) -> None:
         with _engine_errors("pinging the Docker Engine"):
@@ -368,3 +384,38 @@ class DockerOrchestrator(Orchestrator):
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
+
+
+class _ContainerFollower(LogFollower):
+    """New output of a container since the last read, by timestamp (the engine's `since` has
+    a precision of its own, so lines at or before the last one seen are skipped)."""
+
+    def __init__(self, container: Container, first: str, limits: LogLimits) -> None:
+        self._container = container
+        self._first: bytes | None = (first + "\n").encode() if first else b""
+        self._last = time.time()
+        self._last_stamp = ""
+        self._limits = limits
+
+    def read(self) -> bytes:
+        if self._first is not None:
+            first, self._first = self._first, None
+            if first:
+                return first
+        with _engine_errors(f"following logs of {self._container.id[:12]}"):
+            raw: bytes = self._container.logs(
+                stdout=True, stderr=True, timestamps=True, since=max(0.0, self._last - 1.0)
+            )
+        out = bytearray()
+        for line in raw.splitlines(keepends=True)[-10_000:]:
+            stamp, _, text = line.partition(b" ")
+            key = stamp.decode(errors="replace").rstrip("Z").ljust(30, "0")
+            if key <= self._last_stamp:
+                continue
+            self._last_stamp = key
+            out += text
+            if len(out) > self._limits.max_bytes:
+                break
+        if out:
+            self._last = time.time()
+        return bytes(out)

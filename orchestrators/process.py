@@ -42,6 +42,7 @@ from orchestrators.base import (
     BackendUnavailable,
     LaunchFailed,
     LaunchSpec,
+    LogFollower,
     Orchestrator,
     OrchestratorError,
     Workload,
@@ -49,6 +50,7 @@ from orchestrators.base import (
     WorkloadStatus,
 )
 from orchestrators.config import BackendConfig
+from orchestrators.log_tail import LogLimits, read_tail
 from orchestrators.stopping import Engine, poll_until_gone, stop_workload
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,8 @@ INHERITED_ENV = ("PATH", "PYTHONPATH", "HOME", "LANG")
 _REF = re.compile(r"^(\d+)-(\d+)$")
 _POLL_S = 0.05
 _BLOCK = 8192
+_COPY_BLOCK = 1 << 20
+_FOLLOW_CHUNK = 256 * 1024
 
 
 class ProcessOrchestratorConfig(BackendConfig):
@@ -146,6 +150,71 @@ def _sweep(record: Mapping[str, Any]) -> None:
 
 def _private_dir(path: Path) -> None:
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
+def _copytruncate(path: Path, keep_bytes: int, files: int) -> None:
+    """Shift `path.1`… up by one (the oldest falls off), copy the last `keep_bytes` of `path`
+    (from a line start when there is one) into `path.1` (0600), then truncate `path`."""
+    if files > 1:
+        oldest = path.with_name(f"{path.name}.{files - 1}")
+        oldest.unlink(missing_ok=True)
+        for n in range(files - 2, 0, -1):
+            older = path.with_name(f"{path.name}.{n}")
+            if older.exists():
+                os.replace(older, path.with_name(f"{path.name}.{n + 1}"))
+        tmp = path.with_name(f"{path.name}.rotating")
+        with path.open("rb") as src:
+            size = src.seek(0, os.SEEK_END)
+            start = max(0, size - keep_bytes)
+            if start:
+                src.seek(start)
+                head = src.read(min(_BLOCK, size - start))
+                newline = head.find(b"\n")
+                start += newline + 1 if 0 <= newline < len(head) - 1 else 0
+            src.seek(start)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as dst:
+                remaining = size - start
+                while remaining > 0 and (block := src.read(min(_COPY_BLOCK, remaining))):
+                    dst.write(block)
+                    remaining -= len(block)
+        os.replace(tmp, path.with_name(f"{path.name}.1"))
+    os.truncate(path, 0)
+
+
+class _FileFollower(LogFollower):
+    """Follows `<bot>.log`: the tail first, then what is appended; a file shorter than what was
+    read was rotated (copytruncate), so reading starts again at its beginning."""
+
+    def __init__(self, paths: list[Path], *, tail: int, limits: LogLimits) -> None:
+        self._path = paths[0]
+        try:
+            self._offset = self._path.stat().st_size
+        except FileNotFoundError:
+            self._offset = 0
+        text = read_tail(paths, tail=tail, limits=limits) if tail > 0 else ""
+        self._first: bytes | None = (text + "\n").encode() if text else b""
+
+    def read(self) -> bytes:
+        if self._first is not None:
+            first, self._first = self._first, None
+            if first:
+                return first
+        try:
+            with self._path.open("rb") as handle:
+                size = handle.seek(0, os.SEEK_END)
+                if size < self._offset:
+                    self._offset = 0
+                if size == self._offset:
+                    return b""
+                handle.seek(self._offset)
+                data = handle.read(min(size - self._offset, _FOLLOW_CHUNK))
+        except FileNotFoundError:
+            return b""
+        except OSError as exc:
+            raise BackendUnavailable(f"cannot read {self._path.name}: {exc}") from exc
+        self._offset += len(data)
+        return data
 
 
 class ProcessOrchestrator(Orchestrator):
@@ -494,28 +563,48 @@ class ProcessOrchestrator(Orchestrator):
     def supports_logs(self) -> bool:
         return True
 
+    def _log_paths(self, bot_id: str) -> list[Path]:
+        """The bot's log files, newest first: `<bot>.log`, `<bot>.log.1`, …"""
+        current = self._log_path(bot_id)
+        rotated = [
+            current.with_name(f"{current.name}.{n}") for n in range(1, self.config.log_files)
+        ]
+        return [current, *rotated]
+
     def logs(self, runtime_ref: str, *, bot_id: str, tail: int) -> str:
-        """The last `tail` lines of the bot's log (all attempts), read from the end in blocks."""
-        if tail <= 0:
-            return ""
+        """The last `tail` lines of the bot's logs (all attempts, rotated files too), read from
+        the end in blocks: at most the byte cap and one block, whatever the files hold."""
         try:
-            f = self._log_path(bot_id).open("rb")
-        except FileNotFoundError:
-            return ""
+            return read_tail(self._log_paths(bot_id), tail=tail, limits=self.config.log_limits())
         except OSError as exc:
             raise BackendUnavailable(f"cannot read the log of bot {bot_id}: {exc}") from exc
-        with f:
-            pos = f.seek(0, os.SEEK_END)
-            data = b""
-            while pos > 0 and data.count(b"\n") <= tail:
-                step = min(_BLOCK, pos)
-                pos -= step
-                f.seek(pos)
-                data = f.read(step) + data
-        lines = data.decode(errors="replace").split("\n")
-        if lines[-1] == "":
-            lines.pop()
-        return "\n".join(lines[-tail:])
+
+    def follow_logs(self, runtime_ref: str, *, bot_id: str, tail: int) -> LogFollower:
+        return _FileFollower(self._log_paths(bot_id), tail=tail, limits=self.config.log_limits())
+
+    def rotate_logs(self) -> None:
+        """copytruncate, as logrotate does: a bot writes its log through an inherited O_APPEND
+        descriptor (so it survives manager restarts), which no rename would follow. A file over
+        the size cap is copied (its last `log_file_max_bytes`) to `.1` after shifting the older
+        ones, then truncated: the bot's next write lands at the new end. Output written between
+        the copy and the truncation (microseconds) is lost."""
+        try:
+            paths = sorted(self._logs_dir.glob("*.log"))
+        except OSError as exc:
+            raise BackendUnavailable(f"cannot list {self._logs_dir}: {exc}") from exc
+        for path in paths:
+            try:
+                if path.stat().st_size > self.config.log_file_max_bytes:
+                    _copytruncate(path, self.config.log_file_max_bytes, self.config.log_files)
+            except FileNotFoundError:
+                continue
+
+    def delete_logs(self, bot_id: str) -> None:
+        """Remove `<bot>.log` and its rotated files."""
+        current = self._log_path(bot_id)
+        for path in [current, *self._logs_dir.glob(f"{current.name}.*")]:
+            if path.name == current.name or path.name.removeprefix(current.name + ".").isdigit():
+                path.unlink(missing_ok=True)
 
     def check_health(self) -> None:
         """Ready when the data directory is writable (records and logs go there)."""

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy.orm import Session, sessionmaker
 
+from manager.db import make_engine, make_session_factory
+from manager.migrate import upgrade
 from tests import support
-from tests.support import RUNTIME_IMAGE, Manager, RedisServer, running_manager
+from tests.support import RUNTIME_IMAGE, Manager, RedisServer, fresh_database_url, running_manager
 
 DB_FIXTURES = {
     "manager",
@@ -60,6 +64,16 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def sessions(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
+    """A fresh, migrated database of the kind under test, for tests that call services directly."""
+    url = fresh_database_url(tmp_path)
+    upgrade(url)
+    engine = make_engine(url)
+    yield make_session_factory(engine)
+    engine.dispose()
 
 
 @pytest.fixture(scope="session")

@@ -154,6 +154,13 @@ FAST_SETTINGS = {
     "BOTFLEET_START_TIMEOUT_S": "60",
     "BOTFLEET_COMMAND_RETRY_S": "1",
     "BOTFLEET_LAUNCH_TIMEOUT_S": "5",
+    # The suite runs fast loops of requests; tests/test_rate_limits.py sets its own limits.
+    "BOTFLEET_RATE_LIMIT_PER_S": "1000",
+    "BOTFLEET_RATE_LIMIT_BURST": "5000",
+    "BOTFLEET_BOT_COMMAND_RATE_PER_S": "1000",
+    "BOTFLEET_BOT_COMMAND_RATE_BURST": "5000",
+    "BOTFLEET_CALLBACK_RATE_PER_S": "1000",
+    "BOTFLEET_CALLBACK_RATE_BURST": "5000",
 }
 
 
@@ -285,7 +292,7 @@ def wait_for_command(
 
 
 def transitions(client: httpx.Client, bot_id: str) -> list[tuple[str, str, str, str]]:
-    rows = client.get(f"/bots/{bot_id}/transitions").json()
+    rows = client.get(f"/bots/{bot_id}/transitions").json()["items"]
     return [(r["from"], r["to"], r["reason"], r["source"]) for r in rows]
 
 

@@ -132,7 +132,7 @@ def test_admin_changes_a_limit_and_issues_keys(manager: Manager) -> None:
         patched = admin.patch(f"/admin/users/{user['id']}", json={"max_concurrent_bots": 1})
         assert patched.status_code == 200 and patched.json()["max_concurrent_bots"] == 1
         key = admin.post(f"/admin/users/{user['id']}/keys").json()["api_key"]
-        assert any(u["id"] == user["id"] for u in admin.get("/admin/users").json())
+        assert any(u["id"] == user["id"] for u in admin.get("/admin/users").json()["items"])
         assert "api_key" not in admin.get(f"/admin/users/{user['id']}").json()
         assert admin.post("/admin/users", json={"name": user["name"]}).status_code == 409
     second = httpx.Client(base_url=manager.url, headers={"Authorization": f"Bearer {key}"})
@@ -199,7 +199,7 @@ def test_illegal_moves_are_409_and_change_nothing(manager: Manager) -> None:
         assert response.status_code == 409, (method, response.text)
         assert response.json()["detail"]["code"] == "illegal_transition"
         assert "not been launched yet (requested)" in response.json()["detail"]["message"]
-    assert client.get(f"/bots/{waiting['id']}/commands").json() == []
+    assert client.get(f"/bots/{waiting['id']}/commands").json()["items"] == []
     client.post(f"/bots/{waiting['id']}/stop")
 
     bot = client.post("/bots", json={"bot": "demo", "config": {"ignore_leave": True}}).json()
@@ -229,7 +229,9 @@ def test_illegal_moves_are_409_and_change_nothing(manager: Manager) -> None:
         assert detail["message"] == (
             f"bot {bot['id']} has ended (completed); it can no longer be reconfigured"
         )
-    assert [c["action"] for c in client.get(f"/bots/{bot['id']}/commands").json()] == ["leave"]
+    assert [c["action"] for c in client.get(f"/bots/{bot['id']}/commands").json()["items"]] == [
+        "leave"
+    ]
 
 
 def test_a_bots_token_works_on_its_own_paths_only(manager: Manager) -> None:

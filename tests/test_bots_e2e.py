@@ -49,9 +49,9 @@ def test_full_lifecycle_start_reconfigure_stop(manager: Manager) -> None:
         ("active", "stopping", "api"),
         ("stopping", "completed", "runtime"),
     ]
-    commands = client.get(f"/bots/{bot['id']}/commands").json()
+    commands = client.get(f"/bots/{bot['id']}/commands").json()["items"]
     assert [c["action"] for c in commands] == ["leave", "reconfigure"]  # newest first
-    attempts = client.get(f"/bots/{bot['id']}/attempts").json()
+    attempts = client.get(f"/bots/{bot['id']}/attempts").json()["items"]
     assert [(a["attempt"], a["runtime_ref"], a["exit_code"]) for a in attempts] == [
         (1, active["runtime_ref"], 0)
     ]
@@ -73,7 +73,7 @@ def test_crash_fails_with_exit_code_and_reason(manager: Manager) -> None:
     done = wait_for_status(client, bot["id"], {"failed", "completed"})
     assert done["status"] == "failed"
     assert done["exit_code"] == 1 and done["status_reason"] == "crashed"
-    last = client.get(f"/bots/{bot['id']}/transitions").json()[-1]
+    last = client.get(f"/bots/{bot['id']}/transitions").json()["items"][-1]
     assert (last["from"], last["to"], last["source"]) == ("active", "failed", "runtime")
     assert "RuntimeError" in last["detail"] or last["detail"], last
 

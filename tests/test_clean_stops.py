@@ -91,7 +91,7 @@ def test_clean_stops_are_never_orphan_repairs(manager: Manager) -> None:
 
     unclean = [b for b in ended if (b["status"], b["status_reason"], b["exit_code"]) != CLEAN]
     for bot in ended:  # each attempt's recorded exit code, too
-        attempts = client.get(f"/bots/{bot['id']}/attempts").json()
+        attempts = client.get(f"/bots/{bot['id']}/attempts").json()["items"]
         if [a["exit_code"] for a in attempts] != [0]:
             unclean.append({"id": bot["id"], "attempts": attempts})
     not_zero = {bot_id: c for bot_id, c in codes.items() if c != [0]}

@@ -162,7 +162,7 @@ def test_patch_merges_and_put_replaces(manager: Manager) -> None:
         headers={"Content-Type": "application/merge-patch+json"},
     )
     assert response.status_code == 202 and response.json()["config"] == {"lang": "fr", "n": 1}
-    versions = [c["config_version"] for c in client.get(f"/bots/{bot_id}/commands").json()]
+    versions = [c["config_version"] for c in client.get(f"/bots/{bot_id}/commands").json()["items"]]
     assert versions == [7, 6, 5, 4, 3, 2], "one version per change, newest first"
     stop(client, bot_id)
 
@@ -237,10 +237,10 @@ def test_limits_apply_to_the_merged_config(manager: Manager) -> None:
 
     # Each half is within the limit, the merge is not: refused, nothing sent, no version taken.
     # (Depth cannot grow in a merge: a result is never deeper than its config or its patch.)
-    assert client.get(f"/bots/{bot_id}/commands").json() == []
+    assert client.get(f"/bots/{bot_id}/commands").json()["items"] == []
     command = change(client, "PATCH", bot_id, {"blob": None, "more": "y" * 40_000})
     assert command["config"] == {"more": "y" * 40_000} and command["config_version"] == 2
-    versions = [c["config_version"] for c in client.get(f"/bots/{bot_id}/commands").json()]
+    versions = [c["config_version"] for c in client.get(f"/bots/{bot_id}/commands").json()["items"]]
     assert versions == [2], "a refused change makes no command and takes no version"
     stop(client, bot_id)
 
@@ -267,5 +267,5 @@ def test_idempotency_key_on_patch_and_put(manager: Manager) -> None:
     )
     assert crossed.status_code == 422
     assert crossed.json()["detail"]["code"] == "idempotency_mismatch"
-    assert len(client.get(f"/bots/{bot_id}/commands").json()) == 2, "one command per key"
+    assert len(client.get(f"/bots/{bot_id}/commands").json()["items"]) == 2, "one command per key"
     stop(client, bot_id)

@@ -93,7 +93,7 @@ def test_missing_image_fails_with_a_reason(manager: Manager) -> None:
     ).json()
     done = wait_for_status(client, bot["id"], {"failed", "completed"})
     assert (done["status"], done["status_reason"]) == ("failed", "image_not_found")
-    last = client.get(f"/bots/{bot['id']}/transitions").json()[-1]
+    last = client.get(f"/bots/{bot['id']}/transitions").json()["items"][-1]
     assert "botfleet-no-such-image:1" in last["detail"]
 
 
@@ -141,7 +141,7 @@ def test_a_network_the_engine_refuses_fails_the_bot_with_a_reason_not_a_500(
         assert response.status_code == 201, response.text
         done = wait_for_status(client, response.json()["id"], {"failed", "completed"})
         assert (done["status"], done["status_reason"]) == ("failed", "network_unavailable")
-        last = client.get(f"/bots/{done['id']}/transitions").json()[-1]
+        last = client.get(f"/bots/{done['id']}/transitions").json()["items"][-1]
         assert "'default'" in last["detail"] and "BOTFLEET_DOCKER_NETWORK" in last["detail"]
         # The next bot gets the same clear answer (the engine is asked again, nothing is stuck).
         again = client.post("/bots", json={"bot": "demo", "config": {}})

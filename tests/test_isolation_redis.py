@@ -245,7 +245,7 @@ def test_a_bot_holding_its_credentials_cannot_reach_another_bot(
     )
     time.sleep(0.5)  # a leave applied would have shown by now
     assert bob.get(f"/bots/{b_id}").json()["status"] == "active"
-    assert bob.get(f"/bots/{b_id}/commands").json() == [], "B has no new command"
+    assert bob.get(f"/bots/{b_id}/commands").json()["items"] == [], "B has no new command"
     assert "forged-1" not in _b_log(bob, b_id)
 
     # A real stop still works, over the same channel.
@@ -253,7 +253,7 @@ def test_a_bot_holding_its_credentials_cannot_reach_another_bot(
     assert stop.status_code == 202, stop.text
     done = wait_for_status(bob, b_id, {"completed", "failed"}, timeout=30)
     assert (done["status"], done["exit_code"]) == ("completed", 0)
-    leave_cmd = bob.get(f"/bots/{b_id}/commands").json()[0]
+    leave_cmd = bob.get(f"/bots/{b_id}/commands").json()["items"][0]
     assert wait_for_command(bob, b_id, leave_cmd["id"], {"acked"})["status"] == "acked"
 
     # Once A ends, its credentials open nothing, and its open connection is gone.
@@ -329,7 +329,7 @@ def test_without_acl_users_signatures_still_protect_bots(
         wait_until(lambda: "missing or wrong signature" in _b_log(bob, b_id), timeout=15)
         time.sleep(0.5)
         assert bob.get(f"/bots/{b_id}").json()["status"] == "active"
-        assert bob.get(f"/bots/{b_id}/commands").json() == []
+        assert bob.get(f"/bots/{b_id}/commands").json()["items"] == []
         for client, bot_id in ((alice, a_id), (bob, b_id)):
             client.post(f"/bots/{bot_id}/stop")
             wait_for_status(client, bot_id, {"completed", "failed"}, timeout=30)

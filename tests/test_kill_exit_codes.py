@@ -41,7 +41,7 @@ def timed_out(manager: Manager, config: dict[str, Any]) -> tuple[dict[str, Any],
     finally:
         if exits is not None:
             exits.close()
-    attempts = client.get(f"/bots/{bot['id']}/attempts").json()
+    attempts = client.get(f"/bots/{bot['id']}/attempts").json()["items"]
     assert [a["exit_code"] for a in attempts] == [done["exit_code"]], attempts
     done["logs"] = client.get(f"/bots/{bot['id']}/logs", params={"tail": 50}).text
     return done, engine_code

@@ -151,7 +151,7 @@ def test_lost_allocation_fails_the_bot_as_vanished(manager: Manager, standin: St
         "workload_vanished",
         None,
     )
-    last = client.get(f"/bots/{bot['id']}/transitions").json()[-1]
+    last = client.get(f"/bots/{bot['id']}/transitions").json()["items"][-1]
     assert (last["source"], last["detail"]) == ("reconciler", "allocation lost")
 
 

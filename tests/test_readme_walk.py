@@ -23,7 +23,7 @@ import pytest
 from tests.support import REPO, detached, free_port, kill_leftover_bots, user_env, wait_until
 
 MARK = "<!-- walk -->"
-FOLLOWING = re.compile(r"(--watch\b|\s-f\b|\bbotfleet events\b)")
+FOLLOWING = re.compile(r"(--watch\b|\s-f\b|\bbotfleet events\b|[?&]follow=1\b)")
 TRANSIENT_BOTS = {"requested", "starting", "stopping"}
 TRANSIENT_COMMANDS = {"pending", "delivered"}
 

@@ -87,7 +87,7 @@ def test_idempotent_reconfigure(manager: Manager) -> None:
     again = client.patch(path, json={"config": {"v": 1}}, headers=key)
     assert first.status_code == again.status_code == 202
     assert first.json()["id"] == again.json()["id"]
-    assert len(client.get(f"/bots/{bot['id']}/commands").json()) == 1
+    assert len(client.get(f"/bots/{bot['id']}/commands").json()["items"]) == 1
     mismatch = client.patch(path, json={"config": {"v": 2}}, headers=key)
     assert mismatch.json()["detail"]["code"] == "idempotency_mismatch"
     wait_for_command(client, bot["id"], first.json()["id"], {"acked"})

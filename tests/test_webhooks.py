@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from itertools import pairwise
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,8 +18,7 @@ from cryptography.fernet import Fernet
 from sqlalchemy.orm import Session, sessionmaker
 
 from manager.config import Settings
-from manager.db import make_engine, make_session_factory, transaction
-from manager.migrate import upgrade
+from manager.db import transaction
 from manager.models import Event, utcnow
 from manager.sealing import SecretBox
 from manager.webhooks.guard import UrlRefused, check_url
@@ -29,7 +27,6 @@ from manager.webhooks.signing import InvalidSignature, new_secret, sign, signatu
 from tests.support import (
     Manager,
     RedisServer,
-    fresh_database_url,
     running_manager,
     wait_for_status,
     wait_until,
@@ -117,15 +114,6 @@ def strict_manager(
         yield instance
 
 
-@pytest.fixture
-def sessions(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
-    url = fresh_database_url(tmp_path)
-    upgrade(url)
-    engine = make_engine(url)
-    yield make_session_factory(engine)
-    engine.dispose()
-
-
 def a_box() -> SecretBox:
     return SecretBox([Fernet.generate_key().decode()])
 
@@ -150,7 +138,7 @@ def stop(client: httpx.Client, bot_id: str) -> None:
 def deliveries(client: httpx.Client, **params: Any) -> list[dict[str, Any]]:
     answer = client.get("/webhook/deliveries", params=params)
     assert answer.status_code == 200, answer.text
-    return list(answer.json())
+    return list(answer.json()["items"])
 
 
 def wait_delivery(client: httpx.Client, status: str, *, timeout: float = 30) -> dict[str, Any]:
@@ -179,7 +167,7 @@ def test_each_transition_is_posted_signed_and_in_order(
     wait_for_status(client, bot["id"], {"active"})
     stop(client, bot["id"])
     wait_for_status(client, bot["id"], {"completed"})
-    history = client.get(f"/bots/{bot['id']}/transitions").json()
+    history = client.get(f"/bots/{bot['id']}/transitions").json()["items"]
     got = receiver.wait_for("/lifecycle", len(history))
 
     bodies = [json.loads(r["body"]) for r in got]

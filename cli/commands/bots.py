@@ -114,7 +114,7 @@ def report_end(bot: dict[str, Any], as_json: bool, good: str) -> None:
     if as_json:
         output.print_json(bot)
     else:
-        reason = f" ({bot['status_reason']})" if bot.get("status_reason") else ""
+        reason = f" ({output.escape(bot['status_reason'])})" if bot.get("status_reason") else ""
         output.err.print(f"{bot['id']}: {output.styled(bot['status'])}{reason}")
     if bot["status"] != good:
         raise typer.Exit(output.FAILED)
@@ -133,7 +133,7 @@ def list_bots(
         [], "--label", "-l", metavar="KEY=VALUE", help="Only bots with this label; repeatable."
     ),
     limit: int | None = typer.Option(
-        None, "--limit", "-n", metavar="N", min=1, max=500, help="Page size."
+        None, "--limit", "-n", metavar="N", min=1, max=1000, help="Page size."
     ),
     all_pages: bool = typer.Option(False, "--all", "-a", help="Follow cursors to the end."),
     watch: bool = typer.Option(False, "--watch", "-w", help="Redraw until Ctrl-C."),
@@ -294,6 +294,20 @@ def stop(
             typer.echo(f"{bot['id']} {bot['status']}")
 
 
+@app.command("rm")
+def remove(
+    ctx: typer.Context,
+    bot_id: str = BotId,
+    purge_state: bool = typer.Option(
+        False, "--purge-state", help="Also delete its state (bots keep none yet)."
+    ),
+) -> None:
+    """Delete an ended bot with its history and logs (a live bot: stop it first, exit 4)."""
+    with connect(ctx) as client:
+        client.delete_bot(bot_id, purge_state=purge_state)
+    typer.echo(f"{bot_id} deleted")
+
+
 @app.command("config")
 def reconfigure(
     ctx: typer.Context,
@@ -358,23 +372,18 @@ def logs(
     tail: int = typer.Option(
         200, "--tail", "-n", metavar="N", min=1, max=10_000, help="How many lines."
     ),
-    follow: bool = typer.Option(False, "--follow", "-f", help="Poll every second for more."),
+    follow: bool = typer.Option(
+        False, "--follow", "-f", help="Stream new lines as the bot writes them."
+    ),
 ) -> None:
     """A bot's recent output; with -f, keep printing new lines until the bot ends."""
     with connect(ctx) as client:
-        # Following compares equal-sized windows, wide enough that a burst is not missed.
-        window = max(tail, 1_000) if follow else tail
-        seen = client.logs(bot_id, tail=window).splitlines()
-        for line in seen[-tail:]:
-            typer.echo(line)
+        if not follow:
+            for line in client.logs(bot_id, tail=tail).splitlines():
+                typer.echo(line)
+            return
         try:
-            while follow:
-                time.sleep(1)
-                ended = client.get_bot(bot_id)["status"] in TERMINAL
-                current = client.logs(bot_id, tail=window).splitlines()
-                for line in new_lines(seen, current):
-                    typer.echo(line)
-                seen = current
-                follow = not ended
+            for line in client.follow_logs(bot_id, tail=tail):
+                typer.echo(line)
         except KeyboardInterrupt:
             return

@@ -13,28 +13,37 @@ from cli.sse import Event
 
 
 def describe(event: Event) -> str:
-    """One line per event: time, short bot id, what changed."""
+    """One line per event, as Rich markup: time, short bot id, what changed. Every value from
+    the stream is escaped (a detail or an error is the bot's own text)."""
+    esc = output.escape
     try:
         data: dict[str, Any] = json.loads(event.data)
     except ValueError:
-        return f"{event.event}: {event.data}"
+        return esc(f"{event.event}: {event.data}")
+    if not isinstance(data, dict):
+        return esc(f"{event.event}: {event.data}")
     when = output.clock(data.get("at"))[11:] or "--:--:--"
-    bot = output.short(data.get("bot_id"))
+    bot = esc(output.short(data.get("bot_id")))
     if event.event == "transition":
-        what = f"{data.get('from')} → {output.styled(data.get('to'))}  {data.get('reason', '')}"
+        what = (
+            f"{esc(str(data.get('from')))} → {output.styled(data.get('to'))}  "
+            f"{esc(str(data.get('reason', '')))}"
+        )
         extra = [f"by {data['source']}"] if data.get("source") else []
         if (data.get("attempt") or 0) > 1:
             extra.append(f"attempt {data['attempt']}")
         if data.get("detail"):
             extra.append(str(data["detail"]))
-        return f"{when}  {bot}  {what}" + (f" [dim]({', '.join(extra)})[/]" if extra else "")
+        notes = esc(", ".join(extra))
+        return f"{when}  {bot}  {what}" + (f" [dim]({notes})[/]" if extra else "")
     if event.event == "command":
         error = f": {data['error']}" if data.get("error") else ""
         return (
-            f"{when}  {bot}  {data.get('action')} {output.short(data.get('command_id'))} "
-            f"{output.styled(data.get('status'))}{error}"
+            f"{when}  {bot}  {esc(str(data.get('action')))} "
+            f"{esc(output.short(data.get('command_id')))} "
+            f"{output.styled(data.get('status'))}{esc(error)}"
         )
-    return f"{when}  {bot}  {event.event}: {event.data}"
+    return f"{when}  {bot}  {esc(event.event)}: {esc(event.data)}"
 
 
 def events(

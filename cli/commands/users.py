@@ -30,7 +30,8 @@ def create(
         output.print_json(user)
         return
     output.err.print(
-        f"user {user['name']} ({user['id']}), max {user['max_concurrent_bots']} bots; "
+        f"user {output.escape(user['name'])} ({user['id']}), "
+        f"max {user['max_concurrent_bots']} bots; "
         "the key below is shown this once",
         soft_wrap=True,
     )

@@ -10,7 +10,7 @@ from fastapi import Depends, Header
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from manager.api.deps import CurrentUser, SessionDep
+from manager.api.deps import CurrentUser, SessionDep, SettingsDep
 from manager.services import idempotency
 
 REPLAY_HEADER = "Idempotent-Replayed"
@@ -26,11 +26,25 @@ KeyHeader = Annotated[
 ]
 
 
+class Replayed(JSONResponse):
+    """A kept answer sent again: its stored JSON text as is, byte for byte."""
+
+    def render(self, content: Any) -> bytes:
+        return content.encode() if isinstance(content, str) else super().render(content)
+
+
 class Idempotency:
     """One request's `Idempotency-Key` (or none): `replay()` before the work, `answer()` after."""
 
-    def __init__(self, session: SessionDep, user: CurrentUser, key: KeyHeader = None) -> None:
+    def __init__(
+        self,
+        session: SessionDep,
+        user: CurrentUser,
+        settings: SettingsDep,
+        key: KeyHeader = None,
+    ) -> None:
         self.session, self.user_id, self.key = session, user.id, key
+        self.stale_after_s = settings.idempotency_claim_timeout_s
         self.claimed = False
 
     def replay(self, operation: str, body: Any) -> JSONResponse | None:
@@ -43,20 +57,27 @@ class Idempotency:
             user_id=self.user_id,
             key=self.key,
             fingerprint=idempotency.fingerprint(operation, body),
+            stale_after_s=self.stale_after_s,
         )
         if record is None:
             self.claimed = True
             return None
-        return JSONResponse(record.body, record.status_code, headers={REPLAY_HEADER: "true"})
+        kept = record.answer if record.answer is not None else record.body  # body: before 0009
+        return Replayed(kept, record.status_code, headers={REPLAY_HEADER: "true"})
 
     def answer(self, model: BaseModel, status_code: int) -> JSONResponse:
-        """The answer as JSON, kept for replays when this request claimed a key."""
-        body = model.model_dump(mode="json")
+        """The answer as JSON, kept (these very bytes) for replays when this request claimed a
+        key: in the request's transaction, so the work and its answer commit together."""
+        response = JSONResponse(model.model_dump(mode="json"), status_code)
         if self.claimed and self.key is not None:
             idempotency.store_answer(
-                self.session, user_id=self.user_id, key=self.key, status_code=status_code, body=body
+                self.session,
+                user_id=self.user_id,
+                key=self.key,
+                status_code=status_code,
+                answer=bytes(response.body).decode(),
             )
-        return JSONResponse(body, status_code)
+        return response
 
 
 Idempotent = Annotated[Idempotency, Depends()]

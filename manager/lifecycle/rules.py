@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, NamedTuple
 
 from manager.lifecycle.states import BotStatus, IllegalTransition
@@ -127,6 +128,27 @@ def on_overdue(
     return Outcome(
         target, reason, exit_code if gone else None, _joined(why.format(limit_s), detail)
     )
+
+
+def heartbeat_lost(
+    last_heartbeat_at: datetime | None,
+    *,
+    listening_since: datetime | None,
+    now: datetime | None,
+    budget_s: float,
+) -> bool:
+    """Whether a running bot has been silent for longer than `budget_s`, counting only the
+    silence the manager could have heard: from the later of its last heartbeat and the moment
+    the manager became able to record heartbeats again (`listening_since`: this replica became
+    leader, or the database came back). A bot is never failed for an outage of the manager's
+    own. All three times come from one clock (the database's); not knowing when listening
+    began, or what time it is, judges nothing."""
+    if listening_since is None or now is None:
+        return False
+    heard = listening_since
+    if last_heartbeat_at is not None and last_heartbeat_at > heard:
+        heard = last_heartbeat_at
+    return (now - heard).total_seconds() > budget_s
 
 
 def on_stop_without_workload() -> Outcome:

@@ -12,6 +12,7 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from manager import metrics
+from manager.clock import database_now
 from manager.events import record_event
 from manager.lifecycle.states import TERMINAL, BotStatus, IllegalTransition, Source, is_allowed
 from manager.models import Bot, BotTransition, utcnow
@@ -45,7 +46,7 @@ def transition(
         bot.started_at = now
     elif target == S.ACTIVE:
         bot.active_at = now
-        bot.last_heartbeat_at = now
+        bot.last_heartbeat_at = database_now(session)  # one clock for heartbeats: manager/clock.py
     elif target == S.STOPPING and bot.stop_requested_at is None:
         bot.stop_requested_at = now
     if target in TERMINAL:
@@ -82,5 +83,7 @@ def transition(
             "at": now.isoformat(),
         },
     )
-    metrics.TRANSITIONS.labels(to=target.value, reason=reason, source=source.value).inc()
+    metrics.TRANSITIONS.labels(
+        to=target.value, reason=metrics.reason_label(reason), source=source.value
+    ).inc()
     return row

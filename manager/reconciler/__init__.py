@@ -7,10 +7,13 @@ failures. It reaps only on positive proof of death (the engine says the workload
 listing confirms it is gone): an engine that cannot be asked changes nothing.
 
 `Reconciler(fleet).run_once()` is one pass; it returns the errors it isolated (also kept in
-`last_errors`), so tests can see them. `tick()` is the same pass for the manager's loop: it raises
-when a whole step failed (a bot listing the database or the engine could not answer), so
-/readyz shows a reconciler that cannot work, but not one bot's error. Housekeeping (commands,
-sweeps, gauges) is a loop of its own: `manager/housekeeping.py`.
+`last_errors`), so tests can see them. Silence is judged only from heartbeats this replica could
+have recorded: after it becomes leader (`on_lead`) and after its database stops answering, a
+bot's heartbeats count as lost only once a full budget has passed (`context.Listening`).
+`tick()` is the same pass for the manager's loop: it raises when a whole step failed (a bot
+listing the database or the engine could not answer), so /readyz shows a reconciler that cannot
+work, but not one bot's error. Housekeeping (commands, sweeps, gauges, retention) is a loop of
+its own: `manager/housekeeping.py`.
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ from collections.abc import Callable
 from sqlalchemy import select
 
 from manager import metrics
+from manager.clock import database_now
 from manager.lifecycle import BotStatus, IllegalTransition
-from manager.loops import StepsFailed, describe
+from manager.loops import StepsFailed, database_unreachable, describe
 from manager.models import Bot
 from manager.reconciler.active import reconcile_active
 from manager.reconciler.context import Context, log
@@ -70,6 +74,7 @@ class Reconciler:
         step, errors = f"reconcile_{status.value}", []
         try:
             with self.ctx.fleet.sessions() as session:
+                self.ctx.listening.observe(database_now(session))
                 ids = list(session.scalars(select(Bot.id).where(Bot.status == status)))
         except Exception as exc:
             return [self._step_failed(step, exc)]
@@ -95,6 +100,12 @@ class Reconciler:
             errors.append(self._step_failed(step, exc))
         return errors
 
+    def on_lead(self) -> None:
+        """This replica just became leader (or got its lease back after the database was
+        unreachable): heartbeats may have gone unrecorded meanwhile, so silence is judged again
+        only after a full budget (`context.Listening`). Called by the loop (`on_lead`)."""
+        self.ctx.listening.lost()
+
     @property
     def exit_grace_s(self) -> float:
         """See `workloads.exit_grace_s`."""
@@ -106,8 +117,9 @@ class Reconciler:
         self.failed_steps.append(f"{step}: {describe(exc)}")
         return line
 
-    @staticmethod
-    def _failed(step: str, where: str, exc: Exception) -> str:
+    def _failed(self, step: str, where: str, exc: Exception) -> str:
+        if database_unreachable(exc):
+            self.ctx.listening.lost()  # heartbeats could not be recorded either
         metrics.RECONCILER_ERRORS.labels(step).inc()
         log.exception("reconciler %s failed at %s", step, where)
         return f"{where}: {exc}"

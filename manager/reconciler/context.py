@@ -4,7 +4,8 @@ workload (only when it positively knows), and storing an attempt's end if nothin
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from manager import metrics
@@ -41,11 +42,42 @@ class Kill:
     detail: str = ""
 
 
+class Listening:
+    """Since when this replica's reconciler could have heard every heartbeat, and what time it
+    is, both on the database's clock (manager/clock.py).
+
+    Heartbeats sent while the manager was down, or while its database was unreachable, were
+    never recorded: that silence is the manager's, not the bot's. So silence counts only from
+    `since`, which restarts when this replica becomes leader and when the database comes back
+    (`lost()`); `rules.heartbeat_lost` judges with it.
+    """
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()  # the loop's thread writes; tests and ticks may read
+        self.since: datetime | None = None
+        self.now: datetime | None = None
+
+    def observe(self, now: datetime) -> None:
+        """The database answered at `now` (its clock): listening (re)starts if it had stopped."""
+        with self._mutex:
+            self.now = now
+            if self.since is None:
+                self.since = now
+                log.info("reconciler listening for heartbeats from %s", now.isoformat())
+
+    def lost(self) -> None:
+        """This replica just became leader, or its database stopped answering: whatever
+        silence follows is judged only once a full heartbeat budget has been heard again."""
+        with self._mutex:
+            self.since = None
+
+
 @dataclass(frozen=True)
 class Context:
     """The reconciler's view of the installation, handed to each per-state function."""
 
     fleet: Fleet
+    listening: Listening = field(default_factory=Listening)
 
     @property
     def settings(self) -> Settings:

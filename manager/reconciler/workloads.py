@@ -18,6 +18,7 @@ from manager.reconciler.context import Context, log, older_than
 from manager.services import bots as bot_records
 from manager.services.attempts import record_attempt_exit
 from orchestrators.base import LABEL_ATTEMPT, OrchestratorError, Workload, WorkloadState
+from orchestrators.log_tail import LogLimits, tail_text
 
 LAST_LOG_LINES = 200  # kept on the bot when its workload is removed
 
@@ -115,12 +116,21 @@ def _adopt(ctx: Context, workload: Workload) -> None:
             log.warning("bot %s: adopted workload %s", bot.id, workload.runtime_ref)
 
 
+def kept_lines(text: str, settings: Settings) -> str:
+    """`last_logs` is capped like any answer of GET /bots/{id}/logs, whatever the backend sent."""
+    limits = LogLimits(settings.log_tail_max_bytes, settings.log_line_max_bytes)
+    return tail_text(text, tail=LAST_LOG_LINES, limits=limits)
+
+
 def _record_end(ctx: Context, workload: Workload, *, current: bool) -> None:
     """Keep the exit code and the last output lines before the engine forgets them."""
     logs = None
     if current and ctx.orchestrator.supports_logs:
-        logs = ctx.orchestrator.logs(
-            workload.runtime_ref, bot_id=workload.bot_id, tail=LAST_LOG_LINES
+        logs = kept_lines(
+            ctx.orchestrator.logs(
+                workload.runtime_ref, bot_id=workload.bot_id, tail=LAST_LOG_LINES
+            ),
+            ctx.settings,
         )
     with transaction(ctx.fleet.sessions) as session:
         record_attempt_exit(session, workload.bot_id, runtime_ref=workload.runtime_ref,

@@ -16,6 +16,7 @@ from manager.lifecycle import BotStatus, Source
 from manager.lifecycle.rules import Outcome, next_attempt
 from manager.lifecycle.store import transition
 from manager.models import Bot, BotAttempt, utcnow
+from manager.services.pages import PageRequest, read_page
 
 S = BotStatus
 
@@ -30,12 +31,12 @@ def begin_attempt(session: Session, bot: Bot) -> BotAttempt:
     return row
 
 
-def list_attempts(session: Session, bot_id: str) -> list[BotAttempt]:
-    return list(
-        session.scalars(
-            select(BotAttempt).where(BotAttempt.bot_id == bot_id).order_by(BotAttempt.attempt)
-        )
-    )
+def list_attempts(
+    session: Session, bot_id: str, *, page: PageRequest = PageRequest()
+) -> tuple[list[BotAttempt], str | None]:
+    """A page of the bot's attempts, oldest first."""
+    query = select(BotAttempt).where(BotAttempt.bot_id == bot_id)
+    return read_page(session, query, keys=[BotAttempt.attempt], page=page)
 
 
 def set_attempt_ref(session: Session, bot: Bot, attempt: int, runtime_ref: str) -> None:

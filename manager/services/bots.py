@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import re
 from collections.abc import Sequence
 
 from sqlalchemy import func, select
@@ -16,10 +14,10 @@ from manager.lifecycle.rules import on_stop_requested
 from manager.lifecycle.store import transition
 from manager.models import Bot, BotLabel, BotTransition, User, new_id
 from manager.schemas import BotCreate
+from manager.services.pages import PageRequest, read_page
 from manager.services.users import get_user
 
 LIVE_VALUES = [s.value for s in LIVE]
-CURSOR_ID = re.compile(r"^[0-9a-f-]{36}$")
 
 
 def lock_bot(session: Session, bot_id: str, *, user_id: str | None = None) -> Bot:
@@ -116,20 +114,6 @@ def _refuse_duplicate(session: Session, *, user_id: str, dedup_key: str) -> None
         )
 
 
-def encode_cursor(bot_id: str) -> str:
-    return base64.urlsafe_b64encode(bot_id.encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> str:
-    try:  # ValueError covers bad base64, non-ASCII input and undecodable bytes
-        value = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except ValueError as exc:
-        raise Invalid("invalid_cursor", "cursor is not one this API returned") from exc
-    if not CURSOR_ID.match(value):
-        raise Invalid("invalid_cursor", "cursor is not one this API returned")
-    return value
-
-
 def parse_label_filters(raw: Sequence[str]) -> list[tuple[str, str]]:
     pairs = []
     for item in raw:
@@ -146,8 +130,7 @@ def list_bots(
     user_id: str | None,
     statuses: Sequence[str] = (),
     labels: Sequence[tuple[str, str]] = (),
-    limit: int = 50,
-    cursor: str | None = None,
+    page: PageRequest = PageRequest(),
 ) -> tuple[list[Bot], str | None]:
     """A page of bots, newest first (ids are time-ordered), and the cursor of the next page."""
     unknown = set(statuses) - {s.value for s in BotStatus}
@@ -164,24 +147,18 @@ def list_bots(
             .where(BotLabel.bot_id == Bot.id, BotLabel.key == key, BotLabel.value == value)
             .exists()
         )
-    if cursor:
-        query = query.where(Bot.id < decode_cursor(cursor))
-    rows = list(session.scalars(query.order_by(Bot.id.desc()).limit(limit + 1)))
-    next_cursor = encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
-    return rows[:limit], next_cursor
+    return read_page(session, query, keys=[Bot.id], page=page, descending=True)
 
 
 def list_transitions(
-    session: Session, bot_id: str, *, user_id: str | None = None
-) -> list[BotTransition]:
-    """The bot's history, oldest first; 404 for a bot that is not `user_id`'s (None: any)."""
+    session: Session, bot_id: str, *, user_id: str | None = None, page: PageRequest = PageRequest()
+) -> tuple[list[BotTransition], str | None]:
+    """A page of the bot's history, oldest first; 404 for a bot that is not `user_id`'s (None:
+    any)."""
     if user_id is not None:
         get_bot(session, bot_id, user_id=user_id)
-    return list(
-        session.scalars(
-            select(BotTransition).where(BotTransition.bot_id == bot_id).order_by(BotTransition.id)
-        )
-    )
+    query = select(BotTransition).where(BotTransition.bot_id == bot_id)
+    return read_page(session, query, keys=[BotTransition.id], page=page)
 
 
 def cancel_or_begin_stop(session: Session, bot: Bot, *, source: Source, reason: str) -> bool:

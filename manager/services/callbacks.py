@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
+from manager.clock import database_now
 from manager.errors import Invalid
 from manager.lifecycle import LIVE, Source
 from manager.lifecycle.rules import on_exit, on_report
 from manager.lifecycle.store import transition
-from manager.models import Bot, utcnow
+from manager.models import Bot
 from manager.schemas import CallbackIn
 from manager.services.attempts import end_attempt
 
@@ -21,8 +22,8 @@ def apply_callback(session: Session, bot: Bot, event: CallbackIn) -> bool:
     nothing.
     """
     if event.event == "heartbeat":
-        if bot.status in LIVE:
-            bot.last_heartbeat_at = utcnow()
+        if bot.status in LIVE:  # the database's clock: the leader judges it with the same one
+            bot.last_heartbeat_at = database_now(session)
         return False
     if event.event == "exited":
         if event.exit_code is None:

@@ -22,6 +22,7 @@ from manager.lifecycle import BotStatus, IllegalTransition
 from manager.models import Bot, Command, utcnow
 from manager.schemas import check_config
 from manager.services.bots import get_bot
+from manager.services.pages import PageRequest, read_page
 
 OPEN_STATUSES = ("pending", "delivered")
 
@@ -140,12 +141,14 @@ def to_message(command: Command) -> CommandMessage:
     )
 
 
-def list_commands(session: Session, bot_id: str, *, user_id: str | None) -> list[Command]:
-    """The bot's commands, newest first; 404 for a bot that is not `user_id`'s (None: any)."""
+def list_commands(
+    session: Session, bot_id: str, *, user_id: str | None, page: PageRequest = PageRequest()
+) -> tuple[list[Command], str | None]:
+    """A page of the bot's commands, newest first; 404 for a bot that is not `user_id`'s (None:
+    any)."""
     get_bot(session, bot_id, user_id=user_id)
-    return list(
-        session.scalars(select(Command).where(Command.bot_id == bot_id).order_by(Command.id.desc()))
-    )
+    query = select(Command).where(Command.bot_id == bot_id)
+    return read_page(session, query, keys=[Command.id], page=page, descending=True)
 
 
 def get_command(session: Session, bot_id: str, command_id: str, *, user_id: str | None) -> Command:
@@ -159,29 +162,17 @@ def get_command(session: Session, bot_id: str, command_id: str, *, user_id: str 
     return command
 
 
-def for_runtime(session: Session, bot_id: str, *, pending_only: bool) -> list[CommandMessage]:
-    """What the runtime reads on (re)connect, oldest first, as the envelopes Redis carries: the
-    open commands, or with `pending_only` False every command."""
+def for_runtime(
+    session: Session, bot_id: str, *, pending_only: bool, page: PageRequest = PageRequest()
+) -> tuple[list[CommandMessage], str | None]:
+    """A page of what the runtime reads on (re)connect, oldest first, as the envelopes Redis
+    carries: the open commands, or with `pending_only` False every command. Keyset pages: the
+    runtime acknowledging commands while it reads never shifts the next page."""
+    query = select(Command).where(Command.bot_id == bot_id)
     if pending_only:
-        rows = pending_commands(session, bot_id)
-    else:
-        rows = list(reversed(list_commands(session, bot_id, user_id=None)))
-    return [to_message(c) for c in rows]
-
-
-def pending_commands(session: Session, bot_id: str) -> list[Command]:
-    """Commands the bot has not acknowledged and that have not expired, oldest first."""
-    return list(
-        session.scalars(
-            select(Command)
-            .where(
-                Command.bot_id == bot_id,
-                Command.status.in_(OPEN_STATUSES),
-                Command.expires_at > utcnow(),
-            )
-            .order_by(Command.id)
-        )
-    )
+        query = query.where(Command.status.in_(OPEN_STATUSES), Command.expires_at > utcnow())
+    rows, next_cursor = read_page(session, query, keys=[Command.id], page=page)
+    return [to_message(c) for c in rows], next_cursor
 
 
 def mark_published(

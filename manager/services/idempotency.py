@@ -6,6 +6,11 @@ concurrent duplicate waits on the claim (PostgreSQL's unique index; SQLite's wri
 replays the committed answer. Answers live in the database, so replays survive restarts and work
 across replicas. Only successful answers are kept: a refused request (422, 429…) rolls its claim
 back and may be retried with the same key.
+
+A claim is therefore never seen without its answer, except one left by a request that died
+between two separate transactions (how earlier versions kept them): once older than a request
+could run (`idempotency_claim_timeout_s`) it is taken over by the next request with the key,
+instead of answering 409 `idempotency_in_progress` for 24 hours.
 """
 
 from __future__ import annotations
@@ -32,19 +37,26 @@ def fingerprint(operation: str, body: Any) -> str:
 
 
 def claim(
-    session: Session, *, user_id: str, key: str, fingerprint: str
+    session: Session, *, user_id: str, key: str, fingerprint: str, stale_after_s: float
 ) -> IdempotencyRecord | None:
     """Claim `key` for this request. None: this request is the first, so run it and
     `store_answer`; else the record whose answer to replay.
 
     422 `idempotency_mismatch` when the key was used with another request; 409
-    `idempotency_in_progress` when the first request's answer is not there yet.
+    `idempotency_in_progress` when the first request's answer is not there yet (a claim without
+    an answer older than `stale_after_s` is taken over instead).
     """
     record = session.get(IdempotencyRecord, (user_id, key), with_for_update=True)
-    if record is not None and record.created_at < utcnow() - TTL:
+    now = utcnow()
+    if record is not None and record.created_at < now - TTL:
         session.delete(record)
         session.flush()
         record = None
+    stale = now - timedelta(seconds=stale_after_s)
+    if record is not None and not answered(record) and record.created_at < stale:
+        # Its request died without an answer, so none of its work was kept: the key is free.
+        record.fingerprint, record.created_at = fingerprint, now
+        return None
     if record is None:
         try:
             with session.begin_nested():  # a savepoint: losing the race keeps the transaction
@@ -59,17 +71,24 @@ def claim(
             "idempotency_mismatch",
             "this Idempotency-Key was used with another request; use a new key",
         )
-    if record.status_code is None:
+    if not answered(record):
         raise Conflict("idempotency_in_progress", "the first request with this key still runs")
     return record
 
 
-def store_answer(session: Session, *, user_id: str, key: str, status_code: int, body: Any) -> None:
-    """Keep the answer of the request that claimed `key`, in the same transaction."""
+def answered(record: IdempotencyRecord) -> bool:
+    return record.status_code is not None
+
+
+def store_answer(
+    session: Session, *, user_id: str, key: str, status_code: int, answer: str
+) -> None:
+    """Keep the answer (its exact JSON text) of the request that claimed `key`, in the same
+    transaction as its work."""
     record = session.get(IdempotencyRecord, (user_id, key))
     if record is None:
         raise RuntimeError(f"Idempotency-Key {key!r} was not claimed in this transaction")
-    record.status_code, record.body = status_code, body
+    record.status_code, record.answer = status_code, answer
 
 
 def sweep(session: Session) -> int:

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 from manager.errors import Conflict, NotFound
 from manager.models import ApiKey, User
 from manager.security import API_KEY_PREFIX, digest, new_secret, same
+from manager.services.pages import PageRequest, read_page
 
 
 def create_user(session: Session, *, name: str, max_concurrent_bots: int) -> tuple[User, str]:
@@ -57,8 +58,11 @@ def user_for_key(session: Session, key: str) -> User | None:
     return row.user
 
 
-def list_users(session: Session) -> list[User]:
-    return list(session.scalars(select(User).order_by(User.created_at)))
+def list_users(
+    session: Session, *, page: PageRequest = PageRequest()
+) -> tuple[list[User], str | None]:
+    """A page of users, oldest first (ids are time-ordered)."""
+    return read_page(session, select(User), keys=[User.id], page=page)
 
 
 def set_limit(session: Session, *, user_id: str, max_concurrent_bots: int) -> User:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from manager.models import Base, JSONType, UTCDateTime, new_id, utcnow
@@ -46,6 +46,13 @@ class WebhookEndpoint(Base):
     start_event_id: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The circuit breaker (manager/webhooks/breaker.py): failed attempts in a row, since when,
+    # and the pause it is in (`pause_s` > 0: tripped in this streak; after `paused_until` one
+    # probe is sent, whose success closes it).
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
+    failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    paused_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    pause_s: Mapped[float] = mapped_column(Float, default=0.0)
 
 
 class WebhookDelivery(Base):
@@ -56,6 +63,7 @@ class WebhookDelivery(Base):
     __table_args__ = (
         Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
         Index("ix_webhook_deliveries_endpoint_id", "endpoint_id", "id"),
+        Index("ix_webhook_deliveries_bot_id", "bot_id"),  # a deleted bot's go with it (0008)
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)

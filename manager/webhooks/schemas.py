@@ -26,6 +26,18 @@ class WebhookPublic(BaseModel):
     enabled: bool
     created_at: datetime
     updated_at: datetime
+    consecutive_failures: int = Field(
+        0, description="Failed attempts in a row (0 after any success)."
+    )
+    failing_since: datetime | None = Field(
+        None, description="When the current run of failures began; null while healthy."
+    )
+    paused_until: datetime | None = Field(
+        None,
+        description="The endpoint kept failing: nothing is sent to it until then (its "
+        "deliveries wait), then one probe; a success resumes delivery, a failure doubles the "
+        "pause. Null once an attempt succeeds (kept, in the past, until the probe answers).",
+    )
     secret: str | None = Field(
         None,
         description="The `whsec_…` signing secret (Standard Webhooks); shown only when it is "

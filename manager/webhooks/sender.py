@@ -6,25 +6,36 @@
    locked. Events are read only up to a *horizon*: PostgreSQL hands out ids before commit, so a
    lower id may still be committing when a higher one is visible; a gap is waited for up to
    `webhook_settle_s` (a rolled-back transaction leaves one for good).
-2. Sending: due deliveries (a bounded batch), one endpoint's in event order, endpoints in
-   parallel. Each is claimed (its next attempt pushed past the request timeout), POSTed,
-   and its attempt recorded: 2xx delivered; otherwise retried with exponential backoff until it
-   expires (`failed`). One endpoint's failure never stops the tick.
+2. Sending, fairly: each endpoint is its own queue. A tick takes at most
+   `webhook_endpoint_batch` due deliveries per endpoint (its oldest), endpoints taking turns in
+   a rotating order up to `webhook_batch` in all, and sends them on a shared pool of
+   `webhook_workers` threads with at most `webhook_endpoint_concurrency` requests in flight per
+   endpoint: one bot's deliveries stay in one lane, in event order. A lane stops at its first
+   failure (the endpoint is probably down: the rest wait for a later tick) and starts nothing
+   after the tick's budget (`webhook_tick_budget_s`); the tick returns then, a request still
+   running ending within its timeout while its endpoint gets no new lane. Each delivery is
+   claimed (its next attempt pushed past the request timeout), POSTed, and its attempt
+   recorded: 2xx delivered; otherwise retried with exponential backoff until it expires
+   (`failed`). An endpoint that keeps failing is paused by its circuit breaker
+   (`manager/webhooks/breaker.py`); one endpoint's failure never stops the tick.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
-from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
+from bisect import bisect_left
+from collections import Counter
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import exists, select
+from sqlalchemy import exists, func, or_, select
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from manager import metrics
@@ -33,6 +44,7 @@ from manager.db import transaction
 from manager.loops import run_steps
 from manager.models import Event, utcnow
 from manager.sealing import SecretBox, SecretsUnreadable
+from manager.webhooks import breaker
 from manager.webhooks.guard import UrlRefused, pin
 from manager.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from manager.webhooks.signing import sign
@@ -42,7 +54,6 @@ log = logging.getLogger(__name__)
 EVENT_TYPE = "bot.transition"
 FAN_OUT_BATCH = 500  # events per endpoint per tick
 HORIZON_SCAN = 5000  # outbox ids examined per tick for gaps
-SEND_WORKERS = 8  # endpoints sent to in parallel
 CLAIM_MARGIN_S = 30  # a claimed delivery is due again after the timeout plus this (a crash)
 USER_AGENT = "botfleet-webhooks/1"
 
@@ -78,6 +89,28 @@ class Claimed:
     payload: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class Due:
+    """A due delivery, as the tick plans it."""
+
+    delivery_id: str
+    endpoint_id: str
+    bot_id: str
+    probing: bool  # its endpoint's breaker tripped: one attempt at a time (a probe)
+
+
+def lanes_of(queue: list[Due], slots: int) -> list[list[str]]:
+    """Split one endpoint's due deliveries (in event order) into at most `slots` lanes, each
+    bot's deliveries in one lane so they stay in order."""
+    chains: dict[str, list[str]] = {}
+    for due in queue:
+        chains.setdefault(due.bot_id, []).append(due.delivery_id)
+    lanes: list[list[str]] = [[] for _ in range(min(slots, len(chains)))]
+    for index, chain in enumerate(chains.values()):
+        lanes[index % len(lanes)].extend(chain)
+    return lanes
+
+
 class WebhookSender:
     def __init__(
         self, sessions: sessionmaker[Session], settings: Settings, *, box: SecretBox
@@ -95,8 +128,13 @@ class WebhookSender:
             limits=httpx.Limits(max_keepalive_connections=0),
             trust_env=False,
         )
-        self.pool = ThreadPoolExecutor(SEND_WORKERS, thread_name_prefix="webhook")
+        self.pool = ThreadPoolExecutor(settings.webhook_workers, thread_name_prefix="webhook")
         self.last_errors: list[str] = []
+        self._lock = threading.Lock()
+        # Lanes running per endpoint, across ticks (a lane may outlive its tick by one request).
+        self._in_flight: Counter[str] = Counter()
+        self._paused: set[str] = set()  # endpoints whose breaker opened during this tick
+        self._next_turn = ""  # the endpoint id the next tick's round starts from
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
@@ -197,39 +235,107 @@ class WebhookSender:
     # ---- 2. sending ------------------------------------------------------------------------
 
     def send_due(self) -> None:
-        now = utcnow()
-        with self.sessions() as session:
-            due = session.execute(
-                select(WebhookDelivery.id, WebhookDelivery.endpoint_id)
-                .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
-                .where(
-                    WebhookDelivery.status == "pending",
-                    WebhookDelivery.next_attempt_at <= now,
-                    WebhookEndpoint.enabled.is_(True),
-                )
-                .order_by(WebhookDelivery.event_id, WebhookDelivery.id)
-                .limit(self.settings.webhook_batch)
-            ).all()
-        by_endpoint: dict[str, list[str]] = defaultdict(list)
-        for delivery_id, endpoint_id in due:
-            by_endpoint[endpoint_id].append(delivery_id)
-        futures = {
-            endpoint_id: self.pool.submit(self.send_endpoint, ids)
-            for endpoint_id, ids in by_endpoint.items()
-        }
-        for endpoint_id, future in futures.items():
-            try:
-                future.result()
-            except Exception as exc:
-                self.last_errors.append(f"send {endpoint_id}: {exc}")
-                log.exception("sending webhooks to endpoint %s failed", endpoint_id)
+        """One round: plan the lanes, send them in parallel, return by the tick's budget."""
+        deadline = time.monotonic() + self.settings.webhook_tick_budget_s
+        self._paused = set()
+        futures = []
+        for endpoint_id, lane in self.plan(self.due_queues()):
+            with self._lock:
+                self._in_flight[endpoint_id] += 1
+            futures.append(self.pool.submit(self.send_lane, endpoint_id, lane, deadline))
+        # Lanes still running at the deadline end with the request they are in, in the
+        # background; their endpoints get no new lane meanwhile (`_in_flight`).
+        wait(futures, timeout=max(deadline - time.monotonic(), 0.0))
 
-    def send_endpoint(self, delivery_ids: list[str]) -> None:
-        """One endpoint's due deliveries in event order; stop at its first failure (it is
-        probably down: the rest wait for the next tick, and keep their order when it is up)."""
-        for delivery_id in delivery_ids:
-            if not self.deliver(delivery_id):
-                return
+    def due_queues(self) -> dict[str, list[Due]]:
+        """Each endpoint's oldest due deliveries, at most `webhook_endpoint_batch` each, in event
+        order; paused endpoints are left out (their deliveries wait)."""
+        now = utcnow()
+        rank = (
+            func.row_number()
+            .over(
+                partition_by=WebhookDelivery.endpoint_id,
+                order_by=(WebhookDelivery.event_id, WebhookDelivery.id),
+            )
+            .label("rank")
+        )
+        ranked = (
+            select(
+                WebhookDelivery.id,
+                WebhookDelivery.endpoint_id,
+                WebhookDelivery.bot_id,
+                WebhookEndpoint.pause_s,
+                rank,
+            )
+            .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
+            .where(
+                WebhookDelivery.status == "pending",
+                WebhookDelivery.next_attempt_at <= now,
+                WebhookEndpoint.enabled.is_(True),
+                or_(WebhookEndpoint.paused_until.is_(None), WebhookEndpoint.paused_until <= now),
+            )
+            .subquery()
+        )
+        query = (
+            select(ranked.c.id, ranked.c.endpoint_id, ranked.c.bot_id, ranked.c.pause_s)
+            .where(ranked.c.rank <= self.settings.webhook_endpoint_batch)
+            .order_by(ranked.c.endpoint_id, ranked.c.rank)
+        )
+        queues: dict[str, list[Due]] = {}
+        with self.sessions() as session:
+            for delivery_id, endpoint_id, bot_id, pause_s in session.execute(query):
+                due = Due(delivery_id, endpoint_id, bot_id, probing=pause_s > 0)
+                queues.setdefault(endpoint_id, []).append(due)
+        return queues
+
+    def plan(self, queues: dict[str, list[Due]]) -> list[tuple[str, list[str]]]:
+        """The lanes to send, in the order the pool starts them: every endpoint's first lane
+        (endpoints in a rotating order) before any endpoint's second. At most `webhook_batch`
+        deliveries in all; the endpoint left out first starts the next round."""
+        ids = sorted(queues)
+        if not ids:
+            return []
+        start = bisect_left(ids, self._next_turn) % len(ids)
+        order = ids[start:] + ids[:start]
+        self._next_turn = order[1] if len(order) > 1 else order[0]
+        budget = self.settings.webhook_batch
+        planned: list[tuple[str, list[list[str]]]] = []
+        for endpoint_id in order:
+            if budget <= 0:
+                self._next_turn = endpoint_id
+                break
+            queue = queues[endpoint_id][:budget]
+            probing = queue[0].probing
+            with self._lock:
+                cap = 1 if probing else self.settings.webhook_endpoint_concurrency
+                slots = cap - self._in_flight[endpoint_id]
+            if slots <= 0:
+                continue  # a lane of an earlier tick is still at it
+            if probing:
+                queue = queue[:1]
+            budget -= len(queue)
+            planned.append((endpoint_id, lanes_of(queue, slots)))
+        return list(_interleave(planned))
+
+    def send_lane(self, endpoint_id: str, delivery_ids: list[str], deadline: float) -> None:
+        """One lane of one endpoint, in order; stop at its first failure (the endpoint is
+        probably down: the rest wait, and keep their order when it is up), when the endpoint's
+        breaker opens, or at the tick's deadline."""
+        try:
+            for delivery_id in delivery_ids:
+                if time.monotonic() >= deadline or endpoint_id in self._paused:
+                    return
+                if not self.deliver(delivery_id):
+                    return
+        except Exception as exc:
+            with self._lock:
+                self.last_errors.append(f"send {endpoint_id}: {exc}")
+            log.exception("sending webhooks to endpoint %s failed", endpoint_id)
+        finally:
+            with self._lock:
+                self._in_flight[endpoint_id] -= 1
+                if self._in_flight[endpoint_id] <= 0:
+                    del self._in_flight[endpoint_id]
 
     def deliver(self, delivery_id: str) -> bool:
         """One attempt at one delivery; True unless the attempt failed."""
@@ -237,7 +343,8 @@ class WebhookSender:
             claimed = self.claim(delivery_id)
         except SecretsUnreadable as exc:  # a sealing key dropped too early: retried with backoff
             log.error("webhook delivery %s cannot be signed: %s", delivery_id, exc)
-            self.record(delivery_id, status_code=None, error=f"cannot sign: {exc}", duration_ms=0)
+            error = f"cannot sign: {exc}"
+            self.record(delivery_id, status_code=None, error=error, duration_ms=0, blame=False)
             return False
         if claimed is None:
             return True  # delivered, deleted or rescheduled meanwhile
@@ -259,6 +366,8 @@ class WebhookSender:
             endpoint = session.get(WebhookEndpoint, delivery.endpoint_id)
             if endpoint is None or not endpoint.enabled:
                 return None
+            if endpoint.paused_until is not None and endpoint.paused_until > now:
+                return None  # its breaker opened meanwhile: the delivery waits
             delivery.next_attempt_at = now + timedelta(
                 seconds=self.settings.webhook_timeout_s + CLAIM_MARGIN_S
             )
@@ -294,12 +403,27 @@ class WebhookSender:
         return status_code, error, int((time.monotonic() - started) * 1000)
 
     def record(
-        self, delivery_id: str, *, status_code: int | None, error: str | None, duration_ms: int
+        self,
+        delivery_id: str,
+        *,
+        status_code: int | None,
+        error: str | None,
+        duration_ms: int,
+        blame: bool = True,
     ) -> None:
+        """Keep the attempt and its outcome; `blame` False when the failure was ours (a secret
+        that cannot be opened), which the endpoint's breaker does not count."""
         with transaction(self.sessions) as session:
-            delivery = session.get(WebhookDelivery, delivery_id, with_for_update=True)
-            if delivery is None:
+            endpoint_id = session.scalar(
+                select(WebhookDelivery.endpoint_id).where(WebhookDelivery.id == delivery_id)
+            )
+            if endpoint_id is None:
                 return  # its endpoint was deleted meanwhile
+            # The endpoint before the delivery: the order deleting an endpoint locks them in.
+            endpoint = session.get(WebhookEndpoint, endpoint_id, with_for_update=True)
+            delivery = session.get(WebhookDelivery, delivery_id, with_for_update=True)
+            if endpoint is None or delivery is None:
+                return
             now = utcnow()
             session.add(
                 WebhookAttempt(
@@ -318,7 +442,17 @@ class WebhookSender:
                     now,
                     None,
                 )
-            elif now >= delivery.expires_at:
+                breaker.record_success(endpoint)
+                return
+            if blame and breaker.record_failure(endpoint, self.settings, now=now):
+                self._paused.add(endpoint_id)
+                log.warning(
+                    "webhook endpoint %s paused for %.0f s after %d failed attempts",
+                    endpoint_id,
+                    endpoint.pause_s,
+                    endpoint.consecutive_failures,
+                )
+            if now >= delivery.expires_at:
                 delivery.status, delivery.next_attempt_at = "failed", None
                 metrics.WEBHOOK_GAVE_UP.inc()
                 log.warning("webhook delivery %s gave up: %s", delivery_id, error)
@@ -327,3 +461,11 @@ class WebhookSender:
                 # The last try is at the deadline; failing it gives up.
                 retry_at = now + timedelta(seconds=delay)
                 delivery.next_attempt_at = min(retry_at, delivery.expires_at)
+
+
+def _interleave(planned: list[tuple[str, list[list[str]]]]) -> Iterable[tuple[str, list[str]]]:
+    """Round robin over the endpoints' lanes: (endpoint, lane), first lanes first."""
+    for index in range(max((len(lanes) for _, lanes in planned), default=0)):
+        for endpoint_id, lanes in planned:
+            if index < len(lanes):
+                yield endpoint_id, lanes[index]

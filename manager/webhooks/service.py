@@ -14,6 +14,7 @@ from manager.events import latest_event_id
 from manager.models import utcnow
 from manager.sealing import SecretBox
 from manager.services import bots as bot_records
+from manager.services.pages import PageRequest, read_page
 from manager.webhooks.guard import UrlRefused, check_url
 from manager.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from manager.webhooks.signing import new_secret
@@ -139,14 +140,14 @@ def _owned_deliveries(user_id: str) -> Select[tuple[WebhookDelivery]]:
 
 
 def list_deliveries(
-    session: Session, *, user_id: str, bot_id: str | None, limit: int
-) -> list[WebhookDelivery]:
-    """The user's deliveries (every endpoint of theirs), newest first."""
+    session: Session, *, user_id: str, bot_id: str | None, page: PageRequest = PageRequest()
+) -> tuple[list[WebhookDelivery], str | None]:
+    """A page of the user's deliveries (every endpoint of theirs), newest first."""
     query = _owned_deliveries(user_id)
     if bot_id is not None:
         query = query.where(WebhookDelivery.bot_id == bot_id)
-    newest_first = (WebhookDelivery.event_id.desc(), WebhookDelivery.id.desc())
-    return list(session.scalars(query.order_by(*newest_first).limit(limit)))
+    keys = [WebhookDelivery.event_id, WebhookDelivery.id]
+    return read_page(session, query, keys=keys, page=page, descending=True)
 
 
 def get_delivery(session: Session, *, user_id: str, delivery_id: str) -> WebhookDelivery:

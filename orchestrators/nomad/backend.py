@@ -45,6 +45,7 @@ from orchestrators.base import (
     WorkloadState,
     WorkloadStatus,
 )
+from orchestrators.log_tail import tail_text
 from orchestrators.nomad.config import NomadOrchestratorConfig
 from orchestrators.nomad.jobspec import (
     TASK,
@@ -345,15 +346,19 @@ class NomadOrchestrator(Orchestrator):
                     newest["ID"],
                     TASK,
                     stream,
-                    offset=self.config.logs_tail_bytes,
+                    offset=min(self.config.logs_tail_bytes, self.config.log_tail_max_bytes),
                     origin="end",
                     plain=True,
                 )
             chunk = text.splitlines()
-            if len(text.encode()) >= self.config.logs_tail_bytes and chunk:
+            if (
+                len(text.encode())
+                >= min(self.config.logs_tail_bytes, self.config.log_tail_max_bytes)
+                and chunk
+            ):
                 chunk = chunk[1:]  # cut mid-line by the byte offset
             lines += chunk[-tail:]
-        return "\n".join(lines[-tail:])
+        return tail_text("\n".join(lines[-tail:]), tail=tail, limits=self.config.log_limits())
 
     def check_health(self) -> None:
         with _nomad_errors("asking Nomad for its leader"):

@@ -88,7 +88,11 @@ def build_job(
         "Resources": _resources(policy),
         "KillSignal": "SIGTERM",  # the runtime leaves on SIGTERM (Nomad's default is SIGINT)
         "KillTimeout": int(cfg.stop_grace_s * _NS),
-        "LogConfig": {"MaxFiles": 2, "MaxFileSizeMB": 10},
+        # Nomad rotates the task's output itself: count and size from the manager's settings.
+        "LogConfig": {
+            "MaxFiles": cfg.log_files,
+            "MaxFileSizeMB": max(1, cfg.log_file_max_bytes // (1 << 20)),
+        },
         "RestartPolicy": {"Attempts": 0, "Mode": "fail"},
     }
     if cfg.driver == "docker":

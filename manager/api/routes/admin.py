@@ -5,8 +5,16 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 
 from manager.api.deps import AdminDep, SessionDep, SettingsDep
+from manager.api.pages import PageQuery
 from manager.errors import error_responses
-from manager.schemas import ApiKeyCreated, UserCreate, UserPublic, UserUpdate, UserWithKey
+from manager.schemas import (
+    ApiKeyCreated,
+    Page,
+    UserCreate,
+    UserPublic,
+    UserUpdate,
+    UserWithKey,
+)
 from manager.services import users
 
 router = APIRouter(
@@ -26,9 +34,11 @@ def create_user(body: UserCreate, session: SessionDep, settings: SettingsDep) ->
     return UserWithKey(**UserPublic.model_validate(user).model_dump(), api_key=key)
 
 
-@router.get("/users", response_model=list[UserPublic])
-def list_users(session: SessionDep) -> list[UserPublic]:
-    return [UserPublic.model_validate(u) for u in users.list_users(session)]
+@router.get("/users", response_model=Page[UserPublic])
+def list_users(session: SessionDep, page: PageQuery) -> Page[UserPublic]:
+    """Every user, oldest first, a page at a time."""
+    rows, next_cursor = users.list_users(session, page=page)
+    return Page(items=[UserPublic.model_validate(u) for u in rows], next_cursor=next_cursor)
 
 
 @router.get("/users/{user_id}", response_model=UserPublic)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, status
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi import APIRouter, Depends, Query, Request, status
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
-from manager.api.deps import CurrentUser, FleetDep, SessionDep
+from manager.api.deps import CurrentUser, FleetDep, SessionDep, Viewer
 from manager.api.idempotency import Idempotent
+from manager.api.pages import PageQuery
 from manager.errors import error_responses
 from manager.schemas import (
     AttemptPublic,
@@ -18,12 +20,17 @@ from manager.schemas import (
     CommandPublic,
     ConfigPatch,
     ConfigReplace,
+    Page,
     TransitionPublic,
 )
-from manager.services import attempts
+from manager.security import bearer_token
+from manager.services import attempts, retention
 from manager.services import bots as bot_records
 from manager.services import commands as command_records
-from manager.services.logs import bot_logs
+from manager.services import logs as bot_logs
+from manager.services.unit_of_work import after_commit
+from manager.streams import acquire_stream_slot, key_id_for_token
+from orchestrators.log_tail import LogLimits
 
 router = APIRouter(
     prefix="/bots",
@@ -47,10 +54,9 @@ def start_bot(
 def list_bots(
     session: SessionDep,
     user: CurrentUser,
+    page: PageQuery,
     status_: Annotated[list[str], Query(alias="status")] = [],  # noqa: B006
     label: Annotated[list[str], Query(description="key:value, repeatable")] = [],  # noqa: B006
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> BotPage:
     statuses = [s for item in status_ for s in item.split(",") if s]
     rows, next_cursor = bot_records.list_bots(
@@ -58,8 +64,7 @@ def list_bots(
         user_id=user.id,
         statuses=statuses,
         labels=bot_records.parse_label_filters(label),
-        limit=limit,
-        cursor=cursor,
+        page=page,
     )
     return BotPage(items=[BotPublic.model_validate(b) for b in rows], next_cursor=next_cursor)
 
@@ -69,9 +74,13 @@ def get_bot(bot_id: str, session: SessionDep, user: CurrentUser) -> BotPublic:
     return BotPublic.model_validate(bot_records.get_bot(session, bot_id, user_id=user.id))
 
 
-@router.get("/{bot_id}/transitions", response_model=list[TransitionPublic])
-def get_transitions(bot_id: str, session: SessionDep, user: CurrentUser) -> list[TransitionPublic]:
-    return [
+@router.get("/{bot_id}/transitions", response_model=Page[TransitionPublic])
+def get_transitions(
+    bot_id: str, session: SessionDep, user: CurrentUser, page: PageQuery
+) -> Page[TransitionPublic]:
+    """The bot's history, oldest first, a page at a time."""
+    rows, next_cursor = bot_records.list_transitions(session, bot_id, user_id=user.id, page=page)
+    items = [
         TransitionPublic(
             from_=t.from_status,
             to=t.to_status,
@@ -81,15 +90,19 @@ def get_transitions(bot_id: str, session: SessionDep, user: CurrentUser) -> list
             attempt=t.attempt,
             at=t.at,
         )
-        for t in bot_records.list_transitions(session, bot_id, user_id=user.id)
+        for t in rows
     ]
+    return Page(items=items, next_cursor=next_cursor)
 
 
-@router.get("/{bot_id}/attempts", response_model=list[AttemptPublic])
-def get_attempts(bot_id: str, session: SessionDep, user: CurrentUser) -> list[AttemptPublic]:
-    """Every launch of the bot, oldest first (restarts add one each)."""
+@router.get("/{bot_id}/attempts", response_model=Page[AttemptPublic])
+def get_attempts(
+    bot_id: str, session: SessionDep, user: CurrentUser, page: PageQuery
+) -> Page[AttemptPublic]:
+    """Every launch of the bot, oldest first (restarts add one each), a page at a time."""
     bot_records.get_bot(session, bot_id, user_id=user.id)
-    return [AttemptPublic.model_validate(a) for a in attempts.list_attempts(session, bot_id)]
+    rows, next_cursor = attempts.list_attempts(session, bot_id, page=page)
+    return Page(items=[AttemptPublic.model_validate(a) for a in rows], next_cursor=next_cursor)
 
 
 class ConfigChange:
@@ -160,10 +173,33 @@ def stop_bot(bot_id: str, user: CurrentUser, session: SessionDep, fleet: FleetDe
     return BotPublic.model_validate(fleet.stop_bot(session, bot_id=bot_id, user_id=user.id))
 
 
-@router.get("/{bot_id}/commands", response_model=list[CommandPublic])
-def list_commands(bot_id: str, session: SessionDep, user: CurrentUser) -> list[CommandPublic]:
-    rows = command_records.list_commands(session, bot_id, user_id=user.id)
-    return [CommandPublic.model_validate(c) for c in rows]
+@router.delete("/{bot_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
+def delete_bot(
+    bot_id: str,
+    session: SessionDep,
+    viewer: Viewer,
+    fleet: FleetDep,
+    purge_state: Annotated[
+        bool, Query(description="Also delete the bot's state (accepted; bots keep none yet).")
+    ] = False,
+) -> Response:
+    """Delete an ended bot with its history (transitions, commands, attempts, webhook
+    deliveries) and its log files: 204. 409 `bot_live` while it is live (stop it first), 404
+    for an unknown or another user's bot; the admin token may delete any user's bot.
+    `purge_state=1` is accepted and changes nothing yet: state keys come in a later issue."""
+    retention.delete_bot(session, bot_id, user_id=viewer.user_id)
+    forget = retention.Forget.of(fleet)
+    after_commit(session, lambda: forget([bot_id]))  # files and Redis only once the rows are gone
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/{bot_id}/commands", response_model=Page[CommandPublic])
+def list_commands(
+    bot_id: str, session: SessionDep, user: CurrentUser, page: PageQuery
+) -> Page[CommandPublic]:
+    """The commands sent to the bot, newest first, a page at a time."""
+    rows, next_cursor = command_records.list_commands(session, bot_id, user_id=user.id, page=page)
+    return Page(items=[CommandPublic.model_validate(c) for c in rows], next_cursor=next_cursor)
 
 
 @router.get("/{bot_id}/commands/{command_id}", response_model=CommandPublic)
@@ -174,16 +210,69 @@ def get_command(
     return CommandPublic.model_validate(command)
 
 
+LOGS_DESCRIPTION = """The bot's recent output as text/plain: its last `tail` lines, at most
+`BOTFLEET_LOG_TAIL_MAX_BYTES` in all; a line longer than `BOTFLEET_LOG_LINE_MAX_BYTES` is cut and
+ends with `… [truncated N bytes]`.
+
+`follow=1`: the same lines, then the output as it is written, as a chunked text/plain stream
+(`curl -N`, `botfleet bots logs ID -f`) until the bot's workload ends and its output is drained,
+or the client goes away. Each API key holds at most `BOTFLEET_MAX_STREAMS_PER_KEY` streams at
+once (429 `too_many_streams`). A bot with no workload answers its kept lines and ends."""
+
+
 @router.get(
     "/{bot_id}/logs",
+    description=LOGS_DESCRIPTION,
+    # The answer is text (documented below); no response_class, so that the errors keep their
+    # documented application/json (a response_class would re-label them text/plain).
     responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
 )
 def get_logs(
+    request: Request,
     bot_id: str,
     session: SessionDep,
     user: CurrentUser,
     fleet: FleetDep,
     tail: Annotated[int, Query(ge=1, le=10_000)] = 200,
-) -> PlainTextResponse:
-    text = bot_logs(session, bot_id, user_id=user.id, orchestrator=fleet.orchestrator, tail=tail)
-    return PlainTextResponse(text)
+    follow: Annotated[bool, Query(description="Stream new output as it is written.")] = False,
+) -> Response:
+    source = bot_logs.locate_logs(session, bot_id, user_id=user.id)
+    session.close()  # the reads below are file or engine I/O: no connection held across them
+    settings = request.app.state.settings
+    limits = LogLimits(settings.log_tail_max_bytes, settings.log_line_max_bytes)
+    orchestrator = fleet.orchestrator
+    if not follow:
+        text = bot_logs.read_logs(
+            source, orchestrator=orchestrator, sessions=fleet.sessions, tail=tail, limits=limits
+        )
+        return PlainTextResponse(text)
+    token = bearer_token(request.headers.get("authorization")) or ""
+    slot = acquire_stream_slot(key_id_for_token(token), settings.max_streams_per_key)
+    try:
+        follower = bot_logs.open_follower(source, orchestrator=orchestrator, tail=tail)
+        if follower is None or source.runtime_ref is None:
+            kept = bot_logs.read_logs(
+                source, orchestrator=orchestrator, sessions=fleet.sessions, tail=tail, limits=limits
+            )
+            body = _once(kept + "\n" if kept else "")
+        else:
+            body = bot_logs.follow(
+                follower,
+                orchestrator=orchestrator,
+                runtime_ref=source.runtime_ref,
+                limits=limits,
+                is_disconnected=request.is_disconnected,
+            )
+    except BaseException:
+        slot.release()
+        raise
+    return StreamingResponse(
+        slot.hold(body),
+        media_type="text/plain; charset=utf-8",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _once(text: str) -> AsyncIterator[bytes]:
+    if text:
+        yield text.encode()

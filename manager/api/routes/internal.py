@@ -7,8 +7,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from manager.api.deps import CallingBot, LockedCallingBot, SessionDep
+from manager.api.pages import PageQuery
 from manager.errors import error_responses
-from manager.schemas import AckIn, CallbackIn, CallbackOut, CommandPublic
+from manager.schemas import AckIn, CallbackIn, CallbackOut, CommandPublic, Page
 from manager.services import commands as command_records
 from manager.services.callbacks import apply_callback
 
@@ -28,15 +29,19 @@ def callback(bot: LockedCallingBot, body: CallbackIn, session: SessionDep) -> Ca
     return CallbackOut(status=bot.status, changed=changed)
 
 
-@router.get("/commands")
+@router.get("/commands", response_model=Page[dict[str, Any]])
 def pending_commands(
     bot: CallingBot,
     session: SessionDep,
+    page: PageQuery,
     pending: Annotated[int, Query(ge=0, le=1)] = 1,
-) -> list[dict[str, Any]]:
-    """Commands not yet acknowledged, oldest first, as the same envelopes Redis carries."""
-    messages = command_records.for_runtime(session, bot.id, pending_only=bool(pending))
-    return [m.to_dict() for m in messages]
+) -> Page[dict[str, Any]]:
+    """Commands not yet acknowledged (`pending=0`: every command), oldest first, as the same
+    envelopes Redis carries, a page at a time: the runtime follows `next_cursor`."""
+    messages, next_cursor = command_records.for_runtime(
+        session, bot.id, pending_only=bool(pending), page=page
+    )
+    return Page(items=[m.to_dict() for m in messages], next_cursor=next_cursor)
 
 
 @router.post("/commands/{command_id}/ack", response_model=CommandPublic)

@@ -8,7 +8,9 @@ from fastapi import APIRouter, Depends, Query, Response, status
 from sqlalchemy.orm import Session
 
 from manager.api.deps import CurrentUser, FleetDep, SessionDep, SettingsDep
+from manager.api.pages import PageQuery
 from manager.errors import error_responses
+from manager.schemas import Page
 from manager.sealing import SecretBox
 from manager.webhooks import service
 from manager.webhooks.models import WebhookDelivery, WebhookEndpoint
@@ -154,16 +156,17 @@ def rotate_bot_webhook_secret(
 # ---- deliveries -----------------------------------------------------------------------------
 
 
-@router.get("/webhook/deliveries", response_model=list[WebhookDeliveryPublic])
+@router.get("/webhook/deliveries", response_model=Page[WebhookDeliveryPublic])
 def list_deliveries(
     session: SessionDep,
     user: CurrentUser,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    page: PageQuery,
     bot_id: Annotated[str | None, Query(max_length=64, description="One bot's only.")] = None,
-) -> list[WebhookDeliveryPublic]:
-    """The deliveries to all of the user's endpoints, newest first, each with its attempts."""
-    rows = service.list_deliveries(session, user_id=user.id, bot_id=bot_id, limit=limit)
-    return _deliveries(session, rows)
+) -> Page[WebhookDeliveryPublic]:
+    """The deliveries to all of the user's endpoints, newest first, each with its attempts, a
+    page at a time."""
+    rows, next_cursor = service.list_deliveries(session, user_id=user.id, bot_id=bot_id, page=page)
+    return Page(items=_deliveries(session, rows), next_cursor=next_cursor)
 
 
 @router.get("/webhook/deliveries/{delivery_id}", response_model=WebhookDeliveryPublic)
