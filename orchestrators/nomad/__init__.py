@@ -1,6 +1,7 @@
-"""The `nomad` backend, in three modules: `backend` (the Orchestrator: launch, stop, watch),
-`jobspec` (the job JSON, Meta keys, the secrets Variable) and `status` (Nomad's states in the
-shared vocabulary); `config` holds its settings (`BOTFLEET_NOMAD_*`)."""
+"""The `nomad` backend, in four modules: `backend` (the Orchestrator: launch, stop, watch),
+`jobspec` (the job JSON, Meta keys, the secrets Variable), `status` (Nomad's states in the
+shared vocabulary) and `logs` (tails and followers of the task's output); `config` holds its
+settings (`BOTFLEET_NOMAD_*`)."""
 
 from orchestrators.nomad.backend import NomadOrchestrator
 from orchestrators.nomad.config import NomadOrchestratorConfig

@@ -38,6 +38,7 @@ from orchestrators.base import (
     BackendUnavailable,
     LaunchFailed,
     LaunchSpec,
+    LogFollower,
     Orchestrator,
     OrchestratorError,
     Workload,
@@ -55,6 +56,7 @@ from orchestrators.nomad.jobspec import (
     meta_key,
     variable_path,
 )
+from orchestrators.nomad.logs import STREAMS, TaskLogFollower, last_lines, read_capped
 from orchestrators.nomad.status import is_live, job_status, newest_alloc, summary_status
 from orchestrators.stopping import Engine, poll_until_gone, stop_workload
 
@@ -334,31 +336,52 @@ class NomadOrchestrator(Orchestrator):
         """
         if tail <= 0:
             return ""
+        alloc_id = self._newest_alloc_id(runtime_ref)
+        if alloc_id is None:
+            return ""
+        window = self._log_window()
+        windows = []
+        for stream in STREAMS:
+            data = self._read_log(alloc_id, stream, "end", window, window)
+            windows.append((data, len(data) < window))  # else cut mid-line by the byte offset
+        return tail_text(last_lines(windows, tail), tail=tail, limits=self.config.log_limits())
+
+    def follow_logs(self, runtime_ref: str, *, bot_id: str, tail: int) -> LogFollower:
+        """Polls Stream Logs from byte offsets (orchestrators/nomad/logs.py): a `follow=true`
+        stream would hold a thread for the stream's whole life."""
+        return TaskLogFollower.open(
+            self._read_log,
+            find_alloc=partial(self._newest_alloc_id, runtime_ref),
+            limits=self.config.log_limits(),
+            tail=tail,
+            window=self._log_window(),
+        )
+
+    def _log_window(self) -> int:
+        """The bytes read from the end of each stream for a tail."""
+        return min(self.config.logs_tail_bytes, self.config.log_tail_max_bytes)
+
+    def _newest_alloc_id(self, runtime_ref: str) -> str | None:
+        """The job's newest allocation; None before one is placed, WorkloadNotFound once the
+        job is gone."""
         allocs = self._allocations(runtime_ref)
         if not allocs:
             self._read_job(runtime_ref)  # raises WorkloadNotFound when the job is gone
-            return ""
-        newest = newest_alloc(allocs)
-        lines: list[str] = []
-        for stream in ("stdout", "stderr"):
-            with _nomad_errors(f"reading the {stream} of job {runtime_ref}"):
-                text = self.client.client.stream_logs.stream(
-                    newest["ID"],
-                    TASK,
-                    stream,
-                    offset=min(self.config.logs_tail_bytes, self.config.log_tail_max_bytes),
-                    origin="end",
-                    plain=True,
-                )
-            chunk = text.splitlines()
-            if (
-                len(text.encode())
-                >= min(self.config.logs_tail_bytes, self.config.log_tail_max_bytes)
-                and chunk
-            ):
-                chunk = chunk[1:]  # cut mid-line by the byte offset
-            lines += chunk[-tail:]
-        return tail_text("\n".join(lines[-tail:]), tail=tail, limits=self.config.log_limits())
+            return None
+        return str(newest_alloc(allocs)["ID"])
+
+    def _read_log(self, alloc_id: str, stream: str, origin: str, offset: int, limit: int) -> bytes:
+        """At most `limit` bytes of the task's `stream` (see `read_capped`)."""
+        with _nomad_errors(f"reading the {stream} of allocation {alloc_id[:8]}"):
+            return read_capped(
+                self.client.client.stream_logs,
+                alloc_id,
+                TASK,
+                stream,
+                origin=origin,
+                offset=offset,
+                limit=limit,
+            )
 
     def check_health(self) -> None:
         with _nomad_errors("asking Nomad for its leader"):

@@ -1,6 +1,8 @@
 """The allocation's task logs (`GET /v1/client/fs/logs/:alloc_id`), read from its log files.
 
-Only `plain=true` without `follow` is emulated: it is all the nomad backend asks for.
+Only `plain=true` without `follow` is emulated: it is all the nomad backend asks for. One file per
+stream (`<task>.<type>.0`, never rotated); its bytes are answered as they are, so offsets count
+the same bytes as Nomad's.
 """
 
 from __future__ import annotations

@@ -146,6 +146,7 @@ class StandIn:
         raw = handler.rfile.read(length) if length else b""
         record = Recorded(handler.command, path, query, dict(handler.headers.items()), None)
         status, content_type, body = 200, "application/json", ""
+        data: bytes | None = None  # a file's bytes, answered as they are (as Nomad does)
         try:
             if raw:
                 try:
@@ -157,7 +158,8 @@ class StandIn:
             self._check_request(handler.command, path, query, handler.headers.get("X-Nomad-Token"))
             result = self._route(handler.command, path, query, record.body)
             if isinstance(result, bytes):
-                content_type, body = "text/plain; charset=utf-8", result.decode(errors="replace")
+                content_type, data = "text/plain; charset=utf-8", result
+                body = result.decode(errors="replace")
             else:
                 body = json.dumps(result)
         except ApiError as exc:
@@ -165,7 +167,8 @@ class StandIn:
         record.status, record.answer = status, body
         with self.cluster.lock:
             self.requests.append(record)
-        data = body.encode()
+        if data is None or status != 200:
+            data = body.encode()
         handler.send_response(status)
         handler.send_header("Content-Type", content_type)
         handler.send_header("Content-Length", str(len(data)))

@@ -7,7 +7,13 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Response, status
 from sqlalchemy.orm import Session
 
-from manager.api.deps import CurrentUser, FleetDep, SessionDep, SettingsDep
+from manager.api.deps import (
+    CurrentUser,
+    FleetDep,
+    SessionDep,
+    SettingsDep,
+    authenticate_before_transaction,
+)
 from manager.api.pages import PageQuery
 from manager.errors import error_responses
 from manager.schemas import Page
@@ -62,27 +68,36 @@ def _deliveries(session: Session, rows: list[WebhookDelivery]) -> list[WebhookDe
     ]
 
 
+def checked_webhook_url(
+    body: WebhookPut,
+    settings: SettingsDep,
+    _caller: Annotated[str, Depends(authenticate_before_transaction)],
+) -> str:
+    """The URL, resolved and checked (422 `webhook_url_refused`) after the caller is known and
+    before the request's write transaction opens: the DNS lookup is network I/O."""
+    return service.checked_url(body.url, allow_private=settings.webhook_allow_private)
+
+
 class EndpointPut:
     """What PUT of a user's endpoint and of a bot's override share."""
 
     def __init__(
         self,
         response: Response,
+        url: Annotated[str, Depends(checked_webhook_url)],  # first: before the transaction
         user: CurrentUser,
         session: SessionDep,
-        settings: SettingsDep,
         box: BoxDep,
     ) -> None:
-        self.response, self.user_id = response, user.id
-        self.session, self.allow_private, self.box = session, settings.webhook_allow_private, box
+        self.response, self.url, self.user_id = response, url, user.id
+        self.session, self.box = session, box
 
     def apply(self, body: WebhookPut, *, bot_id: str | None) -> WebhookPublic:
-        url = service.checked_url(body.url, allow_private=self.allow_private)
         endpoint, secret = service.put_endpoint(
             self.session,
             user_id=self.user_id,
             bot_id=bot_id,
-            url=url,
+            url=self.url,
             enabled=body.enabled,
             box=self.box,
         )
