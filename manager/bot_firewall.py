@@ -23,6 +23,7 @@ import fcntl
 import ipaddress
 import logging
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -32,6 +33,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from sqlalchemy.engine import make_url
 
@@ -174,11 +176,58 @@ def install(rules: list[Rule]) -> list[Rule]:
     return installed
 
 
+def needed_ports(settings: Settings) -> set[int]:
+    """Ports this manager's bots must reach: its own API (callbacks) and the bots' Redis."""
+    ports = {settings.port}
+    for url in (settings.resolved_callback_url(), settings.bot_redis_url or settings.redis_url):
+        try:
+            port = urlsplit(url).port if url else None
+        except ValueError:
+            port = None
+        if port:
+            ports.add(port)
+    return ports
+
+
+def release(ports: set[int]) -> list[str]:
+    """Delete the chain's rules that reset one of `ports`; return them as iptables printed them.
+
+    Rules outlive their managers (by design: they are shared). A rule for a port this manager
+    listens on (its API) or its bots' Redis listens on can only be stale — the database it
+    guarded listened there once, and a port has one listener — and it would cut this manager's
+    bots off their callbacks. Seen in the test suite, where databases behind short-lived proxies
+    and managers draw ports from the same pool.
+    """
+    if os.geteuid() != 0 or shutil.which(_BINARY[4]) is None:
+        return []
+    released: list[str] = []
+    with _host_lock():
+        for family in (4, 6):
+            binary = shutil.which(_BINARY[family])
+            if binary is None:
+                continue
+            listing = subprocess.run(
+                [binary, "-w", "10", "-S", CHAIN], capture_output=True, text=True, check=False
+            )
+            if listing.returncode != 0:  # no chain: nothing installed yet
+                continue
+            for line in listing.stdout.splitlines():
+                words = shlex.split(line)
+                if words[:2] != ["-A", CHAIN] or "--dport" not in words:
+                    continue
+                if int(words[words.index("--dport") + 1]) in ports:
+                    _run(family, "-D", CHAIN, *words[2:], check=False)
+                    released.append(line)
+    return released
+
+
 def apply_bot_firewall(settings: Settings) -> list[Rule]:
     """At manager start: install the rules as BOTFLEET_BOT_FIREWALL allows; return what holds."""
     if settings.bot_firewall == "off":
         log.info("bot firewall off (BOTFLEET_BOT_FIREWALL=off)")
         return []
+    for line in release(needed_ports(settings)):
+        log.warning("bot firewall: removed a stale rule that reset a port our bots need: %s", line)
     try:
         installed = install(plan(settings))
     except FirewallNotNeeded as exc:

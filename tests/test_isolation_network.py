@@ -310,3 +310,21 @@ def _own_addresses() -> list[str]:
         return []
     out = subprocess.run(["hostname", "-I"], capture_output=True, text=True).stdout.split()
     return [a for a in out if "." in a and not a.startswith("127.")]
+
+
+def test_a_stale_rule_on_the_managers_own_port_is_removed_so_its_bots_call_back(
+    tmp_path: Path, redis_server: RedisServer, own_rules: list[Rule]
+) -> None:
+    """Rules outlive their managers. One that once guarded a database on port P (a database
+    behind a proxy that is gone) would reset every callback of a manager that now listens on
+    P: its bots could never report `started`. Seen in the suite; the manager removes it."""
+    port = free_port()
+    own_rules += install([Rule(4, port, "200000-209999"), Rule(4, port, "10001")])
+    with running_manager(tmp_path, redis_server.url, start=False) as manager:
+        manager.port = port
+        manager.start()
+        client = manager.new_user()[1]
+        bot = client.post("/bots", json={"bot": "demo", "config": {}}).json()
+        wait_for_status(client, bot["id"], {"active"}, timeout=60)
+        assert not [line for line in _chain_rules() if f"--dport {port} " in line]
+        assert "removed a stale rule that reset a port our bots need" in manager.log_tail(200)
