@@ -65,14 +65,5 @@ def wake_on_commit(sessions: sessionmaker[Session], redis_url: str) -> redis.Red
     return client
 
 
-def events_after(
-    session: Session, *, after_id: int, user_id: str | None, limit: int = 500
-) -> list[Event]:
-    query = select(Event).where(Event.id > after_id)
-    if user_id is not None:
-        query = query.where(Event.user_id == user_id)
-    return list(session.scalars(query.order_by(Event.id).limit(limit)))
-
-
 def latest_event_id(session: Session) -> int:
     return int(session.scalar(select(func.max(Event.id))) or 0)
