@@ -12,8 +12,7 @@ import logging
 from typing import Any
 from urllib.parse import quote
 
-import httpx
-
+from bot_runtime.http import HttpClient, Response, TransportError
 from bot_runtime.protocol import EVENT_HEARTBEAT, CommandMessage, ProtocolError
 from bot_runtime.retry import retry
 
@@ -34,10 +33,10 @@ class ManagerClient:
 
     def __init__(self, *, base_url: str, bot_id: str, token: str, timeout_s: float = 10.0):
         self._prefix = f"/internal/bots/{bot_id}"
-        self._http = httpx.AsyncClient(
+        self._http = HttpClient(
             base_url=base_url,
             headers={"Authorization": f"Bearer {token}"},
-            timeout=timeout_s,
+            timeout_s=timeout_s,
         )
 
     async def send_event(
@@ -109,7 +108,7 @@ class ManagerClient:
     ) -> Any:
         """The decoded JSON answer (or True when empty), or None after giving up."""
 
-        async def attempt() -> httpx.Response:
+        async def attempt() -> Response:
             resp = await self._http.request(method, self._prefix + path, json=body, params=params)
             if resp.status_code >= 500 or resp.status_code == 429:
                 raise _Transient(f"HTTP {resp.status_code}")
@@ -117,9 +116,9 @@ class ManagerClient:
 
         try:
             resp = await retry(
-                attempt, retry_on=(httpx.TransportError, _Transient), budget_s=budget_s, what=what
+                attempt, retry_on=(TransportError, _Transient), budget_s=budget_s, what=what
             )
-        except (httpx.TransportError, _Transient) as exc:
+        except (TransportError, _Transient) as exc:
             log.error("%s: giving up (%s: %s)", what, type(exc).__name__, exc)
             return None
         if resp.is_error:

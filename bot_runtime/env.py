@@ -7,8 +7,8 @@ secret (the bot token, the bot's secrets, a Redis URL with a password), so that 
 them where only the workload can read them, never in labels, metadata, logs or a command line.
 
 Parsing everything up front means a misconfigured launch fails at once with the variable's
-name, instead of half-way through a meeting. Plain dataclasses: the runtime depends on redis and
-httpx only.
+name, instead of half-way through a meeting. Plain dataclasses: the runtime needs nothing beyond the
+standard library (bot_runtime/http.py, bot_runtime/redis_sub.py).
 """
 
 from __future__ import annotations

@@ -5,13 +5,14 @@ This module is the protocol's home: one JSON message per command on the channel
 and the names of the callback events. `sig` is an HMAC only the manager and the bot can compute
 (`sign_command` / `verify_command`), so a message the manager did not issue is never applied,
 even on a Redis without per-bot ACLs. The manager imports this module; this module never imports the
-manager. Plain dataclasses keep the runtime free of dependencies beyond redis and httpx.
+manager. Plain dataclasses keep the runtime free of dependencies beyond the standard library.
+
+`hashlib` and `hmac` are imported where they are used: they start OpenSSL's digests (about
+0.7 MiB per process), which a bot that never receives a command does not need.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -98,6 +99,8 @@ def signing_key(token: str) -> str:
     """The key a bot's Redis messages are signed with: the SHA-256 of its token. The manager
     stores exactly this digest (never the token) and the bot computes it from its own token, so
     no other bot holds it and it never travels anywhere."""
+    import hashlib
+
     return hashlib.sha256(token.encode()).hexdigest()
 
 
@@ -108,6 +111,9 @@ def _canonical(fields: dict[str, Any]) -> bytes:
 def sign_command(fields: dict[str, Any], key: str) -> str:
     """Hex HMAC-SHA256 over the canonical JSON (sorted keys, compact) of every field but `sig`."""
     unsigned = {k: v for k, v in fields.items() if k != SIGNATURE_FIELD}
+    import hashlib
+    import hmac
+
     return hmac.new(key.encode(), _canonical(unsigned), hashlib.sha256).hexdigest()
 
 
@@ -130,6 +136,8 @@ def verify_command(fields: Any, key: str) -> bool:
         expected = sign_command(fields, key)
     except (TypeError, ValueError):  # not canonically serializable: not ours
         return False
+    import hmac
+
     return hmac.compare_digest(sig.encode(), expected.encode())
 
 

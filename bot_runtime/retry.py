@@ -1,6 +1,6 @@
 """Exponential backoff with jitter, shared by the HTTP client and the Redis listener.
 
-Written here rather than imported so the runtime depends only on redis and httpx. Jitter keeps
+Written here rather than imported so the runtime needs only the standard library. Jitter keeps
 a fleet of bots that lost the manager at the same moment from retrying in lockstep.
 """
 
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -29,6 +28,8 @@ class Backoff:
     attempt: int = 0
 
     def next_delay(self) -> float:
+        import random  # here, not at the top: a bot that never retries never loads it
+
         delay = min(self.cap_s, self.base_s * 2**self.attempt)
         self.attempt += 1
         return random.uniform(delay / 2, delay)

@@ -7,17 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
 import signal
 import traceback
 from typing import Any
-
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
 
 from bot_runtime.bot import LEAVE_BY_BOT, LEAVE_SIGINT, LEAVE_SIGTERM, Bot
 from bot_runtime.client import ManagerClient, SilentClient
@@ -35,6 +31,7 @@ from bot_runtime.protocol import (
     signing_key,
     verify_command,
 )
+from bot_runtime.redis_sub import RedisError, Subscription
 from bot_runtime.retry import Backoff
 
 log = logging.getLogger("bot_runtime")
@@ -52,13 +49,17 @@ class Runner:
     def __init__(self, env: RuntimeEnv, bot: Bot, client: ManagerClient | SilentClient) -> None:
         self.env, self.bot, self.client = env, bot, client
         self.router = CommandRouter(bot=bot, client=client)
-        # Redis messages must carry the manager's HMAC under this key; HTTP ones are
-        # authenticated by the token itself.
-        self._command_key = signing_key(env.token)
         self._heartbeat: asyncio.Task[None] | None = None
         self._reports: list[asyncio.Task[bool]] = []  # lifecycle events, sent in order
         # Set once the outcome is decided: the command listener stops reconnecting.
         self._closing = asyncio.Event()
+
+    @functools.cached_property
+    def _command_key(self) -> str:
+        """Redis messages must carry the manager's HMAC under this key; HTTP ones are
+        authenticated by the token itself. Derived at the first message, not at start: hashing
+        loads OpenSSL's digests, which a bot that is never sent a command does without."""
+        return signing_key(self.env.token)
 
     async def run(self) -> int:
         """Start, supervise and stop the bot; return the exit code that was reported."""
@@ -212,34 +213,22 @@ class Runner:
     async def _listen_for_commands(self) -> None:
         """Follow the command channel for the whole life of the bot, reconnecting with backoff.
 
-        Redis' own silent reconnects are disabled (retries=0) so that every reconnect goes
-        through here and re-reads the pending commands it may have missed.
+        Every reconnect goes through here (the subscriber never reconnects on its own), so each
+        one re-reads the pending commands it may have missed.
         """
-        redis = Redis.from_url(
-            self.env.redis_url,
-            retry=Retry(NoBackoff(), 0),
-            socket_connect_timeout=5,
-            socket_keepalive=True,
-            health_check_interval=REDIS_POLL_S,
-        )
         backoff = Backoff(base_s=0.5, cap_s=30.0)
-        try:
-            while not self._closing.is_set():
-                try:
-                    await self._follow_channel(redis, backoff)
-                except (RedisError, OSError) as exc:
-                    delay = backoff.next_delay()
-                    log.warning(
-                        "command channel down (%s); retry in %.1fs", describe_error(exc), delay
-                    )
-                    # Redis only wakes us up: while it is down, read the commands over HTTP.
-                    await self._apply_pending()
-                    await self._pause(delay)
-                except Exception:
-                    log.exception("command listener failed; restarting it")
-                    await self._pause(backoff.next_delay())
-        finally:
-            await redis.aclose()
+        while not self._closing.is_set():
+            try:
+                await self._follow_channel(backoff)
+            except (RedisError, OSError) as exc:
+                delay = backoff.next_delay()
+                log.warning("command channel down (%s); retry in %.1fs", describe_error(exc), delay)
+                # Redis only wakes us up: while it is down, read the commands over HTTP.
+                await self._apply_pending()
+                await self._pause(delay)
+            except Exception:
+                log.exception("command listener failed; restarting it")
+                await self._pause(backoff.next_delay())
 
     async def _pause(self, delay_s: float) -> None:
         """Sleep before the next reconnect, or less once the bot is closing."""
@@ -251,17 +240,15 @@ class Runner:
         for command in await self.client.pending_commands():
             await self.router.handle_command(command)
 
-    async def _follow_channel(self, redis: Redis, backoff: Backoff) -> None:
-        async with redis.pubsub() as pubsub:
+    async def _follow_channel(self, backoff: Backoff) -> None:
+        async with Subscription(self.env.redis_url, health_check_s=REDIS_POLL_S) as pubsub:
             # Subscribe before reading pending commands, so nothing published after is missed.
             await pubsub.subscribe(self.env.command_channel)
             log.info("listening for commands on %s", self.env.command_channel)
             backoff.reset()
             await self._apply_pending()
             while not self._closing.is_set():
-                message = await pubsub.get_message(
-                    ignore_subscribe_messages=True, timeout=REDIS_POLL_S
-                )
+                message = await pubsub.get_message(timeout=REDIS_POLL_S)
                 if message is None or message.get("type") != "message":
                     continue
                 command = self._authentic_command(message["data"])
@@ -322,8 +309,6 @@ def main() -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    for noisy in ("httpx", "httpcore"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         env = RuntimeEnv.from_environ(with_secret_env(os.environ))
     except RuntimeConfigError as exc:

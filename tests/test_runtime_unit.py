@@ -409,15 +409,14 @@ def test_an_ended_bot_exits_even_when_the_redis_client_swallows_the_cancel(
     user, which drops the listener's connection at about the moment the runtime cancels it; a
     cancel lost inside the Redis client kept the listener reconnecting, so the exited bot lived
     on until the reconciler killed it as an orphan (exit 137). The listener must stop anyway."""
-    from redis.asyncio.client import PubSub
-
     from bot_runtime.client import SilentClient
+    from bot_runtime.redis_sub import Subscription
     from bot_runtime.runner import Runner
 
-    real_get_message = PubSub.get_message
+    real_get_message = Subscription.get_message
     swallowed: list[bool] = []
 
-    async def get_message_that_loses_a_cancel(self: PubSub, *args: Any, **kwargs: Any) -> Any:
+    async def get_message_that_loses_a_cancel(self: Subscription, *args: Any, **kwargs: Any) -> Any:
         try:
             return await real_get_message(self, *args, **kwargs)
         except asyncio.CancelledError:
@@ -426,7 +425,7 @@ def test_an_ended_bot_exits_even_when_the_redis_client_swallows_the_cancel(
             swallowed.append(True)
             return None  # as if the read had timed out: the cancel is gone
 
-    monkeypatch.setattr(PubSub, "get_message", get_message_that_loses_a_cancel)
+    monkeypatch.setattr(Subscription, "get_message", get_message_that_loses_a_cancel)
 
     class FinishesAtOnce(Bot):
         async def run(self) -> int:
