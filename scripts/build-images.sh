@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Builds botfleet-runtime:latest and botfleet-manager:latest without network inside the builds:
+# Builds botfleet-runtime and botfleet-manager, tagged :latest and :<version> (pyproject.toml's;
+# the nomad backend's default image is the versioned one, since Nomad's docker driver pulls a
+# `:latest` image on every start), without network inside the builds:
 # a wheelhouse is made on the host (docker/wheels) and the Dockerfiles install from it. With no
 # registry reachable, the base is the local debootstrap image (scripts/build-base-image.sh);
 # BASE_IMAGE=python:3.11-slim picks the normal one. Idempotent; prints the image names.
@@ -7,6 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 base=${BASE_IMAGE:-botfleet-base:bookworm}
+version=$(sed -n 's/^version = "\(.*\)"$/\1/p' pyproject.toml | head -n 1)
+[ -n "$version" ] || { echo "build-images: no version in pyproject.toml" >&2; exit 1; }
 wheels=docker/wheels
 py=.venv/bin/python
 [ -x "$py" ] || py=python3
@@ -54,12 +58,12 @@ build() {
 }
 image_id() { docker image inspect -f '{{.Id}}' "$1" 2>/dev/null || true; }
 for name in runtime manager; do
-  tags=("botfleet-$name:latest")
+  tags=("botfleet-$name:latest" "botfleet-$name:$version")
   [ -z "$classic" ] || tags+=("botfleet-build:$name")
   previous=()
   for tag in "${tags[@]}"; do previous+=("$(image_id "$tag")"); done
   [ -z "$classic" ] || build -f "docker/$name.Dockerfile" --target build -t "botfleet-build:$name"
-  build -f "docker/$name.Dockerfile" -t "botfleet-$name:latest"
+  build -f "docker/$name.Dockerfile" -t "botfleet-$name:latest" -t "botfleet-$name:$version"
   for id in "${previous[@]}"; do
     # Replaced (no tag names it any more): remove it.
     [ -n "$id" ] && [ "$(docker image inspect -f '{{len .RepoTags}}' "$id" 2>/dev/null)" = 0 ] \
@@ -67,5 +71,5 @@ for name in runtime manager; do
     docker rmi "$id" >/dev/null 2>&1 \
       || echo "build-images: kept the replaced image ${id:7:12}: a container uses it" >&2
   done
-  echo "botfleet-$name:latest"
+  echo "botfleet-$name:latest botfleet-$name:$version"
 done

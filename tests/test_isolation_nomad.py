@@ -25,7 +25,7 @@ NAMESPACED = ("/v1/jobs", "/v1/job/", "/v1/var/")
 @pytest.fixture(scope="module")
 def standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StandIn]:
     # No expected namespace: the stand-in files each request where its query says.
-    server = StandIn(tmp_path_factory.mktemp("nomad-ns")).start()
+    server = StandIn(tmp_path_factory.mktemp("nomad-ns"), datacenter="dc-test").start()
     yield server
     server.stop()
 

@@ -45,7 +45,11 @@ globals().update({k: v for k, v in vars(test_bots_e2e).items() if k.startswith("
 @pytest.fixture(scope="module")
 def standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StandIn]:
     server = StandIn(
-        tmp_path_factory.mktemp("nomad"), token=TOKEN, namespace=NAMESPACE, region=REGION
+        tmp_path_factory.mktemp("nomad"),
+        token=TOKEN,
+        namespace=NAMESPACE,
+        region=REGION,
+        datacenter="dc-test",
     ).start()
     yield server
     server.stop()
@@ -278,7 +282,8 @@ def test_docker_driver_job_runs_the_image(standin: StandIn) -> None:
     spec = _spec("dockerish")
     job = orchestrator.job_spec(spec, secret_names=["BOTFLEET_BOT_TOKEN"])
     task = job["TaskGroups"][0]["Tasks"][0]
-    assert task["Config"]["image"] == "botfleet-runtime:latest"
+    assert task["Config"]["image"] == orchestrator.config.default_image
+    assert not task["Config"]["image"].endswith(":latest"), "Nomad would pull it every time"
     assert "network_mode" not in task["Config"], "host networking is opt-in"
     assert task["Config"]["cap_drop"] == ["ALL"]
     assert task["User"] == "10001:10001"
@@ -343,9 +348,10 @@ def test_allocation_status_mapping(alloc: dict[str, object], expected: WorkloadS
     assert alloc_status(alloc) == expected
 
 
-def test_job_status_without_allocations_and_newest_allocation_wins() -> None:
+def test_job_status_without_allocations_and_the_first_allocation_is_the_bot() -> None:
     assert job_status({"Status": "pending"}, []).state == WorkloadState.PENDING
     assert job_status({"Status": "dead"}, []).state == WorkloadState.EXITED
+    # A replacement Nomad placed for a lost allocation is a second copy, never the bot.
     old = {**_alloc("lost"), "CreateIndex": 5}
     new = {**_alloc("running"), "CreateIndex": 9}
-    assert job_status({"Status": "running"}, [new, old]).state == WorkloadState.RUNNING
+    assert job_status({"Status": "running"}, [new, old]).state == WorkloadState.EXITED

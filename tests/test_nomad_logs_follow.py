@@ -35,7 +35,9 @@ SLEEPER = "import time; print('up', flush=True); time.sleep(60)"
 
 @pytest.fixture(scope="module")
 def standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StandIn]:
-    server = StandIn(tmp_path_factory.mktemp("nomad"), token=TOKEN, namespace=NAMESPACE).start()
+    server = StandIn(
+        tmp_path_factory.mktemp("nomad"), token=TOKEN, namespace=NAMESPACE, datacenter="dc-test"
+    ).start()
     yield server
     server.stop()
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from functools import partial
@@ -57,12 +58,29 @@ from orchestrators.nomad.jobspec import (
     variable_path,
 )
 from orchestrators.nomad.logs import STREAMS, TaskLogFollower, last_lines, read_capped
-from orchestrators.nomad.status import is_live, job_status, newest_alloc, summary_status
+from orchestrators.nomad.placement import SETTLED, blocked_reason, placement_failure
+from orchestrators.nomad.status import (
+    extra_copies,
+    first_alloc,
+    is_live,
+    job_status,
+    summary_status,
+)
 from orchestrators.stopping import Engine, poll_until_gone, stop_workload
 
 log = logging.getLogger(__name__)
 
 _NOT_FOUND = WorkloadStatus(WorkloadState.NOT_FOUND, detail="no such nomad job")
+#: Seconds between two reads of a launch's evaluation.
+_EVAL_POLL_S = 0.1
+
+
+def _http_status(exc: BaseException) -> int | None:
+    """The HTTP status of the Nomad answer behind an error raised by `_nomad_errors`; None for
+    a transport error (nothing answered)."""
+    cause = exc.__cause__
+    resp = getattr(cause, "nomad_resp", None)
+    return resp.status_code if isinstance(resp, requests.Response) else None
 
 
 def _response_text(exc: nomad_errors.BaseNomadException) -> str:
@@ -98,6 +116,10 @@ def _nomad_errors(what: str) -> Iterator[None]:
         raise BackendUnavailable(f"{what}: Nomad does not answer ({exc})") from exc
     except ValueError as exc:  # a body that is not JSON: not Nomad, or a broken proxy
         raise BackendUnavailable(f"{what}: unexpected answer ({exc})") from exc
+
+
+class SignalRefused(BackendUnavailable):
+    """The ACL token may not signal allocations (it lacks alloc-lifecycle)."""
 
 
 class ConflictingNomadEnvironment(OrchestratorError):
@@ -187,19 +209,86 @@ class NomadOrchestrator(Orchestrator):
             raise LaunchFailed(f"a Nomad job {job_id!r} exists already", code="name_conflict")
         if spec.secret_env:
             self._write_variable(job_id, dict(spec.secret_env))
-        job = self.job_spec(spec)
         try:
-            with _nomad_errors(f"registering the job of bot {spec.bot_id}"):
-                answer = self.client.jobs.register_job({"Job": job})
-        except BackendUnavailable:
-            raise  # the job may have been registered: the variable stays for it
-        except OrchestratorError as exc:
+            answer = self._register(job_id, self.job_spec(spec))
+            if answer.get("Warnings"):
+                log.warning("nomad accepted job %s with warnings: %s", job_id, answer["Warnings"])
+            log.info("registered nomad job %s (evaluation %s)", job_id, answer.get("EvalID", ""))
+            self._check_placement(job_id, str(answer.get("EvalID") or ""))
+        except OrchestratorError:
+            # The launch failed: no job of this attempt will ever run (one registered after
+            # all blocks on its missing template and is stopped as an orphan), so its secrets
+            # go now; nothing else would ever delete them.
             self._discard_variable(job_id)
-            raise LaunchFailed(str(exc), code="job_rejected") from exc
-        if answer.get("Warnings"):
-            log.warning("nomad accepted job %s with warnings: %s", job_id, answer["Warnings"])
-        log.info("registered nomad job %s (evaluation %s)", job_id, answer.get("EvalID", ""))
+            raise
         return job_id
+
+    def _register(self, job_id: str, job: dict[str, Any]) -> dict[str, Any]:
+        """Register the job; LaunchFailed(`job_rejected`) when Nomad refused it.
+
+        Nomad answers an invalid job with HTTP 500 and a plain-text body, as it answers an
+        outage: validation errors are un-coded RPC errors, which the HTTP layer turns into 500
+        (command/agent/http.go, nomad/job_endpoint.go). Reading the job back tells them apart:
+        a Nomad that answers and has no such job refused it; one registered after all (an
+        answer lost on the way) is launched.
+        """
+        try:
+            with _nomad_errors(f"registering job {job_id}"):
+                return self.client.jobs.register_job({"Job": job})  # type: ignore[no-any-return]
+        except BackendUnavailable as exc:
+            registered = self._job_exists(job_id)
+            if registered:
+                log.warning("job %s was registered although Nomad answered: %s", job_id, exc)
+                return {}
+            if registered is False and _http_status(exc) == 500:
+                raise LaunchFailed(str(exc), code="job_rejected") from exc
+            raise
+        except OrchestratorError as exc:  # a 4xx: the HTTP layer's own checks
+            raise LaunchFailed(str(exc), code="job_rejected") from exc
+
+    def _job_exists(self, job_id: str) -> bool | None:
+        """Whether Nomad holds the job; None when it cannot be asked."""
+        try:
+            self._read_job(job_id)
+        except WorkloadNotFound:
+            return False
+        except OrchestratorError:
+            return None
+        return True
+
+    def _check_placement(self, job_id: str, eval_id: str) -> None:
+        """Wait (`placement_wait_s`) for the job's first evaluation; a job Nomad could not place
+        is purged and the launch fails `no_capacity` with Nomad's reason. An evaluation still
+        pending then, or an unanswered read, leaves the bot starting."""
+        if not eval_id or self.config.placement_wait_s <= 0:
+            return
+        deadline = time.monotonic() + self.config.placement_wait_s
+        evaluation: dict[str, Any] = {}
+        while True:
+            try:
+                with _nomad_errors(f"reading evaluation {eval_id[:8]} of job {job_id}"):
+                    evaluation = self.client.evaluation.get_evaluation(eval_id)
+            except OrchestratorError as exc:
+                log.info("placement of job %s unknown: %s", job_id, exc)
+                return
+            if evaluation.get("Status") in SETTLED or time.monotonic() >= deadline:
+                break
+            time.sleep(_EVAL_POLL_S)
+        reason = placement_failure(evaluation)
+        if reason is None:
+            return
+        try:
+            if self._allocations(job_id):
+                return  # placed meanwhile
+        except OrchestratorError as exc:
+            log.info("placement of job %s unknown: %s", job_id, exc)
+            return
+        try:
+            with _nomad_errors(f"purging the unplaced job {job_id}"):
+                self.client.job.deregister_job(job_id, purge=True)
+        except OrchestratorError as exc:  # left blocked: stopped later as an orphan
+            log.warning("could not purge the unplaced job %s: %s", job_id, exc)
+        raise LaunchFailed(reason, code="no_capacity")
 
     def _write_variable(self, job_id: str, secrets: dict[str, str]) -> None:
         path = variable_path(job_id)
@@ -238,12 +327,53 @@ class NomadOrchestrator(Orchestrator):
             return self.client.job.get_allocations(job_id) or []
 
     def _status(self, job_id: str) -> tuple[WorkloadStatus, list[dict[str, Any]]]:
+        """The job's status; a second live copy of the bot is killed on sight (see
+        `_kill_extra_copies`), and a job without allocations says why, when Nomad said."""
         try:
             job = self._read_job(job_id)
             allocs = self._allocations(job_id)
+            blocked = None if allocs else self._blocked_reason(job_id)
         except WorkloadNotFound:
             return _NOT_FOUND, []
-        return job_status(job, allocs), allocs
+        self._kill_extra_copies(job_id, allocs)
+        return job_status(job, allocs, blocked=blocked), allocs
+
+    def _blocked_reason(self, job_id: str) -> str | None:
+        """Why Nomad has not placed the job, from its evaluations (None: it did not say)."""
+        try:
+            with _nomad_errors(f"reading the evaluations of job {job_id}"):
+                evaluations = self.client.job.get_evaluations(job_id) or []
+        except WorkloadNotFound:
+            raise
+        except OrchestratorError as exc:
+            log.info("evaluations of job %s: %s", job_id, exc)
+            return None
+        return blocked_reason(evaluations)
+
+    def _kill_extra_copies(self, job_id: str, allocs: list[dict[str, Any]]) -> None:
+        """A job is one copy of one bot: its first allocation. Another live one (Nomad replaced
+        a lost node's allocation, or an operator's `nomad alloc stop` rescheduled it) runs the
+        same bot with the same token, so it is killed; the first speaks for the job. The
+        reconciler's inspections of every live bot are what find it."""
+        for extra in extra_copies(allocs):
+            log.warning("job %s: allocation %s is a second copy of the bot; killing it",
+                        job_id, str(extra["ID"])[:8])  # fmt: skip
+            try:
+                self._signal(str(extra["ID"]), "SIGKILL")
+            except OrchestratorError as exc:
+                log.warning("could not kill the second copy of job %s: %s", job_id, exc)
+
+    def _signal(self, alloc_id: str, signal: str) -> None:
+        """Signal the task; a refused token says which capability it lacks."""
+        try:
+            with _nomad_errors(f"sending {signal} to allocation {alloc_id[:8]}"):
+                self.client.client.allocation.signal_allocation(alloc_id, signal, task=TASK)
+        except BackendUnavailable as exc:
+            if _http_status(exc) == 403:
+                raise SignalRefused(
+                    f"{exc}: the ACL token needs the alloc-lifecycle capability to signal a bot"
+                ) from exc
+            raise
 
     def inspect(self, runtime_ref: str) -> WorkloadStatus:
         return self._status(runtime_ref)[0]
@@ -267,11 +397,10 @@ class NomadOrchestrator(Orchestrator):
         def kill() -> None:
             for alloc in filter(is_live, allocs):
                 try:
-                    with _nomad_errors(f"killing allocation {alloc['ID'][:8]}"):
-                        self.client.client.allocation.signal_allocation(
-                            alloc["ID"], "SIGKILL", task=TASK
-                        )
-                except OrchestratorError as exc:  # it may have ended meanwhile
+                    self._signal(str(alloc["ID"]), "SIGKILL")
+                except SignalRefused:
+                    raise  # the bot would live until Nomad's KillTimeout, unexplained
+                except OrchestratorError as exc:  # it ended meanwhile ("Task not running")
                     log.info("SIGKILL to job %s: %s", runtime_ref, exc)
 
         engine = Engine(
@@ -336,13 +465,19 @@ class NomadOrchestrator(Orchestrator):
         """
         if tail <= 0:
             return ""
-        alloc_id = self._newest_alloc_id(runtime_ref)
+        alloc_id = self._first_alloc_id(runtime_ref)
         if alloc_id is None:
             return ""
         window = self._log_window()
         windows = []
         for stream in STREAMS:
-            data = self._read_log(alloc_id, stream, "end", window, window)
+            try:
+                data = self._read_log(alloc_id, stream, "end", window, window)
+            except WorkloadNotFound:
+                # Nomad answers 404 for a task that never started (a driver failure, an image
+                # that cannot be pulled) and for an allocation its client collected
+                # (client/fs_endpoint.go): no output, not a missing job.
+                data = b""
             windows.append((data, len(data) < window))  # else cut mid-line by the byte offset
         return tail_text(last_lines(windows, tail), tail=tail, limits=self.config.log_limits())
 
@@ -351,7 +486,7 @@ class NomadOrchestrator(Orchestrator):
         stream would hold a thread for the stream's whole life."""
         return TaskLogFollower.open(
             self._read_log,
-            find_alloc=partial(self._newest_alloc_id, runtime_ref),
+            find_alloc=partial(self._first_alloc_id, runtime_ref),
             limits=self.config.log_limits(),
             tail=tail,
             window=self._log_window(),
@@ -361,14 +496,14 @@ class NomadOrchestrator(Orchestrator):
         """The bytes read from the end of each stream for a tail."""
         return min(self.config.logs_tail_bytes, self.config.log_tail_max_bytes)
 
-    def _newest_alloc_id(self, runtime_ref: str) -> str | None:
-        """The job's newest allocation; None before one is placed, WorkloadNotFound once the
-        job is gone."""
+    def _first_alloc_id(self, runtime_ref: str) -> str | None:
+        """The job's allocation (its first: `status.first_alloc`); None before one is placed,
+        WorkloadNotFound once the job is gone."""
         allocs = self._allocations(runtime_ref)
         if not allocs:
             self._read_job(runtime_ref)  # raises WorkloadNotFound when the job is gone
             return None
-        return str(newest_alloc(allocs)["ID"])
+        return str(first_alloc(allocs)["ID"])
 
     def _read_log(self, alloc_id: str, stream: str, origin: str, offset: int, limit: int) -> bytes:
         """At most `limit` bytes of the task's `stream` (see `read_capped`)."""

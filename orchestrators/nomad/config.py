@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError, version
 from typing import Literal
 
 from pydantic import Field
@@ -11,6 +12,20 @@ from orchestrators.config import BackendConfig
 from orchestrators.hardening import Hardening
 
 MHZ_PER_CPU = 1000
+
+
+def _runtime_tag() -> str:
+    """The installed botfleet's version: scripts/build-images.sh tags the runtime image with it.
+    Never `latest`: Nomad's docker driver pulls a `:latest` image on every start, so a locally
+    built one would never run (drivers/docker/driver.go)."""
+    try:
+        return version("botfleet")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "dev"
+
+
+#: The runtime image the docker driver runs when a request names none.
+DEFAULT_IMAGE = f"botfleet-runtime:{_runtime_tag()}"
 
 
 class NomadOrchestratorConfig(BackendConfig):
@@ -24,8 +39,9 @@ class NomadOrchestratorConfig(BackendConfig):
     )
     token: str | None = Field(
         None,
-        description="ACL token (X-Nomad-Token). Needs submit-job, read-job, list-jobs, read-logs "
-        "and variables write/destroy on nomad/jobs/* in the namespace.",
+        description="ACL token (X-Nomad-Token). Needs submit-job, read-job, list-jobs, read-logs, "
+        "alloc-lifecycle (the SIGKILL after the stop grace, and of a second copy) and variables "
+        "write/destroy on nomad/jobs/* in the namespace.",
     )
     namespace: str = Field(
         "default",
@@ -35,13 +51,17 @@ class NomadOrchestratorConfig(BackendConfig):
     )
     region: str | None = Field(None, description="Region of the jobs; the agent's own when unset.")
     datacenters: list[str] = Field(
-        default_factory=lambda: ["dc1"], min_length=1, description="Datacenters jobs may run in."
+        default_factory=lambda: ["*"],
+        min_length=1,
+        description="Datacenters jobs may run in (globs); Nomad's own default, every one.",
     )
     driver: Literal["docker", "exec", "raw_exec"] = Field(
         "docker", description="Task driver: `docker` runs the image, `exec`/`raw_exec` a command."
     )
     default_image: str = Field(
-        "botfleet-runtime:latest", description="Image (docker driver) when the request names none."
+        DEFAULT_IMAGE,
+        description="Image (docker driver) when the request names none; a versioned tag, since "
+        "Nomad pulls `:latest` on every start.",
     )
     command: list[str] = Field(
         default_factory=lambda: ["python3", "-m", "bot_runtime"],
@@ -62,6 +82,20 @@ class NomadOrchestratorConfig(BackendConfig):
     job_prefix: str = Field("botfleet-", description="Job IDs are prefix + bot id + attempt.")
     logs_tail_bytes: int = Field(
         262144, gt=0, description="Bytes read from the end of each log stream for `logs`."
+    )
+    placement_wait_s: float = Field(
+        3.0,
+        ge=0,
+        description="How long a launch waits for Nomad's first evaluation: a bot Nomad cannot "
+        "place (no capacity, no eligible node) fails `no_capacity` with Nomad's reason. 0: never "
+        "wait (the bot then stays `starting`, the reason in its start timeout's detail).",
+    )
+    stop_on_client_after_s: float = Field(
+        20.0,
+        gt=0,
+        description="A Nomad client cut off from its servers stops the bot after this long "
+        "(Disconnect.StopOnClientAfter), and Nomad never places a replacement; keep it below the "
+        "manager's heartbeat budget, so a partitioned copy is gone before a restart relaunches.",
     )
     api_timeout_s: float = Field(15.0, gt=0, description="Timeout of one Nomad API call.")
     ca_cert: str | None = Field(None, description="CA bundle to verify an https address.")

@@ -112,6 +112,14 @@ def build_job(
                 # botfleet owns restarts: Nomad neither restarts nor reschedules a bot.
                 "RestartPolicy": {"Attempts": 0, "Mode": "fail"},
                 "ReschedulePolicy": {"Attempts": 0, "Unlimited": False},
+                # ...nor replaces it when its node is lost: without this block Replace defaults
+                # to true and a lost allocation is replaced whatever the reschedule policy says
+                # (nomad/structs/group.go, scheduler/reconciler/filters.go), a second copy of
+                # the bot with its one token. A client cut off from the servers stops it.
+                "Disconnect": {
+                    "Replace": False,
+                    "StopOnClientAfter": int(cfg.stop_on_client_after_s * _NS),
+                },
                 "Tasks": [task],
             }
         ],

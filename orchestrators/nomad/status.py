@@ -48,18 +48,39 @@ def alloc_status(alloc: Mapping[str, Any]) -> WorkloadStatus:
     )
 
 
-def newest_alloc(allocs: list[Mapping[str, Any]]) -> Mapping[str, Any]:
-    """The allocation that speaks for the job (a job is never rescheduled, but be exact)."""
-    return max(allocs, key=lambda a: (a.get("CreateIndex", 0), a.get("CreateTime", 0)))
+def first_alloc(allocs: list[Mapping[str, Any]]) -> Mapping[str, Any]:
+    """The allocation that is the bot: the job's first. botfleet owns restarts, so Nomad never
+    places another one for a healthy job; one it did place is a second copy (`extra_copies`)."""
+    return min(allocs, key=lambda a: (a.get("CreateIndex", 0), a.get("CreateTime", 0)))
 
 
-def job_status(job: Mapping[str, Any], allocs: list[Mapping[str, Any]]) -> WorkloadStatus:
-    """A job's status: its newest allocation's, or pending/exited while it has none."""
+def extra_copies(allocs: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Live allocations other than the first one Nomad means to keep running: copies of the bot
+    (and of its token) that must not run (a replacement placed for a lost node, an operator's
+    `nomad alloc stop`, which reschedules)."""
+    if len(allocs) < 2:
+        return []
+    first = first_alloc(allocs)
+    return [
+        a
+        for a in allocs
+        if a is not first and is_live(a) and a.get("DesiredStatus", "run") == "run"
+    ]
+
+
+def job_status(
+    job: Mapping[str, Any], allocs: list[Mapping[str, Any]], *, blocked: str | None = None
+) -> WorkloadStatus:
+    """A job's status: its first allocation's, or pending/exited while it has none (`blocked`:
+    why Nomad could not place it, from its evaluations)."""
     if allocs:
-        return alloc_status(newest_alloc(allocs))
+        return alloc_status(first_alloc(allocs))
     if job.get("Status") == "dead":
-        return WorkloadStatus(WorkloadState.EXITED, None, "the job ended without an allocation")
-    return WorkloadStatus(WorkloadState.PENDING, detail="no allocation placed yet")
+        detail = "the job ended without an allocation"
+        return WorkloadStatus(
+            WorkloadState.EXITED, None, f"{detail}; {blocked}" if blocked else detail
+        )
+    return WorkloadStatus(WorkloadState.PENDING, detail=blocked or "no allocation placed yet")
 
 
 def summary_status(stub: Mapping[str, Any]) -> WorkloadStatus | None:

@@ -39,21 +39,34 @@ starts in its own process group with the job's Env plus the template's variables
 event carrying ExitCode and Signal (128+N for a signal death, as Nomad's executor reports).
 Deregister sets DesiredStatus "stop", sends the task's KillSignal to its process group and
 SIGKILL after its KillTimeout (events Killing, Terminated, Killed; ClientStatus "complete").
-`lose()` makes an allocation "lost" (its process killed, as when a node goes away).
+`lose()` makes an allocation "lost" (its process killed, as when a node goes away for good);
+`disconnect()` cuts its node off from the servers while the task runs on.
 
 Namespaces: as Nomad, each request acts in the namespace of its `namespace` query parameter,
 `default` without one (a job and a variable sent to different namespaces stay apart, and the job's
-template then blocks). Checks of our requests (each refused with a 4xx text body, as Nomad
-answers errors): the ACL token header when one is configured (403), the `namespace` and `region`
-query parameters when configured (400: a stand-in check, Nomad would look elsewhere), a job
-without TaskGroups or Tasks, an unknown driver, missing driver config, resources below Nomad's
-minimums (CPU 1 MHz, MemoryMB 10), an env template with `ChangeMode` "signal", and any template
-other than the `nomadVar` env template the backend generates (the stand-in renders only that
-shape). Every request is recorded (`requests`) so tests can assert on what we sent.
+template then blocks). Checks of our requests (each refused with a plain-text body: 500 for what
+Nomad's Job.Register RPC validates, 4xx for the rest): the ACL token header when one is configured
+(403), the `namespace` and `region` query parameters when configured (400: a stand-in check, Nomad
+would look elsewhere), a job without TaskGroups or Tasks, an unknown driver, missing driver config,
+resources below Nomad's minimums (CPU 1 MHz, MemoryMB 10), an env template with `ChangeMode`
+"signal", and any template other than the `nomadVar` env template the backend generates (the
+stand-in renders only that shape). Every request is recorded (`requests`) so tests can assert on
+what we sent.
 
-Not emulated: evaluations and the scheduler (no placement failures, one node), blocking queries,
-framed (non-plain) or followed logs, `${...}` interpolation of Env values, log rotation, job
-versions and updates, garbage collection, Nomad's own ACL policies (one token, all rights).
+Answered as real Nomad answers, though the documentation does not say so (each at the code that
+does it, naming the Nomad source file that shows it): an invalid job is HTTP 500 with a plain-text
+body (validation errors are un-coded RPC errors); logs of a task that never started are 404;
+plain logs are `text/plain` without a charset; deregistering an unknown job is 200 with an empty
+EvalID; signalling a stopped task is 500 "Task not running", and a token without
+alloc-lifecycle 403 (`deny`); a lost node's allocation is replaced unless the group's
+Disconnect block says `Replace: false` (`lose`, `disconnect`); a job that fits no node (the one
+node's datacenter and capacity) completes its evaluation with FailedTGAllocs and a blocked
+evaluation (`GET /v1/evaluation/:id`, `GET /v1/job/:id/evaluations`).
+
+Not emulated: the scheduler beyond one node (blocked evaluations are never unblocked), blocking
+queries, framed (non-plain) or followed logs, `${...}` interpolation of Env values, log rotation,
+job versions and updates, garbage collection, Nomad's own ACL policies (one token, all rights
+but those `deny` takes away).
 
 Where each concern lives: `routes` (the HTTP server, request checks, routing, the test hooks),
 `state` (jobs and allocations in Nomad's JSON shapes, the shared index and lock), `scheduler`

@@ -2,7 +2,10 @@
 
 Only `plain=true` without `follow` is emulated: it is all the nomad backend asks for. One file per
 stream (`<task>.<type>.0`, never rotated); its bytes are answered as they are, so offsets count
-the same bytes as Nomad's.
+the same bytes as Nomad's, under `Content-Type: text/plain` without a charset, as Nomad sends
+them (command/agent/fs_endpoint.go): a client that guesses the charset from the answer decodes
+UTF-8 as ISO-8859-1. A task that never started answers 404 "task ... not started yet. No logs
+available" (client/fs_endpoint.go), as does an allocation its client collected.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ def read_logs(cluster: Cluster, alloc_id: str, query: dict[str, str]) -> bytes:
         offset = int(query.get("offset") or 0)
     except ValueError:
         raise ApiError(400, "failed to parse offset") from None
+    if alloc.started_at is None:  # client/fs_endpoint.go: TaskState.StartedAt is zero
+        raise ApiError(404, f'task "{task}" not started yet. No logs available')
     path = alloc.dir / "alloc" / "logs" / f"{task}.{kind}.0"
     try:
         data = path.read_bytes()

@@ -98,7 +98,7 @@ def _nomad_env(cluster: Cluster, job: Job, alloc: Alloc, task_dir: Path) -> dict
         "NOMAD_JOB_NAME": job.spec.get("Name", job.id),
         "NOMAD_NAMESPACE": job.namespace,
         "NOMAD_REGION": cluster.region or "global",
-        "NOMAD_DC": job.spec["Datacenters"][0],
+        "NOMAD_DC": cluster.datacenter,
         "NOMAD_CPU_LIMIT": str(resources.get("CPU", 100)),
         "NOMAD_MEMORY_LIMIT": str(resources.get("MemoryMB", 300)),
     }
@@ -113,8 +113,8 @@ def _watch(cluster: Cluster, alloc: Alloc) -> None:
     with cluster.lock:
         if alloc.kill_timer:
             alloc.kill_timer.cancel()
-        if alloc.client_status == "lost":
-            return
+        if alloc.client_status == "lost" or alloc.partitioned:
+            return  # its node is gone or cut off: the servers never hear of the exit
         sig = -returncode if returncode < 0 else 0
         code = 128 + sig if sig else returncode
         alloc.events.append(

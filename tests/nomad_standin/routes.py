@@ -51,6 +51,9 @@ class StandIn:
         region: str | None = None,
         placement_delay_s: float = 0.3,
         image_command: list[str] | None = None,
+        datacenter: str = "dc1",
+        cpu_mhz: int = 100_000,
+        memory_mb: int = 262_144,
     ) -> None:
         self.workdir = workdir
         self.token = token
@@ -61,9 +64,14 @@ class StandIn:
             region=region,
             placement_delay_s=placement_delay_s,
             image_command=image_command,
+            datacenter=datacenter,
+            cpu_mhz=cpu_mhz,
+            memory_mb=memory_mb,
         )
         #: When set, every request is answered with this status (e.g. 500): an outage.
         self.fail_with: int | None = None
+        #: (method, path prefix) -> the status those requests alone are answered with.
+        self.fail_requests: dict[tuple[str, str], int] = {}
         self.requests: list[Recorded] = []
         self.jobs = self.cluster.jobs
         self.variables = self.cluster.variables
@@ -127,6 +135,23 @@ class StandIn:
         assert alloc is not None, f"job {job_id} has no allocation"
         scheduler.lose(self.cluster, alloc)
 
+    def disconnect(self, job_id: str) -> None:
+        """The node running the job's allocation stops talking to the servers; the task runs
+        on (see `scheduler.disconnect`)."""
+        alloc = self.alloc_of(job_id)
+        assert alloc is not None, f"job {job_id} has no allocation"
+        scheduler.disconnect(self.cluster, alloc)
+
+    def deny(self, capability: str) -> None:
+        """The ACL token loses `capability` (e.g. "alloc-lifecycle"): such calls answer 403."""
+        with self.cluster.lock:
+            self.cluster.denied.add(capability)
+
+    def live_tasks(self, job_id: str) -> list[Alloc]:
+        """The job's allocations whose task process is really running (whatever Nomad says)."""
+        job = self.job(job_id)
+        return [a for a in (job.allocs if job else []) if a.proc and a.proc.poll() is None]
+
     def requests_to(self, method: str, path_prefix: str) -> list[Recorded]:
         with self.cluster.lock:
             return [
@@ -155,10 +180,14 @@ class StandIn:
                     raise ApiError(400, f"failed to decode request body: {exc}") from exc
             if self.fail_with is not None:
                 raise ApiError(self.fail_with, "stand-in: simulated failure")
+            for (method, prefix), status_code in list(self.fail_requests.items()):
+                if handler.command == method and path.startswith(prefix):
+                    raise ApiError(status_code, "rpc error: No cluster leader")
             self._check_request(handler.command, path, query, handler.headers.get("X-Nomad-Token"))
             result = self._route(handler.command, path, query, record.body)
             if isinstance(result, bytes):
-                content_type, data = "text/plain; charset=utf-8", result
+                # Stream Logs' plain answer names no charset (command/agent/fs_endpoint.go).
+                content_type, data = "text/plain", result
                 body = result.decode(errors="replace")
             else:
                 body = json.dumps(result)
@@ -208,6 +237,21 @@ class StandIn:
                 with cluster.lock:
                     job = cluster.jobs.get((ns, match.group(1)))
                     return [a.stub() for a in job.allocs] if job else []
+        elif match := re.fullmatch(r"/v1/job/([^/]+)/evaluations", path):
+            if method == "GET":
+                with cluster.lock:
+                    return [
+                        dict(e)
+                        for e in cluster.evals.values()
+                        if (e["Namespace"], e["JobID"]) == (ns, match.group(1))
+                    ]
+        elif match := re.fullmatch(r"/v1/evaluation/([^/]+)", path):
+            if method == "GET":
+                with cluster.lock:
+                    evaluation = cluster.evals.get(match.group(1))
+                    if evaluation is None:
+                        raise ApiError(404, "eval not found")
+                    return dict(evaluation)
         elif match := re.fullmatch(r"/v1/job/([^/]+)", path):
             if method == "GET":
                 with cluster.lock:

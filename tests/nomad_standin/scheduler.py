@@ -1,11 +1,14 @@
 """Scheduling: jobs registered and deregistered, their one allocation placed, stopped, signalled.
 
-No evaluations and no real scheduler: one node, no placement failures. An allocation is placed
-`placement_delay_s` after register (ClientStatus "pending"); `processes` then runs its task.
+One node in one datacenter with a CPU and memory capacity. Each register creates an evaluation
+that is settled `placement_delay_s` later: the allocation placed (ClientStatus "pending";
+`processes` then runs its task), or, when no node fits, the evaluation completes with
+`FailedTGAllocs` and a `BlockedEval` (blocked evaluations are never unblocked here).
 """
 
 from __future__ import annotations
 
+import fnmatch
 import signal
 import threading
 import uuid
@@ -30,55 +33,70 @@ def list_jobs(cluster: Cluster, ns: str, query: dict[str, str]) -> list[dict[str
         ]
 
 
+def invalid(message: str) -> ApiError:
+    """A job validation error as real Nomad answers it: HTTP 500, plain text. Validation runs
+    in the Job.Register RPC (nomad/job_endpoint.go, nomad/job_endpoint_hooks.go) and returns a
+    multierror without an HTTP code, which the HTTP layer answers with 500
+    (command/agent/http.go, `wrap`)."""
+    return ApiError(500, f"1 error occurred:\n\t* {message}\n\n")
+
+
 def validate(cluster: Cluster, ns: str, job: Any) -> None:
-    """Refuse what Nomad refuses (and what the stand-in cannot run) with a 400."""
+    """Refuse what Nomad refuses (500, see `invalid`; 400 where the HTTP layer checks, as
+    command/agent/job_endpoint.go does) and what the stand-in cannot run (400, "stand-in:")."""
     if not isinstance(job, dict):
         raise ApiError(400, "Job must be specified")
-    if not job.get("ID") or " " in str(job["ID"]):
-        raise ApiError(400, "1 error occurred:\n\t* Missing job ID or it contains a space")
+    if not job.get("ID"):
+        raise ApiError(400, "Job ID hasn't been provided")
+    if " " in str(job["ID"]):
+        raise invalid("Job ID contains a space")
     if job.get("Type") not in ("service", "batch", "system", "sysbatch"):
-        raise ApiError(400, f"Invalid job type: {job.get('Type')!r}")
+        raise invalid(f"Invalid job type: {job.get('Type')!r}")
     if job.get("Namespace", ns) != ns:
-        raise ApiError(400, "mismatched request namespace")
+        raise ApiError(500, "mismatched request namespace in request")
     if cluster.region and job.get("Region") not in (None, cluster.region):
         raise ApiError(400, f"job region {job.get('Region')!r} is not {cluster.region!r}")
     if not job.get("Datacenters"):
-        raise ApiError(400, "Missing job datacenters")
+        raise invalid("Missing job datacenters")
     meta = job.get("Meta") or {}
     if not all(isinstance(v, str) for v in meta.values()):
-        raise ApiError(400, "job Meta values must be strings")
+        raise ApiError(400, "stand-in: job Meta values must be strings")
     groups = job.get("TaskGroups")
     if not groups:
-        raise ApiError(400, "Missing job task groups")
+        raise invalid("Missing job task groups")
     if len(groups) != 1 or groups[0].get("Count", 1) != 1:
         raise ApiError(400, "stand-in: exactly one task group of count 1")
     tasks = groups[0].get("Tasks")
     if not groups[0].get("Name") or not tasks or len(tasks) != 1:
-        raise ApiError(400, "Missing tasks for task group (stand-in: exactly one)")
+        raise invalid("Task group validation failed: Missing tasks for task group")
     task = tasks[0]
     if not task.get("Name"):
-        raise ApiError(400, "Missing task name")
+        raise invalid("Task group bot validation failed: Missing task name")
     driver = task.get("Driver")
     config = task.get("Config") or {}
     if driver not in DRIVERS:
         raise ApiError(400, f"stand-in: driver {driver!r} is not one of {DRIVERS}")
     if driver == "docker" and not config.get("image"):
-        raise ApiError(400, "docker driver: image is required")
+        raise invalid("Task bot validation failed: docker driver: image is required")
     if driver != "docker" and not config.get("command"):
-        raise ApiError(400, f"{driver} driver: command is required")
+        raise invalid(f"Task bot validation failed: {driver} driver: command is required")
     resources = task.get("Resources") or {}
     if resources.get("CPU", 100) < 1:
-        raise ApiError(400, "minimum CPU value is 1")
+        raise invalid("Task bot validation failed: minimum CPU value is 1")
     if resources.get("MemoryMB", 300) < 10:
-        raise ApiError(400, "minimum MemoryMB value is 10")
+        raise invalid("Task bot validation failed: minimum MemoryMB value is 10")
     env = task.get("Env") or {}
     if not all(isinstance(v, str) for v in env.values()):
-        raise ApiError(400, "task Env values must be strings")
+        raise ApiError(400, "stand-in: task Env values must be strings")
+    disconnect = groups[0].get("Disconnect") or {}
+    if disconnect.get("StopOnClientAfter") is not None and disconnect.get("LostAfter"):
+        # nomad/structs/group.go, DisconnectStrategy.Validate
+        raise invalid("Disconnect cannot be configured with both lost_after and stop_after")
     for template in task.get("Templates") or []:
         if not template.get("DestPath"):
-            raise ApiError(400, "Must specify a destination for the template")
+            raise invalid("Template 1 validation failed: Must specify a destination")
         if template.get("Envvars") and template.get("ChangeMode") == "signal":
-            raise ApiError(400, "cannot use signals with env var templates")
+            raise invalid("Template 1 validation failed: cannot use signals with env var templates")
         parse_env_template(template.get("EmbeddedTmpl", ""))
 
 
@@ -93,7 +111,7 @@ def register(cluster: Cluster, ns: str, body: Any) -> dict[str, Any]:
         index = cluster.next_index()
         job = Job(spec=spec, namespace=ns, create_index=index, modify_index=index)
         cluster.jobs[(ns, job.id)] = job
-        eval_id = str(uuid.uuid4())
+        eval_id = new_eval(cluster, job, "job-register")
         job.placement = threading.Timer(cluster.placement_delay_s, _place, (cluster, job, eval_id))
         job.placement.daemon = True
         job.placement.start()
@@ -109,9 +127,13 @@ def register(cluster: Cluster, ns: str, body: Any) -> dict[str, Any]:
 
 
 def deregister(cluster: Cluster, ns: str, job_id: str, purge: bool) -> dict[str, Any]:
-    """Stop a Job: every allocation is stopped; `purge` forgets the job too."""
+    """Stop a Job: every allocation is stopped; `purge` forgets the job too. An unknown job
+    answers 200 with an empty EvalID, as Job.Deregister returns nil when there is no job
+    (nomad/job_endpoint.go)."""
     with cluster.lock:
-        job = cluster.get_job(ns, job_id)
+        job = cluster.jobs.get((ns, job_id))
+        if job is None:
+            return {"EvalID": "", "EvalCreateIndex": 0, "JobModifyIndex": 0, "Index": 0}
         job.stop = True
         if job.placement:
             job.placement.cancel()
@@ -119,12 +141,15 @@ def deregister(cluster: Cluster, ns: str, job_id: str, purge: bool) -> dict[str,
         job.modify_index = index
         for alloc in job.allocs:
             stop_alloc(cluster, alloc)
+        for evaluation in cluster.evals.values():  # a blocked evaluation goes with its job
+            if evaluation["JobID"] == job_id and evaluation["Status"] == "blocked":
+                evaluation["Status"] = "canceled"
         if purge:
             del cluster.jobs[(ns, job_id)]
             for alloc in job.allocs:
                 cluster.allocs.pop(alloc.id, None)
         return {
-            "EvalID": str(uuid.uuid4()),
+            "EvalID": new_eval(cluster, job, "job-deregister", status="complete"),
             "EvalCreateIndex": index,
             "JobModifyIndex": index,
             "Index": index,
@@ -136,12 +161,83 @@ def deregister(cluster: Cluster, ns: str, job_id: str, purge: bool) -> dict[str,
 # ---- allocations -------------------------------------------------------------------------
 
 
-def _place(cluster: Cluster, job: Job, eval_id: str) -> None:
-    """Place the job's one allocation on the one node; its task starts a little later."""
+def new_eval(cluster: Cluster, job: Job, trigger: str, *, status: str = "pending") -> str:
+    """Caller holds the lock. An evaluation of the job (api/evaluations.go's fields we read)."""
+    eval_id = str(uuid.uuid4())
+    index = cluster.next_index()
+    cluster.evals[eval_id] = {
+        "ID": eval_id,
+        "Namespace": job.namespace,
+        "JobID": job.id,
+        "Type": job.spec.get("Type", "service"),
+        "TriggeredBy": trigger,
+        "Status": status,
+        "StatusDescription": "",
+        "FailedTGAllocs": None,
+        "BlockedEval": "",
+        "PreviousEval": "",
+        "CreateIndex": index,
+        "ModifyIndex": index,
+    }
+    return eval_id
+
+
+def _fits(cluster: Cluster, job: Job) -> dict[str, Any] | None:
+    """Caller holds the lock. None when the node takes the job's task, else the AllocMetric of
+    the failed placement (nomad/structs/structs.go, AllocMetric)."""
+    patterns = job.spec.get("Datacenters") or []
+    if not any(fnmatch.fnmatchcase(cluster.datacenter, p) for p in patterns):
+        # No node in the job's datacenters: none is even evaluated.
+        return {
+            "NodesEvaluated": 0,
+            "NodesFiltered": 0,
+            "NodesInPool": 1,
+            "NodesAvailable": dict.fromkeys(patterns, 0),
+            "NodesExhausted": 0,
+        }
+    task = job.spec["TaskGroups"][0]["Tasks"][0]
+    want = task.get("Resources") or {}
+    used_cpu, used_mem = cluster.used_resources()
+    exhausted = {}
+    if used_cpu + want.get("CPU", 100) > cluster.cpu_mhz:
+        exhausted["cpu"] = 1
+    if used_mem + want.get("MemoryMB", 300) > cluster.memory_mb:
+        exhausted["memory"] = 1
+    if not exhausted:
+        return None
+    return {
+        "NodesEvaluated": 1,
+        "NodesFiltered": 0,
+        "NodesInPool": 1,
+        "NodesAvailable": {cluster.datacenter: 1},
+        "NodesExhausted": 1,
+        "DimensionExhausted": exhausted,
+    }
+
+
+def _place(cluster: Cluster, job: Job, eval_id: str, previous: Alloc | None = None) -> None:
+    """Settle the evaluation: place the job's allocation on the one node (its task starts a
+    little later), or, when it does not fit, complete the evaluation with FailedTGAllocs and a
+    blocked evaluation, as the scheduler does (scheduler/generic_sched.go)."""
     with cluster.lock:
         if job.stop or cluster.jobs.get((job.namespace, job.id)) is not job:
             return
         group = job.spec["TaskGroups"][0]
+        evaluation = cluster.evals.get(eval_id)
+        failure = _fits(cluster, job)
+        if failure is not None:
+            blocked = new_eval(cluster, job, "queued-allocs", status="blocked")
+            cluster.evals[blocked]["PreviousEval"] = eval_id
+            if evaluation is not None:
+                evaluation.update(
+                    Status="complete",
+                    FailedTGAllocs={group["Name"]: failure},
+                    BlockedEval=blocked,
+                    ModifyIndex=cluster.next_index(),
+                )
+            return
+        if evaluation is not None:
+            evaluation.update(Status="complete", ModifyIndex=cluster.next_index())
         alloc_id = str(uuid.uuid4())
         index = cluster.next_index()
         alloc = Alloc(
@@ -154,6 +250,7 @@ def _place(cluster: Cluster, job: Job, eval_id: str) -> None:
             dir=cluster.workdir / alloc_id,
             create_index=index,
             modify_index=index,
+            previous_alloc=previous.id if previous else "",
         )
         alloc.events.append(event("Received", DisplayMessage="Task received by client"))
         job.allocs.append(alloc)
@@ -202,8 +299,14 @@ def signal_alloc(cluster: Cluster, alloc_id: str, body: dict[str, Any]) -> dict[
             sig = signal.Signals[body.get("Signal") or "SIGKILL"]
         except KeyError:
             raise ApiError(400, f"unsupported signal {body.get('Signal')!r}") from None
+        if cluster.denies("alloc-lifecycle"):
+            # client/alloc_endpoint.go, Allocations.Signal: a token without alloc-lifecycle
+            raise ApiError(403, "Permission denied")
         if alloc.proc is None or alloc.proc.poll() is not None:
-            raise ApiError(400, "Task not running")
+            # The task runner's ErrTaskNotRunning, un-coded: HTTP 500 (client/alloc_endpoint.go,
+            # command/agent/http.go)
+            name = alloc.task["Name"]
+            raise ApiError(500, f"Failed to signal task: {name}, err: Task not running")
         message = f"Task being sent signal {sig.name}"
         alloc.events.append(event("Signaling", TaskSignal=sig.name, DisplayMessage=message))
         cluster.touch(alloc)
@@ -211,16 +314,63 @@ def signal_alloc(cluster: Cluster, alloc_id: str, body: dict[str, Any]) -> dict[
         return {}
 
 
+def _replaces_lost(job: Job) -> bool:
+    """Whether Nomad replaces an allocation whose node is down: Disconnect.Replace, true unless
+    set (nomad/structs/group.go, NewDefaultDisconnectStrategy), whatever the reschedule policy
+    says (scheduler/reconciler/filters.go, reconcile_cluster.go `computePlacements`)."""
+    disconnect = job.spec["TaskGroups"][0].get("Disconnect") or {}
+    return disconnect.get("Replace") is not False
+
+
+def _replace(cluster: Cluster, job: Job, alloc: Alloc) -> None:
+    """Caller holds the lock. Place a replacement of `alloc` (a new evaluation, as Nomad's
+    node-update evaluation does)."""
+    eval_id = new_eval(cluster, job, "node-update")
+    timer = threading.Timer(cluster.placement_delay_s, _place, (cluster, job, eval_id, alloc))
+    timer.daemon = True
+    timer.start()
+
+
 def lose(cluster: Cluster, alloc: Alloc) -> None:
-    """The node running the allocation went away: the process dies, the alloc is lost."""
+    """The node running the allocation went away for good (down, then collected): the process
+    dies and the allocation is lost; Nomad places a replacement unless Disconnect.Replace is
+    false (`_replaces_lost`)."""
     with cluster.lock:
         alloc.client_status = "lost"
         alloc.client_description = "alloc is lost since its node is down"
         alloc.task_state = "dead"
         alloc.finished_at = iso_now()
         cluster.touch(alloc)
+        job = cluster.jobs.get((alloc.namespace, alloc.job_id))
+        if job is not None and not job.stop and _replaces_lost(job):
+            _replace(cluster, job, alloc)
     if alloc.proc and alloc.proc.poll() is None:
         signal_group(alloc.proc, signal.SIGKILL)
+
+
+def disconnect(cluster: Cluster, alloc: Alloc) -> None:
+    """The node stops talking to the servers while its task runs on. With Disconnect.Replace
+    false the allocation turns "unknown" and nothing replaces it, and the client stops the task
+    after StopOnClientAfter (client/heartbeatstop.go); otherwise it is lost and replaced while
+    the original runs on (scheduler/reconciler/filters.go)."""
+    with cluster.lock:
+        job = cluster.jobs.get((alloc.namespace, alloc.job_id))
+        replace = job is None or _replaces_lost(job)
+        alloc.client_status = "lost" if replace else "unknown"
+        alloc.client_description = "alloc is lost since its node is down"
+        cluster.touch(alloc)
+        if job is not None and not job.stop and replace:
+            _replace(cluster, job, alloc)
+        stop_after = (
+            None
+            if job is None
+            else (job.spec["TaskGroups"][0].get("Disconnect") or {}).get("StopOnClientAfter")
+        )
+    alloc.partitioned = True  # its exit is never reported to the servers
+    if stop_after is not None and alloc.proc is not None:
+        timer = threading.Timer(stop_after / 1e9, signal_group, (alloc.proc, signal.SIGKILL))
+        timer.daemon = True
+        timer.start()
 
 
 def shut_down(cluster: Cluster) -> None:

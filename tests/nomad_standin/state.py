@@ -96,6 +96,9 @@ class Alloc:
     events: list[dict[str, Any]] = field(default_factory=list)
     proc: subprocess.Popen[bytes] | None = None
     kill_timer: threading.Timer | None = None
+    previous_alloc: str = ""
+    #: Its node cannot reach the servers: what the task does is never reported.
+    partitioned: bool = False
 
     @property
     def terminal(self) -> bool:
@@ -129,6 +132,7 @@ class Alloc:
                 }
             },
             "FollowupEvalID": "",
+            "PreviousAllocation": self.previous_alloc,
             "RescheduleTracker": None,
             "PreemptedAllocations": None,
             "PreemptedByAllocation": "",
@@ -164,11 +168,13 @@ class Job:
 
     def summary(self) -> dict[str, Any]:
         group = self.spec["TaskGroups"][0]["Name"]
-        counts = dict.fromkeys(("Queued", "Complete", "Failed", "Running", "Starting", "Lost"), 0)
+        counts = dict.fromkeys(
+            ("Queued", "Complete", "Failed", "Running", "Starting", "Lost", "Unknown"), 0
+        )
         if not self.allocs and not self.stop:
             counts["Queued"] = 1
         names = {"pending": "Starting", "running": "Running", "complete": "Complete"}
-        names |= {"failed": "Failed", "lost": "Lost"}
+        names |= {"failed": "Failed", "lost": "Lost", "unknown": "Unknown"}
         for alloc in self.allocs:
             counts[names[alloc.client_status]] += 1
         return {
@@ -234,21 +240,44 @@ class Cluster:
         region: str | None,
         placement_delay_s: float,
         image_command: list[str] | None,
+        datacenter: str = "dc1",
+        cpu_mhz: int = 100_000,
+        memory_mb: int = 262_144,
     ) -> None:
         self.workdir = workdir
         self.region = region
+        #: The one node's datacenter and capacity (what the scheduler places against).
+        self.datacenter = datacenter
+        self.cpu_mhz = cpu_mhz
+        self.memory_mb = memory_mb
+        #: ACL capabilities the token lacks (e.g. "alloc-lifecycle"): those calls answer 403.
+        self.denied: set[str] = set()
         self.placement_delay_s = placement_delay_s
         #: What a docker task runs here, in place of its image.
         self.image_command = image_command or [sys.executable, "-m", "bot_runtime"]
         self.jobs: dict[tuple[str, str], Job] = {}
         self.variables: dict[tuple[str, str], dict[str, Any]] = {}
         self.allocs: dict[str, Alloc] = {}
+        self.evals: dict[str, dict[str, Any]] = {}
         self.index = 1
         self.lock = threading.RLock()
 
     def next_index(self) -> int:
         self.index += 1
         return self.index
+
+    def denies(self, capability: str) -> bool:
+        return capability in self.denied
+
+    def used_resources(self) -> tuple[int, int]:
+        """CPU MHz and MemoryMB of the allocations the node runs (or is about to)."""
+        cpu = mem = 0
+        for alloc in self.allocs.values():
+            if alloc.client_status in ("pending", "running"):
+                resources = alloc.task.get("Resources") or {}
+                cpu += resources.get("CPU", 100)
+                mem += resources.get("MemoryMB", 300)
+        return cpu, mem
 
     def touch(self, alloc: Alloc) -> None:
         alloc.modify_index = self.next_index()
