@@ -54,44 +54,112 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
     return status
 
 
-async def _run(
-    host: str,
-    port: int,
-    make: Callable[[], Request],
-    connections: int,
-    duration_s: float,
-    ok: set[int],
-) -> LoadResult:
-    result = LoadResult(duration_s=duration_s)
-    stop_at = time.perf_counter() + duration_s
-    hostport = f"{host}:{port}"
+@dataclass
+class Stream:
+    """One kind of request in a run: closed loop over `connections` connections (each sends
+    its next request when the previous answer came), or paced at `rate_per_s` (open loop, one
+    connection per request in flight, so a slow answer does not delay the next request)."""
 
-    async def worker() -> None:
-        reader, writer = await asyncio.open_connection(host, port)
-        try:
-            while time.perf_counter() < stop_at:
-                data = _encode(hostport, make())
-                began = time.perf_counter()
-                try:
-                    writer.write(data)
-                    status = await _read_response(reader)
-                except (OSError, asyncio.IncompleteReadError, ValueError):
-                    result.errors += 1
-                    writer.close()
-                    reader, writer = await asyncio.open_connection(host, port)
-                    continue
-                result.statuses[status] = result.statuses.get(status, 0) + 1
-                if status in ok:
-                    result.latencies.append(time.perf_counter() - began)
-                else:
-                    result.errors += 1
-        finally:
-            writer.close()
+    make: Callable[[], Request]
+    connections: int = 32
+    rate_per_s: float | None = None
+    ok: set[int] = field(default_factory=lambda: {200})
 
+
+async def _exchange(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, data: bytes
+) -> tuple[int, float]:
     began = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(connections)))
-    result.duration_s = time.perf_counter() - began
-    return result
+    writer.write(data)
+    status = await _read_response(reader)
+    return status, time.perf_counter() - began
+
+
+async def _closed_worker(
+    host: str, port: int, stream: Stream, result: LoadResult, stop_at: float
+) -> None:
+    hostport = f"{host}:{port}"
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        while time.perf_counter() < stop_at:
+            try:
+                status, took = await _exchange(reader, writer, _encode(hostport, stream.make()))
+            except (OSError, asyncio.IncompleteReadError, ValueError):
+                result.errors += 1
+                writer.close()
+                reader, writer = await asyncio.open_connection(host, port)
+                continue
+            _count(result, stream, status, took)
+    finally:
+        writer.close()
+
+
+async def _paced_worker(
+    host: str, port: int, stream: Stream, result: LoadResult, stop_at: float
+) -> None:
+    """Requests at fixed times; idle connections are kept for the next ones."""
+    assert stream.rate_per_s
+    hostport = f"{host}:{port}"
+    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    pending: set[asyncio.Task[None]] = set()
+
+    async def one() -> None:
+        reader, writer = idle.pop() if idle else await asyncio.open_connection(host, port)
+        try:
+            status, took = await _exchange(reader, writer, _encode(hostport, stream.make()))
+        except (OSError, asyncio.IncompleteReadError, ValueError):
+            result.errors += 1
+            writer.close()
+            return
+        _count(result, stream, status, took)
+        idle.append((reader, writer))
+
+    interval = 1 / stream.rate_per_s
+    next_at = time.perf_counter()
+    while next_at < stop_at:
+        await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+        task = asyncio.create_task(one())
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+        next_at += interval
+    if pending:
+        await asyncio.wait(pending)
+    for _, writer in idle:
+        writer.close()
+
+
+def _count(result: LoadResult, stream: Stream, status: int, took: float) -> None:
+    result.statuses[status] = result.statuses.get(status, 0) + 1
+    if status in stream.ok:
+        result.latencies.append(took)
+    else:
+        result.errors += 1
+
+
+async def _run(host: str, port: int, streams: list[Stream], duration_s: float) -> list[LoadResult]:
+    results = [LoadResult(duration_s=duration_s) for _ in streams]
+    stop_at = time.perf_counter() + duration_s
+    workers = []
+    for stream, result in zip(streams, results, strict=True):
+        if stream.rate_per_s:
+            workers.append(_paced_worker(host, port, stream, result, stop_at))
+        else:
+            workers += [
+                _closed_worker(host, port, stream, result, stop_at)
+                for _ in range(stream.connections)
+            ]
+    began = time.perf_counter()
+    await asyncio.gather(*workers)
+    for result in results:
+        result.duration_s = time.perf_counter() - began
+    return results
+
+
+def run_streams(url: str, streams: list[Stream], *, duration_s: float = 10.0) -> list[LoadResult]:
+    """Run every stream against `url` (http://host:port) at once for `duration_s` seconds;
+    one result per stream."""
+    host, port = url.removeprefix("http://").rstrip("/").split(":")
+    return asyncio.run(_run(host, int(port), streams, duration_s))
 
 
 def run_load(
@@ -103,8 +171,14 @@ def run_load(
     ok: set[int] | None = None,
 ) -> LoadResult:
     """Hammer `url` (http://host:port) with requests from `make` for `duration_s` seconds."""
-    host, port = url.removeprefix("http://").rstrip("/").split(":")
-    return asyncio.run(_run(host, int(port), make, connections, duration_s, ok or {200}))
+    stream = Stream(make, connections=connections, ok=ok or {200})
+    return run_streams(url, [stream], duration_s=duration_s)[0]
+
+
+def each_once(items: list[str]) -> Callable[[], str]:
+    """Every item in order, then again from the start (a warm-up touches each once)."""
+    position = iter(range(1 << 62))
+    return lambda: items[next(position) % len(items)]
 
 
 def picker(items: list[str]) -> Callable[[], str]:

@@ -10,6 +10,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 import anyio.to_thread
 from apscheduler.schedulers.background import BackgroundScheduler
 from fastapi import FastAPI
+from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from manager.admission import DatabaseAdmission
@@ -28,11 +29,14 @@ from manager.event_stream import EventWaker
 from manager.events import wake_on_commit
 from manager.housekeeping import Housekeeping
 from manager.leader import LeaderLease
+from manager.liveness import HeartbeatBuffer
 from manager.loops import IntervalLoop
 from manager.rate_limit import RateLimit, RateLimiter
 from manager.reconciler import Reconciler
 from manager.sealing import load_box
 from manager.services.fleet import Fleet
+from manager.services.heartbeats import Heartbeats
+from manager.token_cache import BotTokenCache, publish_bot_changes
 from manager.webhooks.sender import WebhookSender
 
 log = logging.getLogger(__name__)
@@ -128,6 +132,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis_users = BotRedisUsers(settings.redis_url or "") if settings.bot_redis_acl else None
         if redis_users is not None:
             stack.callback(redis_users.close)
+        app.state.heartbeats = heartbeats = _heartbeats(stack, app.state.sessions, settings)
         fleet = Fleet(
             fleet_id=fleet_id(app.state.sessions, settings),
             box=load_box(settings),
@@ -164,7 +169,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             IntervalLoop(
                 "webhooks", sender.run_once, interval_s=settings.webhook_interval_s, lease=lease
             ),
+            # Every replica writes the heartbeats it received (not leader-only).
+            IntervalLoop(
+                "heartbeats", heartbeats.flush, interval_s=settings.heartbeat_flush_interval_s
+            ),
         ]
+        stack.callback(_flush_at_exit, heartbeats)  # runs after the scheduler has stopped
         scheduler = BackgroundScheduler(timezone="UTC")
         for loop in loops:
             loop.schedule(scheduler)
@@ -176,6 +186,32 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             engine.url.render_as_string(hide_password=True),
         )
         yield
+
+
+def _heartbeats(
+    stack: AsyncExitStack, sessions: sessionmaker[Session], settings: Settings
+) -> Heartbeats:
+    """The heartbeat path: its buffer and, unless disabled, the bot-token cache with its
+    listener and the commit hook that keeps every process' cache true."""
+    cache = None
+    if settings.token_cache_size > 0:
+        cache = BotTokenCache(
+            settings.redis_url or "",
+            max_entries=settings.token_cache_size,
+            ttl_s=settings.token_cache_ttl_s,
+        )
+        publisher = publish_bot_changes(sessions, settings.redis_url or "", cache)
+        stack.callback(publisher.close)
+        cache.start()
+        stack.callback(cache.close)
+    return Heartbeats(sessions, HeartbeatBuffer(settings.heartbeat_buffer_max), cache)
+
+
+def _flush_at_exit(heartbeats: Heartbeats) -> None:
+    try:
+        heartbeats.flush()
+    except Exception as exc:  # the database is gone: the bots' next heartbeats go elsewhere
+        log.warning("heartbeats not written at exit: %s", exc)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -97,6 +97,24 @@ class Settings(BaseSettings):
     start_timeout_s: float = Field(
         120.0, gt=0, description="How long a bot may stay `starting` before it fails."
     )
+    heartbeat_flush_s: float = Field(
+        1.0,
+        gt=0,
+        description="Heartbeats are coalesced in memory and written in one batch this often "
+        "(and at least twice per heartbeat interval).",
+    )
+    heartbeat_buffer_max: int = Field(
+        200_000, ge=1, description="Most bots whose heartbeats one manager process holds at once."
+    )
+    token_cache_size: int = Field(
+        100_000,
+        ge=0,
+        description="Bot tokens each manager process keeps authenticated in memory; 0 = none "
+        "(every callback reads the database).",
+    )
+    token_cache_ttl_s: float = Field(
+        300.0, gt=0, description="A cached bot token is read from the database again after this."
+    )
     launch_timeout_s: float = Field(
         60.0,
         gt=0,
@@ -297,6 +315,13 @@ class Settings(BaseSettings):
     def heartbeat_lost_after_s(self) -> float:
         """No heartbeat for this long means the bot is lost (never shorter than its budget)."""
         return self.heartbeat_s * self.heartbeats_missed
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def heartbeat_flush_interval_s(self) -> float:
+        """How often coalesced heartbeats are written: the setting, but never more than half a
+        heartbeat interval, so a written heartbeat is never more than one interval late."""
+        return min(self.heartbeat_flush_s, self.heartbeat_s / 2)
 
     @computed_field  # type: ignore[prop-decorator]
     @property

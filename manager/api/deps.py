@@ -63,6 +63,9 @@ def _token(authorization: str | None) -> str:
     return token
 
 
+bot_token = _token  # a bot sends its token the same way
+
+
 def get_current_user(session: SessionDep, authorization: AuthHeader = None) -> User:
     return auth.user_for_token(session, token=_token(authorization))
 

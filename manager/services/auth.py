@@ -9,6 +9,7 @@ from manager.errors import Forbidden, Unauthorized
 from manager.models import Bot, User
 from manager.security import digest, same
 from manager.services.users import user_for_key
+from manager.token_cache import KnownBot
 
 
 def user_for_token(session: Session, *, token: str) -> User:
@@ -31,6 +32,22 @@ def bot_for_token(session: Session, *, token: str, bot_id: str, lock: bool) -> B
     owner = session.scalar(query.with_for_update() if lock else query)
     if owner is None or owner.token_hash is None or not same(owner.token_hash, hashed):
         raise Unauthorized("invalid_token", "this bot token is unknown or its bot has ended")
-    if owner.id != bot_id:
-        raise Forbidden("foreign_bot", "a bot's token is valid for its own paths only")
+    check_bot_path(owner.id, bot_id)
     return owner
+
+
+def known_bot_for_digest(session: Session, *, hashed: str) -> KnownBot:
+    """The bot a token digest belongs to and its status, for the token cache
+    (`manager/token_cache.py`); 401 as `bot_for_token` when it belongs to no live bot."""
+    row = session.execute(
+        select(Bot.id, Bot.status, Bot.token_hash).where(Bot.token_hash == hashed)
+    ).first()
+    if row is None or row.token_hash is None or not same(row.token_hash, hashed):
+        raise Unauthorized("invalid_token", "this bot token is unknown or its bot has ended")
+    return KnownBot(bot_id=row.id, status=row.status)
+
+
+def check_bot_path(owner_id: str, bot_id: str) -> None:
+    """A live bot's token on another bot's path is 403 and changes nothing."""
+    if owner_id != bot_id:
+        raise Forbidden("foreign_bot", "a bot's token is valid for its own paths only")

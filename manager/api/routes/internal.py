@@ -4,14 +4,25 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 
-from manager.api.deps import CallingBot, LockedCallingBot, SessionDep
+from manager.api.deps import (
+    AuthHeader,
+    BotPath,
+    CallingBot,
+    LockedCallingBot,
+    SessionDep,
+    bot_token,
+)
 from manager.api.pages import PageQuery
 from manager.errors import error_responses
 from manager.schemas import AckIn, CallbackIn, CallbackOut, CommandPublic, Page
+from manager.services import auth
 from manager.services import commands as command_records
 from manager.services.callbacks import apply_callback
+from manager.services.unit_of_work import unit_of_work
 
 router = APIRouter(
     prefix="/internal/bots/{bot_id}",
@@ -19,14 +30,29 @@ router = APIRouter(
     responses=error_responses(400, 401, 403, 404, 409, 413, 422, 503),
 )
 
-# A callback that changes the bot authenticates and locks its row in one statement
-# (`LockedCallingBot`), in the request's one transaction.
+# A callback that changes the bot authenticates and locks its row in one statement, in one
+# transaction. A heartbeat changes nothing but liveness: it is authenticated from memory and
+# coalesced (`manager/services/heartbeats.py`), without a transaction or a worker thread.
 
 
 @router.post("/callbacks", response_model=CallbackOut)
-def callback(bot: LockedCallingBot, body: CallbackIn, session: SessionDep) -> CallbackOut:
-    changed = apply_callback(session, bot, body)
-    return CallbackOut(status=bot.status, changed=changed)
+async def callback(
+    request: Request, bot_id: BotPath, body: CallbackIn, authorization: AuthHeader = None
+) -> CallbackOut:
+    token = bot_token(authorization)
+    if body.event == "heartbeat":
+        status = await request.app.state.heartbeats.accept(token=token, bot_id=bot_id)
+        return CallbackOut(status=status, changed=False)
+    return await run_in_threadpool(_apply, request.app.state.sessions, token, bot_id, body)
+
+
+def _apply(
+    sessions: sessionmaker[Session], token: str, bot_id: str, body: CallbackIn
+) -> CallbackOut:
+    with unit_of_work(sessions) as session:
+        bot = auth.bot_for_token(session, token=token, bot_id=bot_id, lock=True)
+        changed = apply_callback(session, bot, body)
+        return CallbackOut(status=bot.status, changed=changed)
 
 
 @router.get("/commands", response_model=Page[dict[str, Any]])
