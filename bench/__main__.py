@@ -7,7 +7,7 @@ Figures (issue 8), each beside its floor measured in the same run:
 3. command round trip with bots running              (bench/commands.py)
 4. the manager under load: callbacks/s, GETs/s, p99  (bench/load.py)
 5. memory: manager RSS by records, runtime per bot   (bench/memory.py)
-6. the reconciler's tick with 10,000 records         (bench/reconciler_tick.py)
+6. the reconciler's tick, 10,000 / 100,000 records (bench/reconciler_tick.py), per database
 9. fairness: a polite user's p99 during a flood      (bench/fairness.py)
 
 The services (PostgreSQL, a Docker Engine, the images) must be up: `make bench` starts them.
@@ -49,9 +49,11 @@ ORDER = [
     "burst_process",
     "burst_docker",
     "command_round_trip",
+    "command_round_trip_simulated",
     "manager_load",
     "memory",
     "reconciler_tick",
+    "reconciler_tick_sqlite",
     "fairness_flood",
 ]
 
@@ -176,7 +178,13 @@ def main() -> int:
         "--only", nargs="+", choices=FAMILIES, default=list(FAMILIES), help="run only these phases"
     )
     parser.add_argument("--bots", type=int, default=50, help="start latency samples per backend")
-    parser.add_argument("--burst-process", type=int, default=200)
+    parser.add_argument(
+        "--burst-process",
+        type=int,
+        default=1000,
+        help="POSTs at once (issue 16); the floor's runtimes are stopped before the manager's "
+        "start, so the peak is N runtimes: N x a runtime's PSS must fit in memory",
+    )
     parser.add_argument("--burst-docker", type=int, default=50)
     parser.add_argument("--command-bots", type=int, default=100, help="bots running for fig. 3")
     parser.add_argument("--commands", type=int, default=200, help="command round trips")
@@ -208,6 +216,7 @@ def main() -> int:
                         redis_server.url,
                         connections=args.connections,
                         duration_s=args.load_seconds,
+                        commands_count=args.commands,
                     ),
                 )
                 if outcome is not None:
@@ -223,10 +232,13 @@ def main() -> int:
                     ),
                 )
             if "reconciler" in args.only:
-                run.attempt(
-                    "reconciler_tick",
-                    lambda: reconciler_tick.run(tmp, redis_server.url, ticks=args.ticks),
-                )
+                for database in reconciler_tick.DATABASES:
+                    run.attempt(
+                        reconciler_tick.key(database),
+                        lambda database=database: reconciler_tick.run(
+                            tmp, redis_server.url, database=database, ticks=args.ticks
+                        ),
+                    )
         finally:
             redis_server.stop()
     if manager_rss or mem.get("runtime_process") or mem.get("runtime_docker"):

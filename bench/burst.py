@@ -1,79 +1,130 @@
-"""Figure 2, burst: N POSTs at once; the time until all N are `active`, bots per second, errors.
+"""Figure 2, burst: N POSTs at once; the time until all N are `active`, bots per second, errors,
+and each POST's latency (p50/p99).
 
 The floor is N bare runtimes (process spawns or `docker run`s) started at once, timed until all
-have called back `started`. The manager's bots are left running for the next figures; the
-caller stops them (`common.stop_all`).
+have called back `started`; they are stopped before the manager's burst begins, so the two never
+share the machine. The manager's bots are left running for the next figures; the caller stops
+them (`common.stop_all`).
+
+Progress is read from the database (one count query a poll), not through the API: polling 1,000
+bots' pages several times a second would load the manager being measured. The time until all are
+active is the latest `active_at` (the wall clock of the callback's transaction) since the first
+POST was sent.
+
+`python -m bench.burst --count N` runs this figure alone (optionally without the floor, and with
+a py-spy profile of the manager) for iterating on the launch path.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import subprocess
+import sys
+import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 
 import httpx
+from sqlalchemy import create_engine, text
 
 from bench.common import (
     TERMINAL,
     CallbackReceiver,
     Figure,
+    bench_manager,
     docker_run_bare,
-    list_all,
+    latency_stats,
+    ms,
     ratio,
     remove_floor_containers,
     spawn_bare_runtime,
+    stop_all,
     stop_processes,
 )
-from tests.support import Manager
+from tests.support import Manager, RedisServer
 
 WAIT_POLL_S = 0.25
 
 
-async def _post_all(url: str, key: str, count: int) -> list[tuple[int, str | None]]:
-    """`count` POST /bots sent at once: (status code, bot id or None) each; a transport error
-    counts as status 0."""
+async def _post_all(url: str, key: str, count: int) -> list[tuple[int, str | None, float]]:
+    """`count` POST /bots sent at once: (status code, bot id or None, seconds) each; a transport
+    error counts as status 0."""
     limits = httpx.Limits(max_connections=count, max_keepalive_connections=count)
     headers = {"Authorization": f"Bearer {key}"}
     async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=120) as c:
 
-        async def one() -> tuple[int, str | None]:
+        async def one() -> tuple[int, str | None, float]:
+            began = time.perf_counter()
             try:
                 response = await c.post("/bots", json={"bot": "demo", "config": {}})
             except httpx.HTTPError:
-                return 0, None
-            return response.status_code, response.json().get("id") if response.is_success else None
+                return 0, None, time.perf_counter() - began
+            took = time.perf_counter() - began
+            bot_id = response.json().get("id") if response.is_success else None
+            return response.status_code, bot_id, took
 
         return await asyncio.gather(*(one() for _ in range(count)))
+
+
+def _wait_settled(database_url: str, ids: set[str], timeout: float) -> dict[str, datetime]:
+    """Poll the database until every bot of `ids` is active or ended: {bot id: active_at} of
+    those that became active (ended ones are missing)."""
+    engine = create_engine(database_url)
+    settled = ", ".join(f"'{status}'" for status in sorted({"active", *TERMINAL}))
+    count = text(f"SELECT count(*) FROM bots WHERE id = ANY(:ids) AND status IN ({settled})")
+    wanted = sorted(ids)
+    deadline = time.monotonic() + timeout
+    try:
+        with engine.connect() as conn:
+            while conn.execute(count, {"ids": wanted}).scalar_one() < len(wanted):
+                conn.rollback()  # a fresh snapshot each poll
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(WAIT_POLL_S)
+            rows = conn.execute(
+                text("SELECT id, active_at FROM bots WHERE id = ANY(:ids) AND status = 'active'"),
+                {"ids": wanted},
+            )
+            return {bot_id: at for bot_id, at in rows}
+    finally:
+        engine.dispose()
 
 
 def manager_burst(manager: Manager, count: int) -> tuple[dict[str, float], list[str], httpx.Client]:
     """Fire the burst and wait until every accepted bot is active (or ended)."""
     user, client = manager.new_user(max_bots=count + 10)
+    wall = time.time()
     began = time.perf_counter()
     answers = asyncio.run(_post_all(manager.url, user["api_key"], count))
     posted = time.perf_counter() - began
-    ids = [bot_id for code, bot_id in answers if code == 201 and bot_id]
-    errors = sum(1 for code, _ in answers if code != 201)
+    ids = [bot_id for code, bot_id, _ in answers if code == 201 and bot_id]
+    codes: dict[str, int] = {}
+    for code, _, _ in answers:
+        if code != 201:
+            codes[str(code)] = codes.get(str(code), 0) + 1
+    errors = len(answers) - len(ids)
     wanted = set(ids)
-    failed: set[str] = set()
-    deadline = time.monotonic() + 600
-    while True:
-        bots = {b["id"]: b["status"] for b in list_all(client)}
-        active = {b for b in wanted if bots.get(b) == "active"}
-        failed = {b for b in wanted if bots.get(b) in TERMINAL}
-        if len(active) + len(failed) >= len(wanted) or time.monotonic() > deadline:
-            break
-        time.sleep(WAIT_POLL_S)
-    elapsed = time.perf_counter() - began
+    active = _wait_settled(manager.database_url, wanted, timeout=900)
+    settled = time.perf_counter() - began
+    last = max((at.timestamp() for at in active.values()), default=wall) - wall
+    post = latency_stats([took for _, _, took in answers], 50, 99)
     values = {
         "bots": count,
-        "all_active_s": elapsed,
-        "bots_per_s": len(active) / elapsed,
+        "all_active_s": last if len(active) == len(wanted) else settled,
+        "bots_per_s": len(active) / max(last, 1e-9),
         "posts_answered_s": posted,
-        "errors": errors + len(failed) + len(wanted - active - failed),
+        "post_p50_s": post["p50_s"],
+        "post_p99_s": post["p99_s"],
+        "post_max_s": post["max_s"],
+        "errors": errors + len(wanted) - len(active),
         "non_201": errors,
-        "failed": len(failed),
+        "non_201_codes": codes,
+        "not_active": len(wanted) - len(active),
     }
     return values, sorted(active), client
 
@@ -117,7 +168,8 @@ def measure(
         label=f"burst [{backend}] ({count} POSTs at once)",
         measured=(
             f"all active in {values['all_active_s']:.1f} s, {values['bots_per_s']:.1f} bots/s,"
-            f" errors {values['errors']}"
+            f" POST p50 {ms(values['post_p50_s'])}, p99 {ms(values['post_p99_s'])}"
+            f" (all answered in {values['posts_answered_s']:.1f} s), errors {values['errors']}"
         ),
         floor_text=(
             f"{count} x {label} {floor['all_started_s']:.1f} s, {floor['bots_per_s']:.1f} bots/s"
@@ -127,6 +179,71 @@ def measure(
         floor={"what": f"{count} x {label} at once, until all called back `started`", **floor},
         ratio=r,
         ratio_of="time until all active / floor time until all started",
-        notes="errors = non-201 answers + bots that ended instead of becoming active",
+        notes="errors = non-201 answers + accepted bots that did not become active; POST"
+        " latency is each request's, sent all at once (so the tail includes the queue)",
     )
     return figure, active, client
+
+
+@contextmanager
+def _profiled(pid: int, out: Path | None) -> Iterator[None]:
+    """py-spy record of `pid` (raw collapsed stacks) while the block runs; nothing without out."""
+    if out is None:
+        yield
+        return
+    spy = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("py-spy")),
+            "record",
+            "-p",
+            str(pid),
+            "-o",
+            str(out),
+            "-f",
+            "raw",
+            "-r",
+            "50",
+            "--nonblocking",
+            "--gil",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield
+    finally:
+        spy.send_signal(2)  # SIGINT: py-spy writes the profile and exits
+        spy.wait(60)
+
+
+def main() -> None:
+    """This figure alone: `python -m bench.burst --count 1000 [--no-floor] [--profile out.txt]`."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--count", type=int, default=1000)
+    parser.add_argument("--backend", choices=("process", "docker"), default="process")
+    parser.add_argument("--no-floor", action="store_true", help="measure the manager only")
+    parser.add_argument("--profile", type=Path, help="py-spy raw profile of the manager")
+    parser.add_argument("--env", nargs="*", default=[], help="manager settings, KEY=VALUE")
+    args = parser.parse_args()
+    extra = dict(item.split("=", 1) for item in args.env)
+    with tempfile.TemporaryDirectory(prefix="botfleet-burst-") as name:
+        tmp = Path(name)
+        redis_server = RedisServer(tmp / "redis")
+        redis_server.start()
+        try:
+            with bench_manager(tmp / "m", redis_server.url, backend=args.backend, extra=extra) as m:
+                assert m.proc is not None
+                if not args.no_floor:
+                    floor = floor_burst(args.backend, args.count, redis_server.url, tmp)
+                    print(f"floor: {floor}", flush=True)
+                with _profiled(m.proc.pid, args.profile):
+                    values, active, client = manager_burst(m, args.count)
+                print(f"manager: {values}", flush=True)
+                with client:
+                    stop_all(client, active, timeout=600)
+        finally:
+            redis_server.stop()
+
+
+if __name__ == "__main__":
+    main()

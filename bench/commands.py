@@ -7,11 +7,14 @@ on a bare runtime's Redis channel, timed until its ack reaches the stub receiver
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import redis
@@ -26,7 +29,7 @@ from bench.common import (
     spawn_bare_runtime,
     stop_processes,
 )
-from bot_runtime.protocol import sign_command, signing_key
+from bot_runtime.protocol import command_channel, sign_command, signing_key
 
 POLL_S = 0.005  # how often the client looks at the command
 
@@ -133,4 +136,127 @@ def measure(
         ratio_of="p50 / floor p50",
         samples={"manager": samples, "floor": floor},
         notes="client-observed; the command's status is polled every 5 ms",
+    )
+
+
+class SimulatedBots:
+    """Many bots without processes: one Redis connection subscribed to every bot's command
+    channel, acking each command over HTTP with that bot's token, as the runtime does. Records
+    when each ack was answered (the command is `acked` in the database by then)."""
+
+    def __init__(self, manager_url: str, redis_url: str, tokens: dict[str, str]) -> None:
+        self.manager_url, self.redis_url, self.tokens = manager_url, redis_url, tokens
+        self.acked: dict[str, float] = {}
+        self.failed_acks = 0
+        self._cond = threading.Condition()
+        self._ready = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
+
+    def __enter__(self) -> SimulatedBots:
+        self._thread.start()
+        if not self._ready.wait(60):
+            raise TimeoutError("the simulated bots never subscribed")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def wait_ack(self, command_id: str, timeout: float) -> float | None:
+        with self._cond:
+            self._cond.wait_for(lambda: command_id in self.acked, timeout)
+            return self.acked.get(command_id)
+
+    async def _main(self) -> None:
+        import redis.asyncio as aioredis
+
+        client = aioredis.Redis.from_url(self.redis_url)
+        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        channels = [command_channel(bot_id) for bot_id in self.tokens]
+        for start in range(0, len(channels), 500):
+            await pubsub.subscribe(*channels[start : start + 500])
+        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+        async with httpx.AsyncClient(base_url=self.manager_url, limits=limits) as http:
+            self._ready.set()
+            pending: set[asyncio.Task[None]] = set()
+            while not self._stop.is_set():
+                message = await pubsub.get_message(timeout=0.2)
+                if message is None:
+                    continue
+                task = asyncio.create_task(self._ack(http, message))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+            if pending:
+                await asyncio.wait(pending)
+        await pubsub.aclose()
+        await client.aclose()
+
+    async def _ack(self, http: httpx.AsyncClient, message: dict[str, Any]) -> None:
+        bot_id = message["channel"].decode().rsplit(":", 1)[1]
+        command_id = json.loads(message["data"])["id"]
+        response = await http.post(
+            f"/internal/bots/{bot_id}/commands/{command_id}/ack",
+            json={"ok": True},
+            headers={"Authorization": f"Bearer {self.tokens[bot_id]}"},
+        )
+        with self._cond:
+            if response.status_code == 200:
+                self.acked.setdefault(command_id, time.perf_counter())
+            else:
+                self.failed_acks += 1
+            self._cond.notify_all()
+
+
+def simulated_samples(
+    client: httpx.Client, simulated: SimulatedBots, count: int
+) -> tuple[list[float], int, dict[str, int]]:
+    """`count` round trips over the simulated bots, in turn: PATCH sent → ack answered."""
+    samples: list[float] = []
+    lost = 0
+    errors: dict[str, int] = {}
+    bot_ids = list(simulated.tokens)
+    for i in range(count):
+        bot_id = bot_ids[i % len(bot_ids)]
+        began = time.perf_counter()
+        response = client.patch(f"/bots/{bot_id}/config", json={"config": {"n": i}})
+        if response.status_code != 202:
+            code = f"{response.status_code} {response.json().get('detail', {}).get('code', '')}"
+            errors[code.strip()] = errors.get(code.strip(), 0) + 1
+            continue
+        acked = simulated.wait_ack(response.json()["id"], timeout=30)
+        if acked is None:
+            lost += 1
+        else:
+            samples.append(acked - began)
+    return samples, lost, errors
+
+
+def measure_simulated(
+    client: httpx.Client, manager_url: str, redis_url: str, tokens: dict[str, str], count: int
+) -> Figure:
+    """The round trip with `len(tokens)` simulated bots (figure 3b); its floor is figure 3's."""
+    with SimulatedBots(manager_url, redis_url, tokens) as simulated:
+        simulated_samples(client, simulated, 10)  # warm-up
+        samples, lost, errors = simulated_samples(client, simulated, count)
+    values = latency_stats(samples, 50, 99) | {
+        "bots_simulated": len(tokens),
+        "not_acked": lost,
+        "patch_errors": errors,
+        "failed_acks": simulated.failed_acks,
+    }
+    return Figure(
+        key="command_round_trip_simulated",
+        title=f"Command round trip, PATCH config → acked, {len(tokens):,} simulated bots",
+        label=f"command round trip ({count} PATCHes, {len(tokens)} simulated bots)",
+        measured=(
+            f"p50 {ms(values['p50_s'])}, p99 {ms(values['p99_s'])}, not acked {lost},"
+            f" PATCH errors {sum(errors.values())}"
+        ),
+        floor_text="see the round trip with running bots (Redis publish → runtime → ack)",
+        ratio_text="",
+        values=values,
+        samples={"manager (simulated bots)": samples},
+        notes="each simulated bot is a subscription on one Redis connection that acks over HTTP"
+        " with the bot's token; timed from the PATCH to the ack's answer (no polling)",
     )

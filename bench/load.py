@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 
+from bench import commands
 from bench.common import (
     BENCH_ENV,
     Figure,
@@ -44,6 +45,7 @@ RECORD_STEPS = (200, 1000, 10_000)
 #: A user's reads while the fleet heartbeats (requests/s each, paced: a person or a dashboard).
 USER_GETS_PER_S = 10.0
 USER_LISTS_PER_S = 5.0
+SIMULATED_COMMAND_BOTS = 1000
 
 
 @contextmanager
@@ -163,9 +165,15 @@ def _streams(tokens: dict[str, str], api_key: str, connections: int) -> list[Str
 
 
 def run(
-    root: Path, redis_url: str, *, connections: int = 32, duration_s: float = 10.0
-) -> tuple[Figure, dict[str, float]]:
-    """The load figure and the manager's RSS (MiB) by number of active records."""
+    root: Path,
+    redis_url: str,
+    *,
+    connections: int = 32,
+    duration_s: float = 10.0,
+    commands_count: int = 200,
+) -> tuple[Figure, dict[str, float], Figure]:
+    """The load figure, the manager's RSS (MiB) by number of active records, and the command
+    round trip with `SIMULATED_COMMAND_BOTS` of those records acking as simulated bots."""
     rss: dict[str, float] = {}
     with bench_manager(root / "load", redis_url, extra=LOAD_ENV) as manager:
         user, client = manager.new_user(max_bots=RECORD_STEPS[-1] + 100)
@@ -186,6 +194,10 @@ def run(
             )
             assert manager.proc is not None
             rss["after_load"] = mib(rss_bytes(manager.proc.pid))
+            simulated = dict(list(tokens.items())[:SIMULATED_COMMAND_BOTS])
+            round_trip = commands.measure_simulated(
+                client, manager.url, redis_url, simulated, count=commands_count
+            )
     with floor_server() as url:
         floor_beats, floor_gets, floor_lists = run_streams(
             url, _streams(tokens, user["api_key"], connections), duration_s=duration_s
@@ -233,4 +245,4 @@ def run(
         f" ~{c['rps'] * float(BENCH_ENV['BOTFLEET_HEARTBEAT_S']):,.0f} bots; the user's reads are"
         f" paced ({USER_GETS_PER_S:.0f}/s and {USER_LISTS_PER_S:.0f}/s)",
     )
-    return figure, rss
+    return figure, rss, round_trip

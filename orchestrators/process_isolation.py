@@ -7,7 +7,9 @@ read another bot's /proc/PID/environ, memory or files, nor the manager's (its da
 atomically (mkdir), so managers sharing a work root never hand one uid to two live bots; the
 directory is removed, and the uid freed, when the workload is removed. Every process of that
 uid is the bot's: stop and remove kill them all, wherever they moved (setsid cannot escape a
-uid). Resource limits are set by util-linux `prlimit` as a prefix of the bot's command, so they
+uid). The uid and gids are switched by util-linux `setpriv` as the first prefix of the bot's
+command (Popen's own switch, used without `setpriv`, would make CPython fork the whole manager
+instead of vfork). Resource limits are set by util-linux `prlimit`, the next prefix, so they
 hold before the bot's first instruction (no preexec_fn, which is unsafe with threads); without
 `prlimit`, `resource.prlimit` sets them on the pid right after the spawn (a short window).
 cgroups are not used: they are not available to this backend in general (no delegated cgroup
@@ -19,10 +21,13 @@ they go through a pipe whose read end the child inherits (`bot_runtime.env.SECRE
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import math
 import os
 import resource
+import select
 import shutil
 import signal
 import subprocess
@@ -140,27 +145,75 @@ def ensure_traversable_root(root: Path, mode: int = 0o711) -> None:
         root.chmod(mode)
 
 
-def claim_uid_dir(work_root: Path, uid_base: int, uid_count: int, gid: int) -> tuple[int, Path]:
-    """A uid of the range that no live process holds, with its new working directory (0700,
-    owned by it). mkdir is atomic, so two launches (or two managers) never get the same uid."""
-    ensure_traversable_root(work_root)
-    busy = uids_in_use(uid_base, uid_base + uid_count)
-    for uid in range(uid_base, uid_base + uid_count):
-        if uid in busy:
-            continue
-        path = work_root / str(uid)
-        try:
-            path.mkdir(mode=0o700)
-        except FileExistsError:
-            continue
-        try:
-            os.chown(path, uid, gid)
-            path.chmod(0o700)
-        except OSError:
-            path.rmdir()
-            raise
-        return uid, path
-    raise OSError(f"every uid of {uid_base}..{uid_base + uid_count - 1} is taken")
+class UidClaims:
+    """Hands out the bots' uids: one no live process holds, with its new working directory (0700,
+    owned by it). mkdir is atomic, so two launches (or two managers) never get the same uid.
+
+    Finding a free uid must not cost a burst of launches a scan of every process per launch (a
+    thousand bots: a thousand /proc reads each, and mkdir failing on every claimed uid from the
+    start of the range). So the scan of live processes is reused for `scan_ttl_s`, and the search
+    starts after the last uid claimed. Reusing a scan is safe: a uid free in it and without a
+    directory can only gain a process through a claim (mkdir, which fails for the second
+    claimer); the one way to leave processes behind without a directory is a removal whose
+    sweep failed, and `taint` keeps such a uid busy here until a fresh scan shows it free (another
+    manager's such uid is seen at its next scan, at most `scan_ttl_s` later).
+    """
+
+    def __init__(
+        self, work_root: Path, uid_base: int, uid_count: int, gid: int, *, scan_ttl_s: float = 1.0
+    ) -> None:
+        self.work_root, self.uid_base, self.uid_count, self.gid = (
+            work_root,
+            uid_base,
+            uid_count,
+            gid,
+        )
+        self.scan_ttl_s = scan_ttl_s
+        self._lock = threading.Lock()
+        self._busy: set[int] = set()
+        self._scanned_at = -math.inf
+        self._tainted: set[int] = set()
+        self._next = uid_base
+        self._root_ready = False
+
+    def taint(self, uid: int) -> None:
+        """`uid` still has processes although its bot was removed: never hand it out until a scan
+        finds none."""
+        with self._lock:
+            self._tainted.add(uid)
+
+    def claim(self) -> tuple[int, Path]:
+        with self._lock:
+            if not self._root_ready:
+                ensure_traversable_root(self.work_root)
+                self._root_ready = True
+            now = time.monotonic()
+            if now - self._scanned_at > self.scan_ttl_s:
+                self._busy = uids_in_use(self.uid_base, self.uid_base + self.uid_count)
+                self._tainted &= self._busy
+                self._scanned_at = now
+            end = self.uid_base + self.uid_count
+            for offset in range(self.uid_count):
+                uid = self.uid_base + (self._next - self.uid_base + offset) % self.uid_count
+                if uid in self._busy or uid in self._tainted:
+                    continue
+                path = self.work_root / str(uid)
+                try:
+                    path.mkdir(mode=0o700)
+                except FileExistsError:
+                    continue
+                except FileNotFoundError:  # the root was removed meanwhile: make it again
+                    ensure_traversable_root(self.work_root)
+                    path.mkdir(mode=0o700)
+                try:
+                    os.chown(path, uid, self.gid)
+                    path.chmod(0o700)
+                except OSError:
+                    path.rmdir()
+                    raise
+                self._next = uid + 1 if uid + 1 < end else self.uid_base
+                return uid, path
+        raise OSError(f"every uid of {self.uid_base}..{end - 1} is taken")
 
 
 def remove_dir(path: Path) -> None:
@@ -200,13 +253,44 @@ _PRLIMIT_OPTION = {
 }
 
 
+@functools.cache
+def _prlimit_binary() -> str | None:
+    return shutil.which("prlimit")
+
+
 def prlimit_prefix(limits: Mapping[int, int]) -> list[str] | None:
     """`prlimit --as=N:N ... --` (soft = hard: the bot cannot raise them), or None without the
-    util-linux command."""
-    binary = shutil.which("prlimit")
+    util-linux command (looked up once per manager)."""
+    binary = _prlimit_binary()
     if binary is None or not limits:
         return None if binary is None else []
     return [binary, *(f"{_PRLIMIT_OPTION[k]}={v}:{v}" for k, v in limits.items()), "--"]
+
+
+@functools.cache
+def _setpriv_binary() -> str | None:
+    return shutil.which("setpriv")
+
+
+def setpriv_prefix(uid: int, gid: int) -> list[str] | None:
+    """`setpriv --reuid=U --regid=G --clear-groups --`: the bot's real, effective and saved uid
+    and gid, and no supplementary groups, set before it execs the rest of the command (what
+    Popen's user/group/extra_groups=[] do, without forcing a fork of the manager); None without
+    the util-linux command (looked up once per manager)."""
+    binary = _setpriv_binary()
+    if binary is None:
+        return None
+    return [binary, f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--"]
+
+
+def lower_priority(pid: int, increment: int) -> None:
+    """Make a just-spawned bot `increment` nicer than the manager (a scheduling preference, not
+    a limit: an idle machine still gives it every cycle). Set on the pid right after the spawn,
+    while it still runs the launch prefixes; its threads and children inherit it."""
+    with suppress(ProcessLookupError):
+        os.setpriority(
+            os.PRIO_PROCESS, pid, min(19, os.getpriority(os.PRIO_PROCESS, 0) + increment)
+        )
 
 
 def apply_limits_after_spawn(pid: int, limits: Mapping[int, int]) -> None:
@@ -246,10 +330,19 @@ def probe_as_uid(argv: Sequence[str], *, uid: int, gid: int, env: Mapping[str, s
 
 
 def send_secret_env(write_fd: int, secret_env: Mapping[str, str], *, name: str) -> None:
-    """Write the secret variables as one JSON object into the pipe, then close it, from a short
-    daemon thread (a payload larger than the pipe's buffer must not block the launch). A child
-    that died before reading (EPIPE) is no error: its exit tells the rest."""
+    """Write the secret variables as one JSON object into the pipe, then close it. A payload that
+    fits in PIPE_BUF is written at once (a pipe always takes that much without blocking); a
+    larger one from a short daemon thread, since it must not block the launch. A child that died
+    before reading (EPIPE) is no error: its exit tells the rest."""
     payload = json.dumps(dict(secret_env)).encode()
+    if len(payload) <= select.PIPE_BUF:
+        try:
+            os.write(write_fd, payload)
+        except OSError as exc:
+            log.debug("secret pipe of %s closed early: %s", name, exc.strerror)
+        finally:
+            os.close(write_fd)
+        return
 
     def write() -> None:
         try:

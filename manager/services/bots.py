@@ -15,7 +15,6 @@ from manager.lifecycle.store import transition
 from manager.models import Bot, BotLabel, BotTransition, User, new_id
 from manager.schemas import BotCreate
 from manager.services.pages import PageRequest, read_page
-from manager.services.users import get_user
 
 LIVE_VALUES = [s.value for s in LIVE]
 
@@ -50,28 +49,27 @@ def create_bot(
 ) -> Bot:
     """Insert a `requested` bot, within the user's limit.
 
-    The user's row is locked first, so concurrent creations for one user queue here and the
-    count below cannot be stale: no check-then-insert race. A limit of 0 means no bots.
+    The bot is inserted first; then the user's row is locked and the user's live bots counted,
+    this one included, and the whole insert rolls back if that is over the limit. Concurrent
+    creations for one user queue on that lock, and each count runs after the previous holder
+    committed (READ COMMITTED: a fresh snapshot per statement), so it is never stale: no
+    check-then-insert race. The lock is taken last so that it is held only for the count and
+    the commit, not for the whole request: a burst of one user's POSTs then runs in parallel
+    except for that short queue. `FOR NO KEY UPDATE` (PostgreSQL), not `FOR UPDATE`: it still
+    excludes every other creator, but not the `FOR KEY SHARE` that inserting a row referencing
+    the user takes, so the insert above never waits for, nor deadlocks with, another creator.
+    A POST with a `dedup_key` takes the lock first (as every POST once did), so that parallel
+    duplicates queue and each is told the live bot's id. A limit of 0 means no bots.
     """
-    user: User = get_user(session, user_id, for_update=True)
-    live = session.scalar(
-        select(func.count())
-        .select_from(Bot)
-        .where(Bot.user_id == user.id, Bot.status.in_(LIVE_VALUES))
-    )
-    if (live or 0) >= user.max_concurrent_bots:
-        raise TooMany(
-            "concurrency_limit",
-            f"{live} of {user.max_concurrent_bots} concurrent bots are running; "
-            "stop one or ask for a higher limit",
-            limit=user.max_concurrent_bots,
-        )
-    if data.dedup_key is not None:
-        _refuse_duplicate(session, user_id=user.id, dedup_key=data.dedup_key)
+    if session.get(User, user_id) is None:  # loaded by authentication: no query
+        raise NotFound("user_not_found", f"no user {user_id}")
+    if data.dedup_key is not None:  # under the lock, so a racing duplicate is told the bot's id
+        _lock_user(session, user_id)
+        _refuse_duplicate(session, user_id=user_id, dedup_key=data.dedup_key)
     restart = data.restart
     bot = Bot(
         id=new_id(),
-        user_id=user.id,
+        user_id=user_id,
         status=BotStatus.REQUESTED.value,
         status_reason="created",
         orchestrator=orchestrator,
@@ -92,14 +90,47 @@ def create_bot(
     )
     session.add(bot)
     session.add_all(BotLabel(bot_id=bot.id, key=k, value=v) for k, v in data.labels.items())
+    _insert(session)
+    _check_limit(session, user_id=user_id)
+    return bot
+
+
+def _insert(session: Session) -> None:
     try:
         session.flush()
     except IntegrityError as exc:
         if "uq_bots_user_dedup_live" not in str(exc.orig):
             raise
-        # The partial unique index caught a duplicate that raced past the check above.
+        # The partial unique index caught a duplicate that raced past the check.
         raise Conflict("duplicate_bot", "a live bot with this dedup_key exists") from exc
-    return bot
+
+
+def _lock_user(session: Session, user_id: str) -> int:
+    """Lock the user's row (`FOR NO KEY UPDATE`: see `create_bot`); its current limit."""
+    limit = session.scalar(  # key_share: FOR NO KEY UPDATE
+        select(User.max_concurrent_bots).where(User.id == user_id).with_for_update(key_share=True)
+    )
+    if limit is None:
+        raise NotFound("user_not_found", f"no user {user_id}")
+    return limit
+
+
+def _check_limit(session: Session, *, user_id: str) -> None:
+    """Under the user's row lock, refuse (429) when the user's live bots, the one just
+    inserted included, are more than its limit."""
+    limit = _lock_user(session, user_id)
+    live = session.scalar(
+        select(func.count())
+        .select_from(Bot)
+        .where(Bot.user_id == user_id, Bot.status.in_(LIVE_VALUES))
+    )
+    if (live or 0) > limit:
+        raise TooMany(
+            "concurrency_limit",
+            f"{(live or 1) - 1} of {limit} concurrent bots are running; "
+            "stop one or ask for a higher limit",
+            limit=limit,
+        )
 
 
 def _refuse_duplicate(session: Session, *, user_id: str, dedup_key: str) -> None:
