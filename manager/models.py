@@ -27,6 +27,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship,
 from manager.lifecycle.states import BotStatus
 
 TERMINAL_SQL = "status IN ('completed', 'failed')"
+#: The live bots, as the partial index `ix_bots_live` states them: a query uses that index only
+#: when its WHERE clause says exactly this (PostgreSQL and SQLite prove coverage by matching).
+LIVE_SQL = f"NOT ({TERMINAL_SQL})"
 
 
 def utcnow() -> datetime:
@@ -148,6 +151,13 @@ class Bot(Base):
         Index("ix_bots_user_created", "user_id", "id"),
         Index("ix_bots_status", "status"),
         Index("ix_bots_ended_at", "ended_at"),  # retention finds the oldest ended bots
+        # The reconciler reads every live bot each tick, whatever the number of ended ones.
+        Index(
+            "ix_bots_live",
+            "status",
+            postgresql_where=text(LIVE_SQL),
+            sqlite_where=text(LIVE_SQL),
+        ),
         # A dedup_key is unique among one user's live bots, enforced by the database.
         Index(
             "uq_bots_user_dedup_live",

@@ -1,8 +1,12 @@
 """The reconciler: compares the database with the orchestrator's view and repairs the difference.
 
 One short function per state, in its own module (`starting`, `active`, `stopping`), each
-re-reading the bot before acting and logging when it changed underneath; `workloads` handles
-workloads without a live record. Each bot and each workload is isolated from the others'
+judging a bot's row and returning the repair it needs; `workloads` handles workloads without a
+live record. A pass costs what the live bots cost, never the ended ones: one query reads every
+live row (through the partial index `ix_bots_live`), one listing asks the engine about every
+workload (`context.Listing`), and a bot is judged on that snapshot without a query of its own.
+Only a bot that needs a repair is read again, judged again on the fresh row (logged when it
+changed underneath), and repaired. Each bot and each workload is isolated from the others'
 failures. It reaps only on positive proof of death (the engine says the workload exited, or a
 listing confirms it is gone): an engine that cannot be asked changes nothing.
 
@@ -18,24 +22,43 @@ its own: `manager/housekeeping.py`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 
-from sqlalchemy import select
+from sqlalchemy import select, text
+from sqlalchemy.orm import load_only
 
 from manager import metrics
 from manager.clock import database_now
 from manager.lifecycle import BotStatus, IllegalTransition
 from manager.loops import StepsFailed, database_unreachable, describe
-from manager.models import Bot
+from manager.models import LIVE_SQL, Bot
 from manager.reconciler.active import reconcile_active
-from manager.reconciler.context import Context, log
+from manager.reconciler.context import Context, Listing, Repair, log
 from manager.reconciler.starting import reconcile_requested, reconcile_starting
 from manager.reconciler.stopping import reconcile_stopping
 from manager.reconciler.workloads import exit_grace_s, reconcile_workloads
 from manager.services.fleet import Fleet
 
 S = BotStatus
-PerState = Callable[[Context, str], None]
+PerState = Callable[[Context, Bot], Repair | None]
+
+#: What the per-state functions judge a bot by: a pass reads only these columns of the live
+#: rows (a bot that needs a repair is read again whole). Reading another column of the
+#: snapshot raises (the row is detached), so a judge that needs more cannot go unnoticed.
+SNAPSHOT = (
+    Bot.id,
+    Bot.status,
+    Bot.attempt,
+    Bot.runtime_ref,
+    Bot.start_at,
+    Bot.started_at,
+    Bot.active_at,
+    Bot.next_attempt_at,
+    Bot.last_heartbeat_at,
+    Bot.stop_requested_at,
+    Bot.max_duration_s,
+)
 
 #: Which function looks after a bot in each live status, in the order a pass visits them.
 PER_STATE: dict[BotStatus, PerState] = {
@@ -53,13 +76,22 @@ class Reconciler:
         self.failed_steps: list[str] = []
 
     def run_once(self) -> list[str]:
-        """One full pass: every live bot by status, then every workload. Never raises; returns
-        the errors it isolated, as `where: error` lines."""
+        """One full pass: every live bot by status, then every workload, from one read of the
+        live rows and one listing. Never raises; returns the errors it isolated, as
+        `where: error` lines."""
         self.failed_steps = []
         errors: list[str] = []
-        for status in PER_STATE:
-            errors += self.reconcile(status)
-        errors += self.reconcile_workloads()
+        try:
+            live = self._live_bots()
+        except Exception as exc:
+            live = None
+            errors.append(self._step_failed("read_live_bots", exc))
+        ctx = replace(self.ctx, listing=Listing.of(self.ctx.fleet))  # after the rows: see Listing
+        if live is not None:
+            for status in PER_STATE:
+                seen = [bot for bot in live if bot.status == status]
+                errors += self._reconcile(ctx, status, seen)
+        errors += self._reconcile_workloads(ctx)
         self.last_errors = errors
         return errors
 
@@ -70,32 +102,61 @@ class Reconciler:
             raise StepsFailed("; ".join(self.failed_steps))
 
     def reconcile(self, status: BotStatus) -> list[str]:
-        """Every bot in `status`, one at a time; returns the errors of those that raised."""
-        step, errors = f"reconcile_{status.value}", []
+        """Every bot in `status` (one step of a pass, for tests); returns the errors of those
+        that raised."""
         try:
-            with self.ctx.fleet.sessions() as session:
-                self.ctx.listening.observe(database_now(session))
-                ids = list(session.scalars(select(Bot.id).where(Bot.status == status)))
+            live = self._live_bots(status)
         except Exception as exc:
-            return [self._step_failed(step, exc)]
-        for bot_id in ids:
-            try:
-                PER_STATE[status](self.ctx, bot_id)
-            except IllegalTransition as exc:
-                log.info("bot %s changed underneath the reconciler: %s", bot_id, exc)
-            except Exception as exc:
-                errors.append(self._failed(step, bot_id, exc))
-        return errors
+            return [self._step_failed(f"reconcile_{status.value}", exc)]
+        return self._reconcile(replace(self.ctx, listing=Listing.of(self.ctx.fleet)), status, live)
 
     def reconcile_workloads(self) -> list[str]:
         """Orphans, lost launches' workloads and ended workloads; returns the errors."""
+        return self._reconcile_workloads(self.ctx)
+
+    def visit(self, ctx: Context, status: BotStatus, seen: Bot) -> None:
+        """Judge the bot on the pass's snapshot; only if it needs a repair, read it again and
+        repair what the fresh row still needs (a callback may have moved it meanwhile)."""
+        judge = PER_STATE[status]
+        if judge(ctx, seen) is None:
+            return  # the common case: no query, no transaction
+        bot = ctx.reread(seen.id, status)
+        if bot is None:
+            return
+        repair = judge(ctx, bot)
+        if repair is not None:
+            repair()
+
+    def _live_bots(self, status: BotStatus | None = None) -> Sequence[Bot]:
+        """Every live bot (or those in `status`) in one query, through `ix_bots_live` (its
+        predicate, word for word), `SNAPSHOT`'s columns only; observes the database's clock
+        (`context.Listening`)."""
+        query = select(Bot).options(load_only(*SNAPSHOT)).where(text(LIVE_SQL))
+        if status is not None:
+            query = query.where(Bot.status == status)
+        with self.ctx.fleet.sessions() as session:
+            self.ctx.listening.observe(database_now(session))
+            return session.scalars(query).all()
+
+    def _reconcile(self, ctx: Context, status: BotStatus, bots: Sequence[Bot]) -> list[str]:
+        step, errors = f"reconcile_{status.value}", []
+        for bot in bots:
+            try:
+                self.visit(ctx, status, bot)
+            except IllegalTransition as exc:
+                log.info("bot %s changed underneath the reconciler: %s", bot.id, exc)
+            except Exception as exc:
+                errors.append(self._failed(step, bot.id, exc))
+        return errors
+
+    def _reconcile_workloads(self, ctx: Context) -> list[str]:
         step, errors = "reconcile_workloads", []
 
         def on_error(where: str, exc: Exception) -> None:
             errors.append(self._failed(step, where, exc))
 
         try:
-            reconcile_workloads(self.ctx, on_error)
+            reconcile_workloads(ctx, on_error)
         except Exception as exc:
             errors.append(self._step_failed(step, exc))
         return errors
@@ -125,4 +186,4 @@ class Reconciler:
         return f"{where}: {exc}"
 
 
-__all__ = ["PER_STATE", "Reconciler", "exit_grace_s"]
+__all__ = ["PER_STATE", "SNAPSHOT", "Reconciler", "exit_grace_s"]

@@ -1,10 +1,12 @@
 """What every per-state function of the reconciler shares: the fleet, the engine's word on a
-workload (only when it positively knows), and storing an attempt's end if nothing moved first."""
+workload (only when it positively knows: from the tick's one listing, else by asking), and
+storing an attempt's end if nothing moved first."""
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -21,11 +23,15 @@ from orchestrators.base import (
     LABEL_BOT_ID,
     Orchestrator,
     OrchestratorError,
+    Workload,
     WorkloadState,
     WorkloadStatus,
 )
 
 log = logging.getLogger("manager.reconciler")
+
+#: What a per-state function found to do about a bot; None when nothing.
+Repair = Callable[[], object]
 
 
 def older_than(moment: datetime | None, seconds: float) -> bool:
@@ -72,12 +78,44 @@ class Listening:
             self.since = None
 
 
+class Listing:
+    """The tick's one look at every workload of this fleet (a per-bot call to the engine costs
+    as much as the listing itself: thousands of them made the tick slow).
+
+    Taken after the live rows were read, so every `runtime_ref` in those rows was stored before
+    it. A workload in the listing is judged by what the listing says; one missing from it is
+    asked about on its own (`Context.confirmed_status`). `error` is set when the engine could
+    not be listed: then nothing is known about any workload this tick.
+    """
+
+    def __init__(
+        self, workloads: Iterable[Workload] = (), *, error: Exception | None = None
+    ) -> None:
+        self.workloads = list(workloads)
+        self.error = error
+        self._by_ref = {w.runtime_ref: w for w in self.workloads}
+
+    @classmethod
+    def of(cls, fleet: Fleet) -> Listing:
+        """This fleet's workloads now; never raises (an engine that cannot answer is `error`)."""
+        try:
+            return cls(fleet.workloads())
+        except Exception as exc:
+            log.warning("cannot list the workloads: %s", exc)
+            return cls(error=exc)
+
+    def get(self, runtime_ref: str) -> Workload | None:
+        return self._by_ref.get(runtime_ref)
+
+
 @dataclass(frozen=True)
 class Context:
-    """The reconciler's view of the installation, handed to each per-state function."""
+    """The reconciler's view of the installation, handed to each per-state function; a pass
+    hands them a copy carrying its `listing` (None: none taken, ask the engine per bot)."""
 
     fleet: Fleet
     listening: Listening = field(default_factory=Listening)
+    listing: Listing | None = None
 
     @property
     def settings(self) -> Settings:
@@ -113,11 +151,20 @@ class Context:
     def confirmed_status(self, bot: Bot) -> WorkloadStatus | None:
         """The workload's status when the engine positively knows it, else None.
 
-        A "not found" from inspect is confirmed by a listing before anyone acts on it: the
-        reconciler reaps only on positive proof of death.
+        The tick's listing answers for the workloads it shows. A "not found" from inspect is
+        confirmed by a listing of the bot's workloads made now (the tick's may predate a
+        relaunch) before anyone acts on it: the reconciler reaps only on positive proof of
+        death. Nothing is known when this tick's listing failed: the engine cannot be asked.
         """
         if not bot.runtime_ref:
             return None
+        if self.listing is not None:
+            if self.listing.error is not None:
+                return None
+            listed = self.listing.get(bot.runtime_ref)
+            if listed is not None:
+                status = listed.status
+                return status if status.state != WorkloadState.UNKNOWN else None
         try:
             status = self.orchestrator.inspect(bot.runtime_ref)
             if status.state == WorkloadState.NOT_FOUND:

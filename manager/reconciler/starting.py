@@ -3,45 +3,46 @@ have timed out, died before `started`, lost their launch, or wait for a restart'
 
 from __future__ import annotations
 
+from functools import partial
+
 from manager import metrics
 from manager.db import transaction
 from manager.lifecycle import BotStatus
 from manager.lifecycle.rules import Overdue, on_workload_gone
 from manager.models import Bot, utcnow
-from manager.reconciler.context import Context, log, older_than
+from manager.reconciler.context import Context, Repair, log, older_than
 from manager.services import bots as bot_records
 from orchestrators.base import LABEL_BOT_ID, WorkloadState
 
 S = BotStatus
 
 
-def reconcile_requested(ctx: Context, bot_id: str) -> None:
+def reconcile_requested(ctx: Context, bot: Bot) -> Repair | None:
     """Launch a requested bot whose time has come (the POST's launch may have been lost in a
-    crash); `Fleet.launch` gives up on a scheduled start missed by too much."""
-    bot = ctx.reread(bot_id, S.REQUESTED)
-    if bot is not None and (bot.start_at is None or bot.start_at <= utcnow()):
-        ctx.fleet.launch(bot_id)
+    crash); `Fleet.launch` gives up on a scheduled start missed by too much. Like every
+    per-state function it only judges the row it is given (see `active`)."""
+    if bot.start_at is None or bot.start_at <= utcnow():
+        return partial(ctx.fleet.launch, bot.id)
+    return None
 
 
-def reconcile_starting(ctx: Context, bot_id: str) -> None:
-    bot = ctx.reread(bot_id, S.STARTING)
-    if bot is None:
-        return
+def reconcile_starting(ctx: Context, bot: Bot) -> Repair | None:
     if bot.next_attempt_at is not None:  # a restart waiting for its backoff
         if bot.next_attempt_at <= utcnow():
-            ctx.fleet.relaunch(bot_id)
-        return
+            return partial(ctx.fleet.relaunch, bot.id)
+        return None
     timeout_s = ctx.settings.start_timeout_s
     if older_than(bot.started_at, timeout_s):
-        ctx.kill_overdue(bot, Overdue.START, timeout_s)
-        return
+        return partial(ctx.kill_overdue, bot, Overdue.START, timeout_s)
     if bot.runtime_ref is None:
         if older_than(bot.started_at, ctx.settings.launch_timeout_s):
-            retry_lost_launch(ctx, bot)
-        return
+            return partial(retry_lost_launch, ctx, bot)
+        return None
     final = ctx.gone(bot)
     if final is not None:
-        ctx.end_if_still(bot_id, S.STARTING, on_workload_gone(bot, final.exit_code, final.detail))
+        outcome = on_workload_gone(bot, final.exit_code, final.detail)
+        return partial(ctx.end_if_still, bot.id, S.STARTING, outcome)
+    return None
 
 
 def retry_lost_launch(ctx: Context, bot: Bot) -> None:

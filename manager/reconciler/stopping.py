@@ -3,25 +3,27 @@ once the engine confirms the workload is gone."""
 
 from __future__ import annotations
 
+from functools import partial
+
 from manager.lifecycle import BotStatus
 from manager.lifecycle.rules import Overdue, on_stop_without_workload, on_workload_gone
-from manager.reconciler.context import Context, older_than
+from manager.models import Bot
+from manager.reconciler.context import Context, Repair, older_than
 
 S = BotStatus
 
 
-def reconcile_stopping(ctx: Context, bot_id: str) -> None:
-    bot = ctx.reread(bot_id, S.STOPPING)
-    if bot is None:
-        return
+def reconcile_stopping(ctx: Context, bot: Bot) -> Repair | None:
+    """The repair a stopping bot needs (None: none); it only judges (see `active`)."""
     grace_s = ctx.settings.stop_grace_s
     if not bot.runtime_ref:
         if older_than(bot.stop_requested_at, grace_s):
-            ctx.end_if_still(bot_id, S.STOPPING, on_stop_without_workload())
-        return
+            return partial(ctx.end_if_still, bot.id, S.STOPPING, on_stop_without_workload())
+        return None
     final = ctx.gone(bot)
     if final is not None:
-        ctx.end_if_still(bot_id, S.STOPPING, on_workload_gone(bot, final.exit_code, final.detail))
-        return
+        outcome = on_workload_gone(bot, final.exit_code, final.detail)
+        return partial(ctx.end_if_still, bot.id, S.STOPPING, outcome)
     if older_than(bot.stop_requested_at, grace_s):
-        ctx.kill_overdue(bot, Overdue.LEAVE, grace_s)
+        return partial(ctx.kill_overdue, bot, Overdue.LEAVE, grace_s)
+    return None

@@ -33,9 +33,15 @@ def exit_grace_s(settings: Settings) -> float:
 
 
 def reconcile_workloads(ctx: Context, on_error: Callable[[str, Exception], None]) -> None:
-    """One look at every workload of this fleet; each is isolated from the others' failures
-    (`on_error` hears of the unexpected ones; an engine error is only logged)."""
-    workloads = ctx.fleet.workloads()
+    """One look at every workload of this fleet (the tick's listing, when the pass took one);
+    each is isolated from the others' failures (`on_error` hears of the unexpected ones; an
+    engine error is only logged). Raises when the engine could not be listed."""
+    if ctx.listing is None:
+        workloads = ctx.fleet.workloads()
+    elif ctx.listing.error is not None:
+        raise ctx.listing.error
+    else:
+        workloads = ctx.listing.workloads
     records, attempt_ends = _records_of(ctx, {w.bot_id for w in workloads})
     for workload in workloads:
         try:
@@ -50,6 +56,8 @@ def _records_of(
     ctx: Context, ids: set[str]
 ) -> tuple[dict[str, Any], dict[tuple[str, str], datetime | None]]:
     """The bots these workloads belong to, and when each of their attempts ended."""
+    if not ids:
+        return {}, {}
     with ctx.fleet.sessions() as session:
         rows = session.execute(
             select(Bot.id, Bot.status, Bot.runtime_ref, Bot.attempt, Bot.ended_at).where(
@@ -126,12 +134,16 @@ def _record_end(ctx: Context, workload: Workload, *, current: bool) -> None:
     """Keep the exit code and the last output lines before the engine forgets them."""
     logs = None
     if current and ctx.orchestrator.supports_logs:
-        logs = kept_lines(
-            ctx.orchestrator.logs(
+        try:
+            text = ctx.orchestrator.logs(
                 workload.runtime_ref, bot_id=workload.bot_id, tail=LAST_LOG_LINES
-            ),
-            ctx.settings,
-        )
+            )
+        except OrchestratorError as exc:
+            # No logs (Nomad: a task that never started) must not block recording the end and
+            # removing the workload and its secrets.
+            log.info("workload %s: no last logs: %s", workload.runtime_ref, exc)
+            text = None
+        logs = None if text is None else kept_lines(text, ctx.settings)
     with transaction(ctx.fleet.sessions) as session:
         record_attempt_exit(session, workload.bot_id, runtime_ref=workload.runtime_ref,
                             exit_code=workload.status.exit_code)  # fmt: skip

@@ -354,7 +354,8 @@ class NomadOrchestrator(Orchestrator):
         """A job is one copy of one bot: its first allocation. Another live one (Nomad replaced
         a lost node's allocation, or an operator's `nomad alloc stop` rescheduled it) runs the
         same bot with the same token, so it is killed; the first speaks for the job. The
-        reconciler's inspections of every live bot are what find it."""
+        reconciler's listing each tick finds it: a job whose summary shows more than one
+        allocation is inspected (`summary_status`)."""
         for extra in extra_copies(allocs):
             log.warning("job %s: allocation %s is a second copy of the bot; killing it",
                         job_id, str(extra["ID"])[:8])  # fmt: skip

@@ -90,6 +90,12 @@ def summary_status(stub: Mapping[str, Any]) -> WorkloadStatus | None:
         return None
     summary = (stub.get("JobSummary") or {}).get("Summary") or {}
     counts = summary.get(TASK) or {}
+    placed = ("Starting", "Running", "Complete", "Failed", "Lost", "Unknown")
+    if sum(int(counts.get(state) or 0) for state in placed) > 1:
+        # More than one allocation: only the job's own say which is the bot (the first), and
+        # reading them kills a second copy (`_status`). The reconciler asks the engine only
+        # through its one listing per tick, so this is where it finds such a copy.
+        return None
     if counts.get("Running"):
         return WorkloadStatus(WorkloadState.RUNNING)
     if counts.get("Queued") or counts.get("Starting") or not counts:
