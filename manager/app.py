@@ -21,6 +21,7 @@ from manager.bot_firewall import apply_bot_firewall
 from manager.bot_redis import BotRedisUsers
 from manager.bus import CommandBus
 from manager.config import Settings, get_settings
+from manager.credential_cache import CredentialCache, publish_credential_changes
 from manager.db import make_engine, make_session_factory
 from manager.docs import install_docs
 from manager.embedded_redis import EmbeddedRedis
@@ -36,7 +37,6 @@ from manager.reconciler import Reconciler
 from manager.sealing import load_box
 from manager.services.fleet import Fleet
 from manager.services.heartbeats import Heartbeats
-from manager.token_cache import BotTokenCache, publish_bot_changes
 from manager.webhooks.sender import WebhookSender
 
 log = logging.getLogger(__name__)
@@ -132,7 +132,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis_users = BotRedisUsers(settings.redis_url or "") if settings.bot_redis_acl else None
         if redis_users is not None:
             stack.callback(redis_users.close)
-        app.state.heartbeats = heartbeats = _heartbeats(stack, app.state.sessions, settings)
+        app.state.credentials = credentials = _credentials(stack, app.state.sessions, settings)
+        app.state.heartbeats = heartbeats = Heartbeats(
+            app.state.sessions, HeartbeatBuffer(settings.heartbeat_buffer_max), credentials
+        )
         fleet = Fleet(
             fleet_id=fleet_id(app.state.sessions, settings),
             box=load_box(settings),
@@ -188,23 +191,23 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
 
 
-def _heartbeats(
+def _credentials(
     stack: AsyncExitStack, sessions: sessionmaker[Session], settings: Settings
-) -> Heartbeats:
-    """The heartbeat path: its buffer and, unless disabled, the bot-token cache with its
-    listener and the commit hook that keeps every process' cache true."""
-    cache = None
-    if settings.token_cache_size > 0:
-        cache = BotTokenCache(
-            settings.redis_url or "",
-            max_entries=settings.token_cache_size,
-            ttl_s=settings.token_cache_ttl_s,
-        )
-        publisher = publish_bot_changes(sessions, settings.redis_url or "", cache)
-        stack.callback(publisher.close)
-        cache.start()
-        stack.callback(cache.close)
-    return Heartbeats(sessions, HeartbeatBuffer(settings.heartbeat_buffer_max), cache)
+) -> CredentialCache | None:
+    """The credential cache with its listener and the commit hook that keeps every process'
+    cache true; None when disabled (BOTFLEET_CREDENTIAL_CACHE_SIZE=0)."""
+    if settings.credential_cache_size == 0:
+        return None
+    cache = CredentialCache(
+        settings.redis_url or "",
+        max_entries=settings.credential_cache_size,
+        ttl_s=settings.credential_cache_ttl_s,
+    )
+    publisher = publish_credential_changes(sessions, settings.redis_url or "", cache)
+    stack.callback(publisher.close)
+    cache.start()
+    stack.callback(cache.close)
+    return cache
 
 
 def _flush_at_exit(heartbeats: Heartbeats) -> None:

@@ -106,14 +106,14 @@ class Settings(BaseSettings):
     heartbeat_buffer_max: int = Field(
         200_000, ge=1, description="Most bots whose heartbeats one manager process holds at once."
     )
-    token_cache_size: int = Field(
+    credential_cache_size: int = Field(
         100_000,
         ge=0,
-        description="Bot tokens each manager process keeps authenticated in memory; 0 = none "
-        "(every callback reads the database).",
+        description="Bot tokens and API keys each manager process keeps authenticated in memory; "
+        "0 = none (every request reads them from the database).",
     )
-    token_cache_ttl_s: float = Field(
-        300.0, gt=0, description="A cached bot token is read from the database again after this."
+    credential_cache_ttl_s: float = Field(
+        300.0, gt=0, description="A cached credential is read from the database again after this."
     )
     launch_timeout_s: float = Field(
         60.0,

@@ -1,21 +1,21 @@
-"""Bot tokens authenticated from memory, so a heartbeat needs no database query.
+"""Credentials authenticated from memory: a heartbeat or a user's read needs no query for them.
 
-Every manager process keeps a bounded map: token digest → the bot it belongs to and that bot's
-status, filled from the database on a miss. An entry must never outlive the token it vouches
-for, so:
+Every manager process keeps a bounded map: credential digest → what it vouches for (a bot token:
+the bot and its status; an API key: the key and its user), filled from the database on a miss.
+An entry must never outlive the credential it vouches for, so:
 
-- every commit that changes a bot's status or token publishes the bot's id on the Redis channel
-  `botfleet:bots:changed` (after the commit, as `manager/events.py` does for the outbox), and
-  every process drops those ids from its map when the message arrives; the committing process
-  drops them at once;
+- every commit that changes a bot's status or token, an API key or a user publishes their
+  owners (`bot:<id>`, `key:<id>`, `user:<id>`) on the Redis channel `botfleet:credentials:changed`
+  (after the commit, as `manager/events.py` does for the outbox), and every process drops the
+  entries of those owners when the message arrives; the committing process drops them at once;
 - the map is used only while this process' listener is subscribed to that channel. A listener
   that lost Redis may have missed a message: the map is cleared and bypassed (every lookup asks
   the database) until it is subscribed again;
 - a fill whose database read raced a change is discarded (a generation counter), and entries
-  expire after `BOTFLEET_TOKEN_CACHE_TTL_S` whatever happens.
+  expire after `BOTFLEET_CREDENTIAL_CACHE_TTL_S` whatever happens.
 
-What a stale entry could ever do is answer one heartbeat "200 active" where the database would
-answer 401: the heartbeat's write itself checks token and status in the database
+For bot tokens, what a stale entry could ever do is answer one heartbeat "200 active" where the
+database would answer 401: the heartbeat's write itself checks token and status in the database
 (`manager/liveness.py`), and every callback that changes a bot still locks and reads its row.
 """
 
@@ -33,35 +33,54 @@ from sqlalchemy import inspect
 from sqlalchemy.orm import Session, sessionmaker
 
 from manager.lifecycle import BotStatus
-from manager.models import Bot
+from manager.models import ApiKey, Bot, User
 
 log = logging.getLogger(__name__)
 
-CHANGED_CHANNEL = "botfleet:bots:changed"
-_CHANGED_KEY = "botfleet_bots_changed"
+CHANGED_CHANNEL = "botfleet:credentials:changed"
+_CHANGED_KEY = "botfleet_credentials_changed"
 
 LOOKUPS = Counter(
-    "botfleet_token_cache_lookups_total",
-    "Bot-token authentications by where the answer came from",
+    "botfleet_credential_cache_lookups_total",
+    "Credential authentications by where the answer came from",
     ["result"],  # hit, miss, bypass (the cache is not in use: its listener is not subscribed)
 )
 
 
 @dataclass(frozen=True)
 class KnownBot:
-    """What the cache vouches for: the token digest belongs to this bot, which has this status."""
+    """A bot token's digest belongs to this bot, which has this status."""
 
     bot_id: str
     status: BotStatus
 
+    @property
+    def owners(self) -> tuple[str, ...]:
+        return (f"bot:{self.bot_id}",)
 
-class BotTokenCache:
+
+@dataclass(frozen=True)
+class KnownKey:
+    """An API key's digest belongs to this (unrevoked) key of this user."""
+
+    user_id: str
+    key_id: str
+
+    @property
+    def owners(self) -> tuple[str, ...]:
+        return (f"key:{self.key_id}", f"user:{self.user_id}")
+
+
+Known = KnownBot | KnownKey
+
+
+class CredentialCache:
     """The map and its listener thread (one per manager process)."""
 
     def __init__(self, redis_url: str, *, max_entries: int, ttl_s: float) -> None:
         self._url = redis_url
-        self._entries: TTLCache[str, KnownBot] = TTLCache(maxsize=max_entries, ttl=ttl_s)
-        self._digest_of: dict[str, str] = {}  # bot id → digest, to drop a bot's entry by id
+        self._entries: TTLCache[str, Known] = TTLCache(maxsize=max_entries, ttl=ttl_s)
+        self._digests_of: dict[str, set[str]] = {}  # owner → digests, to drop entries by owner
         self._lock = threading.Lock()
         self._generation = 0
         self._subscribed = False
@@ -74,7 +93,7 @@ class BotTokenCache:
     def active(self) -> bool:
         return self._subscribed
 
-    def get(self, digest: str) -> KnownBot | None:
+    def get(self, digest: str) -> Known | None:
         if not self._subscribed:
             LOOKUPS.labels("bypass").inc()
             return None
@@ -88,29 +107,31 @@ class BotTokenCache:
         (or the cache was cleared) meanwhile."""
         return self._generation
 
-    def put(self, digest: str, known: KnownBot, *, generation: int) -> None:
+    def put(self, digest: str, known: Known, *, generation: int) -> None:
         with self._lock:
             if not self._subscribed or generation != self._generation:
                 return
             self._entries[digest] = known
-            self._digest_of[known.bot_id] = digest
-            if len(self._digest_of) > 2 * self._entries.maxsize:  # expired entries' ids
+            for owner in known.owners:
+                self._digests_of.setdefault(owner, set()).add(digest)
+            if len(self._digests_of) > 4 * self._entries.maxsize:  # owners of expired entries
                 live = set(self._entries.keys())
-                self._digest_of = {b: d for b, d in self._digest_of.items() if d in live}
+                self._digests_of = {
+                    o: kept for o, ds in self._digests_of.items() if (kept := ds & live)
+                }
 
-    def forget(self, bot_ids: set[str]) -> None:
+    def forget(self, owners: set[str]) -> None:
         with self._lock:
             self._generation += 1
-            for bot_id in bot_ids:
-                digest = self._digest_of.pop(bot_id, None)
-                if digest is not None:
+            for owner in owners:
+                for digest in self._digests_of.pop(owner, ()):
                     self._entries.pop(digest, None)
 
     def clear(self) -> None:
         with self._lock:
             self._generation += 1
             self._entries.clear()
-            self._digest_of.clear()
+            self._digests_of.clear()
 
     # ---- the listener ------------------------------------------------------------------------
 
@@ -154,20 +175,32 @@ class BotTokenCache:
             client.close()
 
 
-def publish_bot_changes(
-    sessions: sessionmaker[Session], redis_url: str, cache: BotTokenCache
+def _owner(obj: object) -> str | None:
+    """The cache owner whose entries a change of `obj` makes untrue, if any."""
+    if isinstance(obj, Bot):
+        attrs = inspect(obj).attrs
+        if attrs.status.history.has_changes() or attrs.token_hash.history.has_changes():
+            return f"bot:{obj.id}"
+    elif isinstance(obj, ApiKey):
+        return f"key:{obj.id}"
+    elif isinstance(obj, User):
+        return f"user:{obj.id}"
+    return None
+
+
+def publish_credential_changes(
+    sessions: sessionmaker[Session], redis_url: str, cache: CredentialCache
 ) -> redis.Redis:
-    """After every commit that changed a bot's status or token, drop the bot from this process'
-    cache and publish its id to every other process (best effort: see the module docstring)."""
+    """After every commit that changed a bot's status or token, an API key or a user, drop their
+    entries from this process' cache and publish their owners to every other process (best
+    effort: see the module docstring)."""
     client = redis.Redis.from_url(redis_url, socket_connect_timeout=1, socket_timeout=1)
 
     @sa_event.listens_for(sessions, "before_flush")
     def _collect(session: Session, *_: object) -> None:
-        for obj in session.dirty:
-            if isinstance(obj, Bot):
-                attrs = inspect(obj).attrs
-                if attrs.status.history.has_changes() or attrs.token_hash.history.has_changes():
-                    session.info.setdefault(_CHANGED_KEY, set()).add(obj.id)
+        for obj in (*session.dirty, *session.deleted):
+            if (owner := _owner(obj)) is not None:
+                session.info.setdefault(_CHANGED_KEY, set()).add(owner)
 
     @sa_event.listens_for(sessions, "after_commit")
     def _publish(session: Session) -> None:

@@ -16,12 +16,12 @@ import pytest
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from manager.credential_cache import CredentialCache, KnownBot
 from manager.lifecycle import BotStatus
 from manager.liveness import HeartbeatBuffer
 from manager.models import Bot, utcnow
 from manager.security import digest
 from manager.services.users import create_user
-from manager.token_cache import BotTokenCache, KnownBot
 from tests.support import (
     SPY_RUNTIME_ENV,
     Manager,
@@ -178,7 +178,7 @@ def test_an_outage_loses_no_heartbeat(sessions: sessionmaker[Session], tmp_path:
 def test_the_token_cache_is_bypassed_while_its_listener_is_cut_off(tmp_path: Path) -> None:
     server = RedisServer(tmp_path / "redis")
     server.start()
-    cache = BotTokenCache(server.url, max_entries=10, ttl_s=60)
+    cache = CredentialCache(server.url, max_entries=10, ttl_s=60)
     cache.start()
     try:
         wait_until(lambda: cache.active, timeout=10, what="the cache's listener subscribed")
@@ -196,10 +196,10 @@ def test_the_token_cache_is_bypassed_while_its_listener_is_cut_off(tmp_path: Pat
 
 
 def test_a_fill_that_raced_a_change_is_not_kept() -> None:
-    cache = BotTokenCache("redis://127.0.0.1:1/0", max_entries=10, ttl_s=60)
+    cache = CredentialCache("redis://127.0.0.1:1/0", max_entries=10, ttl_s=60)
     cache._subscribed = True  # as if listening; no thread needed for this rule
     generation = cache.generation()  # a request reads the database...
-    cache.forget({"b"})  # ...while the bot's end commits
+    cache.forget({"bot:b"})  # ...while the bot's end commits
     cache.put("d", KnownBot("b", BotStatus.ACTIVE), generation=generation)
     assert cache.get("d") is None
 

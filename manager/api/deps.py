@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from manager.config import Settings
 from manager.errors import Unauthorized
-from manager.models import Bot, User
+from manager.models import Bot
 from manager.security import bearer_token, same
 from manager.services import auth
 from manager.services.fleet import Fleet
@@ -66,8 +66,11 @@ def _token(authorization: str | None) -> str:
 bot_token = _token  # a bot sends its token the same way
 
 
-def get_current_user(session: SessionDep, authorization: AuthHeader = None) -> User:
-    return auth.user_for_token(session, token=_token(authorization))
+def get_current_user(
+    request: Request, session: SessionDep, authorization: AuthHeader = None
+) -> auth.Caller:
+    cache = getattr(request.app.state, "credentials", None)
+    return auth.caller_for_key(session, cache, token=_token(authorization))
 
 
 def authenticate_before_transaction(request: Request, authorization: AuthHeader = None) -> str:
@@ -108,10 +111,11 @@ def get_viewer(request: Request, session: SessionDep, authorization: AuthHeader 
     token = _token(authorization)
     if same(token, request.app.state.admin_token):
         return Viewing(user_id=None)
-    return Viewing(user_id=auth.user_for_token(session, token=token).id)
+    cache = getattr(request.app.state, "credentials", None)
+    return Viewing(user_id=auth.caller_for_key(session, cache, token=token).id)
 
 
-CurrentUser = Annotated[User, Depends(get_current_user)]
+CurrentUser = Annotated[auth.Caller, Depends(get_current_user)]
 Viewer = Annotated[Viewing, Depends(get_viewer)]
 AdminDep = Depends(require_admin)
 CallingBot = Annotated[Bot, Depends(get_calling_bot)]

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from manager.credential_cache import CredentialCache, KnownBot, KnownKey
 from manager.errors import Forbidden, Unauthorized
-from manager.models import Bot, User
+from manager.models import ApiKey, Bot, User
 from manager.security import digest, same
 from manager.services.users import user_for_key
-from manager.token_cache import KnownBot
 
 
 def user_for_token(session: Session, *, token: str) -> User:
@@ -18,6 +20,34 @@ def user_for_token(session: Session, *, token: str) -> User:
     if user is None:
         raise Unauthorized("invalid_token", "this API key is unknown or revoked")
     return user
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who sends a request with an API key: the user (`id`) and which of its keys."""
+
+    id: str
+    key_id: str
+
+
+def caller_for_key(session: Session, cache: CredentialCache | None, *, token: str) -> Caller:
+    """The caller an API key belongs to, from the credential cache when it knows the key (no
+    query), else from the database (then cached); 401 for an unknown or revoked key."""
+    hashed = digest(token)
+    known = cache.get(hashed) if cache is not None else None
+    if not isinstance(known, KnownKey):
+        generation = cache.generation() if cache is not None else 0
+        row = session.execute(
+            select(ApiKey.id, ApiKey.user_id, ApiKey.key_hash).where(
+                ApiKey.key_hash == hashed, ApiKey.revoked_at.is_(None)
+            )
+        ).first()
+        if row is None or not same(row.key_hash, hashed):
+            raise Unauthorized("invalid_token", "this API key is unknown or revoked")
+        known = KnownKey(user_id=row.user_id, key_id=row.id)
+        if cache is not None:
+            cache.put(hashed, known, generation=generation)
+    return Caller(id=known.user_id, key_id=known.key_id)
 
 
 def bot_for_token(session: Session, *, token: str, bot_id: str, lock: bool) -> Bot:
@@ -38,7 +68,7 @@ def bot_for_token(session: Session, *, token: str, bot_id: str, lock: bool) -> B
 
 def known_bot_for_digest(session: Session, *, hashed: str) -> KnownBot:
     """The bot a token digest belongs to and its status, for the token cache
-    (`manager/token_cache.py`); 401 as `bot_for_token` when it belongs to no live bot."""
+    (`manager/credential_cache.py`); 401 as `bot_for_token` when it belongs to no live bot."""
     row = session.execute(
         select(Bot.id, Bot.status, Bot.token_hash).where(Bot.token_hash == hashed)
     ).first()

@@ -1,10 +1,11 @@
 """The heartbeat path: authenticated from memory, coalesced, written in batches.
 
 A heartbeat is most of what a fleet sends the manager (10,000 bots at a 10 s interval: 1,000 a
-second), so it takes neither a database connection nor a worker thread in the common case: the
-token is found in the process' cache (`manager/token_cache.py`) and the heartbeat joins the next
-batch (`manager/liveness.py`). A cache miss reads the bot once, on a worker thread, and fills the
-cache. Every other callback locks the bot's row and goes through `manager/lifecycle`.
+second), so it takes neither a database connection nor a worker thread in the common case:
+the token is found in the process' cache (`manager/credential_cache.py`) and the heartbeat
+joins the next batch (`manager/liveness.py`). A cache miss reads the bot once, on a worker
+thread, and fills the cache. Every other callback locks the bot's row and goes through
+`manager/lifecycle`.
 """
 
 from __future__ import annotations
@@ -12,12 +13,12 @@ from __future__ import annotations
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
+from manager.credential_cache import CredentialCache, KnownBot
 from manager.errors import Unavailable
 from manager.lifecycle import LIVE, BotStatus
 from manager.liveness import BufferFull, HeartbeatBuffer
 from manager.security import digest
 from manager.services import auth
-from manager.token_cache import BotTokenCache, KnownBot
 
 
 class Heartbeats:
@@ -25,7 +26,7 @@ class Heartbeats:
         self,
         sessions: sessionmaker[Session],
         buffer: HeartbeatBuffer,
-        cache: BotTokenCache | None,
+        cache: CredentialCache | None,
     ) -> None:
         self.sessions, self.buffer, self.cache = sessions, buffer, cache
 
@@ -34,7 +35,7 @@ class Heartbeats:
         every callback; 503 when the buffer is full (the runtime's next heartbeat comes)."""
         hashed = digest(token)
         known = self.cache.get(hashed) if self.cache is not None else None
-        if known is None:
+        if not isinstance(known, KnownBot):  # not cached (or an API key sent as a bot token)
             known = await run_in_threadpool(self._read, hashed)
         auth.check_bot_path(known.bot_id, bot_id)
         if known.status in LIVE:
