@@ -172,10 +172,18 @@ def buckets_for(
 class RateLimiter:
     """Spends tokens from buckets in Redis; fails open when Redis cannot be asked."""
 
-    def __init__(self, redis_url: str, *, timeout_s: float = 0.5) -> None:
-        self.client = aioredis.Redis.from_url(
-            redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+    def __init__(self, redis_url: str, *, timeout_s: float = 0.5, connections: int = 64) -> None:
+        # A bounded pool that requests wait on (up to the timeout): with redis-py's default pool a
+        # burst of more than 100 requests at once got "Too many connections" and turned the
+        # limits off (failing open) exactly when they matter.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            redis_url,
+            max_connections=connections,
+            timeout=timeout_s,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
         )
+        self.client = aioredis.Redis(connection_pool=pool)
         self.script = self.client.register_script(TOKEN_BUCKETS)  # EVALSHA, EVAL on NOSCRIPT
         self._skip_until = 0.0
         self._outage = False
