@@ -4,13 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
+
+from bot_runtime.protocol import MAX_REPORT_BYTES, UNKNOWN_ACTION, json_size
 
 # Leave reasons the runtime reports in its `leaving` callback.
 LEAVE_COMMAND = "leave_requested"
 LEAVE_SIGTERM = "sigterm"
 LEAVE_SIGINT = "sigint"
 LEAVE_BY_BOT = "bot_leaving"
+
+
+class UnknownAction(Exception):
+    """Raised by `Bot.on_command` for an action the bot does not answer; the command fails
+    with the error `unknown_action`."""
+
+    def __init__(self, action: str) -> None:
+        super().__init__(f"{UNKNOWN_ACTION}: the bot has no command {action!r}")
+        self.action = action
 
 
 class Bot:
@@ -23,6 +36,12 @@ class Bot:
     going, and exits 0. ``on_reconfigure`` may run at any time after construction; raise to
     refuse, and the error text is sent in the ack. After it succeeds ``self.config`` is the new
     config.
+
+    ``on_command(action, payload)`` answers a custom command: its JSON return value becomes the
+    command's ``result`` (at most 64 KiB), raising fails the command with the error's message,
+    and the default raises ``UnknownAction``. ``on_secrets(secrets)`` receives the bot's new
+    secrets after ``PUT /bots/{id}/secrets``; ``self.secrets`` is the new set afterwards.
+    ``await self.report({...})`` tells the operator something (latest wins; at most 16 KiB).
 
     Example::
 
@@ -38,6 +57,9 @@ class Bot:
     """
 
     callbacks_enabled: bool = True
+    #: The bot's persistent directory (`BOTFLEET_STATE_DIR`, from the bot's `state_key`): kept
+    #: across restarts and relaunches with the same key; None without one. Set by the runtime.
+    state_dir: Path | None = None
 
     def __init__(
         self,
@@ -54,6 +76,8 @@ class Bot:
         self._leave = asyncio.Event()
         self.leave_reason: str | None = None
         self.leave_detail: str | None = None
+        # Set by the runtime: sends a `report` callback; None while the bot runs without one.
+        self._send_report: Callable[[dict[str, Any]], Awaitable[bool]] | None = None
 
     async def on_start(self) -> None:
         """Join the meeting or connect; return when running. Raising means the start failed."""
@@ -65,6 +89,25 @@ class Bot:
 
     async def on_reconfigure(self, config: dict[str, Any]) -> None:
         """Apply a new config. Raise to refuse it; the error text goes back in the ack."""
+
+    async def on_command(self, action: str, payload: dict[str, Any]) -> Any:
+        """Answer a custom command with a JSON value (its `result`); raise to fail it."""
+        raise UnknownAction(action)
+
+    async def on_secrets(self, secrets: dict[str, str]) -> None:
+        """Apply new secrets (reconnect with a new key); raise to fail the `secrets` command."""
+
+    async def report(self, data: dict[str, Any]) -> bool:
+        """Send `data` (a JSON object, at most 16 KiB) as the bot's latest report; True once the
+        manager took it. Frequent reports are coalesced by the manager: the latest wins."""
+        if not isinstance(data, dict):
+            raise TypeError("a report must be a JSON object (a dict)")
+        size = json_size(data)
+        if size > MAX_REPORT_BYTES:
+            raise ValueError(f"a report is at most {MAX_REPORT_BYTES} bytes of JSON, not {size}")
+        if self._send_report is None:
+            return False
+        return await self._send_report(data)
 
     async def on_leave(self) -> None:
         """Leave gracefully (hang up, flush). Bounded by the runtime's leave grace."""

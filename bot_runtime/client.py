@@ -1,4 +1,5 @@
-"""HTTP calls from the runtime to the manager: lifecycle events, pending commands, acks.
+"""HTTP calls from the runtime to the manager: lifecycle events, reports, pending commands, acks,
+the bot's secrets.
 
 Every call retries transient failures (connection errors, timeouts, 5xx, 429) with backoff
 within a budget, then gives up and logs: the bot keeps running even if the manager is away.
@@ -13,13 +14,14 @@ from typing import Any
 from urllib.parse import quote
 
 from bot_runtime.http import HttpClient, Response, TransportError
-from bot_runtime.protocol import EVENT_HEARTBEAT, CommandMessage, ProtocolError
+from bot_runtime.protocol import EVENT_HEARTBEAT, EVENT_REPORT, CommandMessage, ProtocolError
 from bot_runtime.retry import retry
 
 log = logging.getLogger("bot_runtime.client")
 
 LIFECYCLE_BUDGET_S = 60.0  # started / leaving / exited / acks / pending: worth waiting for
 HEARTBEAT_BUDGET_S = 5.0  # the next heartbeat is coming anyway
+REPORT_BUDGET_S = 10.0  # a bot awaits its report: not for a lifecycle budget
 MAX_TEXT = 4000  # the manager's limit on `detail` and `error`
 PENDING_PAGE = 1000  # the manager's largest page: fewest round trips on reconnect
 
@@ -46,6 +48,7 @@ class ManagerClient:
         exit_code: int | None = None,
         reason: str | None = None,
         detail: str | None = None,
+        data: dict[str, Any] | None = None,
     ) -> bool:
         """POST one callback; True once the manager accepted it."""
         body: dict[str, Any] = {"event": event}
@@ -55,7 +58,11 @@ class ManagerClient:
             body["reason"] = reason
         if detail is not None:
             body["detail"] = detail[:MAX_TEXT]
-        budget = HEARTBEAT_BUDGET_S if event == EVENT_HEARTBEAT else LIFECYCLE_BUDGET_S
+        if data is not None:
+            body["data"] = data
+        budget = {EVENT_HEARTBEAT: HEARTBEAT_BUDGET_S, EVENT_REPORT: REPORT_BUDGET_S}.get(
+            event, LIFECYCLE_BUDGET_S
+        )
         return await self._call("POST", "/callbacks", f"{event} callback", budget, body) is not None
 
     async def pending_commands(self) -> list[CommandMessage]:
@@ -86,13 +93,26 @@ class ManagerClient:
             seen.add(cursor)
             params = {**params, "cursor": cursor}
 
-    async def ack(self, command_id: str, ok: bool, error: str | None = None) -> bool:
+    async def ack(
+        self, command_id: str, ok: bool, error: str | None = None, result: Any = None
+    ) -> bool:
+        """Answer a command: `{"ok": true, "result"?}` or `{"ok": false, "error"}`."""
         body: dict[str, Any] = {"ok": ok}
         if not ok:
             body["error"] = (error or "failed")[:MAX_TEXT]
+        elif result is not None:
+            body["result"] = result
         path = f"/commands/{quote(command_id, safe='')}/ack"
         answer = await self._call("POST", path, f"ack {command_id}", LIFECYCLE_BUDGET_S, body)
         return answer is not None
+
+    async def fetch_secrets(self) -> dict[str, str] | None:
+        """The bot's current secrets, read with its token (they never travel over Redis);
+        None when the manager cannot be reached or answers something else than an object."""
+        data = await self._call("GET", "/secrets", "reading secrets", LIFECYCLE_BUDGET_S)
+        if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+            return None
+        return data
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -154,8 +174,13 @@ class SilentClient:
     async def pending_commands(self) -> list[CommandMessage]:
         return []
 
-    async def ack(self, command_id: str, ok: bool, error: str | None = None) -> bool:
+    async def ack(
+        self, command_id: str, ok: bool, error: str | None = None, result: Any = None
+    ) -> bool:
         return True
+
+    async def fetch_secrets(self) -> dict[str, str] | None:
+        return None
 
     async def aclose(self) -> None:
         return None

@@ -30,6 +30,8 @@ BOT: Final = "BOTFLEET_BOT"
 BOT_CONFIG: Final = "BOTFLEET_BOT_CONFIG"
 BOT_SECRETS: Final = "BOTFLEET_BOT_SECRETS"
 HEARTBEAT_S: Final = "BOTFLEET_HEARTBEAT_S"
+#: The bot's persistent directory (its `state_key`), as the workload sees it; absent without one.
+STATE_DIR: Final = "BOTFLEET_STATE_DIR"
 #: How long the bot's leave hook may take; the manager derives it from its stop grace.
 LEAVE_GRACE_S: Final = "BOTFLEET_LEAVE_GRACE_S"
 #: An inherited file descriptor (a pipe) carrying the secret variables as one JSON object, for
@@ -66,6 +68,7 @@ class RuntimeEnv:
     secrets: dict[str, str] = field(default_factory=dict, repr=False)
     heartbeat_s: float = DEFAULT_HEARTBEAT_S
     leave_grace_s: float = DEFAULT_LEAVE_GRACE_S
+    state_dir: str | None = None
 
     def render(self) -> RenderedEnv:
         """The variables a backend hands to the workload, split into public and secret."""
@@ -78,6 +81,8 @@ class RuntimeEnv:
             HEARTBEAT_S: str(self.heartbeat_s),
             LEAVE_GRACE_S: str(self.leave_grace_s),
         }
+        if self.state_dir:
+            env[STATE_DIR] = self.state_dir
         secret_env = {BOT_TOKEN: self.token}
         if self.secrets:
             secret_env[BOT_SECRETS] = json.dumps(self.secrets)
@@ -101,6 +106,7 @@ class RuntimeEnv:
             secrets=_secrets(environ),
             heartbeat_s=_seconds(environ, HEARTBEAT_S, DEFAULT_HEARTBEAT_S),
             leave_grace_s=_seconds(environ, LEAVE_GRACE_S, DEFAULT_LEAVE_GRACE_S),
+            state_dir=_absolute_path(environ, STATE_DIR),
         )
 
 
@@ -169,6 +175,15 @@ def _secrets(environ: Mapping[str, str]) -> dict[str, str]:
     if not all(isinstance(v, str) for v in secrets.values()):
         raise RuntimeConfigError(f"{BOT_SECRETS} must map names to strings")
     return secrets
+
+
+def _absolute_path(environ: Mapping[str, str], name: str) -> str | None:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return None
+    if not raw.startswith("/"):
+        raise RuntimeConfigError(f"{name} must be an absolute path, got {raw!r}")
+    return raw
 
 
 def _seconds(environ: Mapping[str, str], name: str, default: float) -> float:

@@ -1,7 +1,8 @@
 """The command protocol between the manager and a bot, shared by both sides.
 
 This module is the protocol's home: one JSON message per command on the channel
-`bot_commands:{bot_id}`, `{"id", "action", "config"?, "config_version"?, "issued_at", "sig"}`,
+`bot_commands:{bot_id}`, `{"id", "action", "config"?, "config_version"?, "payload"?, "issued_at",
+"sig"}`,
 and the names of the callback events. `sig` is an HMAC only the manager and the bot can compute
 (`sign_command` / `verify_command`), so a message the manager did not issue is never applied,
 even on a Redis without per-bot ACLs. The manager imports this module; this module never imports the
@@ -22,12 +23,21 @@ SIGNATURE_FIELD: Final = "sig"
 
 ACTION_RECONFIGURE: Final = "reconfigure"
 ACTION_LEAVE: Final = "leave"
+#: Tells the runtime to fetch the bot's new secrets over HTTP: the message never carries them.
+ACTION_SECRETS: Final = "secrets"
+#: Actions the runtime handles itself; every other action is the bot's own (`Bot.on_command`).
+RESERVED_ACTIONS: Final = frozenset({ACTION_RECONFIGURE, ACTION_LEAVE, ACTION_SECRETS})
+#: The error of a custom command the bot does not know.
+UNKNOWN_ACTION: Final = "unknown_action"
+MAX_RESULT_BYTES: Final = 64 * 1024  # a custom command's JSON result
+MAX_REPORT_BYTES: Final = 16 * 1024  # a report's JSON data
 
 # Callback events, runtime → manager.
 EVENT_STARTED: Final = "started"
 EVENT_HEARTBEAT: Final = "heartbeat"
 EVENT_LEAVING: Final = "leaving"
 EVENT_EXITED: Final = "exited"
+EVENT_REPORT: Final = "report"
 
 
 class ProtocolError(ValueError):
@@ -47,6 +57,7 @@ class CommandMessage:
     issued_at: str
     config: dict[str, Any] | None = None
     config_version: int | None = None
+    payload: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -55,6 +66,8 @@ class CommandMessage:
             out["config"] = self.config
         if self.config_version is not None:
             out["config_version"] = self.config_version
+        if self.payload is not None:
+            out["payload"] = self.payload
         return out
 
     def to_json(self) -> str:
@@ -76,13 +89,25 @@ class CommandMessage:
         version = data.get("config_version")
         if version is not None and not isinstance(version, int):
             raise ProtocolError("'config_version' must be an integer")
-        known = {"id", "action", "issued_at", "config", "config_version", SIGNATURE_FIELD}
+        payload = data.get("payload")
+        if payload is not None and not isinstance(payload, dict):
+            raise ProtocolError("'payload' must be an object")
+        known = {
+            "id",
+            "action",
+            "issued_at",
+            "config",
+            "config_version",
+            "payload",
+            SIGNATURE_FIELD,
+        }
         return cls(
             id=cid,
             action=action,
             issued_at=str(data.get("issued_at") or ""),
             config=config,
             config_version=version,
+            payload=payload,
             extra={k: v for k, v in data.items() if k not in known},
         )
 
@@ -144,3 +169,9 @@ def verify_command(fields: Any, key: str) -> bool:
 def describe_error(exc: BaseException) -> str:
     """`ExceptionType: message`: how errors are written in callbacks' `detail` and ack `error`."""
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def json_size(value: Any) -> int:
+    """The size of `value` as compact JSON, how the result and report limits are measured;
+    raises TypeError or ValueError for a value JSON cannot hold."""
+    return len(json.dumps(value, separators=(",", ":"), allow_nan=False).encode())

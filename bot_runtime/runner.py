@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import traceback
+from pathlib import Path
 from typing import Any
 
 from bot_runtime.bot import LEAVE_BY_BOT, LEAVE_SIGINT, LEAVE_SIGTERM, Bot
@@ -24,6 +25,7 @@ from bot_runtime.protocol import (
     EVENT_EXITED,
     EVENT_HEARTBEAT,
     EVENT_LEAVING,
+    EVENT_REPORT,
     EVENT_STARTED,
     CommandMessage,
     ProtocolError,
@@ -49,6 +51,7 @@ class Runner:
     def __init__(self, env: RuntimeEnv, bot: Bot, client: ManagerClient | SilentClient) -> None:
         self.env, self.bot, self.client = env, bot, client
         self.router = CommandRouter(bot=bot, client=client)
+        bot._send_report = self._send_report
         self._heartbeat: asyncio.Task[None] | None = None
         self._reports: list[asyncio.Task[bool]] = []  # lifecycle events, sent in order
         # Set once the outcome is decided: the command listener stops reconnecting.
@@ -84,6 +87,7 @@ class Runner:
             self._closing.set()
             if self._heartbeat is not None:
                 self._heartbeat.cancel()
+            self.router.cancel_running()
             await self._stop_listener(listener)
 
     async def _stop_listener(self, listener: asyncio.Task[None]) -> None:
@@ -190,6 +194,11 @@ class Runner:
         self._reports.append(task)
         return task
 
+    async def _send_report(self, data: dict[str, Any]) -> bool:
+        """A bot's report (`Bot.report`): sent at once, beside the lifecycle events, with a
+        short budget; the manager keeps the latest."""
+        return await self.client.send_event(EVENT_REPORT, data=data)
+
     async def _heartbeat_loop(self) -> None:
         while True:
             await asyncio.sleep(self.env.heartbeat_s)
@@ -286,6 +295,7 @@ async def _amain(env: RuntimeEnv) -> int:
             secrets=env.secrets,
             logger=logging.getLogger(f"bot.{env.bot}"),
         )
+        bot.state_dir = Path(env.state_dir) if env.state_dir else None
     except Exception as exc:
         log.error("cannot create bot %r: %s", env.bot, describe_error(exc), exc_info=exc)
         client = manager()

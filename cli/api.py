@@ -86,8 +86,9 @@ class ApiClient:
         labels: list[tuple[str, str]] | None = None,
         limit: int | None = None,
         cursor: str | None = None,
+        user_id: str | None = None,
     ) -> Json:
-        params = _bot_filters(status, labels, limit)
+        params = _bot_filters(status, labels, limit, user_id)
         if cursor:
             params.append(("cursor", cursor))
         return self._json("GET", "/bots", params=params)
@@ -98,9 +99,10 @@ class ApiClient:
         status: list[str] | None = None,
         labels: list[tuple[str, str]] | None = None,
         limit: int | None = None,
+        user_id: str | None = None,
     ) -> Iterator[Json]:
         """Every page of `GET /bots`, following `next_cursor` until there is no more."""
-        return self._pages("/bots", _bot_filters(status, labels, limit))
+        return self._pages("/bots", _bot_filters(status, labels, limit, user_id))
 
     def get_bot(self, bot_id: str) -> Json:
         return self._json("GET", f"/bots/{bot_id}")
@@ -119,6 +121,11 @@ class ApiClient:
     def stop_bot(self, bot_id: str) -> Json:
         return self._json("POST", f"/bots/{bot_id}/stop")
 
+    def relaunch_bot(self, bot_id: str, *, idempotency_key: str | None = None) -> Json:
+        """A new bot made from an ended one (409 `bot_live` while it runs)."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return self._json("POST", f"/bots/{bot_id}/relaunch", headers=headers)
+
     def delete_bot(self, bot_id: str, *, purge_state: bool = False) -> None:
         """An ended bot, its history and logs (409 `bot_live` while it runs)."""
         params = {"purge_state": 1} if purge_state else {}
@@ -130,6 +137,16 @@ class ApiClient:
 
     def get_command(self, bot_id: str, command_id: str) -> Json:
         return self._json("GET", f"/bots/{bot_id}/commands/{command_id}")
+
+    def send_command(self, bot_id: str, action: str, payload: Json) -> Json:
+        """A custom command for the bot's `on_command`; its answer is the command's `result`."""
+        return self._json(
+            "POST", f"/bots/{bot_id}/commands", json={"action": action, "payload": payload}
+        )
+
+    def replace_secrets(self, bot_id: str, secrets: dict[str, str]) -> Json:
+        """A live bot's whole new set of secrets; the answer is the `secrets` command."""
+        return self._json("PUT", f"/bots/{bot_id}/secrets", json=secrets)
 
     def logs(self, bot_id: str, *, tail: int | None = None) -> str:
         params = {"tail": tail} if tail else {}
@@ -167,8 +184,50 @@ class ApiClient:
         body = {"max_concurrent_bots": max_concurrent_bots}
         return self._json("PATCH", f"/admin/users/{user_id}", json=body)
 
-    def create_key(self, user_id: str) -> Json:
-        return self._json("POST", f"/admin/users/{user_id}/keys")
+    def create_key(
+        self,
+        user_id: str,
+        *,
+        name: str | None = None,
+        scopes: list[str] | None = None,
+        expires_in_s: int | None = None,
+    ) -> Json:
+        body: Json = {}
+        if name is not None:
+            body["name"] = name
+        if scopes:
+            body["scopes"] = scopes
+        if expires_in_s is not None:
+            body["expires_in_s"] = expires_in_s
+        return self._json("POST", f"/admin/users/{user_id}/keys", json=body)
+
+    def list_keys(self, user_id: str) -> list[Json]:
+        """The user's live keys (every page), never the keys themselves."""
+        return self._all(f"/admin/users/{user_id}/keys")
+
+    def revoke_key(self, user_id: str, key_id: str) -> None:
+        self._request("DELETE", f"/admin/users/{user_id}/keys/{key_id}")
+
+    def set_default_restart(self, user_id: str, policy: Json | None) -> Json:
+        """The restart policy of the user's bots that name none (None removes it)."""
+        body = {"default_restart": policy}
+        return self._json("PATCH", f"/admin/users/{user_id}", json=body)
+
+    def set_disabled(self, user_id: str, disabled: bool) -> Json:
+        return self._json("PATCH", f"/admin/users/{user_id}", json={"disabled": disabled})
+
+    def audit(
+        self, *, user_id: str | None = None, since: str | None = None, limit: int | None = None
+    ) -> Json:
+        """One page of the admin log, newest first."""
+        params: list[tuple[str, str | int]] = []
+        if user_id:
+            params.append(("user_id", user_id))
+        if since:
+            params.append(("since", since))
+        if limit:
+            params.append(("limit", limit))
+        return self._json("GET", "/admin/audit", params=params)
 
     # ---- events ------------------------------------------------------------------------------
 
@@ -210,12 +269,17 @@ class ApiClient:
 
 
 def _bot_filters(
-    status: list[str] | None, labels: list[tuple[str, str]] | None, limit: int | None
+    status: list[str] | None,
+    labels: list[tuple[str, str]] | None,
+    limit: int | None,
+    user_id: str | None = None,
 ) -> list[tuple[str, str | int]]:
     params: list[tuple[str, str | int]] = [("status", s) for s in status or []]
     params += [("label", f"{key}:{value}") for key, value in labels or []]
     if limit:
         params.append(("limit", limit))
+    if user_id:
+        params.append(("user_id", user_id))  # the admin fleet view
     return params
 
 

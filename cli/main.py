@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from cli import help_format
-from cli.commands import bots, events, users
+from cli.commands import audit, bots, events, users
 from cli.config import Connection
 from manager.cli import app as manager_app
 
@@ -42,6 +42,7 @@ app.registered_commands.extend(map(help_format.adopt, manager_app.registered_com
 app.add_typer(bots.app, name="bots")
 app.add_typer(users.app, name="users")
 app.command("events")(events.events)
+app.command("audit")(audit.audit)
 
 if __name__ == "__main__":
     app()

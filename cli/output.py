@@ -201,3 +201,36 @@ def users_table(users: list[dict[str, Any]]) -> Table:
             clock(user["created_at"]),
         )
     return table
+
+
+def keys_table(keys: list[dict[str, Any]]) -> Table:
+    """A user's keys: never the key itself, its prefix to recognise it."""
+    table = Table(box=None, header_style="bold")
+    for column in ("ID", "PREFIX", "NAME", "SCOPES", "CREATED", "LAST USED", "EXPIRES"):
+        table.add_column(column, no_wrap=column in {"ID", "PREFIX"})
+    for key in keys:
+        table.add_row(
+            Text(key["id"]),
+            Text(key["prefix"]),
+            Text(key.get("name") or ""),
+            Text(",".join(key.get("scopes") or [])),
+            clock(key.get("created_at")),
+            clock(key.get("last_used_at")) if key.get("last_used_at") else "never",
+            clock(key.get("expires_at")) if key.get("expires_at") else "",
+        )
+    return table
+
+
+def audit_table(rows: list[dict[str, Any]]) -> Table:
+    """Admin actions, newest first, with what changed as compact JSON."""
+    table = Table(box=None, header_style="bold")
+    for column in ("AT", "ACTION", "TARGET", "CHANGE"):
+        table.add_column(column, no_wrap=column != "CHANGE")
+    for row in rows:
+        table.add_row(
+            clock(row.get("at")),
+            Text(row["action"]),
+            Text(row["target"]),
+            Text(json.dumps(row.get("change") or {}, separators=(",", ":"))),
+        )
+    return table

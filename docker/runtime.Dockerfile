@@ -3,6 +3,8 @@
 # Built from a wheelhouse so the build needs no network (scripts/build-images.sh does all this):
 #   pip wheel --wheel-dir docker/wheels .
 #   docker build -f docker/runtime.Dockerfile -t botfleet-runtime:latest .
+# /state is where a bot's state volume is mounted (a `state_key`); a new named volume copies its
+# owner and mode, so the bot (uid 10001) alone may write it.
 # Runs as uid 10001 with a read-only root filesystem and a tmpfs /tmp:
 #   docker run --read-only --tmpfs /tmp --cap-drop ALL --security-opt no-new-privileges ...
 ARG BASE_IMAGE=python:3.11-slim
@@ -20,7 +22,8 @@ FROM ${BASE_IMAGE}
 LABEL org.opencontainers.image.title=botfleet-runtime
 RUN groupadd --system --gid 10001 bot \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /tmp \
-      --shell /usr/sbin/nologin bot
+      --shell /usr/sbin/nologin bot \
+ && mkdir -m 0700 /state && chown 10001:10001 /state
 COPY --from=build /opt/botfleet /opt/botfleet
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PATH=/opt/botfleet/bin:$PATH
 USER 10001:10001

@@ -29,14 +29,18 @@ from manager.errors import error_body, install_error_handlers
 from manager.event_stream import EventWaker
 from manager.events import wake_on_commit
 from manager.housekeeping import Housekeeping
+from manager.key_usage import FLUSH_S as KEY_USAGE_FLUSH_S
+from manager.key_usage import KeyUsage
 from manager.leader import LeaderLease
 from manager.liveness import HeartbeatBuffer
 from manager.loops import IntervalLoop
 from manager.rate_limit import RateLimit, RateLimiter
 from manager.reconciler import Reconciler
+from manager.reports import ReportBuffer
 from manager.sealing import load_box
 from manager.services.fleet import Fleet
 from manager.services.heartbeats import Heartbeats
+from manager.services.reports import Reports
 from manager.webhooks.sender import WebhookSender
 
 log = logging.getLogger(__name__)
@@ -133,8 +137,17 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if redis_users is not None:
             stack.callback(redis_users.close)
         app.state.credentials = credentials = _credentials(stack, app.state.sessions, settings)
+        app.state.key_usage = key_usage = KeyUsage(app.state.sessions)
         app.state.heartbeats = heartbeats = Heartbeats(
             app.state.sessions, HeartbeatBuffer(settings.heartbeat_buffer_max), credentials
+        )
+        app.state.reports = reports = Reports(
+            app.state.sessions,
+            ReportBuffer(
+                min_interval_s=settings.report_min_interval_s,
+                max_entries=settings.report_buffer_max,
+            ),
+            credentials,
         )
         fleet = Fleet(
             fleet_id=fleet_id(app.state.sessions, settings),
@@ -176,8 +189,17 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             IntervalLoop(
                 "heartbeats", heartbeats.flush, interval_s=settings.heartbeat_flush_interval_s
             ),
+            # API keys' last_used_at, at most once a minute per key (every replica).
+            IntervalLoop("key_usage", key_usage.flush, interval_s=KEY_USAGE_FLUSH_S),
+            # Bots' coalesced reports, each written once its interval is over (every replica).
+            IntervalLoop(
+                "reports",
+                reports.flush,
+                interval_s=min(max(settings.report_min_interval_s / 4, 0.1), 1.0),
+            ),
         ]
         stack.callback(_flush_at_exit, heartbeats)  # runs after the scheduler has stopped
+        stack.callback(_flush_reports_at_exit, reports)
         scheduler = BackgroundScheduler(timezone="UTC")
         for loop in loops:
             loop.schedule(scheduler)
@@ -215,6 +237,13 @@ def _flush_at_exit(heartbeats: Heartbeats) -> None:
         heartbeats.flush()
     except Exception as exc:  # the database is gone: the bots' next heartbeats go elsewhere
         log.warning("heartbeats not written at exit: %s", exc)
+
+
+def _flush_reports_at_exit(reports: Reports) -> None:
+    try:
+        reports.flush(everything=True)
+    except Exception as exc:  # the database is gone: the bots' next reports go elsewhere
+        log.warning("reports not written at exit: %s", exc)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

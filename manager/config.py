@@ -106,6 +106,20 @@ class Settings(BaseSettings):
     heartbeat_buffer_max: int = Field(
         200_000, ge=1, description="Most bots whose heartbeats one manager process holds at once."
     )
+    report_min_interval_s: float = Field(
+        2.0,
+        ge=0,
+        le=3600,
+        description="A bot's report is written at most once per this many seconds (per manager "
+        "process); faster reports are coalesced in memory, the latest winning, and written once "
+        "the interval is over.",
+    )
+    report_buffer_max: int = Field(
+        10_000,
+        ge=1,
+        description="Most bots whose coalesced reports one manager process holds at once (each "
+        "up to 16 KiB); past it a report answers 503 and the bot may send it again.",
+    )
     credential_cache_size: int = Field(
         100_000,
         ge=0,

@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
+from datetime import datetime
 
 import redis
 from cachetools import TTLCache
@@ -61,10 +62,14 @@ class KnownBot:
 
 @dataclass(frozen=True)
 class KnownKey:
-    """An API key's digest belongs to this (unrevoked) key of this user."""
+    """An API key's digest belongs to this unrevoked key of this enabled user, with these
+    scopes, valid until `expires_at` (None: no expiry; checked on every hit). Revoking the key
+    or disabling the user is a commit that drops the entry (`key:<id>`, `user:<id>`)."""
 
     user_id: str
     key_id: str
+    scopes: frozenset[str] = frozenset({"bots:read", "bots:write"})
+    expires_at: datetime | None = None
 
     @property
     def owners(self) -> tuple[str, ...]:

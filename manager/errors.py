@@ -77,7 +77,7 @@ class ErrorOut(BaseModel):
 ERROR_DESCRIPTIONS = {
     400: "Malformed request (e.g. a body that is not UTF-8)",
     401: "No or bad credentials",
-    403: "Valid credentials for another resource",
+    403: "Valid credentials for another resource, or a read-only key writing",
     404: "Unknown, or another user's",
     409: "Illegal in the current state, or a duplicate",
     413: "Body too large",

@@ -8,6 +8,7 @@ webhook sender; they read the rows themselves, so a lost wake-up only delays the
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Any
 
 import redis
@@ -30,6 +31,23 @@ def record_event(session: Session, *, bot: Bot, kind: str, data: dict[str, Any])
     return row
 
 
+def record_report_event(
+    session: Session, *, user_id: str, bot_id: str, data: dict[str, Any], at: datetime
+) -> Event:
+    """A bot's report as written (manager/reports.py): SSE `event: report`, webhook
+    `bot.report`. Written from a guarded UPDATE, so it names the bot by id, not by row."""
+    row = Event(
+        user_id=user_id,
+        bot_id=bot_id,
+        kind="report",
+        data={"bot_id": bot_id, "report": data, "reported_at": at.isoformat()},
+        at=utcnow(),
+    )
+    session.add(row)
+    session.info[_PENDING_KEY] = True
+    return row
+
+
 def record_command_event(session: Session, bot: Bot, command: Command) -> Event:
     return record_event(
         session,
@@ -40,6 +58,7 @@ def record_command_event(session: Session, bot: Bot, command: Command) -> Event:
             "command_id": command.id,
             "action": command.action,
             "status": command.status,
+            "actor": command.actor,
             "error": command.error,
             "at": utcnow().isoformat(),
         },

@@ -24,7 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, validates
 
-from manager.lifecycle.states import BotStatus
+from manager.lifecycle.states import RESTART_ON_DEFAULT, BotStatus
 
 TERMINAL_SQL = "status IN ('completed', 'failed')"
 #: The live bots, as the partial index `ix_bots_live` states them: a query uses that index only
@@ -126,6 +126,10 @@ class User(Base):
     name: Mapped[str] = mapped_column(String(100), unique=True)
     max_concurrent_bots: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Set: every key of the user answers 401 (its bots run on).
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # `{max_retries, backoff_s, on?}` applied to a POST /bots that names no `restart`; None: none.
+    default_restart: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
 
     keys: Mapped[list[ApiKey]] = relationship(back_populates="user")
 
@@ -141,6 +145,11 @@ class ApiKey(Base):
     prefix: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    name: Mapped[str | None] = mapped_column(String(100))
+    scopes: Mapped[str] = mapped_column(String(100), default="bots:read bots:write")  # spaced
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Written at most once a minute per key and process (manager/key_usage.py).
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     user: Mapped[User] = relationship(back_populates="keys")
 
@@ -166,6 +175,15 @@ class Bot(Base):
             unique=True,
             postgresql_where=text(f"dedup_key IS NOT NULL AND NOT ({TERMINAL_SQL})"),
             sqlite_where=text(f"dedup_key IS NOT NULL AND NOT ({TERMINAL_SQL})"),
+        ),
+        # A state_key is held by at most one of a user's live bots (409 `state_in_use`).
+        Index(
+            "uq_bots_user_state_live",
+            "user_id",
+            "state_key",
+            unique=True,
+            postgresql_where=text(f"state_key IS NOT NULL AND NOT ({TERMINAL_SQL})"),
+            sqlite_where=text(f"state_key IS NOT NULL AND NOT ({TERMINAL_SQL})"),
         ),
     )
 
@@ -193,6 +211,14 @@ class Bot(Base):
     max_duration_s: Mapped[int | None] = mapped_column(Integer)
     restart_max_retries: Mapped[int] = mapped_column(Integer, default=0)
     restart_backoff_s: Mapped[float] = mapped_column(default=5.0)
+    # Which failures the restart policy retries: crash, heartbeat_lost, start_failed; None: the
+    # default (RESTART_ON_DEFAULT in manager/lifecycle/rules.py).
+    restart_on: Mapped[list[str] | None] = mapped_column(JSONType)
+    # The ended bot this one relaunches (POST /bots/{id}/relaunch); not a foreign key: the old
+    # record may be deleted and the new bot lives on.
+    relaunch_of: Mapped[str | None] = mapped_column(String(36))
+    # The persistent directory this bot holds (one live bot per user and key).
+    state_key: Mapped[str | None] = mapped_column(String(200))
 
     token_hash: Mapped[str | None] = mapped_column(String(64), index=True)
     stop_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -201,12 +227,25 @@ class Bot(Base):
     last_logs: Mapped[str | None] = mapped_column(Text)
     # When a restart is due (restart policy backoff); None when no relaunch is waiting.
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The bot's latest report (`Bot.report` in the runtime), coalesced by manager/reports.py.
+    report: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    reported_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     active_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    @property
+    def restart(self) -> dict[str, Any]:
+        """The restart policy as the API shows it, `on` spelled out."""
+        on = RESTART_ON_DEFAULT if self.restart_on is None else self.restart_on
+        return {
+            "max_retries": self.restart_max_retries,
+            "backoff_s": self.restart_backoff_s,
+            "on": list(on),
+        }
 
     @validates("status")
     def _typed_status(self, _key: str, value: str) -> BotStatus:
@@ -247,7 +286,7 @@ class Event(Base):
     )
     user_id: Mapped[str] = mapped_column(String(36))
     bot_id: Mapped[str] = mapped_column(String(36))
-    kind: Mapped[str] = mapped_column(String(16))  # "transition" | "command"
+    kind: Mapped[str] = mapped_column(String(16))  # "transition" | "command" | "report"
     data: Mapped[dict[str, Any]] = mapped_column(JSONType)
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -286,6 +325,8 @@ class BotTransition(Base):
     to_status: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str] = mapped_column(String(64))
     source: Mapped[str] = mapped_column(String(16))
+    # key:<key id>, admin, runtime, reconciler, scheduler, orchestrator (manager/services/audit.py)
+    actor: Mapped[str | None] = mapped_column(String(64))
     detail: Mapped[str] = mapped_column(Text, default="")
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -304,8 +345,11 @@ class Command(Base):
     bot_id: Mapped[str] = mapped_column(ForeignKey("bots.id", ondelete="CASCADE"))
     action: Mapped[str] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(16), default="pending")
+    actor: Mapped[str | None] = mapped_column(String(64))  # who asked (manager/services/audit.py)
     config: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     config_version: Mapped[int | None] = mapped_column(Integer)
+    payload: Mapped[dict[str, Any] | None] = mapped_column(JSONType)  # a custom command's
+    result: Mapped[Any | None] = mapped_column(JSONType)  # the bot's answer to a custom command
     error: Mapped[str | None] = mapped_column(Text)
     publish_count: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -313,3 +357,17 @@ class Command(Base):
     acked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     next_publish_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class AdminAudit(Base):
+    """One admin action (user created, limit changed, key created or revoked, user disabled)."""
+
+    __tablename__ = "admin_audit"
+    __table_args__ = (Index("ix_admin_audit_user_id_id", "user_id", "id"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    action: Mapped[str] = mapped_column(String(32))
+    target: Mapped[str] = mapped_column(String(100))  # user:<id> or key:<id>
+    user_id: Mapped[str | None] = mapped_column(String(36))
+    change: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)

@@ -8,7 +8,15 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    RootModel,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 BOT_REF = re.compile(r"^(?:[a-z][a-z0-9_]*|[A-Za-z_][\w.]*:[A-Za-z_]\w*)$")
 LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,62}$")
@@ -16,6 +24,8 @@ MAX_LABELS = 32
 MAX_CONFIG_BYTES = 64 * 1024
 MAX_CONFIG_DEPTH = 16
 MAX_SECRETS = 64
+MAX_RESULT_BYTES = 64 * 1024  # bot_runtime/protocol.py says the same to the runtime
+MAX_REPORT_BYTES = 16 * 1024
 # A Docker/OCI image reference: [registry[:port]/]path[:tag][@digest], lower-case path.
 IMAGE_REF = re.compile(
     r"^(?:[a-zA-Z0-9](?:[a-zA-Z0-9.-]*[a-zA-Z0-9])?(?::[0-9]+)?/)?[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*"
@@ -32,9 +42,34 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+RestartTrigger = Literal["crash", "heartbeat_lost", "start_failed"]
+
+
 class RestartPolicy(Strict):
     max_retries: int = Field(0, ge=0, le=100)
     backoff_s: float = Field(5.0, ge=0, le=86_400)
+    on: list[RestartTrigger] | None = Field(
+        None,
+        max_length=3,
+        description="Which failures are retried: `crash` (an active bot failed), "
+        "`heartbeat_lost`, `start_failed` (a launch error, a start timeout, an exit before "
+        '`started`). Default `["crash", "heartbeat_lost"]`.',
+    )
+
+    @field_validator("on")
+    @classmethod
+    def _distinct(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError("each trigger at most once")
+        return value
+
+
+class RestartPublic(BaseModel):
+    """A bot's restart policy as stored, `on` spelled out."""
+
+    max_retries: int
+    backoff_s: float
+    on: list[str]
 
 
 def _json_size(value: Any) -> int:
@@ -76,8 +111,23 @@ class BotCreate(Strict):
     )
     start_at: datetime | None = Field(None, strict=False)  # ISO text is the JSON form
     max_duration_s: int | None = Field(None, gt=0, le=30 * 86_400)
-    restart: RestartPolicy | None = None
+    restart: RestartPolicy | None = Field(
+        None, description="Default: the user's default restart policy, else no restarts."
+    )
     dedup_key: ShortText | None = None
+    state_key: (
+        Annotated[
+            str,
+            StringConstraints(
+                min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
+            ),
+        ]
+        | None
+    ) = Field(
+        None,
+        description="A persistent directory (`BOTFLEET_STATE_DIR`) kept across restarts and "
+        "relaunches with the same key; one live bot per user and key, else 409 `state_in_use`.",
+    )
 
     @field_validator("bot")
     @classmethod
@@ -144,6 +194,13 @@ class BotPublic(BaseModel):
     dedup_key: str | None = None
     start_at: datetime | None = Field(None, strict=False)  # ISO text is the JSON form
     max_duration_s: int | None = None
+    restart: RestartPublic | None = None
+    state_key: str | None = None
+    relaunch_of: str | None = Field(None, description="The ended bot this one relaunches.")
+    report: dict[str, Any] | None = Field(
+        None, description="The bot's latest report (a JSON object it sent with `self.report`)."
+    )
+    reported_at: datetime | None = None
     created_at: datetime
     started_at: datetime | None
     active_at: datetime | None
@@ -172,6 +229,11 @@ class TransitionPublic(BaseModel):
     to: str
     reason: str
     source: str
+    actor: str | None = Field(
+        None,
+        description="`key:<key id>`, `admin`, `runtime`, `reconciler`, `scheduler` or "
+        "`orchestrator`.",
+    )
     detail: str
     attempt: int
     at: datetime
@@ -222,9 +284,16 @@ class CommandPublic(BaseModel):
     bot_id: str
     action: str
     status: Literal["pending", "delivered", "acked", "failed", "expired"]
+    actor: str | None = Field(None, description="Who sent it: `key:<key id>`, `admin`, ...")
     config: dict[str, Any] | None = None
     config_version: int | None = None
-    error: str | None = None
+    payload: dict[str, Any] | None = Field(None, description="A custom command's payload.")
+    result: Any = Field(None, description="A custom command's answer from the bot (JSON).")
+    error: str | None = Field(
+        None,
+        description="Why it failed: the bot's error message, `unknown_action` (the bot has no "
+        "such command), `result_too_large`, or why it expired.",
+    )
     created_at: datetime
     delivered_at: datetime | None = None
     acked_at: datetime | None = None
@@ -232,10 +301,29 @@ class CommandPublic(BaseModel):
 
 
 class CallbackIn(Strict):
-    event: Literal["started", "heartbeat", "leaving", "exited"]
+    event: Literal["started", "heartbeat", "leaving", "exited", "report"]
     exit_code: int | None = Field(None, ge=-255, le=255)
     reason: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")] | None = None
     detail: Annotated[str, StringConstraints(max_length=4000)] | None = None
+    data: dict[str, Any] | None = Field(
+        None, description=f"`report` only: a JSON object of at most {MAX_REPORT_BYTES} bytes."
+    )
+
+    @field_validator("data")
+    @classmethod
+    def _report_size(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            if _json_size(value) > MAX_REPORT_BYTES:
+                raise ValueError(f"a report is at most {MAX_REPORT_BYTES} bytes of JSON")
+            if _depth(value) > MAX_CONFIG_DEPTH:
+                raise ValueError(f"a report is nested at most {MAX_CONFIG_DEPTH} levels")
+        return value
+
+    @model_validator(mode="after")
+    def _data_for_report(self) -> CallbackIn:
+        if (self.event == "report") != (self.data is not None):
+            raise ValueError("`data` comes with a `report` event, and only with it")
+        return self
 
 
 class CallbackOut(BaseModel):
@@ -246,6 +334,39 @@ class CallbackOut(BaseModel):
 class AckIn(Strict):
     ok: bool
     error: Annotated[str, StringConstraints(max_length=4000)] | None = None
+    result: Any = Field(
+        None,
+        description=f"A custom command's JSON answer; larger than {MAX_RESULT_BYTES} bytes "
+        "fails the command with `result_too_large`.",
+    )
+
+
+#: Actions only the manager sends: a custom command may not be named after one.
+RESERVED_ACTION_NAMES = frozenset({"reconfigure", "leave", "secrets"})
+
+
+class CommandCreate(Strict):
+    """`POST /bots/{id}/commands`: a custom command for the bot's `on_command`."""
+
+    action: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")] = Field(
+        ...,
+        description="snake_case, at most 32 characters; not `reconfigure`, `leave` or `secrets`.",
+        examples=["echo"],
+    )
+    payload: dict[str, Any] = Field(
+        default_factory=dict,
+        description="A JSON object handed to the bot with the action (at most 64 KiB).",
+        examples=[{"text": "hello"}],
+    )
+
+    @field_validator("action")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value in RESERVED_ACTION_NAMES:
+            raise ValueError(f"{value!r} is the manager's own command; use its own route")
+        return value
+
+    _payload = field_validator("payload")(check_config)
 
 
 class UserCreate(Strict):
@@ -257,7 +378,19 @@ class UserCreate(Strict):
 
 
 class UserUpdate(Strict):
-    max_concurrent_bots: int = Field(..., ge=0, le=1_000_000)
+    """Only the fields sent change."""
+
+    max_concurrent_bots: int | None = Field(None, ge=0, le=1_000_000)
+    disabled: bool | None = Field(
+        None,
+        description="true: every key of the user answers 401 at once (its bots run on); "
+        "false: enabled again.",
+    )
+    default_restart: RestartPolicy | None = Field(
+        None,
+        description="The restart policy of the user's bots whose POST /bots names none "
+        "(relaunches keep their own); `null` removes it.",
+    )
 
 
 class UserPublic(BaseModel):
@@ -267,12 +400,92 @@ class UserPublic(BaseModel):
     name: str
     max_concurrent_bots: int
     created_at: datetime
+    disabled_at: datetime | None = None
+    default_restart: dict[str, Any] | None = None
 
 
 class UserWithKey(UserPublic):
     api_key: str = Field(description="Shown this once; only its hash is stored.")
 
 
-class ApiKeyCreated(BaseModel):
+Scope = Literal["bots:read", "bots:write"]
+
+
+class ApiKeyCreate(Strict):
+    name: ShortText | None = None
+    scopes: list[Scope] = Field(
+        default_factory=lambda: ["bots:read", "bots:write"],
+        min_length=1,
+        max_length=2,
+        description="`bots:read` alone: every write answers 403 `insufficient_scope`.",
+    )
+    expires_in_s: int | None = Field(
+        None, gt=0, le=10 * 365 * 86_400, description="The key answers 401 after this long."
+    )
+
+
+class ApiKeyPublic(BaseModel):
+    """A key as listed: never the key itself (only its hash is stored)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
     user_id: str
+    prefix: str = Field(description="The key's first characters, to recognise it.")
+    name: str | None
+    scopes: list[str]
+    created_at: datetime
+    last_used_at: datetime | None = Field(
+        None, description="Within a minute: written at most once a minute per key."
+    )
+    expires_at: datetime | None
+
+    @field_validator("scopes", mode="before")
+    @classmethod
+    def _spaced(cls, value: Any) -> Any:
+        return value.split() if isinstance(value, str) else value
+
+
+class ApiKeyCreated(ApiKeyPublic):
     api_key: str = Field(description="Shown this once; only its hash is stored.")
+
+
+class AuditEntry(BaseModel):
+    """One admin action."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    at: datetime
+    action: str = Field(
+        description="`user_created`, `user_updated` (limit changed, disabled or enabled), "
+        "`key_created`, `key_revoked`."
+    )
+    target: str = Field(description="`user:<id>` or `key:<id>`.")
+    user_id: str | None
+    change: dict[str, Any] = Field(description="What changed; `[old, new]` for an update.")
+
+
+def check_secrets(value: dict[str, str]) -> dict[str, str]:
+    """At most MAX_SECRETS names and 64 KiB: the same bound as at POST /bots."""
+    if len(value) > MAX_SECRETS:
+        raise ValueError(f"at most {MAX_SECRETS} secrets")
+    if _json_size(value) > MAX_CONFIG_BYTES:
+        raise ValueError(f"secrets are larger than {MAX_CONFIG_BYTES} bytes")
+    return value
+
+
+class SecretsReplace(RootModel[dict[str, str]]):
+    """`PUT /bots/{id}/secrets`: the bot's whole new set of secrets, an object of strings."""
+
+    model_config = ConfigDict(strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unwrap(cls, value: Any) -> Any:
+        """`{"secrets": {...}}` (the POST /bots spelling) is accepted too."""
+        if isinstance(value, dict) and len(value) == 1 and isinstance(value.get("secrets"), dict):
+            return value["secrets"]
+        return value
+
+    _bounded = field_validator("root")(check_secrets)

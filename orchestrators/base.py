@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import abc
 import enum
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar, Self
@@ -61,6 +62,21 @@ class CapabilityNotSupported(OrchestratorError):
 
 
 @dataclass(frozen=True)
+class StateRef:
+    """A persistent state directory: one per user and `state_key`, kept across the attempts
+    and relaunches of the bots that name it (one live bot at a time, the manager sees to it)."""
+
+    user_id: str
+    key: str
+
+    @property
+    def slug(self) -> str:
+        """A name for the directory or volume: the same for the same user and key, never the
+        same for two users, and no user text in a path or an engine's object name."""
+        return hashlib.sha256(f"{self.user_id}\0{self.key}".encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
 class LaunchSpec:
     """Everything a backend needs to start one bot attempt.
 
@@ -80,6 +96,8 @@ class LaunchSpec:
     secret_env: Mapping[str, str] = field(default_factory=dict, repr=False)
     labels: Mapping[str, str] = field(default_factory=dict)
     fleet: str = ""
+    #: The bot's persistent directory, mounted or made where `Orchestrator.state_dir` said.
+    state: StateRef | None = None
 
     def environment(self) -> dict[str, str]:
         """The whole environment, for engines that hand both parts to the workload alike."""
@@ -190,6 +208,16 @@ class Orchestrator(abc.ABC):
         images. The manager allows users this image, and only it, unless the operator lists
         others (BOTFLEET_ALLOWED_IMAGES)."""
         return None
+
+    def state_dir(self, state: StateRef) -> str:
+        """Where the workload sees its persistent directory (`BOTFLEET_STATE_DIR`); the launch
+        of a spec with this `state` makes it exist, writable by the workload alone."""
+        raise CapabilityNotSupported(f"the {self.name} backend keeps no bot state")
+
+    def purge_state(self, state: StateRef) -> None:
+        """Delete a persistent directory and what it holds (DELETE /bots/{id}?purge_state=1);
+        deleting one that does not exist is not an error."""
+        raise CapabilityNotSupported(f"the {self.name} backend keeps no bot state")
 
     @property
     def supports_logs(self) -> bool:

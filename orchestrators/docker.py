@@ -13,6 +13,11 @@ container reaches. That also lets a bot reach every port of the host (the databa
 included). A named network that the engine does not have is created on the first launch (a bridge
 labelled `botfleet.managed=true`); it is never removed, since other fleets' bots may share it.
 
+State: a bot with a `state_key` gets a named volume (`<prefix>state-<hash of user and key>`)
+mounted at /state, the one writable path besides /tmp. A new volume takes the ownership of the
+image's /state (the runtime image makes it 0700 for uid 10001), so another image needs a /state
+its user may write.
+
 The docker SDK blocks; the manager calls every method here from worker threads.
 """
 
@@ -29,19 +34,21 @@ import docker
 import docker.errors
 import requests.exceptions
 from docker.models.containers import Container
-from docker.types import LogConfig, Ulimit
+from docker.types import LogConfig, Mount, Ulimit
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from orchestrators.base import (
     LABEL_BOT_ID,
     LABEL_MANAGED,
+    LABEL_USER_ID,
     BackendUnavailable,
     LaunchFailed,
     LaunchSpec,
     LogFollower,
     Orchestrator,
     OrchestratorError,
+    StateRef,
     Workload,
     WorkloadNotFound,
     WorkloadState,
@@ -91,6 +98,10 @@ class DockerOrchestratorConfig(BackendConfig):
             memory_mb=self.memory_mb,
             cpus=self.cpus,
         )
+
+
+#: Where a bot's state volume is mounted (BOTFLEET_STATE_DIR).
+STATE_MOUNT = "/state"
 
 
 def _is_network_mode(network: str) -> bool:
@@ -288,11 +299,45 @@ class DockerOrchestrator(Orchestrator):
             ),
             **_hardening_args(cfg.hardening()),
         }
+        if spec.state is not None:
+            args["mounts"] = [
+                Mount(target=STATE_MOUNT, source=self._ensure_volume(spec.state), type="volume")
+            ]
         if _is_network_mode(cfg.network):
             args["network_mode"] = cfg.network
         else:
             args["network"] = cfg.network
         return args
+
+    # ---- state volumes -----------------------------------------------------------------------
+
+    def _volume_name(self, state: StateRef) -> str:
+        return f"{self.config.name_prefix}state-{state.slug}"
+
+    def _ensure_volume(self, state: StateRef) -> str:
+        """The state's named volume, created (labelled, never with the key itself) if new."""
+        name = self._volume_name(state)
+        labels = {LABEL_MANAGED: "true", LABEL_USER_ID: state.user_id}
+        self.client.volumes.create(name=name, driver="local", labels=labels)  # idempotent
+        return name
+
+    def state_dir(self, state: StateRef) -> str:
+        return STATE_MOUNT
+
+    def purge_state(self, state: StateRef) -> None:
+        """Remove the volume, and first the ended containers that still mount it (their
+        records are gone or going); a running one keeps it: OrchestratorError."""
+        name = self._volume_name(state)
+        with _engine_errors(f"removing the state volume {name}"):
+            for summary in self.client.api.containers(all=True, filters={"volume": name}):
+                container = self.client.containers.get(summary["Id"])
+                if not _status(container).is_gone and container.status != "created":
+                    raise OrchestratorError(f"container {container.short_id} still uses {name}")
+                container.remove(force=True)
+            try:
+                self.client.volumes.get(name).remove()
+            except docker.errors.NotFound:
+                return
 
     # ---- watch and stop ----------------------------------------------------------------------
 

@@ -46,6 +46,7 @@ from orchestrators.base import (
     LogFollower,
     Orchestrator,
     OrchestratorError,
+    StateRef,
     Workload,
     WorkloadState,
     WorkloadStatus,
@@ -98,6 +99,12 @@ class ProcessOrchestratorConfig(BackendConfig):
         description="Where each bot's working directory (its HOME) is made. Default "
         "/var/lib/botfleet/bots with bot uids (never inside the 0700 data folder), else "
         "<data_dir>/bots.",
+    )
+    state_root: Path | None = Field(
+        None,
+        description="Where bots' persistent directories (`state_key`) are kept, one per user "
+        "and key. Default /var/lib/botfleet/state with bot uids (bot uids cannot enter the "
+        "0700 data folder), else <data_dir>/state.",
     )
     rlimit_as_mb: int = Field(
         2048, ge=0, description="RLIMIT_AS (address space) of each bot in MiB; 0: unchanged."
@@ -245,6 +252,7 @@ class ProcessOrchestrator(Orchestrator):
         self._children: dict[str, subprocess.Popen[bytes]] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()  # protects _locks; never held while waiting
+        self._state_lock = threading.Lock()  # a state directory changes hands one launch at a time
         self._isolation_lock = threading.Lock()
         self._isolation: tuple[bool, str] | None = None  # (bot uids on, why not), probed once
         self._claims: isolation.UidClaims | None = None  # made with the isolation decision
@@ -397,6 +405,48 @@ class ProcessOrchestrator(Orchestrator):
             return self.config.work_root
         return isolation.DEFAULT_ISOLATED_WORK_ROOT if own_uid else self.config.data_dir / "bots"
 
+    def _state_root(self, own_uid: bool) -> Path:
+        if self.config.state_root is not None:
+            return self.config.state_root
+        return isolation.DEFAULT_STATE_ROOT if own_uid else self.config.data_dir / "state"
+
+    def state_dir(self, state: StateRef) -> str:
+        return str(self._state_root(self._uses_bot_uids()) / state.slug)
+
+    def _prepare_state(self, state: StateRef, uid: int | None) -> Path:
+        """The state directory, made if new, 0700 and (with bot uids) the attempt's alone."""
+        root = self._state_root(uid is not None)
+        if uid is not None:
+            isolation.ensure_traversable_root(root)  # 0711: entered, never listed, by bots
+        else:
+            _private_dir(root)
+        path = root / state.slug
+        with self._state_lock:
+            with suppress(FileExistsError):
+                path.mkdir(mode=0o700)
+            if not path.is_dir() or path.is_symlink():
+                raise OSError(f"{path} is not a directory")
+            if uid is not None:
+                isolation.hand_over_tree(path, uid, self.config.bot_gid)
+            path.chmod(0o700)
+        return path
+
+    def _take_back_state(self, record: Mapping[str, Any]) -> None:
+        """An ended attempt's state directory goes back to root before its uid is free again,
+        unless a later attempt already holds it."""
+        path, uid = record.get("state_dir"), record.get("uid")
+        if not path or uid is None:
+            return
+        with self._state_lock, suppress(FileNotFoundError):
+            if Path(path).stat().st_uid == uid:
+                isolation.hand_over_tree(Path(path), os.geteuid(), os.getegid())
+
+    def purge_state(self, state: StateRef) -> None:
+        for own_uid in (True, False):
+            path = self._state_root(own_uid) / state.slug
+            with self._state_lock:
+                isolation.remove_dir(path)
+
     def _workdir(self, bot_id: str, own_uid: bool) -> tuple[int | None, Path]:
         """The bot's own working directory, and its uid when it gets one."""
         root = self._work_root(own_uid)
@@ -445,6 +495,14 @@ class ProcessOrchestrator(Orchestrator):
                 code = "isolation_unavailable" if own_uid else "launch_failed"
                 message = f"cannot make the bot's working directory: {exc}"
                 raise LaunchFailed(message, code=code) from exc
+            state_dir = None
+            try:
+                if spec.state is not None:
+                    state_dir = self._prepare_state(spec.state, uid)
+            except OSError as exc:
+                isolation.remove_dir(workdir)
+                message = f"cannot prepare the bot's state directory: {exc}"
+                raise LaunchFailed(message, code="state_unavailable") from exc
             try:
                 proc = self._spawn(spec, log_file, uid, workdir)
             except LaunchFailed as exc:
@@ -461,6 +519,7 @@ class ProcessOrchestrator(Orchestrator):
             "starttime": starttime,
             "uid": uid,
             "workdir": str(workdir),
+            "state_dir": str(state_dir) if state_dir is not None else None,
             "labels": spec.workload_labels(),
             "log_path": str(log_path),
             "launched_at": started,
@@ -588,6 +647,7 @@ class ProcessOrchestrator(Orchestrator):
             _sweep(record, self._claims)
             if record.get("workdir"):
                 try:
+                    self._take_back_state(record)
                     isolation.remove_dir(Path(record["workdir"]))
                 except OSError as exc:
                     raise BackendUnavailable(

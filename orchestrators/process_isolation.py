@@ -30,6 +30,7 @@ import resource
 import select
 import shutil
 import signal
+import stat
 import subprocess
 import threading
 import time
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 #: Where bots' working directories live when they run under their own uids: outside the
 #: manager's data folder, which is 0700.
 DEFAULT_ISOLATED_WORK_ROOT = Path("/var/lib/botfleet/bots")
+DEFAULT_STATE_ROOT = Path("/var/lib/botfleet/state")
 _PROBE_TIMEOUT_S = 30.0
 _SWEEP_ROUNDS = 50
 
@@ -214,6 +216,23 @@ class UidClaims:
                 self._next = uid + 1 if uid + 1 < end else self.uid_base
                 return uid, path
         raise OSError(f"every uid of {self.uid_base}..{end - 1} is taken")
+
+
+def hand_over_tree(path: Path, uid: int, gid: int) -> None:
+    """Make a bot's state directory and what it holds belong to `uid` (the attempt about to
+    run, or root between attempts), so a uid handed to another bot later never owns it.
+
+    Walked by file descriptor (`os.fwalk`) and changed with `follow_symlinks=False`: a symlink
+    a bot planted is never followed out of the tree, even if a directory is swapped for one
+    meanwhile. A file with several links is left alone: it may be a hard link to a file
+    outside the tree, which must not change hands."""
+    os.chown(path, uid, gid, follow_symlinks=False)
+    for _top, dirs, files, dir_fd in os.fwalk(path, follow_symlinks=False):
+        for name in dirs + files:
+            with suppress(FileNotFoundError):
+                info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                if stat.S_ISDIR(info.st_mode) or info.st_nlink == 1:
+                    os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
 
 
 def remove_dir(path: Path) -> None:

@@ -181,6 +181,8 @@ def route(bot: Bot, *commands: CommandMessage) -> RecordingClient:
     async def go() -> None:
         for command in commands:
             await router.handle_command(command)
+        for _ in range(5):  # custom commands answer from tasks of their own
+            await asyncio.sleep(0)
 
     asyncio.run(go())
     return client
@@ -198,7 +200,8 @@ def test_router_applies_each_id_once() -> None:
 def test_router_ignores_unknown_actions_and_reports_refusals() -> None:
     bot = RecordingBot(refuse=True)
     client = route(bot, cmd("c1", "dance"), cmd("c2", "reconfigure", config={"v": 9}))
-    assert client.acks == [("c1", False, "unknown action 'dance'"), ("c2", False, "not today")]
+    # A custom command runs as a task of its own, so the reconfigure is answered first.
+    assert client.acks == [("c2", False, "not today"), ("c1", False, "unknown_action")]
     assert bot.config == {"v": 0}
     assert not bot.leave_requested
 

@@ -26,7 +26,7 @@ SHOW_FIELDS = [
     "id", "name", "bot", "status", "status_reason", "exit_code", "attempt", "orchestrator",
     "runtime_ref", "image", "platform", "native_id", "config", "config_version", "labels",
     "dedup_key", "start_at", "max_duration_s", "created_at", "started_at", "active_at",
-    "ended_at",
+    "ended_at", "report", "reported_at", "restart", "state_key", "relaunch_of",
 ]  # fmt: skip
 
 JsonOpt = typer.Option(False, "--json", help="Print the API's JSON document, nothing else.")
@@ -136,17 +136,25 @@ def list_bots(
         None, "--limit", "-n", metavar="N", min=1, max=1000, help="Page size."
     ),
     all_pages: bool = typer.Option(False, "--all", "-a", help="Follow cursors to the end."),
+    all_users: bool = typer.Option(
+        False, "--all-users", help="Every user's bots (the admin token's fleet view)."
+    ),
+    user_id: str | None = typer.Option(
+        None, "--user", metavar="USER_ID", help="With --all-users: only this user's bots."
+    ),
     watch: bool = typer.Option(False, "--watch", "-w", help="Redraw until Ctrl-C."),
     interval: float = typer.Option(
         2.0, "--interval", metavar="SECONDS", min=0.2, help="Seconds between redraws."
     ),
     as_json: bool = JsonOpt,
 ) -> None:
-    """List your bots, newest first."""
+    """List your bots, newest first; with --all-users, every user's (admin token)."""
     if watch and as_json:
         output.invalid("--watch and --json do not mix")
-    filters = {"status": status, "labels": parse_labels(label), "limit": limit}
-    with connect(ctx) as client:
+    if user_id and not all_users:
+        output.invalid("--user needs --all-users (the admin token)")
+    filters = {"status": status, "labels": parse_labels(label), "limit": limit, "user_id": user_id}
+    with connect(ctx, admin=all_users) as client:
 
         def fetch() -> dict[str, Any]:
             if not all_pages:
@@ -216,8 +224,20 @@ def start(
     restart_backoff: float | None = typer.Option(
         None, "--restart-backoff", metavar="SECONDS", min=0, help="Wait before a relaunch."
     ),
+    restart_on: list[str] = typer.Option(
+        [],
+        "--restart-on",
+        metavar="TRIGGER",
+        help="Retry this failure: crash, heartbeat_lost, start_failed; repeatable.",
+    ),
     dedup_key: str | None = typer.Option(
         None, "--dedup-key", metavar="KEY", help="Refuse a second live bot with this key."
+    ),
+    state_key: str | None = typer.Option(
+        None,
+        "--state-key",
+        metavar="KEY",
+        help="A persistent directory kept across restarts and relaunches with this key.",
     ),
     idempotency_key: str | None = typer.Option(
         None, "--idempotency-key", metavar="KEY", help="Retry safely: the same answer again."
@@ -237,18 +257,18 @@ def start(
         "start_at": start_at,
         "max_duration_s": max_duration,
         "dedup_key": dedup_key,
+        "state_key": state_key,
     }
     body.update({k: v for k, v in optional.items() if v is not None})
     if secret:
         body["secrets"] = parse_pairs(secret, typed=False)
     if label:
         body["labels"] = dict(parse_labels(label))
-    if restart_retries is not None or restart_backoff is not None:
-        body["restart"] = {
-            k: v
-            for k, v in {"max_retries": restart_retries, "backoff_s": restart_backoff}.items()
-            if v is not None
-        }
+    if restart_retries is not None or restart_backoff is not None or restart_on:
+        policy = {"max_retries": restart_retries, "backoff_s": restart_backoff}
+        body["restart"] = {k: v for k, v in policy.items() if v is not None}
+        if restart_on:
+            body["restart"]["on"] = restart_on
     with connect(ctx) as client:
         created = client.start_bot(body, idempotency_key=idempotency_key)
         if not wait:
@@ -294,12 +314,36 @@ def stop(
             typer.echo(f"{bot['id']} {bot['status']}")
 
 
+@app.command("relaunch")
+def relaunch(
+    ctx: typer.Context,
+    bot_id: str = BotId,
+    idempotency_key: str | None = typer.Option(
+        None, "--idempotency-key", metavar="KEY", help="Retry safely: the same answer again."
+    ),
+    wait: bool = typer.Option(False, "--wait", help="Wait until active (exit 1 if it fails)."),
+    timeout: float = WaitTimeout,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Start an ended bot again as a new bot (same kind, config, secrets, labels, restart
+    policy, state); print the new id. A live bot: stop it first (exit 4)."""
+    with connect(ctx) as client:
+        created = client.relaunch_bot(bot_id, idempotency_key=idempotency_key)
+        if not wait:
+            output.print_json(created) if as_json else typer.echo(created["id"])
+            return
+        if not as_json:
+            typer.echo(created["id"])
+        bot_state = wait_for_bot(client, created["id"], {"active"} | TERMINAL, timeout)
+        report_end(bot_state, as_json, "active")
+
+
 @app.command("rm")
 def remove(
     ctx: typer.Context,
     bot_id: str = BotId,
     purge_state: bool = typer.Option(
-        False, "--purge-state", help="Also delete its state (bots keep none yet)."
+        False, "--purge-state", help="Also delete its state directory (its --state-key)."
     ),
 ) -> None:
     """Delete an ended bot with its history and logs (a live bot: stop it first, exit 4)."""
@@ -346,6 +390,95 @@ def reconfigure(
                 timeout,
                 f"command {command['id']} to be acknowledged",
             )
+    if as_json:
+        output.print_json(command)
+    else:
+        typer.echo(f"{command['id']} {command['status']}")
+    if command["status"] in {"failed", "expired"}:
+        output.fail(
+            f"command {command['status']}: {command.get('error') or 'no ack'}", output.FAILED
+        )
+
+
+def wait_for_answer(client: ApiClient, bot_id: str, command: dict, timeout: float) -> dict:
+    return poll(
+        lambda: client.get_command(bot_id, command["id"]),
+        lambda c: c["status"] in {"acked", "failed", "expired"},
+        timeout,
+        f"command {command['id']} to be acknowledged",
+    )
+
+
+@app.command("cmd")
+def send_command(
+    ctx: typer.Context,
+    bot_id: str = BotId,
+    action: str = typer.Argument(..., metavar="ACTION", help="The command, e.g. echo."),
+    pairs: list[str] = typer.Argument(
+        None, metavar="KEY=VALUE", help="The payload's keys (JSON when it parses)."
+    ),
+    payload_file: Path | None = typer.Option(
+        None, "--file", "-f", metavar="FILE", help="The payload from a JSON file instead."
+    ),
+    wait: bool = typer.Option(
+        False, "--wait", help="Wait for the bot's answer and print its result (exit 1 if failed)."
+    ),
+    timeout: float = WaitTimeout,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Send a bot a custom command (its `on_command`); with --wait, print its JSON result.
+
+    The demo bot answers `echo` (the payload back) and `sleep s=N`.
+    """
+    if payload_file and pairs:
+        output.invalid("give either --file FILE.json or key=value pairs")
+    payload = (
+        read_json_object(payload_file) if payload_file else parse_pairs(pairs or [], typed=True)
+    )
+    with connect(ctx) as client:
+        command = client.send_command(bot_id, action, payload)
+        if wait:
+            command = wait_for_answer(client, bot_id, command, timeout)
+    if as_json:
+        output.print_json(command)
+    elif wait and command["status"] == "acked":
+        typer.echo(json.dumps(command.get("result"), indent=2))
+    else:
+        typer.echo(f"{command['id']} {command['status']}")
+    if command["status"] in {"failed", "expired"}:
+        output.fail(
+            f"command {command['status']}: {command.get('error') or 'no answer'}", output.FAILED
+        )
+
+
+@app.command("secrets")
+def replace_secrets(
+    ctx: typer.Context,
+    bot_id: str = BotId,
+    pairs: list[str] = typer.Argument(
+        None,
+        metavar="NAME=VALUE",
+        help="The new secrets (plain strings). They land in your shell history: prefer --file.",
+    ),
+    secrets_file: Path | None = typer.Option(
+        None, "--file", "-f", metavar="FILE", help="The new secrets from a JSON file."
+    ),
+    wait: bool = typer.Option(
+        False, "--wait", help="Wait until the bot took them (exit 1 if not)."
+    ),
+    timeout: float = WaitTimeout,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Replace a running bot's secrets: the bot fetches them itself; they are never printed."""
+    if bool(secrets_file) == bool(pairs):
+        output.invalid("give either --file FILE.json or name=value pairs")
+    secrets = read_json_object(secrets_file) if secrets_file else parse_pairs(pairs, typed=False)
+    if not all(isinstance(v, str) for v in secrets.values()):
+        output.invalid("every secret must be a string")
+    with connect(ctx) as client:
+        command = client.replace_secrets(bot_id, secrets)
+        if wait:
+            command = wait_for_answer(client, bot_id, command, timeout)
     if as_json:
         output.print_json(command)
     else:

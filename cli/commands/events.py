@@ -43,6 +43,10 @@ def describe(event: Event) -> str:
             f"{esc(output.short(data.get('command_id')))} "
             f"{output.styled(data.get('status'))}{esc(error)}"
         )
+    if event.event == "report":
+        when = output.clock(data.get("reported_at"))[11:] or when
+        report = json.dumps(data.get("report"), separators=(",", ":"))
+        return f"{when}  {bot}  report {esc(report)}"
     return f"{when}  {bot}  {esc(event.event)}: {esc(event.data)}"
 
 

@@ -17,7 +17,7 @@ from manager.config import Settings
 from manager.errors import Unauthorized
 from manager.models import Bot
 from manager.security import bearer_token, same
-from manager.services import auth
+from manager.services import audit, auth
 from manager.services.fleet import Fleet
 from manager.services.unit_of_work import unit_of_work
 
@@ -66,11 +66,25 @@ def _token(authorization: str | None) -> str:
 bot_token = _token  # a bot sends its token the same way
 
 
+def _key_caller(request: Request, session: Session, token: str) -> auth.Caller:
+    """The one place an API key is checked for every route: known, unrevoked, unexpired, its
+    user enabled (401), and allowed to write when the request writes (403
+    `insufficient_scope`). Its use is noted (`last_used_at`, manager/key_usage.py) and what the
+    request changes is attributed to it (`manager/services/audit.py`)."""
+    cache = getattr(request.app.state, "credentials", None)
+    caller = auth.caller_for_key(session, cache, token=token)
+    auth.check_scope(caller, writes=request.method not in READ_METHODS)
+    usage = getattr(request.app.state, "key_usage", None)
+    if usage is not None:
+        usage.touch(caller.key_id)
+    audit.set_request_actor(session, audit.key_actor(caller.key_id))
+    return caller
+
+
 def get_current_user(
     request: Request, session: SessionDep, authorization: AuthHeader = None
 ) -> auth.Caller:
-    cache = getattr(request.app.state, "credentials", None)
-    return auth.caller_for_key(session, cache, token=_token(authorization))
+    return _key_caller(request, session, _token(authorization))
 
 
 def authenticate_before_transaction(request: Request, authorization: AuthHeader = None) -> str:
@@ -81,7 +95,7 @@ def authenticate_before_transaction(request: Request, authorization: AuthHeader 
     caller must never make the manager do that I/O.
     """
     with request.app.state.sessions() as session:
-        return auth.user_for_token(session, token=_token(authorization)).id
+        return _key_caller(request, session, _token(authorization)).id
 
 
 def require_admin(request: Request, authorization: AuthHeader = None) -> None:
@@ -102,17 +116,24 @@ def lock_calling_bot(session: SessionDep, bot_id: BotPath, authorization: AuthHe
 
 @dataclass(frozen=True)
 class Viewing:
-    """Who reads a stream: a user (their bots) or the admin (user_id None: every bot)."""
+    """Who reads or stops bots: a user (their bots) or the admin (user_id None: every bot; the
+    admin fleet view)."""
 
     user_id: str | None
 
+    @property
+    def is_admin(self) -> bool:
+        return self.user_id is None
+
 
 def get_viewer(request: Request, session: SessionDep, authorization: AuthHeader = None) -> Viewing:
+    """The admin token or a user's API key, for the routes both may call (reads, stop,
+    delete); the admin's changes are attributed to `admin`."""
     token = _token(authorization)
     if same(token, request.app.state.admin_token):
+        audit.set_request_actor(session, audit.ADMIN)
         return Viewing(user_id=None)
-    cache = getattr(request.app.state, "credentials", None)
-    return Viewing(user_id=auth.caller_for_key(session, cache, token=token).id)
+    return Viewing(user_id=_key_caller(request, session, token).id)
 
 
 CurrentUser = Annotated[auth.Caller, Depends(get_current_user)]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, NamedTuple
 
-from manager.lifecycle.states import BotStatus, IllegalTransition
+from manager.lifecycle.states import RESTART_ON_DEFAULT, BotStatus, IllegalTransition
 
 if TYPE_CHECKING:
     from manager.models import Bot
@@ -178,11 +178,27 @@ def on_stop_requested(bot: Bot, reason: str) -> StopPlan:
     return StopPlan((Move(S.STOPPING, reason),), tell_workload=True)
 
 
+def restart_trigger(bot: Bot, outcome: Outcome) -> str | None:
+    """Which `restart.on` trigger a failure is: `start_failed` before `started` (launch error,
+    start timeout, exit before started), `heartbeat_lost`, or `crash` for any other failure of
+    an active bot; None for what no policy retries (a success, a stop gone wrong)."""
+    if not outcome.failed:
+        return None
+    if bot.status == S.STARTING:
+        return "start_failed"
+    if bot.status == S.ACTIVE:
+        return "heartbeat_lost" if outcome.reason == "heartbeat_lost" else "crash"
+    return None
+
+
 def next_attempt(bot: Bot, outcome: Outcome) -> Restart | None:
-    """The restart policy: a failure of an `active` bot with retries left is relaunched after
+    """The restart policy: a failure whose trigger the policy lists (`restart.on`, default
+    crash and heartbeat_lost), with retries left, is relaunched after
     `backoff_s * 2^(restarts used)` seconds (at most an hour); anything else ends the bot."""
     restarts_used = max(bot.attempt - 1, 0)
-    if not outcome.failed or bot.status != S.ACTIVE:
+    trigger = restart_trigger(bot, outcome)
+    listed = RESTART_ON_DEFAULT if bot.restart_on is None else bot.restart_on
+    if trigger is None or trigger not in listed:
         return None
     if restarts_used >= bot.restart_max_retries:
         return None

@@ -33,6 +33,10 @@ class Source(enum.StrEnum):
 TERMINAL: frozenset[BotStatus] = frozenset({BotStatus.COMPLETED, BotStatus.FAILED})
 LIVE: frozenset[BotStatus] = frozenset(BotStatus) - TERMINAL
 
+#: The failures a restart policy retries when it names none (`restart.on`): what every bot's
+#: policy retried before `on` existed. A failed start is retried only when asked.
+RESTART_ON_DEFAULT: tuple[str, ...] = ("crash", "heartbeat_lost")
+
 S = BotStatus
 #: (from, to) → the typical cause. Anything not listed is illegal. Every move into `starting`
 #: begins a new attempt (`store.transition` counts it).
@@ -47,6 +51,7 @@ TRANSITIONS: dict[tuple[BotStatus, BotStatus], str] = {
     (S.ACTIVE, S.COMPLETED): "the bot exited 0 on its own",
     (S.ACTIVE, S.FAILED): "non-zero exit, crash, heartbeat lost, workload vanished",
     (S.ACTIVE, S.STARTING): "restart policy relaunches after a failure",
+    (S.STARTING, S.STARTING): "restart policy retries a failed start (restart.on start_failed)",
     (S.STOPPING, S.COMPLETED): "exited after leave, or killed after the stop grace",
     (S.STOPPING, S.FAILED): "exited non-zero while leaving",
 }

@@ -16,6 +16,7 @@ from manager.clock import database_now
 from manager.events import record_event
 from manager.lifecycle.states import TERMINAL, BotStatus, IllegalTransition, Source, is_allowed
 from manager.models import Bot, BotTransition, utcnow
+from manager.services.audit import actor_for
 
 S = BotStatus
 
@@ -30,12 +31,14 @@ def transition(
     detail: str = "",
     exit_code: int | None = None,
     at: datetime | None = None,
+    actor: str | None = None,
 ) -> BotTransition:
     """Move `bot` to `target` and store the transition; raise IllegalTransition otherwise.
 
     A move into `starting` begins the next attempt (the only place the counter goes up). The
     caller must hold the bot's row lock (`services.bots.lock_bot`) so that concurrent updates
-    are serialized and a late callback can never move a bot backwards.
+    are serialized and a late callback can never move a bot backwards. `actor` defaults to the
+    request's caller for an API change, else to `source` (`manager/services/audit.py`).
     """
     current = bot.status
     if not is_allowed(current, target):
@@ -57,12 +60,14 @@ def transition(
     bot.status = target
     bot.status_reason = reason
     bot.updated_at = now
+    actor = actor or actor_for(session, source)
     row = BotTransition(
         bot_id=bot.id,
         from_status=current.value,
         to_status=target.value,
         reason=reason,
         source=source.value,
+        actor=actor,
         detail=detail[:2000],
         attempt=bot.attempt,
         at=now,
@@ -78,6 +83,7 @@ def transition(
             "to": target.value,
             "reason": reason,
             "source": source.value,
+            "actor": actor,
             "detail": row.detail,
             "attempt": bot.attempt,
             "at": now.isoformat(),

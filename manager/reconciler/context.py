@@ -135,13 +135,18 @@ class Context:
             return None
         return bot
 
-    def end_if_still(self, bot_id: str, expected: BotStatus, outcome: Outcome) -> None:
+    def end_if_still(
+        self, bot_id: str, expected: BotStatus, outcome: Outcome, attempt: int | None = None
+    ) -> None:
         """Store `outcome` as the end of the bot's attempt if the bot is still in `expected`
-        under its row lock (a callback may have moved it meanwhile: then nothing changes)."""
+        (and, given `attempt`, still at that attempt) under its row lock: a callback may have
+        moved it meanwhile, or ended the attempt and restarted it (`starting → starting` keeps
+        the status): then nothing changes."""
         with transaction(self.fleet.sessions) as session:
             bot = bot_records.lock_bot(session, bot_id)
-            if bot.status != expected:
-                log.info("bot %s is now %s; no %s repair", bot_id, bot.status, outcome.reason)
+            if bot.status != expected or (attempt is not None and bot.attempt != attempt):
+                log.info("bot %s is now %s (attempt %s); no %s repair",
+                         bot_id, bot.status, bot.attempt, outcome.reason)  # fmt: skip
                 return
             end_attempt(session, bot, outcome, source=Source.RECONCILER)
         metrics.RECONCILER_REPAIRS.labels(outcome.reason).inc()
@@ -188,7 +193,7 @@ class Context:
         outcome = on_overdue(overdue, limit_s, gone=kill.gone, exit_code=kill.exit_code,
                              detail=kill.detail)  # fmt: skip
         if outcome is not None:
-            self.end_if_still(bot.id, bot.status, outcome)
+            self.end_if_still(bot.id, bot.status, outcome, bot.attempt)
 
     def force_stop(self, bot: Bot) -> Kill:
         """Stop the bot's workload (SIGTERM, then kill after `kill_after_s`); never raises for

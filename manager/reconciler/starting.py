@@ -41,7 +41,7 @@ def reconcile_starting(ctx: Context, bot: Bot) -> Repair | None:
     final = ctx.gone(bot)
     if final is not None:
         outcome = on_workload_gone(bot, final.exit_code, final.detail)
-        return partial(ctx.end_if_still, bot.id, S.STARTING, outcome)
+        return partial(ctx.end_if_still, bot.id, S.STARTING, outcome, bot.attempt)
     return None
 
 

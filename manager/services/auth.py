@@ -9,45 +9,69 @@ from sqlalchemy.orm import Session
 
 from manager.credential_cache import CredentialCache, KnownBot, KnownKey
 from manager.errors import Forbidden, Unauthorized
-from manager.models import ApiKey, Bot, User
+from manager.models import ApiKey, Bot, User, utcnow
 from manager.security import digest, same
-from manager.services.users import user_for_key
 
-
-def user_for_token(session: Session, *, token: str) -> User:
-    """The user owning this API key; 401 for an unknown or revoked key."""
-    user = user_for_key(session, token)
-    if user is None:
-        raise Unauthorized("invalid_token", "this API key is unknown or revoked")
-    return user
+SCOPE_READ = "bots:read"
+SCOPE_WRITE = "bots:write"
+SCOPES = (SCOPE_READ, SCOPE_WRITE)
 
 
 @dataclass(frozen=True)
 class Caller:
-    """Who sends a request with an API key: the user (`id`) and which of its keys."""
+    """Who sends a request with an API key: the user (`id`), which of its keys, what it may."""
 
     id: str
     key_id: str
+    scopes: frozenset[str] = frozenset(SCOPES)
 
 
 def caller_for_key(session: Session, cache: CredentialCache | None, *, token: str) -> Caller:
     """The caller an API key belongs to, from the credential cache when it knows the key (no
-    query), else from the database (then cached); 401 for an unknown or revoked key."""
+    query), else from the database (then cached); 401 for an unknown, revoked or expired key
+    or a disabled user.
+
+    Revocation and disabling are commits that drop the cached entry on every replica
+    (`manager/credential_cache.py`); expiry needs no commit, so it is compared on every hit.
+    """
     hashed = digest(token)
     known = cache.get(hashed) if cache is not None else None
     if not isinstance(known, KnownKey):
         generation = cache.generation() if cache is not None else 0
         row = session.execute(
-            select(ApiKey.id, ApiKey.user_id, ApiKey.key_hash).where(
-                ApiKey.key_hash == hashed, ApiKey.revoked_at.is_(None)
+            select(
+                ApiKey.id,
+                ApiKey.user_id,
+                ApiKey.key_hash,
+                ApiKey.scopes,
+                ApiKey.expires_at,
+                User.disabled_at,
             )
+            .join(User, User.id == ApiKey.user_id)
+            .where(ApiKey.key_hash == hashed, ApiKey.revoked_at.is_(None))
         ).first()
         if row is None or not same(row.key_hash, hashed):
             raise Unauthorized("invalid_token", "this API key is unknown or revoked")
-        known = KnownKey(user_id=row.user_id, key_id=row.id)
+        if row.disabled_at is not None:
+            raise Unauthorized("user_disabled", "this API key's user is disabled")
+        known = KnownKey(
+            user_id=row.user_id,
+            key_id=row.id,
+            scopes=frozenset(row.scopes.split()),
+            expires_at=row.expires_at,
+        )
         if cache is not None:
             cache.put(hashed, known, generation=generation)
-    return Caller(id=known.user_id, key_id=known.key_id)
+    if known.expires_at is not None and known.expires_at <= utcnow():
+        raise Unauthorized("key_expired", "this API key has expired")
+    return Caller(id=known.user_id, key_id=known.key_id, scopes=known.scopes)
+
+
+def check_scope(caller: Caller, *, writes: bool) -> None:
+    """403 `insufficient_scope` for a request that changes something, sent with a key that may
+    only read."""
+    if writes and SCOPE_WRITE not in caller.scopes:
+        raise Forbidden("insufficient_scope", f"this API key lacks the {SCOPE_WRITE} scope")
 
 
 def bot_for_token(session: Session, *, token: str, bot_id: str, lock: bool) -> Bot:

@@ -9,11 +9,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from manager.errors import Conflict, Invalid, NotFound, TooMany
-from manager.lifecycle import LIVE, BotStatus, Source
+from manager.lifecycle import LIVE, TERMINAL, BotStatus, Source
 from manager.lifecycle.rules import on_stop_requested
 from manager.lifecycle.store import transition
 from manager.models import Bot, BotLabel, BotTransition, User, new_id
-from manager.schemas import BotCreate
+from manager.schemas import BotCreate, RestartPolicy
 from manager.services.pages import PageRequest, read_page
 
 LIVE_VALUES = [s.value for s in LIVE]
@@ -46,8 +46,10 @@ def create_bot(
     data: BotCreate,
     orchestrator: str,
     sealed_secrets: str | None = None,
+    relaunch_of: str | None = None,
 ) -> Bot:
-    """Insert a `requested` bot, within the user's limit.
+    """Insert a `requested` bot, within the user's limit (`relaunch_of`: the ended bot it
+    relaunches). A request without `restart` gets the user's default restart policy.
 
     The bot is inserted first; then the user's row is locked and the user's live bots counted,
     this one included, and the whole insert rolls back if that is over the limit. Concurrent
@@ -61,12 +63,15 @@ def create_bot(
     A POST with a `dedup_key` takes the lock first (as every POST once did), so that parallel
     duplicates queue and each is told the live bot's id. A limit of 0 means no bots.
     """
-    if session.get(User, user_id) is None:  # loaded by authentication: no query
+    user = session.get(User, user_id)  # loaded by authentication: no query
+    if user is None:
         raise NotFound("user_not_found", f"no user {user_id}")
     if data.dedup_key is not None:  # under the lock, so a racing duplicate is told the bot's id
         _lock_user(session, user_id)
         _refuse_duplicate(session, user_id=user_id, dedup_key=data.dedup_key)
     restart = data.restart
+    if restart is None and user.default_restart:
+        restart = RestartPolicy.model_validate(user.default_restart, strict=False)
     bot = Bot(
         id=new_id(),
         user_id=user_id,
@@ -87,6 +92,9 @@ def create_bot(
         max_duration_s=data.max_duration_s,
         restart_max_retries=restart.max_retries if restart else 0,
         restart_backoff_s=restart.backoff_s if restart else 5.0,
+        restart_on=restart.on if restart else None,
+        state_key=data.state_key,
+        relaunch_of=relaunch_of,
     )
     session.add(bot)
     session.add_all(BotLabel(bot_id=bot.id, key=k, value=v) for k, v in data.labels.items())
@@ -99,7 +107,12 @@ def _insert(session: Session) -> None:
     try:
         session.flush()
     except IntegrityError as exc:
-        if "uq_bots_user_dedup_live" not in str(exc.orig):
+        message = str(exc.orig)  # PostgreSQL names the index, SQLite its columns
+        if "uq_bots_user_state_live" in message or "bots.state_key" in message:
+            raise Conflict(
+                "state_in_use", "another live bot of yours holds this state_key; stop it first"
+            ) from exc
+        if "uq_bots_user_dedup_live" not in message and "bots.dedup_key" not in message:
             raise
         # The partial unique index caught a duplicate that raced past the check.
         raise Conflict("duplicate_bot", "a live bot with this dedup_key exists") from exc
@@ -204,3 +217,57 @@ def cancel_or_begin_stop(session: Session, bot: Bot, *, source: Source, reason: 
     for target, why in plan.moves:
         transition(session, bot, target, reason=why, source=source)
     return plan.tell_workload
+
+
+def relaunch_request(old: Bot) -> BotCreate:
+    """What POST /bots would have been asked to create `old` again as it is now: its kind,
+    image, name, platform, native id, latest config, labels, restart policy, dedup and state
+    keys and duration limit (secrets travel sealed, apart). Refuses (409 `bot_live`) a bot that
+    is still live: one bot per workload."""
+    if old.status not in TERMINAL:
+        raise Conflict(
+            "bot_live", f"bot {old.id} is {old.status.value}: stop it before relaunching"
+        )
+    restart = RestartPolicy(
+        max_retries=old.restart_max_retries,
+        backoff_s=float(old.restart_backoff_s),
+        on=list(old.restart_on) if old.restart_on is not None else None,
+    )
+    return BotCreate.model_construct(  # the stored values were validated when first posted
+        bot=old.bot,
+        image=old.image,
+        name=old.name,
+        platform=old.platform,
+        native_id=old.native_id,
+        config=dict(old.config or {}),
+        secrets=None,
+        labels=dict(old.labels or {}),
+        start_at=None,
+        max_duration_s=old.max_duration_s,
+        restart=restart,
+        dedup_key=old.dedup_key,
+        state_key=old.state_key,
+    )
+
+
+def state_to_purge(session: Session, bot_id: str, *, user_id: str | None) -> tuple[str, str] | None:
+    """The (user id, state key) an ended bot's deletion may purge; None when it has no state.
+    409 `bot_live` while the bot is live, 409 `state_in_use` while another live bot of the user
+    holds the key (a relaunch, say): its directory must not vanish under it."""
+    bot = lock_bot(session, bot_id, user_id=user_id)
+    if bot.status not in TERMINAL:
+        raise Conflict("bot_live", f"bot {bot_id} is {bot.status.value}: stop it first")
+    if bot.state_key is None:
+        return None
+    holder = session.scalar(
+        select(Bot.id).where(
+            Bot.user_id == bot.user_id,
+            Bot.state_key == bot.state_key,
+            Bot.status.in_(LIVE_VALUES),
+        )
+    )
+    if holder is not None:
+        raise Conflict(
+            "state_in_use", f"bot {holder} holds this state_key: stop it first", bot_id=holder
+        )
+    return bot.user_id, bot.state_key

@@ -14,13 +14,21 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from bot_runtime.protocol import ACTION_LEAVE, ACTION_RECONFIGURE, CommandMessage
+from bot_runtime.protocol import (
+    ACTION_LEAVE,
+    ACTION_RECONFIGURE,
+    ACTION_SECRETS,
+    MAX_RESULT_BYTES,
+    CommandMessage,
+    json_size,
+)
 from manager import metrics
 from manager.errors import Invalid, NotFound
 from manager.events import record_command_event
 from manager.lifecycle import BotStatus, IllegalTransition
 from manager.models import Bot, Command, utcnow
 from manager.schemas import check_config
+from manager.services.audit import command_actor
 from manager.services.bots import get_bot
 from manager.services.pages import PageRequest, read_page
 
@@ -36,14 +44,19 @@ def create_command(
     retry_s: float,
     config: dict[str, Any] | None = None,
     config_version: int | None = None,
+    payload: dict[str, Any] | None = None,
+    actor: str | None = None,
 ) -> Command:
+    """Store a command; `actor` defaults to the request's caller (`manager/services/audit.py`)."""
     now = utcnow()
     command = Command(
         bot_id=bot.id,
         action=action,
+        actor=actor or command_actor(session),
         status="pending",
         config=config,
         config_version=config_version,
+        payload=payload,
         created_at=now,
         next_publish_at=now + timedelta(seconds=retry_s),
         expires_at=now + timedelta(seconds=ttl_s),
@@ -127,8 +140,43 @@ def create_reconfigure(
     )
 
 
-def create_leave(session: Session, bot: Bot, *, ttl_s: float, retry_s: float) -> Command:
-    return create_command(session, bot, action=ACTION_LEAVE, ttl_s=ttl_s, retry_s=retry_s)
+def create_leave(
+    session: Session, bot: Bot, *, ttl_s: float, retry_s: float, actor: str | None = None
+) -> Command:
+    return create_command(
+        session, bot, action=ACTION_LEAVE, ttl_s=ttl_s, retry_s=retry_s, actor=actor
+    )
+
+
+def create_custom(
+    session: Session,
+    bot: Bot,
+    *,
+    action: str,
+    payload: dict[str, Any],
+    ttl_s: float,
+    retry_s: float,
+) -> Command:
+    """A custom command (the bot's `on_command`) for a locked bot that is `starting` or
+    `active`; the schema already refused the manager's own actions."""
+    if bot.status not in (BotStatus.STARTING, BotStatus.ACTIVE):
+        raise IllegalTransition(bot.id, bot.status, action)
+    return create_command(
+        session, bot, action=action, payload=payload, ttl_s=ttl_s, retry_s=retry_s
+    )
+
+
+def create_secrets(
+    session: Session, bot: Bot, *, sealed: str | None, ttl_s: float, retry_s: float
+) -> Command:
+    """Store a live bot's new secrets (sealed) and the `secrets` command that tells its runtime
+    to fetch them over HTTP: the command itself carries none, so neither Redis nor the
+    commands' list nor the event stream ever sees them."""
+    if bot.status not in (BotStatus.STARTING, BotStatus.ACTIVE):
+        raise IllegalTransition(bot.id, bot.status, ACTION_SECRETS)
+    bot.secrets_sealed = sealed
+    bot.updated_at = utcnow()
+    return create_command(session, bot, action=ACTION_SECRETS, ttl_s=ttl_s, retry_s=retry_s)
 
 
 def to_message(command: Command) -> CommandMessage:
@@ -138,6 +186,7 @@ def to_message(command: Command) -> CommandMessage:
         issued_at=command.created_at.isoformat(),
         config=command.config,
         config_version=command.config_version,
+        payload=command.payload,
     )
 
 
@@ -199,9 +248,17 @@ def expire(session: Session, command: Command, *, reason: str) -> None:
 
 
 def record_ack(
-    session: Session, bot: Bot, command_id: str, *, ok: bool, error: str | None
+    session: Session,
+    bot: Bot,
+    command_id: str,
+    *,
+    ok: bool,
+    error: str | None,
+    result: Any = None,
 ) -> Command:
-    """Store the bot's answer. Acks are idempotent: the first answer stands."""
+    """Store the bot's answer, with a custom command's `result`. Acks are idempotent: the first
+    answer stands. A result over MAX_RESULT_BYTES fails the command (the runtime checks first;
+    this holds for any runtime)."""
     command = session.scalar(
         select(Command).where(Command.bot_id == bot.id, Command.id == command_id).with_for_update()
     )
@@ -210,8 +267,15 @@ def record_ack(
     if command.status in ("acked", "failed"):
         return command
     now = utcnow()
+    if ok and result is not None and (size := json_size(result)) > MAX_RESULT_BYTES:
+        ok, error, result = (
+            False,
+            f"result_too_large: {size} bytes, at most {MAX_RESULT_BYTES}",
+            None,
+        )
     command.status = "acked" if ok else "failed"
     command.error = None if ok else (error or "refused by the bot")
+    command.result = result if ok else None
     command.acked_at = now
     metrics.COMMAND_ROUND_TRIP.labels(command.action, command.status).observe(
         (now - command.created_at).total_seconds()

@@ -28,7 +28,7 @@ from manager.bot_redis import BotRedisUsers, bot_url, close_users_on_end
 from manager.bus import CommandBus
 from manager.config import Settings
 from manager.db import transaction
-from manager.errors import Invalid
+from manager.errors import Invalid, NotImplementedByBackend, Unavailable
 from manager.lifecycle import TERMINAL, BotStatus, Source
 from manager.lifecycle.rules import on_launch_failed
 from manager.lifecycle.store import transition
@@ -39,9 +39,19 @@ from manager.security import BOT_TOKEN_PREFIX, digest, new_secret
 from manager.services import attempts
 from manager.services import bots as bot_records
 from manager.services import commands as command_records
+from manager.services.audit import actor_for
 from manager.services.images import allowed_patterns, check_image
 from manager.services.unit_of_work import after_commit, unit_of_work
-from orchestrators.base import LABEL_FLEET, LaunchSpec, Orchestrator, OrchestratorError, Workload
+from manager.webhooks import service as webhooks
+from orchestrators.base import (
+    LABEL_FLEET,
+    CapabilityNotSupported,
+    LaunchSpec,
+    Orchestrator,
+    OrchestratorError,
+    StateRef,
+    Workload,
+)
 
 log = logging.getLogger(__name__)
 
@@ -91,20 +101,39 @@ class Fleet:
     # `unit_of_work`) and queue their side effects to run after its commit; `stop_bot` and
     # `reconfigure` also run in a unit of work of their own when given none (the reconciler).
 
-    def start_bot(self, session: Session, *, user_id: str, data: BotCreate) -> Bot:
-        """Record a `requested` bot; once committed, launch it (unless it starts later)."""
+    def start_bot(
+        self, session: Session, *, user_id: str, data: BotCreate, relaunch_of: Bot | None = None
+    ) -> Bot:
+        """Record a `requested` bot; once committed, launch it (unless it starts later). A
+        relaunch keeps its predecessor's secrets sealed as they are: never opened to copy."""
         self._check_allowed(data.bot)
         check_image(data.image, self.allowed_images)
-        sealed = self.box.seal(data.secrets) if data.secrets else None
+        if data.state_key is not None:
+            self._check_state_supported(StateRef(user_id, data.state_key))
+        if relaunch_of is not None:
+            sealed = relaunch_of.secrets_sealed
+        else:
+            sealed = self.box.seal(data.secrets) if data.secrets else None
         bot = bot_records.create_bot(
             session,
             user_id=user_id,
             data=data,
             orchestrator=self.orchestrator.name,
             sealed_secrets=sealed,
+            relaunch_of=relaunch_of.id if relaunch_of is not None else None,
         )
         if bot.start_at is None or bot.start_at <= utcnow():
             after_commit(session, partial(self._submit, self.launch, bot.id))
+        return bot
+
+    def relaunch_bot(self, session: Session, *, bot_id: str, user_id: str | None) -> Bot:
+        """A new bot made from an ended one (`relaunch_of`), through the same path as POST
+        /bots (allowed bots and images, dedup, the user's limit), with its webhook override.
+        409 `bot_live` while the old bot is live; 404 for an unknown or foreign bot."""
+        old = bot_records.get_bot(session, bot_id, user_id=user_id)
+        data = bot_records.relaunch_request(old)
+        bot = self.start_bot(session, user_id=old.user_id, data=data, relaunch_of=old)
+        webhooks.copy_override(session, from_bot_id=old.id, to_bot_id=bot.id, user_id=old.user_id)
         return bot
 
     @contextmanager
@@ -115,6 +144,22 @@ class Fleet:
             return
         with unit_of_work(self.sessions) as own:
             yield own
+
+    def purge_state(self, user_id: str, state_key: str) -> None:
+        """Delete a state directory (DELETE /bots/{id}?purge_state=1), before the deletion
+        commits: a purge the engine refuses deletes nothing at all."""
+        try:
+            self.orchestrator.purge_state(StateRef(user_id, state_key))
+        except CapabilityNotSupported as exc:
+            raise NotImplementedByBackend("not_supported", str(exc)) from exc
+        except OrchestratorError as exc:
+            raise Unavailable("state_purge_failed", f"the state was not deleted: {exc}") from exc
+
+    def _check_state_supported(self, state: StateRef) -> None:
+        try:
+            self.orchestrator.state_dir(state)
+        except CapabilityNotSupported as exc:
+            raise Invalid("state_not_supported", str(exc)) from exc
 
     def _check_allowed(self, bot: str) -> None:
         """Built-in bots, or `module:Class` from a module the operator allowed: users share the
@@ -154,6 +199,7 @@ class Fleet:
                     bot,
                     ttl_s=self.settings.command_ttl_s,
                     retry_s=self.settings.command_retry_s,
+                    actor=actor_for(session, source),
                 )
             if leave is not None:
                 after_commit(session, partial(self._tell_to_leave, bot, leave))
@@ -187,6 +233,39 @@ class Fleet:
                 retry_s=self.settings.command_retry_s,
             )
             after_commit(session, partial(self.publish, command))
+        return command
+
+    def send_command(
+        self, session: Session, *, bot_id: str, user_id: str | None, action: str, payload: dict
+    ) -> Command:
+        """A custom command (the bot's `on_command`), stored under the bot's row lock; once
+        committed, published like a reconfigure (acked, re-published, expired the same way)."""
+        bot = bot_records.lock_bot(session, bot_id, user_id=user_id)
+        command = command_records.create_custom(
+            session,
+            bot,
+            action=action,
+            payload=payload,
+            ttl_s=self.settings.command_ttl_s,
+            retry_s=self.settings.command_retry_s,
+        )
+        after_commit(session, partial(self.publish, command))
+        return command
+
+    def replace_secrets(
+        self, session: Session, *, bot_id: str, user_id: str | None, secrets: dict[str, str]
+    ) -> Command:
+        """Seal a live bot's new secrets and tell it to fetch them (`secrets`, which carries
+        none); a relaunch or restart after this starts with the new ones too."""
+        bot = bot_records.lock_bot(session, bot_id, user_id=user_id)
+        command = command_records.create_secrets(
+            session,
+            bot,
+            sealed=self.box.seal(secrets) if secrets else None,
+            ttl_s=self.settings.command_ttl_s,
+            retry_s=self.settings.command_retry_s,
+        )
+        after_commit(session, partial(self.publish, command))
         return command
 
     # ---- commands ----------------------------------------------------------------------------
@@ -308,6 +387,7 @@ class Fleet:
         """The runtime's environment (bot_runtime/env.py renders it, public and secret apart),
         and nothing else."""
         settings = self.settings
+        state = StateRef(bot.user_id, bot.state_key) if bot.state_key else None
         rendered = RuntimeEnv(
             bot_id=bot.id,
             token=token,
@@ -319,6 +399,7 @@ class Fleet:
             secrets=self.box.open(bot.secrets_sealed) if bot.secrets_sealed else {},
             heartbeat_s=settings.heartbeat_s,
             leave_grace_s=settings.leave_grace_s,
+            state_dir=self.orchestrator.state_dir(state) if state is not None else None,
         ).render()
         return LaunchSpec(
             bot_id=bot.id,
@@ -329,6 +410,7 @@ class Fleet:
             secret_env=rendered.secret_env,
             labels=dict(bot.labels or {}),
             fleet=self.fleet_id,
+            state=state,
         )
 
     def _bot_redis_url(self, bot_id: str, token: str) -> str:
@@ -369,8 +451,8 @@ class Fleet:
             outcome = on_launch_failed(bot, code, message)
             if bot.attempt != spec.attempt or outcome is None:
                 return
-            transition(session, bot, outcome.target, reason=outcome.reason,
-                       source=Source.ORCHESTRATOR, detail=outcome.detail)  # fmt: skip
+            # The attempt ends as any other: a policy that lists `start_failed` retries it.
+            attempts.end_attempt(session, bot, outcome, source=Source.ORCHESTRATOR)
 
     def terminate(self, bot_id: str) -> None:
         """Signal the workload to leave (SIGTERM or the engine's equivalent), kill after the

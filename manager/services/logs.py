@@ -46,10 +46,10 @@ class LogSource:
     runtime_ref: str | None
 
 
-def locate_logs(session: Session, bot_id: str, *, user_id: str) -> LogSource:
-    """The bot's workload (404 for an unknown or foreign bot)."""
+def locate_logs(session: Session, bot_id: str, *, user_id: str | None) -> LogSource:
+    """The bot's workload (404 for an unknown or foreign bot; `user_id` None: any user's)."""
     bot = get_bot(session, bot_id, user_id=user_id)
-    return LogSource(bot_id=bot.id, user_id=user_id, runtime_ref=bot.runtime_ref)
+    return LogSource(bot_id=bot.id, user_id=bot.user_id, runtime_ref=bot.runtime_ref)
 
 
 def kept_logs(

@@ -1,6 +1,7 @@
 """The webhook sender: the leader's tick, in two steps, each isolated from the other's failures.
 
-1. Fan-out: for each enabled endpoint, the outbox `transition` events after its cursor (its
+1. Fan-out: for each enabled endpoint, the outbox `transition` and `report` events (webhook
+   types `bot.transition`, `bot.report`) after its cursor (its
    user's, or its bot's for an override; a bot with an override is left out of the default)
    become one delivery each, and the cursor advances, in one transaction with the endpoint row
    locked. Events are read only up to a *horizon*: PostgreSQL hands out ids before commit, so a
@@ -52,6 +53,8 @@ from manager.webhooks.signing import sign
 log = logging.getLogger(__name__)
 
 EVENT_TYPE = "bot.transition"
+#: The outbox kinds sent as webhooks, and each one's `type`.
+WEBHOOK_TYPES = {"transition": EVENT_TYPE, "report": "bot.report"}
 FAN_OUT_BATCH = 500  # events per endpoint per tick
 HORIZON_SCAN = 5000  # outbox ids examined per tick for gaps
 CLAIM_MARGIN_S = 30  # a claimed delivery is due again after the timeout plus this (a crash)
@@ -61,7 +64,7 @@ USER_AGENT = "botfleet-webhooks/1"
 def envelope(event: Event) -> dict[str, Any]:
     """The JSON body of one webhook: the outbox event's data, with its id and time."""
     return {
-        "type": EVENT_TYPE,
+        "type": WEBHOOK_TYPES.get(event.kind, EVENT_TYPE),
         "id": f"evt_{event.id}",
         "timestamp": event.at.isoformat(),
         "data": event.data,
@@ -198,7 +201,7 @@ class WebhookSender:
                 Event.id > endpoint.cursor,
                 Event.id <= horizon,
                 Event.user_id == endpoint.user_id,
-                Event.kind == "transition",
+                Event.kind.in_(sorted(WEBHOOK_TYPES)),
             )
             if endpoint.bot_id is not None:
                 query = query.where(Event.bot_id == endpoint.bot_id)

@@ -177,3 +177,19 @@ def redeliver(
     delivery.status, delivery.next_attempt_at = "pending", now
     delivery.expires_at = now + timedelta(seconds=give_up_s)
     return delivery
+
+
+def copy_override(session: Session, *, from_bot_id: str, to_bot_id: str, user_id: str) -> None:
+    """Give a relaunched bot the webhook override its predecessor had: the same URL, sealed
+    signing secret and switch; it starts after the newest event, like any new endpoint."""
+    old = _find(session, user_id=user_id, bot_id=from_bot_id)
+    if old is None:
+        return
+    _create(
+        session,
+        user_id=user_id,
+        bot_id=to_bot_id,
+        url=old.url,
+        enabled=old.enabled,
+        secret_sealed=old.secret_sealed,
+    )

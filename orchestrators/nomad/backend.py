@@ -37,11 +37,13 @@ from orchestrators.base import (
     LABEL_BOT_ID,
     LABEL_MANAGED,
     BackendUnavailable,
+    CapabilityNotSupported,
     LaunchFailed,
     LaunchSpec,
     LogFollower,
     Orchestrator,
     OrchestratorError,
+    StateRef,
     Workload,
     WorkloadNotFound,
     WorkloadState,
@@ -50,11 +52,13 @@ from orchestrators.base import (
 from orchestrators.log_tail import tail_text
 from orchestrators.nomad.config import NomadOrchestratorConfig
 from orchestrators.nomad.jobspec import (
+    STATE_MOUNT,
     TASK,
     build_job,
     is_valid_variable_path,
     labels_of,
     meta_key,
+    state_volume,
     variable_path,
 )
 from orchestrators.nomad.logs import STREAMS, TaskLogFollower, last_lines, read_capped
@@ -186,6 +190,22 @@ class NomadOrchestrator(Orchestrator):
         return {"namespace": self.config.namespace}
 
     # ---- launch ------------------------------------------------------------------------------
+
+    def state_dir(self, state: StateRef) -> str:
+        """A Docker named volume on the client node (docker driver only): it survives the
+        bot's restarts and relaunches placed on the same node, not the node's loss."""
+        if self.config.driver != "docker":
+            raise CapabilityNotSupported(
+                "state_key needs the Nomad docker driver "
+                f"(BOTFLEET_NOMAD_DRIVER={self.config.driver})"
+            )
+        return STATE_MOUNT
+
+    def purge_state(self, state: StateRef) -> None:
+        raise CapabilityNotSupported(
+            f"Nomad cannot delete volumes on its clients: remove the Docker volume "
+            f"{state_volume(state.slug)} on the nodes the bot ran on"
+        )
 
     def job_id(self, spec: LaunchSpec) -> str:
         return f"{self.config.job_prefix}{spec.bot_id}-{spec.attempt}"

@@ -19,6 +19,8 @@ from orchestrators.nomad.config import MHZ_PER_CPU, NomadOrchestratorConfig
 
 #: The task's name inside the job (and in log and signal requests).
 TASK = "bot"
+#: Where a bot's state volume is mounted (docker driver): BOTFLEET_STATE_DIR.
+STATE_MOUNT = "/state"
 #: Where the template renders the secrets, inside the task's secrets dir.
 SECRETS_FILE = "secrets/botfleet.env"
 _META_UNSAFE = re.compile(r"[^A-Za-z0-9_]")
@@ -43,6 +45,11 @@ def label_of(key: str) -> str:
 
 def labels_of(meta: Mapping[str, str]) -> dict[str, str]:
     return {label_of(k): v for k, v in meta.items()}
+
+
+def state_volume(slug: str) -> str:
+    """The Docker volume holding a state (`StateRef.slug`) on a Nomad client."""
+    return f"botfleet-state-{slug}"
 
 
 def variable_path(job_id: str) -> str:
@@ -138,19 +145,30 @@ def _driver_config(
     """The docker driver renders the shared hardening policy; exec tasks run a command."""
     if cfg.driver != "docker":
         return {"command": cfg.command[0], "args": list(cfg.command[1:])}
+    mounts: list[dict[str, Any]] = [
+        {
+            "type": "tmpfs",
+            "target": "/tmp",
+            "readonly": False,
+            "tmpfs_options": {"size": policy.tmpfs_bytes},
+        }
+    ]
+    if spec.state is not None:
+        # A Docker named volume on the node the allocation runs on (the driver's `mount`).
+        mounts.append(
+            {
+                "type": "volume",
+                "target": STATE_MOUNT,
+                "source": state_volume(spec.state.slug),
+                "readonly": False,
+            }
+        )
     config: dict[str, Any] = {
         "image": spec.image or cfg.default_image,
         "init": True,
         "readonly_rootfs": policy.read_only_root,
         "cap_drop": list(policy.cap_drop),
-        "mount": [
-            {
-                "type": "tmpfs",
-                "target": "/tmp",
-                "readonly": False,
-                "tmpfs_options": {"size": policy.tmpfs_bytes},
-            }
-        ],
+        "mount": mounts,
     }
     if cfg.network_mode:  # host networking is opt-in, never the default
         config["network_mode"] = cfg.network_mode

@@ -17,10 +17,12 @@ from manager.schemas import (
     BotCreate,
     BotPage,
     BotPublic,
+    CommandCreate,
     CommandPublic,
     ConfigPatch,
     ConfigReplace,
     Page,
+    SecretsReplace,
     TransitionPublic,
 )
 from manager.security import bearer_token
@@ -35,7 +37,7 @@ from orchestrators.log_tail import LogLimits
 router = APIRouter(
     prefix="/bots",
     tags=["bots"],
-    responses=error_responses(400, 401, 404, 409, 413, 422, 429, 501, 503),
+    responses=error_responses(400, 401, 403, 404, 409, 413, 422, 429, 501, 503),
 )
 
 
@@ -50,18 +52,28 @@ def start_bot(
     return once.answer(BotPublic.model_validate(bot), status.HTTP_201_CREATED)
 
 
-@router.get("", response_model=BotPage)
+@router.get(
+    "",
+    response_model=BotPage,
+    summary="List bots",
+    description="The caller's bots, newest first, a page at a time. With the admin token: every "
+    "user's bots (the admin fleet view), `user_id` keeping one user's; a user's key always "
+    "lists its own bots only.",
+)
 def list_bots(
     session: SessionDep,
-    user: CurrentUser,
+    viewer: Viewer,
     page: PageQuery,
     status_: Annotated[list[str], Query(alias="status")] = [],  # noqa: B006
     label: Annotated[list[str], Query(description="key:value, repeatable")] = [],  # noqa: B006
+    user_id: Annotated[
+        str | None, Query(max_length=36, description="Admin token only: this user's bots.")
+    ] = None,
 ) -> BotPage:
     statuses = [s for item in status_ for s in item.split(",") if s]
     rows, next_cursor = bot_records.list_bots(
         session,
-        user_id=user.id,
+        user_id=user_id if viewer.is_admin else viewer.user_id,
         statuses=statuses,
         labels=bot_records.parse_label_filters(label),
         page=page,
@@ -70,22 +82,26 @@ def list_bots(
 
 
 @router.get("/{bot_id}", response_model=BotPublic)
-def get_bot(bot_id: str, session: SessionDep, user: CurrentUser) -> BotPublic:
-    return BotPublic.model_validate(bot_records.get_bot(session, bot_id, user_id=user.id))
+def get_bot(bot_id: str, session: SessionDep, viewer: Viewer) -> BotPublic:
+    """The bot (any user's with the admin token)."""
+    return BotPublic.model_validate(bot_records.get_bot(session, bot_id, user_id=viewer.user_id))
 
 
 @router.get("/{bot_id}/transitions", response_model=Page[TransitionPublic])
 def get_transitions(
-    bot_id: str, session: SessionDep, user: CurrentUser, page: PageQuery
+    bot_id: str, session: SessionDep, viewer: Viewer, page: PageQuery
 ) -> Page[TransitionPublic]:
-    """The bot's history, oldest first, a page at a time."""
-    rows, next_cursor = bot_records.list_transitions(session, bot_id, user_id=user.id, page=page)
+    """The bot's history, oldest first, a page at a time; `actor` says who caused each move."""
+    rows, next_cursor = bot_records.list_transitions(
+        session, bot_id, user_id=viewer.user_id, page=page
+    )
     items = [
         TransitionPublic(
             from_=t.from_status,
             to=t.to_status,
             reason=t.reason,
             source=t.source,
+            actor=t.actor,
             detail=t.detail,
             attempt=t.attempt,
             at=t.at,
@@ -97,10 +113,10 @@ def get_transitions(
 
 @router.get("/{bot_id}/attempts", response_model=Page[AttemptPublic])
 def get_attempts(
-    bot_id: str, session: SessionDep, user: CurrentUser, page: PageQuery
+    bot_id: str, session: SessionDep, viewer: Viewer, page: PageQuery
 ) -> Page[AttemptPublic]:
     """Every launch of the bot, oldest first (restarts add one each), a page at a time."""
-    bot_records.get_bot(session, bot_id, user_id=user.id)
+    bot_records.get_bot(session, bot_id, user_id=viewer.user_id)
     rows, next_cursor = attempts.list_attempts(session, bot_id, page=page)
     return Page(items=[AttemptPublic.model_validate(a) for a in rows], next_cursor=next_cursor)
 
@@ -168,9 +184,42 @@ def replace_config(body: ConfigReplace, change: ConfigChangeDep) -> JSONResponse
     return change.apply(body.config, merge=False)
 
 
-@router.post("/{bot_id}/stop", status_code=status.HTTP_202_ACCEPTED, response_model=BotPublic)
-def stop_bot(bot_id: str, user: CurrentUser, session: SessionDep, fleet: FleetDep) -> BotPublic:
-    return BotPublic.model_validate(fleet.stop_bot(session, bot_id=bot_id, user_id=user.id))
+@router.post(
+    "/{bot_id}/stop",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=BotPublic,
+    summary="Stop a bot",
+    description="Ask the bot to leave: 202, idempotent on a stopping or ended bot. The admin "
+    "token may stop any user's bot (recorded with actor `admin`).",
+)
+def stop_bot(bot_id: str, viewer: Viewer, session: SessionDep, fleet: FleetDep) -> BotPublic:
+    bot = fleet.stop_bot(session, bot_id=bot_id, user_id=viewer.user_id)
+    return BotPublic.model_validate(bot)
+
+
+@router.post(
+    "/{bot_id}/relaunch",
+    status_code=status.HTTP_201_CREATED,
+    response_model=BotPublic,
+    summary="Start an ended bot again, as a new bot",
+    description=(
+        "Creates a new bot (new id, `relaunch_of`: this bot's id) with this bot's kind, image, "
+        "name, platform, native id, latest config, secrets (copied sealed), labels, restart "
+        "policy, max duration, dedup and state keys, and its webhook override: 201 with the new "
+        "bot. 409 `bot_live` while this bot is live (stop it first); the user's limit (429 "
+        "`concurrency_limit`), `dedup_key` (409 `duplicate_bot`) and `state_key` (409 "
+        "`state_in_use`) apply as for POST /bots; `Idempotency-Key` replays the first answer. "
+        "404 for an unknown or another user's bot."
+    ),
+)
+def relaunch_bot(
+    bot_id: str, user: CurrentUser, session: SessionDep, fleet: FleetDep, once: Idempotent
+) -> JSONResponse:
+    replay = once.replay(f"POST /bots/{bot_id}/relaunch", {})
+    if replay is not None:
+        return replay
+    bot = fleet.relaunch_bot(session, bot_id=bot_id, user_id=user.id)
+    return once.answer(BotPublic.model_validate(bot), status.HTTP_201_CREATED)
 
 
 @router.delete("/{bot_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
@@ -180,14 +229,22 @@ def delete_bot(
     viewer: Viewer,
     fleet: FleetDep,
     purge_state: Annotated[
-        bool, Query(description="Also delete the bot's state (accepted; bots keep none yet).")
+        bool, Query(description="Also delete the bot's state directory (its `state_key`).")
     ] = False,
 ) -> Response:
     """Delete an ended bot with its history (transitions, commands, attempts, webhook
     deliveries) and its log files: 204. 409 `bot_live` while it is live (stop it first), 404
     for an unknown or another user's bot; the admin token may delete any user's bot.
-    `purge_state=1` is accepted and changes nothing yet: state keys come in a later issue."""
+    The bot's state directory is kept (a later bot with the same `state_key` finds it) unless
+    `purge_state=1`: then it is deleted first, and 409 `state_in_use` while another live bot
+    holds the key; 503 `state_purge_failed` when the engine could not delete it (nothing is
+    deleted then); 501 on a backend that cannot delete states (Nomad)."""
+    state = None
+    if purge_state:
+        state = bot_records.state_to_purge(session, bot_id, user_id=viewer.user_id)
     retention.delete_bot(session, bot_id, user_id=viewer.user_id)
+    if state is not None:
+        fleet.purge_state(*state)
     forget = retention.Forget.of(fleet)
     after_commit(session, lambda: forget([bot_id]))  # files and Redis only once the rows are gone
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -195,18 +252,75 @@ def delete_bot(
 
 @router.get("/{bot_id}/commands", response_model=Page[CommandPublic])
 def list_commands(
-    bot_id: str, session: SessionDep, user: CurrentUser, page: PageQuery
+    bot_id: str, session: SessionDep, viewer: Viewer, page: PageQuery
 ) -> Page[CommandPublic]:
     """The commands sent to the bot, newest first, a page at a time."""
-    rows, next_cursor = command_records.list_commands(session, bot_id, user_id=user.id, page=page)
+    rows, next_cursor = command_records.list_commands(
+        session, bot_id, user_id=viewer.user_id, page=page
+    )
     return Page(items=[CommandPublic.model_validate(c) for c in rows], next_cursor=next_cursor)
 
 
 @router.get("/{bot_id}/commands/{command_id}", response_model=CommandPublic)
-def get_command(
-    bot_id: str, command_id: str, session: SessionDep, user: CurrentUser
+def get_command(bot_id: str, command_id: str, session: SessionDep, viewer: Viewer) -> CommandPublic:
+    command = command_records.get_command(session, bot_id, command_id, user_id=viewer.user_id)
+    return CommandPublic.model_validate(command)
+
+
+@router.post(
+    "/{bot_id}/commands",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=CommandPublic,
+    summary="Send a bot a custom command",
+    description=(
+        "`action` (snake_case; not `reconfigure`, `leave` or `secrets`, which have their own "
+        "routes) and `payload` (a JSON object, at most 64 KiB) go to the bot's "
+        "`on_command(action, payload)`. Answers 202 with the command; it is stored, published, "
+        "acknowledged and re-published like a reconfigure. Follow it with "
+        "`GET /bots/{id}/commands/{cid}`: `acked` with the bot's JSON answer as `result` "
+        "(at most 64 KiB, else `failed` with `result_too_large`), or `failed` with the bot's "
+        "error message, or `unknown_action` when the bot has no such command. 409 "
+        "`illegal_transition` unless the bot is `starting` or `active`; 422 for a bad action or "
+        "payload; 429 `rate_limited` over the per-bot command budget. `Idempotency-Key` replays "
+        "the first answer."
+    ),
+)
+def send_command(
+    bot_id: str,
+    body: CommandCreate,
+    user: CurrentUser,
+    session: SessionDep,
+    fleet: FleetDep,
+    once: Idempotent,
+) -> JSONResponse:
+    replay = once.replay(f"POST /bots/{bot_id}/commands", body.model_dump(mode="json"))
+    if replay is not None:
+        return replay
+    command = fleet.send_command(
+        session, bot_id=bot_id, user_id=user.id, action=body.action, payload=body.payload
+    )
+    return once.answer(CommandPublic.model_validate(command), status.HTTP_202_ACCEPTED)
+
+
+@router.put(
+    "/{bot_id}/secrets",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=CommandPublic,
+    summary="Replace a live bot's secrets",
+    description=(
+        "The body is the bot's whole new set of secrets, an object of strings (at most 64 "
+        'names and 64 KiB; `{"secrets": {...}}` is accepted too). They are sealed at rest and '
+        "never shown again. Answers 202 with the `secrets` command: it carries no secret (not "
+        "over Redis, not in the command list, not in events); the bot's runtime fetches them "
+        "from the manager with its own token and hands them to the bot's `on_secrets`. Later "
+        "restarts and relaunches start with them. 409 `illegal_transition` unless the bot is "
+        "`starting` or `active`."
+    ),
+)
+def replace_secrets(
+    bot_id: str, body: SecretsReplace, user: CurrentUser, session: SessionDep, fleet: FleetDep
 ) -> CommandPublic:
-    command = command_records.get_command(session, bot_id, command_id, user_id=user.id)
+    command = fleet.replace_secrets(session, bot_id=bot_id, user_id=user.id, secrets=body.root)
     return CommandPublic.model_validate(command)
 
 
@@ -231,12 +345,12 @@ def get_logs(
     request: Request,
     bot_id: str,
     session: SessionDep,
-    user: CurrentUser,
+    viewer: Viewer,
     fleet: FleetDep,
     tail: Annotated[int, Query(ge=1, le=10_000)] = 200,
     follow: Annotated[bool, Query(description="Stream new output as it is written.")] = False,
 ) -> Response:
-    source = bot_logs.locate_logs(session, bot_id, user_id=user.id)
+    source = bot_logs.locate_logs(session, bot_id, user_id=viewer.user_id)
     session.close()  # the reads below are file or engine I/O: no connection held across them
     settings = request.app.state.settings
     limits = LogLimits(settings.log_tail_max_bytes, settings.log_line_max_bytes)

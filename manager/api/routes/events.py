@@ -27,7 +27,7 @@ SSE_EVENT_SCHEMA = {
     "type": "object",
     "required": ["data"],
     "properties": {
-        "event": {"type": "string", "enum": ["transition", "command"]},
+        "event": {"type": "string", "enum": ["transition", "command", "report"]},
         "data": {"type": "string", "description": "the change, as a JSON object"},
     },
 }

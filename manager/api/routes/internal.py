@@ -32,7 +32,9 @@ router = APIRouter(
 
 # A callback that changes the bot authenticates and locks its row in one statement, in one
 # transaction. A heartbeat changes nothing but liveness: it is authenticated from memory and
-# coalesced (`manager/services/heartbeats.py`), without a transaction or a worker thread.
+# coalesced (`manager/services/heartbeats.py`), without a transaction or a worker thread. A
+# report changes no status either: authenticated the same way, coalesced per bot
+# (`manager/services/reports.py`).
 
 
 @router.post("/callbacks", response_model=CallbackOut)
@@ -42,6 +44,9 @@ async def callback(
     token = bot_token(authorization)
     if body.event == "heartbeat":
         status = await request.app.state.heartbeats.accept(token=token, bot_id=bot_id)
+        return CallbackOut(status=status, changed=False)
+    if body.event == "report" and body.data is not None:
+        status = await request.app.state.reports.accept(token=token, bot_id=bot_id, data=body.data)
         return CallbackOut(status=status, changed=False)
     return await run_in_threadpool(_apply, request.app.state.sessions, token, bot_id, body)
 
@@ -74,5 +79,15 @@ def pending_commands(
 def ack_command(
     command_id: str, bot: LockedCallingBot, body: AckIn, session: SessionDep
 ) -> CommandPublic:
-    command = command_records.record_ack(session, bot, command_id, ok=body.ok, error=body.error)
+    command = command_records.record_ack(
+        session, bot, command_id, ok=body.ok, error=body.error, result=body.result
+    )
     return CommandPublic.model_validate(command)
+
+
+@router.get("/secrets", response_model=dict[str, str])
+def read_secrets(bot: CallingBot, request: Request) -> dict[str, str]:
+    """The calling bot's current secrets (after a `secrets` command; `PUT /bots/{id}/secrets`),
+    to its own token only: they never travel over Redis."""
+    box = request.app.state.fleet.box
+    return box.open(bot.secrets_sealed) if bot.secrets_sealed else {}

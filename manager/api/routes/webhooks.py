@@ -28,7 +28,7 @@ from manager.webhooks.schemas import (
     WebhookSecret,
 )
 
-router = APIRouter(tags=["webhooks"], responses=error_responses(400, 401, 404, 413, 422, 503))
+router = APIRouter(tags=["webhooks"], responses=error_responses(400, 401, 403, 404, 413, 422, 503))
 CREATED = {201: {"model": WebhookPublic, "description": "Created, with its signing secret"}}
 
 

@@ -1,0 +1,79 @@
+"""The report path: a bot's `report` callback, authenticated like a heartbeat, coalesced.
+
+Like a heartbeat it changes no status, so it is authenticated from the process' credential cache
+(`manager/credential_cache.py`) without a transaction; unlike a heartbeat its content matters,
+so the first report after a quiet interval is written at once (on a worker thread) and only the
+ones that follow faster than `BOTFLEET_REPORT_MIN_INTERVAL_S` are coalesced
+(`manager/reports.py`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
+
+from manager.credential_cache import CredentialCache, KnownBot
+from manager.errors import Unavailable
+from manager.lifecycle import LIVE, BotStatus
+from manager.reports import RECEIVED, Report, ReportBuffer, ReportsFull, write_reports
+from manager.security import digest
+from manager.services import auth
+
+log = logging.getLogger(__name__)
+
+
+class Reports:
+    def __init__(
+        self, sessions: sessionmaker[Session], buffer: ReportBuffer, cache: CredentialCache | None
+    ) -> None:
+        self.sessions, self.buffer, self.cache = sessions, buffer, cache
+
+    async def accept(self, *, token: str, bot_id: str, data: dict[str, Any]) -> BotStatus:
+        """Take one report of `bot_id`; its status as the manager knows it. 401/403 as every
+        callback; 503 `reports_full` when too many bots' reports wait (the bot may resend).
+        A report of an ended bot is accepted and dropped, like its heartbeat."""
+        hashed = digest(token)
+        known = self.cache.get(hashed) if self.cache is not None else None
+        if not isinstance(known, KnownBot):  # not cached (or an API key sent as a bot token)
+            known = await run_in_threadpool(self._read, hashed)
+        auth.check_bot_path(known.bot_id, bot_id)
+        if known.status not in LIVE:
+            return known.status
+        RECEIVED.inc()
+        try:
+            now = self.buffer.offer(known.bot_id, hashed, data)
+        except ReportsFull:
+            raise Unavailable(
+                "reports_full", "this manager holds as many bots' reports as it may; retry"
+            ) from None
+        if now is not None:
+            await run_in_threadpool(self._write_now, now)
+        return known.status
+
+    def _read(self, hashed: str) -> KnownBot:
+        generation = self.cache.generation() if self.cache is not None else 0
+        with self.sessions() as session:
+            known = auth.known_bot_for_digest(session, hashed=hashed)
+        if self.cache is not None:
+            self.cache.put(hashed, known, generation=generation)
+        return known
+
+    def _write_now(self, report: Report) -> None:
+        try:
+            write_reports(self.sessions, [report], now=time.monotonic())
+        except Exception as exc:  # the database refused: the next flush tries again
+            log.warning("report of bot %s kept for the next flush: %s", report.bot_id, exc)
+            self.buffer.restore([report])
+
+    def flush(self, *, everything: bool = False) -> None:
+        """Write the coalesced reports whose interval is over (its loop: `manager/app.py`)."""
+        due = self.buffer.take_due(everything=everything)
+        try:
+            write_reports(self.sessions, due, now=time.monotonic())
+        except Exception:
+            self.buffer.restore(due)
+            raise
