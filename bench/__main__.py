@@ -50,7 +50,9 @@ ORDER = [
     "burst_docker",
     "command_round_trip",
     "command_round_trip_simulated",
+    "command_round_trip_simulated_sqlite",
     "manager_load",
+    "manager_load_sqlite",
     "memory",
     "reconciler_tick",
     "reconciler_tick_sqlite",
@@ -209,18 +211,20 @@ def main() -> int:
             if "docker" in args.only:
                 docker_phase(run, args, tmp, redis_server.url, mem)
             if "load" in args.only:
-                outcome = run.attempt(
-                    "manager_load",
-                    lambda: load.run(
-                        tmp,
-                        redis_server.url,
-                        connections=args.connections,
-                        duration_s=args.load_seconds,
-                        commands_count=args.commands,
-                    ),
-                )
-                if outcome is not None:
-                    manager_rss = outcome[1]
+                for database in load.DATABASES:
+                    outcome = run.attempt(
+                        load.key(database),
+                        lambda database=database: load.run(
+                            tmp,
+                            redis_server.url,
+                            connections=args.connections,
+                            duration_s=args.load_seconds,
+                            commands_count=args.commands,
+                            database=database,
+                        ),
+                    )
+                    if outcome is not None and database == "postgresql":
+                        manager_rss = outcome[1]
             if "fairness" in args.only:
                 run.attempt(
                     "fairness_flood",

@@ -12,6 +12,7 @@ import json
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,13 +35,17 @@ from bot_runtime.protocol import command_channel, sign_command, signing_key
 POLL_S = 0.005  # how often the client looks at the command
 
 
-def manager_samples(
-    client: httpx.Client, bot_ids: list[str], count: int
+def round_trips(
+    client: httpx.Client,
+    bot_ids: list[str],
+    count: int,
+    acked_at: Callable[[str, str], float | None],
 ) -> tuple[list[float], int, dict[str, int]]:
-    """`count` round trips, round-robin over `bot_ids`: (seconds each, commands not acked,
-    PATCH answers other than 202 by "status code")."""
+    """`count` PATCH config round trips, round-robin over `bot_ids`: (seconds from each PATCH
+    to `acked_at(bot id, command id)`, commands never acked, PATCH answers other than 202 by
+    "status code")."""
     samples: list[float] = []
-    refused = 0
+    lost = 0
     errors: dict[str, int] = {}
     for i in range(count):
         bot_id = bot_ids[i % len(bot_ids)]
@@ -50,18 +55,31 @@ def manager_samples(
             code = f"{response.status_code} {response.json().get('detail', {}).get('code', '')}"
             errors[code.strip()] = errors.get(code.strip(), 0) + 1
             continue
-        command_id = response.json()["id"]
-        deadline = time.monotonic() + 60
-        while True:
-            status = client.get(f"/bots/{bot_id}/commands/{command_id}").json()["status"]
-            if status in ("acked", "failed", "expired") or time.monotonic() > deadline:
-                break
-            time.sleep(POLL_S)
-        if status == "acked":
-            samples.append(time.perf_counter() - began)
+        acked = acked_at(bot_id, response.json()["id"])
+        if acked is None:
+            lost += 1
         else:
-            refused += 1
-    return samples, refused, errors
+            samples.append(acked - began)
+    return samples, lost, errors
+
+
+def manager_samples(
+    client: httpx.Client, bot_ids: list[str], count: int
+) -> tuple[list[float], int, dict[str, int]]:
+    """Round trips to running bots, the command's status polled every `POLL_S`."""
+
+    def polled(bot_id: str, command_id: str) -> float | None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            status = client.get(f"/bots/{bot_id}/commands/{command_id}").json()["status"]
+            if status == "acked":
+                return time.perf_counter()
+            if status in ("failed", "expired"):
+                return None
+            time.sleep(POLL_S)
+        return None
+
+    return round_trips(client, bot_ids, count, polled)
 
 
 def floor_samples(redis_url: str, tmp: Path, count: int) -> list[float]:
@@ -212,24 +230,12 @@ def simulated_samples(
     client: httpx.Client, simulated: SimulatedBots, count: int
 ) -> tuple[list[float], int, dict[str, int]]:
     """`count` round trips over the simulated bots, in turn: PATCH sent → ack answered."""
-    samples: list[float] = []
-    lost = 0
-    errors: dict[str, int] = {}
-    bot_ids = list(simulated.tokens)
-    for i in range(count):
-        bot_id = bot_ids[i % len(bot_ids)]
-        began = time.perf_counter()
-        response = client.patch(f"/bots/{bot_id}/config", json={"config": {"n": i}})
-        if response.status_code != 202:
-            code = f"{response.status_code} {response.json().get('detail', {}).get('code', '')}"
-            errors[code.strip()] = errors.get(code.strip(), 0) + 1
-            continue
-        acked = simulated.wait_ack(response.json()["id"], timeout=30)
-        if acked is None:
-            lost += 1
-        else:
-            samples.append(acked - began)
-    return samples, lost, errors
+    return round_trips(
+        client,
+        list(simulated.tokens),
+        count,
+        lambda _bot_id, command_id: simulated.wait_ack(command_id, timeout=30),
+    )
 
 
 def measure_simulated(

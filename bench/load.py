@@ -13,6 +13,7 @@ The floor: the same generator against a bare ASGI app on the same server stack
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -190,6 +191,27 @@ def _phases(
     return out
 
 
+DATABASES = {"postgresql": "PostgreSQL", "sqlite": "SQLite"}
+
+
+def key(database: str) -> str:
+    return "manager_load" if database == "postgresql" else f"manager_load_{database}"
+
+
+@contextmanager
+def _database(kind: str) -> Iterator[None]:
+    """New managers' databases of this kind (tests.support.fresh_database_url reads it)."""
+    before = os.environ.get("BOTFLEET_TEST_DATABASE")
+    os.environ["BOTFLEET_TEST_DATABASE"] = kind
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("BOTFLEET_TEST_DATABASE", None)
+        else:
+            os.environ["BOTFLEET_TEST_DATABASE"] = before
+
+
 def run(
     root: Path,
     redis_url: str,
@@ -197,11 +219,16 @@ def run(
     connections: int = 32,
     duration_s: float = 10.0,
     commands_count: int = 200,
+    database: str = "postgresql",
 ) -> tuple[Figure, dict[str, float], Figure]:
     """The load figure, the manager's RSS (MiB) by number of active records, and the command
-    round trip with `SIMULATED_COMMAND_BOTS` of those records acking as simulated bots."""
+    round trip with `SIMULATED_COMMAND_BOTS` of those records acking as simulated bots, with the
+    manager on `database` (postgresql or sqlite)."""
     rss: dict[str, float] = {}
-    with bench_manager(root / "load", redis_url, extra=LOAD_ENV) as manager:
+    with (
+        _database(database),
+        bench_manager(root / f"load-{database}", redis_url, extra=LOAD_ENV) as manager,
+    ):
         user, client = manager.new_user(max_bots=RECORD_STEPS[-1] + 100)
         with client:
             for _ in range(20):  # warm-up: imports and connections that the first requests pay
@@ -222,6 +249,9 @@ def run(
             round_trip = commands.measure_simulated(
                 client, manager.url, redis_url, simulated, count=commands_count
             )
+            if database != "postgresql":
+                round_trip.key += f"_{database}"
+                round_trip.title += f" ({DATABASES[database]})"
     with floor_server() as url:
         floor = _phases(url, tokens, user["api_key"], connections, duration_s)
     flood, fleet = measured["flood"], measured["fleet"]
@@ -232,10 +262,12 @@ def run(
     c = flood["heartbeats"]
     bots_served = c["rps"] * float(BENCH_ENV["BOTFLEET_HEARTBEAT_S"])
     figure = Figure(
-        key="manager_load",
-        title=f"Manager under load: {len(tokens):,} simulated active bots heartbeating,"
+        key=key(database),
+        title=f"Manager under load ({DATABASES[database]}): {len(tokens):,} simulated active bots"
+        " heartbeating,"
         " a user reading meanwhile",
-        label=f"manager load ({len(tokens)} simulated bots, {duration_s:.0f} s per phase)",
+        label=f"manager load [{database}] ({len(tokens)} simulated bots, {duration_s:.0f} s per"
+        " phase)",
         measured=(
             f"heartbeats absorbed {c['rps']:.0f}/s (closed loop, {connections} connections:"
             f" p99 {ms(c['p99_s'])}, errors {c['errors']}; the user's GET /bots/{{id}} p99"

@@ -23,15 +23,15 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from prometheus_client import Counter, Histogram
-from sqlalchemy import bindparam, or_, update
+from sqlalchemy import bindparam, or_, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from manager.clock import database_now
 from manager.db import transaction
-from manager.lifecycle import LIVE
+from manager.lifecycle import LIVE, TERMINAL
 from manager.models import Bot
 
 WRITTEN = Counter(
@@ -44,7 +44,19 @@ FLUSH_SECONDS = Histogram(
 )
 
 _BOTS = Bot.__table__.c
-#: One UPDATE per bot, sent by the driver as one batch (a Core executemany, not the ORM's).
+#: PostgreSQL: the whole batch in one statement, its values bound as three arrays (an
+#: executemany of 2,000 rows cost ~200 ms of the manager's CPU per batch; this costs a few).
+_TERMINAL = ", ".join(f"'{status.value}'" for status in sorted(TERMINAL))
+_WRITE_ARRAYS = text(
+    f"""
+    UPDATE bots AS b SET last_heartbeat_at = v.at
+    FROM unnest(CAST(:ids AS varchar[]), CAST(:digests AS varchar[]),
+                CAST(:ats AS timestamptz[])) AS v(id, digest, at)
+    WHERE b.id = v.id AND b.token_hash = v.digest AND b.status NOT IN ({_TERMINAL})
+      AND (b.last_heartbeat_at IS NULL OR b.last_heartbeat_at < v.at)
+    """
+)
+#: Elsewhere (SQLite): one UPDATE per bot, sent as one batch (a Core executemany).
 _WRITE = (
     update(Bot.__table__)
     .where(
@@ -89,11 +101,7 @@ class HeartbeatBuffer:
         try:
             with transaction(sessions) as session:
                 now_db, now_mono = database_now(session), time.monotonic()
-                rows = [
-                    {"b_id": bot_id, "b_digest": digest, "b_at": now_db - _ago(now_mono, at)}
-                    for bot_id, (digest, at) in batch.items()
-                ]
-                session.connection().execute(_WRITE, rows)
+                _write(session, batch, now_db, now_mono)
         except Exception:
             self._restore(batch)
             raise
@@ -107,5 +115,20 @@ class HeartbeatBuffer:
             self._latest = batch | self._latest
 
 
-def _ago(now: float, then: float) -> timedelta:
-    return timedelta(seconds=now - then)
+def _write(
+    session: Session, batch: dict[str, tuple[str, float]], now_db: datetime, now_mono: float
+) -> None:
+    """One batch, each heartbeat dated back by how long it waited in memory."""
+    ids, digests, ats = [], [], []
+    for bot_id, (digest, at) in batch.items():
+        ids.append(bot_id)
+        digests.append(digest)
+        ats.append(now_db - timedelta(seconds=now_mono - at))
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        connection.execute(_WRITE_ARRAYS, {"ids": ids, "digests": digests, "ats": ats})
+        return
+    rows = [
+        {"b_id": i, "b_digest": d, "b_at": a} for i, d, a in zip(ids, digests, ats, strict=True)
+    ]
+    connection.execute(_WRITE, rows)

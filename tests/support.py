@@ -322,6 +322,22 @@ def running_manager(
         kill_leftover_bots(instance.data_dir, backend=backend, database_url=instance.database_url)
 
 
+@contextmanager
+def second_replica(first: Manager, *, extra_env: dict[str, str] | None = None) -> Iterator[Manager]:
+    """Another manager on `first`'s data folder, database and Redis: a second replica."""
+    second = Manager(
+        data_dir=first.data_dir,
+        database_url=first.database_url,
+        redis_url=first.redis_url,
+        extra_env=dict(extra_env or {}),
+    )
+    second.start()
+    try:
+        yield second
+    finally:
+        second.stop()
+
+
 #: For managers whose tests act as one of their process bots (use its token): the process backend
 #: hands the token through a pipe, never the environment; tests/bots/spy_runtime.py keeps a copy.
 SPY_RUNTIME_ENV = {

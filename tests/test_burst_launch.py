@@ -78,6 +78,13 @@ def test_bots_run_under_their_own_uid_without_groups_and_nicer_than_the_manager(
     pids = [int(ref.split("-")[0]) for ref in refs]
     uids = set()
     for pid in pids:
+        # The uid is switched by `setpriv`, which the launched process execs first: wait for it.
+        wait_until(
+            lambda pid=pid: _status(pid)["Uid"].split()[0] != "0",
+            timeout=10,
+            interval=0.02,
+            what=f"bot process {pid} to drop root",
+        )
         status = _status(pid)
         uid = {int(u) for u in status["Uid"].split()}
         gid = {int(g) for g in status["Gid"].split()}

@@ -28,6 +28,7 @@ from tests.support import (
     RedisServer,
     running_manager,
     runtime_env,
+    second_replica,
     wait_for_status,
     wait_until,
 )
@@ -38,18 +39,11 @@ DEMO = {"bot": "demo", "config": {}}
 @pytest.fixture
 def two_replicas(tmp_path: Path, redis_server: RedisServer) -> Iterator[tuple[Manager, Manager]]:
     """Two managers on one database and one Redis; their bots keep a copy of their token."""
-    with running_manager(tmp_path, redis_server.url, extra_env=SPY_RUNTIME_ENV) as first:
-        second = Manager(
-            data_dir=first.data_dir,
-            database_url=first.database_url,
-            redis_url=redis_server.url,
-            extra_env=SPY_RUNTIME_ENV,
-        )
-        second.start()
-        try:
-            yield first, second
-        finally:
-            second.stop()
+    with (
+        running_manager(tmp_path, redis_server.url, extra_env=SPY_RUNTIME_ENV) as first,
+        second_replica(first, extra_env=SPY_RUNTIME_ENV) as second,
+    ):
+        yield first, second
 
 
 def _heartbeat(manager: Manager, bot_id: str, token: str) -> httpx.Response:

@@ -17,6 +17,7 @@ from tests.support import (
     RedisServer,
     running_manager,
     runtime_env,
+    second_replica,
     wait_until,
 )
 
@@ -132,18 +133,11 @@ def test_config_changes_are_limited_per_bot(limited: Manager) -> None:
 def two_limited_replicas(
     tmp_path: pytest.TempPathFactory, redis_server: RedisServer
 ) -> Iterator[tuple[Manager, Manager]]:
-    with running_manager(tmp_path, redis_server.url, extra_env=LIMITS) as first:
-        second = Manager(
-            data_dir=first.data_dir,
-            database_url=first.database_url,
-            redis_url=redis_server.url,
-            extra_env=LIMITS,
-        )
-        second.start()
-        try:
-            yield first, second
-        finally:
-            second.stop()
+    with (
+        running_manager(tmp_path, redis_server.url, extra_env=LIMITS) as first,
+        second_replica(first, extra_env=LIMITS) as second,
+    ):
+        yield first, second
 
 
 def test_replicas_share_one_budget(two_limited_replicas: tuple[Manager, Manager]) -> None:
