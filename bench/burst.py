@@ -72,8 +72,13 @@ async def _post_all(url: str, key: str, count: int) -> list[tuple[int, str | Non
                     response = await c.post(
                         "/bots", json={"bot": "demo", "config": {}}, headers=request_headers
                     )
-                except httpx.HTTPError:
-                    return 0, None, time.perf_counter() - began, deferred
+                except httpx.TransportError:
+                    # e.g. a pooled connection the server closed while we waited: the
+                    # Idempotency-Key makes sending again safe, as any careful client does.
+                    if deferred >= MAX_DEFERRALS:
+                        return 0, None, time.perf_counter() - began, deferred
+                    deferred += 1
+                    continue
                 if response.status_code in (429, 503) and deferred < MAX_DEFERRALS:
                     deferred += 1
                     await asyncio.sleep(float(response.headers.get("Retry-After", "1")))

@@ -63,7 +63,7 @@ def create_bot(
     A POST with a `dedup_key` takes the lock first (as every POST once did), so that parallel
     duplicates queue and each is told the live bot's id. A limit of 0 means no bots.
     """
-    user = session.get(User, user_id)  # loaded by authentication: no query
+    user = session.get(User, user_id)  # its default restart policy applies below
     if user is None:
         raise NotFound("user_not_found", f"no user {user_id}")
     if data.dedup_key is not None:  # under the lock, so a racing duplicate is told the bot's id
