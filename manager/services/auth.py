@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 
 from manager.credential_cache import CredentialCache, KnownBot, KnownKey
 from manager.errors import Forbidden, Unauthorized
@@ -99,6 +100,31 @@ def known_bot_for_digest(session: Session, *, hashed: str) -> KnownBot:
     if row is None or row.token_hash is None or not same(row.token_hash, hashed):
         raise Unauthorized("invalid_token", "this bot token is unknown or its bot has ended")
     return KnownBot(bot_id=row.id, status=row.status)
+
+
+async def known_bot_for_token(
+    sessions: sessionmaker[Session], cache: CredentialCache | None, *, token: str, bot_id: str
+) -> tuple[KnownBot, str]:
+    """The live bot a token belongs to, and the token's digest, for the callbacks that need no
+    row lock (heartbeats, reports): from the credential cache when it knows the token, else
+    one read on a worker thread that fills the cache. 401/403 as `bot_for_token`."""
+    hashed = digest(token)
+    known = cache.get(hashed) if cache is not None else None
+    if not isinstance(known, KnownBot):  # not cached (or an API key sent as a bot token)
+        known = await run_in_threadpool(_read_known_bot, sessions, cache, hashed)
+    check_bot_path(known.bot_id, bot_id)
+    return known, hashed
+
+
+def _read_known_bot(
+    sessions: sessionmaker[Session], cache: CredentialCache | None, hashed: str
+) -> KnownBot:
+    generation = cache.generation() if cache is not None else 0
+    with sessions() as session:
+        known = known_bot_for_digest(session, hashed=hashed)
+    if cache is not None:
+        cache.put(hashed, known, generation=generation)
+    return known
 
 
 def check_bot_path(owner_id: str, bot_id: str) -> None:

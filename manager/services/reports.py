@@ -16,11 +16,10 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
-from manager.credential_cache import CredentialCache, KnownBot
+from manager.credential_cache import CredentialCache
 from manager.errors import Unavailable
 from manager.lifecycle import LIVE, BotStatus
 from manager.reports import RECEIVED, Report, ReportBuffer, ReportsFull, write_reports
-from manager.security import digest
 from manager.services import auth
 
 log = logging.getLogger(__name__)
@@ -36,11 +35,9 @@ class Reports:
         """Take one report of `bot_id`; its status as the manager knows it. 401/403 as every
         callback; 503 `reports_full` when too many bots' reports wait (the bot may resend).
         A report of an ended bot is accepted and dropped, like its heartbeat."""
-        hashed = digest(token)
-        known = self.cache.get(hashed) if self.cache is not None else None
-        if not isinstance(known, KnownBot):  # not cached (or an API key sent as a bot token)
-            known = await run_in_threadpool(self._read, hashed)
-        auth.check_bot_path(known.bot_id, bot_id)
+        known, hashed = await auth.known_bot_for_token(
+            self.sessions, self.cache, token=token, bot_id=bot_id
+        )
         if known.status not in LIVE:
             return known.status
         RECEIVED.inc()
@@ -53,14 +50,6 @@ class Reports:
         if now is not None:
             await run_in_threadpool(self._write_now, now)
         return known.status
-
-    def _read(self, hashed: str) -> KnownBot:
-        generation = self.cache.generation() if self.cache is not None else 0
-        with self.sessions() as session:
-            known = auth.known_bot_for_digest(session, hashed=hashed)
-        if self.cache is not None:
-            self.cache.put(hashed, known, generation=generation)
-        return known
 
     def _write_now(self, report: Report) -> None:
         try:
