@@ -271,13 +271,21 @@ def start(
             body["restart"]["on"] = restart_on
     with connect(ctx) as client:
         created = client.start_bot(body, idempotency_key=idempotency_key)
-        if not wait:
-            output.print_json(created) if as_json else typer.echo(created["id"])
-            return
-        if not as_json:
-            typer.echo(created["id"])
-        bot_state = wait_for_bot(client, created["id"], {"active"} | TERMINAL, timeout)
-        report_end(bot_state, as_json, "active")
+        _announce_new_bot(client, created, wait=wait, timeout=timeout, as_json=as_json)
+
+
+def _announce_new_bot(
+    client: ApiClient, created: dict[str, Any], *, wait: bool, timeout: float, as_json: bool
+) -> None:
+    """Print a new bot's id (or JSON); with `wait`, follow it until active (exit 1 if it
+    fails) — shared by `start` and `relaunch`."""
+    if not wait:
+        output.print_json(created) if as_json else typer.echo(created["id"])
+        return
+    if not as_json:
+        typer.echo(created["id"])
+    bot_state = wait_for_bot(client, created["id"], {"active"} | TERMINAL, timeout)
+    report_end(bot_state, as_json, "active")
 
 
 @app.command("show")
@@ -329,13 +337,7 @@ def relaunch(
     policy, state); print the new id. A live bot: stop it first (exit 4)."""
     with connect(ctx) as client:
         created = client.relaunch_bot(bot_id, idempotency_key=idempotency_key)
-        if not wait:
-            output.print_json(created) if as_json else typer.echo(created["id"])
-            return
-        if not as_json:
-            typer.echo(created["id"])
-        bot_state = wait_for_bot(client, created["id"], {"active"} | TERMINAL, timeout)
-        report_end(bot_state, as_json, "active")
+        _announce_new_bot(client, created, wait=wait, timeout=timeout, as_json=as_json)
 
 
 @app.command("rm")
