@@ -56,13 +56,13 @@ def serve(
         upgrade(settings.resolved_database_url(), settings=settings)
     if welcome:
         _welcome()
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=log_level,
-        access_log=False,
+    from manager.shutdown import StoppingServer
+
+    api = create_app(settings)
+    config = uvicorn.Config(
+        api, host=settings.host, port=settings.port, log_level=log_level, access_log=False
     )
+    StoppingServer(config, api).run()
 
 
 def _private_data_dir(data_dir: Path) -> None:
@@ -111,6 +111,7 @@ def _welcome() -> None:
         f"-H 'Content-Type: application/json' -d '{body}'",
         "  botfleet bots ls",
         f"API docs: {base}/docs",
+        f"Dashboard: {base}/ui   (sign in with the API key or the admin token)",
     ]
     print("\n".join(lines) + "\n", flush=True)
 

@@ -15,6 +15,7 @@ from manager.api.deps import Viewer
 from manager.errors import Invalid, error_responses
 from manager.event_stream import EventFeed
 from manager.security import bearer_token
+from manager.shutdown import client_gone
 from manager.streams import acquire_stream_slot, key_id_for_token
 
 #: Event ids are 64-bit integers in the database; a larger one cannot be an id we sent.
@@ -58,7 +59,7 @@ async def stream_events(
     )
     feed = EventFeed(request.app.state.sessions, user_id=viewer.user_id)
     body = feed.stream(
-        start, waker=request.app.state.event_waker, is_disconnected=request.is_disconnected
+        start, waker=request.app.state.event_waker, is_disconnected=client_gone(request)
     )
     held = slot.hold(body)
     # A client gone before the body's first step never runs its `finally`: the slot is then
