@@ -9,6 +9,7 @@ Figures (issue 8), each beside its floor measured in the same run:
 5. memory: manager RSS by records, runtime per bot   (bench/memory.py)
 6. the reconciler's tick, 10,000 / 100,000 records (bench/reconciler_tick.py), per database
 9. fairness: a polite user's p99 during a flood      (bench/fairness.py)
+10. telegram bots: updates answered per second       (bench/telegram.py)
 
 The services (PostgreSQL, a Docker Engine, the images) must be up: `make bench` starts them.
 Timings are reported, never asserted; a figure that cannot be measured is reported as such and
@@ -37,12 +38,13 @@ from bench import (
     reconciler_tick,
     report,
     start_latency,
+    telegram,
 )
 from bench.common import LOGS, RESULTS, Figure, bench_manager, machine_info, median, mib, stop_all
 from tests.support import RedisServer
 
 T = TypeVar("T")
-FAMILIES = ("process", "docker", "load", "reconciler", "fairness")
+FAMILIES = ("process", "docker", "load", "reconciler", "fairness", "telegram")
 ORDER = [
     "start_latency_process",
     "start_latency_docker",
@@ -57,6 +59,7 @@ ORDER = [
     "reconciler_tick",
     "reconciler_tick_sqlite",
     "fairness_flood",
+    "telegram_updates",
 ]
 
 
@@ -194,6 +197,10 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--ticks", type=int, default=5)
     parser.add_argument("--fairness-seconds", type=float, default=20.0, help="each phase")
+    parser.add_argument("--telegram-bots", type=int, default=20, help="the telegram fleet")
+    parser.add_argument(
+        "--telegram-updates", type=int, default=300, help="one telegram bot's backlog"
+    )
     args = parser.parse_args()
 
     began = time.perf_counter()
@@ -233,6 +240,16 @@ def main() -> int:
                         redis_server.url,
                         connections=args.connections,
                         duration_s=args.fairness_seconds,
+                    ),
+                )
+            if "telegram" in args.only:
+                run.attempt(
+                    "telegram_updates",
+                    lambda: telegram.run(
+                        tmp,
+                        redis_server.url,
+                        fleet=args.telegram_bots,
+                        updates=args.telegram_updates,
                     ),
                 )
             if "reconciler" in args.only:

@@ -26,6 +26,17 @@ class UnknownAction(Exception):
         self.action = action
 
 
+class BotFailed(Exception):
+    """Raise from ``on_start`` or ``run`` to end the bot ``failed`` with a reason of its own
+    (a stable snake_case code, e.g. ``platform_unauthorized``) instead of ``crashed``; the
+    runtime reports it in ``exited`` with exit code 1. The manager's restart policy never
+    retries the reasons it lists as permanent (``PERMANENT_FAILURE_REASONS``)."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason, self.detail = reason, detail
+
+
 class Bot:
     """Subclass and override the hooks; the runtime owns callbacks, commands and signals.
 

@@ -7,7 +7,11 @@ from typing import Final
 
 from bot_runtime.bot import Bot
 
-BUILTIN_BOTS: Final[dict[str, str]] = {"demo": "bot_runtime.bots.demo:DemoBot"}
+# Imported only when named: `telegram` needs the optional extra botfleet[telegram] (aiogram).
+BUILTIN_BOTS: Final[dict[str, str]] = {
+    "demo": "bot_runtime.bots.demo:DemoBot",
+    "telegram": "bot_runtime.bots.telegram:TelegramBot",
+}
 
 
 class BotLoadError(ValueError):

@@ -16,7 +16,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from bot_runtime.bot import LEAVE_BY_BOT, LEAVE_SIGINT, LEAVE_SIGTERM, Bot
+from bot_runtime.bot import LEAVE_BY_BOT, LEAVE_SIGINT, LEAVE_SIGTERM, Bot, BotFailed
 from bot_runtime.client import ManagerClient, SilentClient
 from bot_runtime.commands import CommandRouter
 from bot_runtime.env import RuntimeConfigError, RuntimeEnv, with_secret_env
@@ -73,7 +73,10 @@ class Runner:
             if await self._leave_first(start):
                 await self._stop(start, grace_s=0)
                 return await self._leave()
-            if (exc := start.exception()) is not None:
+            if isinstance(exc := start.exception(), BotFailed):
+                log.error("on_start failed: %s", exc)
+                return await self._exit(1, exc.reason, exc.detail or None)
+            if exc is not None:
                 log.error("on_start failed: %s", describe_error(exc), exc_info=exc)
                 return await self._exit(1, "start_failed", describe_error(exc))
             log.info("bot started")
@@ -121,7 +124,10 @@ class Runner:
     async def _finished(self, work: asyncio.Task[int | None]) -> int:
         if work.cancelled():
             return await self._exit(1, "crashed", "run() was cancelled")
-        if (exc := work.exception()) is not None:
+        if isinstance(exc := work.exception(), BotFailed):
+            log.error("the bot failed: %s", exc)  # declared by the bot: no traceback
+            return await self._exit(1, exc.reason, exc.detail or None)
+        if exc is not None:
             traceback.print_exception(exc)
             return await self._exit(1, "crashed", describe_error(exc))
         code = work.result()

@@ -1,5 +1,6 @@
 # The bot runtime: one container per bot runs `python -m bot_runtime`, configured by the
-# BOTFLEET_* environment variables. Only redis and httpx are installed, not the manager's deps.
+# BOTFLEET_* environment variables. Only redis, httpx and aiogram (the `telegram` bot kind,
+# botfleet[telegram]) are installed, not the manager's deps.
 # Built from a wheelhouse so the build needs no network (scripts/build-images.sh does all this):
 #   pip wheel --wheel-dir docker/wheels .
 #   docker build -f docker/runtime.Dockerfile -t botfleet-runtime:latest .
@@ -16,6 +17,7 @@ COPY docker/wheels /wheels
 RUN python3 -m venv /opt/botfleet \
  && /opt/botfleet/bin/pip install --no-cache-dir --no-index --find-links=/wheels --no-deps botfleet \
  && /opt/botfleet/bin/pip install --no-cache-dir --no-index --find-links=/wheels redis httpx \
+      'aiogram>=3.4,<4' \
  && rm -rf /wheels
 
 FROM ${BASE_IMAGE}

@@ -35,7 +35,8 @@ export SOURCE_DATE_EPOCH=315532800
 if [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
   "$py" -m pip wheel -qq --no-deps --wheel-dir "$wheels" "$src"
 else
-  "$py" -m pip wheel -qq --find-links "$wheels" --wheel-dir "$wheels" "$src" "${extra[@]}"
+  # `[telegram]`: the runtime image's optional telegram bot kind (aiogram and its deps).
+  "$py" -m pip wheel -qq --find-links "$wheels" --wheel-dir "$wheels" "$src[telegram]" "${extra[@]}"
   echo "$want" >"$stamp"
 fi
 

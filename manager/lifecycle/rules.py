@@ -13,7 +13,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, NamedTuple
 
-from manager.lifecycle.states import RESTART_ON_DEFAULT, BotStatus, IllegalTransition
+from manager.lifecycle.states import (
+    PERMANENT_FAILURE_REASONS,
+    RESTART_ON_DEFAULT,
+    BotStatus,
+    IllegalTransition,
+)
 
 if TYPE_CHECKING:
     from manager.models import Bot
@@ -181,8 +186,9 @@ def on_stop_requested(bot: Bot, reason: str) -> StopPlan:
 def restart_trigger(bot: Bot, outcome: Outcome) -> str | None:
     """Which `restart.on` trigger a failure is: `start_failed` before `started` (launch error,
     start timeout, exit before started), `heartbeat_lost`, or `crash` for any other failure of
-    an active bot; None for what no policy retries (a success, a stop gone wrong)."""
-    if not outcome.failed:
+    an active bot; None for what no policy retries (a success, a stop gone wrong, a failure
+    the bot declared permanent: `PERMANENT_FAILURE_REASONS`)."""
+    if not outcome.failed or outcome.reason in PERMANENT_FAILURE_REASONS:
         return None
     if bot.status == S.STARTING:
         return "start_failed"

@@ -37,6 +37,11 @@ LIVE: frozenset[BotStatus] = frozenset(BotStatus) - TERMINAL
 #: policy retried before `on` existed. A failed start is retried only when asked.
 RESTART_ON_DEFAULT: tuple[str, ...] = ("crash", "heartbeat_lost")
 
+#: Exit reasons a bot declares permanent (`bot_runtime.bot.BotFailed`): a relaunch would fail
+#: the same way, so no restart policy retries them. `platform_unauthorized`: the platform
+#: refused the bot's credentials (a revoked token); only a bot started with new ones helps.
+PERMANENT_FAILURE_REASONS: frozenset[str] = frozenset({"platform_unauthorized"})
+
 S = BotStatus
 #: (from, to) → the typical cause. Anything not listed is illegal. Every move into `starting`
 #: begins a new attempt (`store.transition` counts it).
