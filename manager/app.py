@@ -42,6 +42,7 @@ from manager.sealing import load_box
 from manager.services.fleet import Fleet
 from manager.services.heartbeats import Heartbeats
 from manager.services.reports import Reports
+from manager.ui import install as install_ui
 from manager.webhooks.sender import WebhookSender
 
 log = logging.getLogger(__name__)
@@ -267,6 +268,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for module in (bots, webhooks, events, internal, admin, health):
         app.include_router(module.router)
+    install_ui(app)  # the web dashboard at /ui
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(
         DatabaseAdmission,

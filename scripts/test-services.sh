@@ -15,11 +15,12 @@ if ((${#need_apt[@]})); then
   apt-get update -qq
   apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
-if ! command -v chromium >/dev/null 2>&1; then
-  echo "test-services: installing chromium"
+# The dashboard's browser tests drive Debian's chromium through its chromedriver (no download).
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  echo "test-services: installing chromium and chromium-driver"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends chromium >/dev/null
+  apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
 fi
 
 pg_version=$(ls /usr/lib/postgresql | sort -V | tail -1)

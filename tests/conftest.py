@@ -14,6 +14,9 @@ from manager.migrate import upgrade
 from tests import support
 from tests.support import RUNTIME_IMAGE, Manager, RedisServer, fresh_database_url, running_manager
 
+# The dashboard's browser fixture (`browser`) and helpers, shared by tests/test_ui_*.py.
+pytest_plugins = ["tests.ui_browser"]
+
 DB_FIXTURES = {
     "manager",
     "any_backend_manager",

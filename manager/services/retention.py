@@ -31,6 +31,7 @@ from manager.errors import Conflict
 from manager.lifecycle import TERMINAL
 from manager.models import Bot, BotAttempt, BotLabel, BotTransition, Command, Event, utcnow
 from manager.services import bots as bot_records
+from manager.services.unit_of_work import after_commit
 from manager.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
 if TYPE_CHECKING:
@@ -235,3 +236,17 @@ def delete_bot(session: Session, bot_id: str, *, user_id: str | None) -> None:
     delete_history(session, [bot_id])
     session.execute(delete(Bot).where(Bot.id == bot_id))
     session.expunge(bot)
+
+
+def delete_bot_for_user(
+    session: Session, fleet: Fleet, bot_id: str, *, user_id: str | None, purge_state: bool
+) -> None:
+    """`DELETE /bots/{id}` (the API and the dashboard): with `purge_state`, the bot's state
+    directory is deleted first (`state_to_purge` refuses while another live bot holds the key);
+    then the rows, and, once they are committed, the log files and the Redis user."""
+    state = bot_records.state_to_purge(session, bot_id, user_id=user_id) if purge_state else None
+    delete_bot(session, bot_id, user_id=user_id)
+    if state is not None:
+        fleet.purge_state(*state)
+    forget = Forget.of(fleet)
+    after_commit(session, lambda: forget([bot_id]))

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, status
-from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from manager.api.deps import CurrentUser, FleetDep, SessionDep, Viewer
 from manager.api.idempotency import Idempotent
+from manager.api.log_stream import followed_logs, log_limits
 from manager.api.pages import PageQuery
 from manager.errors import error_responses
 from manager.schemas import (
@@ -30,9 +30,6 @@ from manager.services import attempts, retention
 from manager.services import bots as bot_records
 from manager.services import commands as command_records
 from manager.services import logs as bot_logs
-from manager.services.unit_of_work import after_commit
-from manager.streams import acquire_stream_slot, key_id_for_token
-from orchestrators.log_tail import LogLimits
 
 router = APIRouter(
     prefix="/bots",
@@ -239,14 +236,9 @@ def delete_bot(
     `purge_state=1`: then it is deleted first, and 409 `state_in_use` while another live bot
     holds the key; 503 `state_purge_failed` when the engine could not delete it (nothing is
     deleted then); 501 on a backend that cannot delete states (Nomad)."""
-    state = None
-    if purge_state:
-        state = bot_records.state_to_purge(session, bot_id, user_id=viewer.user_id)
-    retention.delete_bot(session, bot_id, user_id=viewer.user_id)
-    if state is not None:
-        fleet.purge_state(*state)
-    forget = retention.Forget.of(fleet)
-    after_commit(session, lambda: forget([bot_id]))  # files and Redis only once the rows are gone
+    retention.delete_bot_for_user(
+        session, fleet, bot_id, user_id=viewer.user_id, purge_state=purge_state
+    )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -352,41 +344,14 @@ def get_logs(
 ) -> Response:
     source = bot_logs.locate_logs(session, bot_id, user_id=viewer.user_id)
     session.close()  # the reads below are file or engine I/O: no connection held across them
-    settings = request.app.state.settings
-    limits = LogLimits(settings.log_tail_max_bytes, settings.log_line_max_bytes)
-    orchestrator = fleet.orchestrator
-    if not follow:
-        text = bot_logs.read_logs(
-            source, orchestrator=orchestrator, sessions=fleet.sessions, tail=tail, limits=limits
-        )
-        return PlainTextResponse(text)
-    token = bearer_token(request.headers.get("authorization")) or ""
-    slot = acquire_stream_slot(key_id_for_token(token), settings.max_streams_per_key)
-    try:
-        follower = bot_logs.open_follower(source, orchestrator=orchestrator, tail=tail)
-        if follower is None or source.runtime_ref is None:
-            kept = bot_logs.read_logs(
-                source, orchestrator=orchestrator, sessions=fleet.sessions, tail=tail, limits=limits
-            )
-            body = _once(kept + "\n" if kept else "")
-        else:
-            body = bot_logs.follow(
-                follower,
-                orchestrator=orchestrator,
-                runtime_ref=source.runtime_ref,
-                limits=limits,
-                is_disconnected=request.is_disconnected,
-            )
-    except BaseException:
-        slot.release()
-        raise
-    return StreamingResponse(
-        slot.hold(body),
-        media_type="text/plain; charset=utf-8",
-        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    if follow:
+        token = bearer_token(request.headers.get("authorization")) or ""
+        return followed_logs(request, source, fleet=fleet, tail=tail, credential=token)
+    text = bot_logs.read_logs(
+        source,
+        orchestrator=fleet.orchestrator,
+        sessions=fleet.sessions,
+        tail=tail,
+        limits=log_limits(request),
     )
-
-
-async def _once(text: str) -> AsyncIterator[bytes]:
-    if text:
-        yield text.encode()
+    return PlainTextResponse(text)
