@@ -360,19 +360,6 @@ def bench_manager(
             LOGS.mkdir(parents=True, exist_ok=True)
             with suppress(OSError):
                 shutil.copy(manager.log_path, LOGS / f"manager-{root.name}.log")
-    drop_database(manager.database_url)
-
-
-def drop_database(url: str) -> None:
-    if not url.startswith("postgresql"):
-        return
-    import psycopg
-
-    from tests.support import PG_ADMIN
-
-    name = url.rsplit("/", 1)[1]
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def poll_until(

@@ -22,7 +22,7 @@ from typing import Any
 from cryptography.fernet import Fernet
 from sqlalchemy import select, text
 
-from bench.common import Figure, drop_database, insert_bots, ms, ratio
+from bench.common import Figure, insert_bots, ms, ratio
 from manager.bus import CommandBus
 from manager.config import Settings
 from manager.db import make_engine, make_session_factory, transaction
@@ -34,6 +34,7 @@ from manager.sealing import SecretBox
 from manager.services.fleet import Fleet
 from manager.services.users import create_user
 from orchestrators.process import ProcessOrchestrator, ProcessOrchestratorConfig
+from tests.support import drop_database
 
 #: The fleets measured, status → count: 10,000 records (400 live), 100,000 (2,000 live).
 FLEETS: tuple[dict[str, int], ...] = (

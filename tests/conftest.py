@@ -37,6 +37,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Drop the databases the run made that a test did not drop itself."""
+    base = support.PG_ADMIN.rsplit("/", 1)[0]
+    for name in sorted(support.CREATED_DATABASES):
+        support.drop_database(f"{base}/{name}")
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """The fault tests' convergence figures: measured, printed, never asserted."""
     if not support.FAULT_FIGURES and not support.FAULT_VERDICTS:
@@ -77,6 +84,7 @@ def sessions(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
     engine = make_engine(url)
     yield make_session_factory(engine)
     engine.dispose()
+    support.drop_database(url)
 
 
 @pytest.fixture(scope="session")

@@ -28,6 +28,10 @@ REPO = Path(__file__).resolve().parent.parent
 
 #: Managers started so far, so a failing test can show their logs (conftest).
 STARTED_MANAGERS: list[Manager] = []
+#: PostgreSQL databases made by `fresh_database_url` and not dropped yet (conftest drops the rest
+#: at the end of the run). Left behind, a thousand databases a run had autovacuum start a worker
+#: every few milliseconds and slowed every later test and benchmark on the machine.
+CREATED_DATABASES: set[str] = set()
 
 # Convergence figures of the fault tests, printed at the end of the run (conftest).
 FAULT_FIGURES: dict[str, list[float]] = {}
@@ -61,8 +65,22 @@ def fresh_database_url(tmp: Path) -> str:
     name = f"bf_test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
+    CREATED_DATABASES.add(name)
     base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
     return f"{base}/{name}"
+
+
+def drop_database(url: str) -> None:
+    """Drop a database `fresh_database_url` made (nothing for SQLite: its file goes with tmp)."""
+    if not url.startswith("postgresql"):
+        return
+    name = url.rsplit("/", 1)[1]
+    try:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    except psycopg.Error:
+        return  # the end of the run tries again
+    CREATED_DATABASES.discard(name)
 
 
 class RedisServer:
@@ -320,6 +338,7 @@ def running_manager(
     finally:
         instance.stop()
         kill_leftover_bots(instance.data_dir, backend=backend, database_url=instance.database_url)
+        drop_database(instance.database_url)
 
 
 @contextmanager
