@@ -6,10 +6,12 @@ STAMP  := $(VENV)/.installed-stamp
 
 .PHONY: run test test-pg test-sqlite lint bench fuzz clean
 
-$(STAMP): pyproject.toml
+# Two distributions from this tree: botfleet-runtime (runtime/) and
+# botfleet-server (here), both editable.
+$(STAMP): pyproject.toml runtime/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e ./runtime -e '.[dev]'
 	touch $(STAMP)
 
 ## run: the manager on the embedded default (SQLite, embedded Redis, process backend)

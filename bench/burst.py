@@ -182,7 +182,7 @@ def measure(
     floor = floor_burst(backend, count, redis_url, tmp)
     values, active, client = manager_burst(manager, count)
     r = ratio(values["all_active_s"], floor["all_started_s"])
-    label = "bare python -m bot_runtime" if backend == "process" else "bare docker run"
+    label = "bare python -m botfleet.runtime" if backend == "process" else "bare docker run"
     figure = Figure(
         key=f"burst_{backend}",
         title=f"Burst of {count} POST /bots at once, {backend} backend",

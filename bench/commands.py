@@ -30,7 +30,7 @@ from bench.common import (
     spawn_bare_runtime,
     stop_processes,
 )
-from bot_runtime.protocol import command_channel, sign_command, signing_key
+from botfleet.runtime.protocol import command_channel, sign_command, signing_key
 
 POLL_S = 0.005  # how often the client looks at the command
 

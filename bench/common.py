@@ -29,8 +29,8 @@ from typing import Any
 
 import httpx
 
-from bot_runtime.env import RuntimeEnv
-from bot_runtime.protocol import command_channel
+from botfleet.runtime.env import RuntimeEnv
+from botfleet.runtime.protocol import command_channel
 from tests.support import REPO, RUNTIME_IMAGE, Manager, running_manager
 
 RESULTS = Path(__file__).parent / "results"
@@ -257,12 +257,12 @@ class CallbackReceiver:
 
 def floor_token(bot_id: str) -> str:
     """A bare runtime's token: the stub receiver accepts any, and the floor signs its Redis
-    messages with its digest, as the manager does (bot_runtime/protocol.py)."""
+    messages with its digest, as the manager does (runtime/protocol.py)."""
     return "bft_floor_" + bot_id
 
 
 def runtime_env(bot_id: str, callback_url: str, redis_url: str) -> dict[str, str]:
-    """The runtime environment (bot_runtime/env.py) of a `demo` bot, as the manager hands it."""
+    """The runtime environment (runtime/env.py) of a `demo` bot, as the manager hands it."""
     rendered = RuntimeEnv(
         bot_id=bot_id,
         token=floor_token(bot_id),
@@ -278,13 +278,13 @@ def runtime_env(bot_id: str, callback_url: str, redis_url: str) -> dict[str, str
 def spawn_bare_runtime(
     bot_id: str, callback_url: str, redis_url: str, log_dir: Path
 ) -> subprocess.Popen[bytes]:
-    """`python -m bot_runtime` started exactly as the process backend does, minus the manager."""
+    """`python -m botfleet.runtime` started as the process backend does, minus the manager."""
     env = {k: os.environ[k] for k in INHERITED_ENV if k in os.environ}
     env |= runtime_env(bot_id, callback_url, redis_url)
     log_dir.mkdir(parents=True, exist_ok=True)
     with (log_dir / f"{bot_id}.log").open("ab") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "bot_runtime"],
+            [sys.executable, "-m", "botfleet.runtime"],
             env=env,
             cwd=REPO,
             stdin=subprocess.DEVNULL,
@@ -436,8 +436,8 @@ def insert_bots(
     """Insert bot rows directly (no workloads), with the columns the API would have filled."""
     from sqlalchemy import insert
 
-    from manager.db import make_engine
-    from manager.models import Bot, new_id, utcnow
+    from botfleet.manager.core.db import make_engine
+    from botfleet.manager.core.models import Bot, new_id, utcnow
 
     now = utcnow()
     base = {
@@ -474,8 +474,8 @@ def insert_bots(
 
 def active_rows(count: int) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """`count` active bot rows with fresh heartbeats and known tokens: (rows, {bot_id: token})."""
-    from manager.models import new_id, utcnow
-    from manager.security import BOT_TOKEN_PREFIX, digest, new_secret
+    from botfleet.manager.core.models import new_id, utcnow
+    from botfleet.manager.core.secrets import BOT_TOKEN_PREFIX, digest, new_secret
 
     now = utcnow()
     rows, tokens = [], {}

@@ -19,7 +19,7 @@ from typing import Any
 
 from bench.common import Figure, active_rows, bench_manager, insert_bots, latency_stats, ms, ratio
 from bench.loadgen import LoadResult, Request, _encode, _read_response, picker, run_load
-from manager.config import Settings
+from botfleet.manager.core.settings import Settings
 
 #: The manager's own default limits (the tests' managers raise them; a benchmark must not), and
 #: a heartbeat budget set high: the inserted rows never send one.

@@ -23,17 +23,17 @@ from cryptography.fernet import Fernet
 from sqlalchemy import select, text
 
 from bench.common import Figure, insert_bots, ms, ratio
-from manager.bus import CommandBus
-from manager.config import Settings
-from manager.db import make_engine, make_session_factory, transaction
-from manager.housekeeping import Housekeeping
-from manager.migrate import upgrade
-from manager.models import LIVE_SQL, Bot, utcnow
-from manager.reconciler import SNAPSHOT, Reconciler
-from manager.sealing import SecretBox
-from manager.services.fleet import Fleet
-from manager.services.users import create_user
-from orchestrators.process import ProcessOrchestrator, ProcessOrchestratorConfig
+from botfleet.manager.background.housekeeping import Housekeeping
+from botfleet.manager.background.reconciler import SNAPSHOT, Reconciler
+from botfleet.manager.core.db import make_engine, make_session_factory, transaction
+from botfleet.manager.core.models import LIVE_SQL, Bot, utcnow
+from botfleet.manager.core.sealing import SecretBox
+from botfleet.manager.core.settings import Settings
+from botfleet.manager.messaging.command_bus import CommandBus
+from botfleet.manager.migrate import upgrade
+from botfleet.manager.services.fleet import Fleet
+from botfleet.manager.services.users import create_user
+from botfleet.orchestrators.process import ProcessOrchestrator, ProcessOrchestratorConfig
 from tests.support import drop_database
 
 #: The fleets measured, status → count: 10,000 records (400 live), 100,000 (2,000 live).

@@ -1,6 +1,6 @@
 """Figure 1, start latency: POST /bots → `active`, one bot at a time, beside its floor.
 
-The floor is the same runtime started without the manager: a bare `python -m bot_runtime`
+The floor is the same runtime started without the manager: a bare `python -m botfleet.runtime`
 spawn (process backend) or a bare `docker run --rm --network host` of the same image (Docker),
 timed to its first `started` callback at a stub receiver. Floor and manager samples alternate,
 so both see the same machine noise.
@@ -104,7 +104,7 @@ def measure(
     values["server_p50_s"] = latency_stats(server, 50)["p50_s"]
     floor_stats = latency_stats(floor, 50, 95)
     r = ratio(values["p50_s"], floor_stats["p50_s"])
-    label = "bare python -m bot_runtime" if backend == "process" else "bare docker run"
+    label = "bare python -m botfleet.runtime" if backend == "process" else "bare docker run"
     return Figure(
         key=f"start_latency_{backend}",
         title=f"Start latency, {backend} backend (POST /bots → active)",

@@ -1,6 +1,6 @@
 # The botfleet manager (API, reconciler, orchestrator backends). Built from a wheelhouse so the
 # build needs no network (scripts/build-images.sh does all this):
-#   pip wheel --wheel-dir docker/wheels .
+#   pip wheel --wheel-dir docker/wheels ./runtime .
 #   docker build -f docker/manager.Dockerfile -t botfleet-manager:latest .
 ARG BASE_IMAGE=python:3.11-slim
 
@@ -9,7 +9,7 @@ ARG BASE_IMAGE=python:3.11-slim
 FROM ${BASE_IMAGE} AS build
 COPY docker/wheels /wheels
 RUN python3 -m venv /opt/botfleet \
- && /opt/botfleet/bin/pip install --no-cache-dir --no-index --find-links=/wheels botfleet \
+ && /opt/botfleet/bin/pip install --no-cache-dir --no-index --find-links=/wheels botfleet-server \
  && rm -rf /wheels
 
 FROM ${BASE_IMAGE}

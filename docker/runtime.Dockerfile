@@ -1,8 +1,8 @@
-# The bot runtime: one container per bot runs `python -m bot_runtime`, configured by the
-# BOTFLEET_* environment variables. Only redis, httpx and aiogram (the `telegram` bot kind,
-# botfleet[telegram]) are installed, not the manager's deps.
+# The bot runtime: one container per bot runs `python -m botfleet.runtime`, configured by the
+# BOTFLEET_* environment variables. Only the botfleet-runtime distribution (standard library only)
+# and its `telegram` extra (aiogram) are installed: never the manager.
 # Built from a wheelhouse so the build needs no network (scripts/build-images.sh does all this):
-#   pip wheel --wheel-dir docker/wheels .
+#   pip wheel --wheel-dir docker/wheels './runtime[telegram]'
 #   docker build -f docker/runtime.Dockerfile -t botfleet-runtime:latest .
 # /state is where a bot's state volume is mounted (a `state_key`); a new named volume copies its
 # owner and mode, so the bot (uid 10001) alone may write it.
@@ -15,9 +15,8 @@ ARG BASE_IMAGE=python:3.11-slim
 FROM ${BASE_IMAGE} AS build
 COPY docker/wheels /wheels
 RUN python3 -m venv /opt/botfleet \
- && /opt/botfleet/bin/pip install --no-cache-dir --no-index --find-links=/wheels --no-deps botfleet \
- && /opt/botfleet/bin/pip install --no-cache-dir --no-index --find-links=/wheels redis httpx \
-      'aiogram>=3.4,<4' \
+ && /opt/botfleet/bin/pip install --no-cache-dir --no-index --find-links=/wheels \
+      'botfleet-runtime[telegram]' \
  && rm -rf /wheels
 
 FROM ${BASE_IMAGE}
@@ -29,4 +28,4 @@ RUN groupadd --system --gid 10001 bot \
 COPY --from=build /opt/botfleet /opt/botfleet
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PATH=/opt/botfleet/bin:$PATH
 USER 10001:10001
-ENTRYPOINT ["/opt/botfleet/bin/python", "-m", "bot_runtime"]
+ENTRYPOINT ["/opt/botfleet/bin/python", "-m", "botfleet.runtime"]

@@ -25,18 +25,19 @@ py=.venv/bin/python
 extra=(async-timeout)
 mkdir -p "$wheels"
 stamp=$wheels/.stamp
-want="$(sha256sum pyproject.toml) ${extra[*]}"
+want="$(sha256sum pyproject.toml runtime/pyproject.toml) ${extra[*]}"
 src=$(mktemp -d /tmp/botfleet-src.XXXXXX)
 trap 'rm -rf "$src"' EXIT
 git ls-files -z --cached --others --exclude-standard \
   | tar -c --null -T - --ignore-failed-read 2>/dev/null | tar -x -C "$src"
-rm -f "$wheels"/botfleet-*.whl
+rm -f "$wheels"/botfleet*.whl
 export SOURCE_DATE_EPOCH=315532800
-if [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
-  "$py" -m pip wheel -qq --no-deps --wheel-dir "$wheels" "$src"
-else
+# Two distributions: botfleet-runtime (the runtime image installs it alone) and botfleet-server.
+"$py" -m pip wheel -qq --no-deps --wheel-dir "$wheels" "$src/runtime" "$src"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # `[telegram]`: the runtime image's optional telegram bot kind (aiogram and its deps).
-  "$py" -m pip wheel -qq --find-links "$wheels" --wheel-dir "$wheels" "$src[telegram]" "${extra[@]}"
+  "$py" -m pip wheel -qq --find-links "$wheels" --wheel-dir "$wheels" \
+    "$src/runtime[telegram]" "$src" "${extra[@]}"
   echo "$want" >"$stamp"
 fi
 

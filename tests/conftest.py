@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from manager.db import make_engine, make_session_factory
-from manager.migrate import upgrade
+from botfleet.manager.core.db import make_engine, make_session_factory
+from botfleet.manager.migrate import upgrade
 from tests import support
 from tests.support import RUNTIME_IMAGE, Manager, RedisServer, fresh_database_url, running_manager
 

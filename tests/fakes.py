@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from orchestrators.base import (
+from botfleet.orchestrators.base import (
     LABEL_BOT_ID,
     BackendUnavailable,
     LaunchFailed,

@@ -221,7 +221,7 @@ class Manager:
         STARTED_MANAGERS.append(self)
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "manager", "serve", "--log-level", "info"],
+            [sys.executable, "-m", "botfleet.manager", "serve", "--log-level", "info"],
             env=self.env(),
             cwd=REPO,
             stdout=log,
@@ -425,10 +425,10 @@ def kill_leftover_bots(
     On Docker only this manager's fleet is cleaned (its fleet id, from its database): other test
     runs may share the engine, and their bots are not ours to kill.
     """
-    from orchestrators import Orchestrator, OrchestratorError
-    from orchestrators.base import LABEL_FLEET
-    from orchestrators.docker import DockerOrchestrator
-    from orchestrators.process import ProcessOrchestrator, ProcessOrchestratorConfig
+    from botfleet.orchestrators import Orchestrator, OrchestratorError
+    from botfleet.orchestrators.base import LABEL_FLEET
+    from botfleet.orchestrators.docker import DockerOrchestrator
+    from botfleet.orchestrators.process import ProcessOrchestrator, ProcessOrchestratorConfig
 
     labels: dict[str, str] = {}
     if backend == "docker":

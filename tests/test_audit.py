@@ -13,11 +13,11 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from manager.lifecycle import BotStatus, Source
-from manager.lifecycle.store import transition
-from manager.models import Bot, Event
-from manager.services import audit, users
-from manager.services.commands import create_leave
+from botfleet.manager.core.models import Bot, Event
+from botfleet.manager.lifecycle import BotStatus, Source
+from botfleet.manager.services import audit, users
+from botfleet.manager.services.commands import create_leave
+from botfleet.manager.services.transitions import transition
 from tests.support import Manager, wait_for_status
 
 DEMO = {"bot": "demo", "config": {}}

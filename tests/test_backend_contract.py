@@ -3,7 +3,7 @@ stand-in of tests/nomad_standin/).
 
 Every case runs the real bot runtime with the built-in `demo` bot, `silent` (it never calls a
 manager back, so none is needed), and asserts in the one health vocabulary of
-`orchestrators.base` (`WorkloadState`, `WorkloadStatus`). Each engine is built by one small
+`botfleet.orchestrators.base` (`WorkloadState`, `WorkloadStatus`). Each engine is built by one small
 factory below (`_process`, `_docker`, `_nomad`), which also says how to read back what the engine
 holds (the workload's environment; what it shows outside that environment). What only one engine
 does stays in that engine's own test file (docker hardening, Nomad job JSON, process records that
@@ -29,9 +29,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from bot_runtime.env import RuntimeEnv
-from bot_runtime.protocol import command_channel
-from orchestrators.base import (
+from botfleet.orchestrators.base import (
     LABEL_BOT_ID,
     LABEL_FLEET,
     BackendUnavailable,
@@ -42,15 +40,17 @@ from orchestrators.base import (
     WorkloadNotFound,
     WorkloadState,
 )
-from orchestrators.docker import DockerOrchestrator, DockerOrchestratorConfig
-from orchestrators.nomad import NomadOrchestrator, NomadOrchestratorConfig
-from orchestrators.process import ProcessOrchestrator, ProcessOrchestratorConfig
+from botfleet.orchestrators.docker import DockerOrchestrator, DockerOrchestratorConfig
+from botfleet.orchestrators.nomad import NomadOrchestrator, NomadOrchestratorConfig
+from botfleet.orchestrators.process import ProcessOrchestrator, ProcessOrchestratorConfig
+from botfleet.runtime.env import RuntimeEnv
+from botfleet.runtime.protocol import command_channel
 from tests.nomad_standin import StandIn
 from tests.support import RedisServer, wait_until
 
 SECRET = "s3cr3t-value-never-in-labels"
 NOMAD_TOKEN = "nomad-acl-token-for-contract"
-#: The demo bot's config switches (bot_runtime/bots/demo.py); `silent`: no manager callbacks.
+#: The demo bot's config switches (runtime/bots/demo.py); `silent`: no manager callbacks.
 IDLE = {"silent": True}
 IGNORES_SIGTERM = {"silent": True, "ignore_leave": True}
 FINISHES_WITH_3 = {"silent": True, "finish_after_s": 0.3, "exit_code": 3}
@@ -153,7 +153,7 @@ def _proc_cmdline(pid: int) -> str:
 #: runtime after keeping a copy of what it received in its private working directory.
 SPY_RUNTIME = """
 import json, os, runpy
-from bot_runtime.env import SECRET_ENV_FD, with_secret_env
+from botfleet.runtime.env import SECRET_ENV_FD, with_secret_env
 received = with_secret_env(os.environ)
 with open("received-env.json", "w") as out:
     json.dump(received, out)
@@ -162,7 +162,7 @@ public = set(os.environ) - {SECRET_ENV_FD}
 os.write(write_fd, json.dumps({k: v for k, v in received.items() if k not in public}).encode())
 os.close(write_fd)
 os.environ[SECRET_ENV_FD] = str(read_fd)
-runpy.run_module("bot_runtime", run_name="__main__")
+runpy.run_module("botfleet.runtime", run_name="__main__")
 """
 
 
@@ -248,7 +248,7 @@ def _nomad(standin: StandIn, redis_url: str) -> Harness:
             "address": address,
             "token": NOMAD_TOKEN,
             "driver": "raw_exec",
-            "command": [sys.executable, "-m", "bot_runtime"],
+            "command": [sys.executable, "-m", "botfleet.runtime"],
             # Nomad's KillTimeout, far beyond the cases' grace: a kill after it is ours.
             "stop_grace_s": 30,
             "job_prefix": prefix,

@@ -22,10 +22,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from orchestrators import OrchestratorError
-from orchestrators import process_isolation as isolation
-from orchestrators.base import LaunchSpec
-from orchestrators.process import ProcessOrchestrator, ProcessOrchestratorConfig
+from botfleet.orchestrators import OrchestratorError
+from botfleet.orchestrators import process_isolation as isolation
+from botfleet.orchestrators.base import LaunchSpec
+from botfleet.orchestrators.process import ProcessOrchestrator, ProcessOrchestratorConfig
 from tests.support import Manager, wait_until
 
 ROOT = pytest.mark.skipif(os.geteuid() != 0, reason="bots get uids of their own as root")

@@ -12,11 +12,11 @@ import httpx
 import pytest
 from typer.testing import CliRunner, Result
 
-from cli.api import ApiClient
-from cli.commands.bots import new_lines, parse_pairs
-from cli.config import Connection
-from cli.main import app
-from cli.sse import SSEParser
+from botfleet.cli.api import ApiClient
+from botfleet.cli.commands.bots import new_lines, parse_pairs
+from botfleet.cli.config import Connection
+from botfleet.cli.main import app
+from botfleet.cli.sse import SSEParser
 from tests.support import ADMIN_TOKEN, Manager, free_port
 
 UNSET = {"BOTFLEET_URL": None, "BOTFLEET_KEY": None, "BOTFLEET_ADMIN_TOKEN": None}

@@ -18,8 +18,8 @@ import docker
 import pytest
 import yaml
 
-from manager.config import Settings
-from orchestrators.docker import DockerOrchestratorConfig
+from botfleet.manager.core.settings import Settings
+from botfleet.orchestrators.docker import DockerOrchestratorConfig
 from tests.support import REPO
 
 ENV_SCRIPT = REPO / "scripts" / "compose-env.sh"

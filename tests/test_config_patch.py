@@ -13,10 +13,10 @@ from typing import Any
 import httpx
 import pytest
 
-from bot_runtime.bot import Bot
-from bot_runtime.commands import CommandRouter
-from bot_runtime.protocol import CommandMessage
-from manager.services.commands import merge_patch
+from botfleet.manager.services.commands import merge_patch
+from botfleet.runtime.bot import Bot
+from botfleet.runtime.commands import CommandRouter
+from botfleet.runtime.protocol import CommandMessage
 from tests.support import Manager, wait_for_command, wait_for_status, wait_until
 
 # --- the merge itself: RFC 7396, appendix A -----------------------------------------------------

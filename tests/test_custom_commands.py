@@ -15,7 +15,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from cli.main import app as cli_app
+from botfleet.cli.main import app as cli_app
 from tests.support import (
     SPY_RUNTIME_ENV,
     Manager,

@@ -8,12 +8,12 @@ import uuid
 import docker
 import pytest
 
-from orchestrators.base import (
+from botfleet.orchestrators.base import (
     LaunchFailed,
     LaunchSpec,
 )
-from orchestrators.docker import DockerOrchestrator, DockerOrchestratorConfig
-from orchestrators.nomad import NomadOrchestrator, NomadOrchestratorConfig
+from botfleet.orchestrators.docker import DockerOrchestrator, DockerOrchestratorConfig
+from botfleet.orchestrators.nomad import NomadOrchestrator, NomadOrchestratorConfig
 from tests.support import RUNTIME_IMAGE
 
 

@@ -17,7 +17,9 @@ def serve_welcome(data_dir: Path, port: int, log: Path) -> str:
     """Start `botfleet serve --welcome` (what `make run` runs) once; return the key it printed,
     after checking that the key works against the manager it started."""
     env = user_env(BOTFLEET_DATA_DIR=str(data_dir), BOTFLEET_PORT=str(port))
-    with detached([sys.executable, "-m", "manager", "serve", "--welcome"], env=env, log=log):
+    with detached(
+        [sys.executable, "-m", "botfleet.manager", "serve", "--welcome"], env=env, log=log
+    ):
         key = wait_until(
             lambda: (m := re.search(r"BOTFLEET_KEY=(\S+)", log.read_text())) and m.group(1),
             timeout=60,

@@ -9,12 +9,12 @@ import pytest
 from prometheus_client import CollectorRegistry, Histogram
 from sqlalchemy.orm import Session, sessionmaker
 
-from manager.lifecycle.states import BotStatus
-from manager.loops import LoopError, LoopHealth
-from manager.models import ApiKey, Bot, BotTransition, User
-from manager.services import fleet_health as fh
-from manager.services.user_usage import usage_by_user
-from manager.ui.charts import PLOT_BOTTOM, PLOT_TOP, stacked_bars
+from botfleet.manager.background.loops import LoopError, LoopHealth
+from botfleet.manager.core.models import ApiKey, Bot, BotTransition, User
+from botfleet.manager.lifecycle.states import BotStatus
+from botfleet.manager.services.user_usage import usage_by_user
+from botfleet.manager.ui import health_data as fh
+from botfleet.manager.ui.charts import PLOT_BOTTOM, PLOT_TOP, stacked_bars
 
 S = BotStatus
 NOW = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)

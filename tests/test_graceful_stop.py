@@ -1,7 +1,7 @@
 """A manager stops promptly on SIGTERM while clients hold its long streams open.
 
 uvicorn's graceful stop waits for open responses; the event stream and a followed log never
-finish on their own, so before `manager/shutdown.py` every open dashboard tab or `botfleet
+finish on their own, so before `manager/http/shutdown.py` every open dashboard tab or `botfleet
 events` held a stop (Ctrl-C on `make run`, a rolling deploy's SIGTERM) for half a minute.
 """
 

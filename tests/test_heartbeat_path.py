@@ -16,12 +16,12 @@ import pytest
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from manager.credential_cache import CredentialCache, KnownBot
-from manager.lifecycle import BotStatus
-from manager.liveness import HeartbeatBuffer
-from manager.models import Bot, utcnow
-from manager.security import digest
-from manager.services.users import create_user
+from botfleet.manager.core.models import Bot, utcnow
+from botfleet.manager.core.secrets import digest
+from botfleet.manager.hot_path.credentials import CredentialCache, KnownBot
+from botfleet.manager.hot_path.heartbeat_batches import HeartbeatBuffer
+from botfleet.manager.lifecycle import BotStatus
+from botfleet.manager.services.users import create_user
 from tests.support import (
     SPY_RUNTIME_ENV,
     Manager,

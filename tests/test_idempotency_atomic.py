@@ -14,10 +14,10 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from manager.db import make_engine, make_session_factory, transaction
-from manager.models import IdempotencyRecord, utcnow
-from manager.schemas import BotCreate
-from manager.services.idempotency import fingerprint
+from botfleet.manager.core.db import make_engine, make_session_factory, transaction
+from botfleet.manager.core.models import IdempotencyRecord, utcnow
+from botfleet.manager.schemas.api import BotCreate
+from botfleet.manager.services.idempotency import fingerprint
 from tests.support import Manager, RedisServer, running_manager
 
 LATER = "2099-01-01T00:00:00Z"

@@ -13,10 +13,10 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from cli.commands.events import describe
-from cli.main import app
-from cli.sse import Event
-from manager.metrics import KNOWN_REASONS, reason_label
+from botfleet.cli.commands.events import describe
+from botfleet.cli.main import app
+from botfleet.cli.sse import Event
+from botfleet.manager.core.metrics import KNOWN_REASONS, reason_label
 from tests.support import (
     SPY_RUNTIME_ENV,
     Manager,
@@ -85,8 +85,8 @@ def test_a_bots_own_reason_is_other_in_metrics_and_real_in_its_history(
 
 
 def test_reason_labels_are_a_bounded_set() -> None:
-    from bot_runtime.bot import LEAVE_BY_BOT, LEAVE_COMMAND, LEAVE_SIGINT, LEAVE_SIGTERM
-    from manager.lifecycle.rules import Overdue
+    from botfleet.manager.lifecycle.rules import Overdue
+    from botfleet.runtime.bot import LEAVE_BY_BOT, LEAVE_COMMAND, LEAVE_SIGINT, LEAVE_SIGTERM
 
     runtime = {LEAVE_BY_BOT, LEAVE_COMMAND, LEAVE_SIGINT, LEAVE_SIGTERM}
     overdue = {o.value[1] for o in Overdue}

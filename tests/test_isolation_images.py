@@ -13,8 +13,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from manager.errors import Invalid
-from manager.services.images import allowed_patterns, check_image, image_allowed, normalise
+from botfleet.manager.core.errors import Invalid
+from botfleet.manager.services.images import allowed_patterns, check_image, image_allowed, normalise
 from tests.support import RUNTIME_IMAGE, Manager, RedisServer, running_manager, wait_for_status
 
 LATER = "2099-01-01T00:00:00Z"  # a scheduled start keeps a bot `requested`: nothing launches

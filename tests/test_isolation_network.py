@@ -20,7 +20,7 @@ import docker
 import pytest
 from sqlalchemy.engine import make_url
 
-from manager.bot_firewall import (
+from botfleet.manager.bot_firewall import (
     CHAIN,
     FirewallError,
     FirewallNotNeeded,
@@ -29,8 +29,8 @@ from manager.bot_firewall import (
     install,
     plan,
 )
-from manager.config import Settings
-from orchestrators.process import ProcessOrchestratorConfig
+from botfleet.manager.core.settings import Settings
+from botfleet.orchestrators.process import ProcessOrchestratorConfig
 from tests.support import (
     PG_ADMIN,
     Manager,
@@ -259,7 +259,7 @@ def test_auto_starts_without_iptables_and_says_why(
 ) -> None:
     monkeypatch.setenv("PATH", "/nonexistent")
     settings = _settings(orchestrator="docker")
-    with caplog.at_level("WARNING", logger="manager.bot_firewall"):
+    with caplog.at_level("WARNING", logger="botfleet.manager.bot_firewall"):
         assert apply_bot_firewall(settings) == []
     assert "bot firewall off: iptables is not installed" in caplog.text
     with pytest.raises(FirewallError, match="iptables is not installed"):

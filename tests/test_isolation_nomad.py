@@ -13,9 +13,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from orchestrators import LaunchSpec
-from orchestrators.nomad import NomadOrchestrator, NomadOrchestratorConfig, variable_path
-from orchestrators.nomad.backend import ConflictingNomadEnvironment
+from botfleet.orchestrators import LaunchSpec
+from botfleet.orchestrators.nomad import NomadOrchestrator, NomadOrchestratorConfig, variable_path
+from botfleet.orchestrators.nomad.backend import ConflictingNomadEnvironment
 from tests.nomad_standin import StandIn
 from tests.support import Manager, RedisServer, running_manager, wait_for_status
 
@@ -35,7 +35,7 @@ def _manager_env(standin: StandIn, **extra: str) -> dict[str, str]:
         "BOTFLEET_NOMAD_ADDRESS": standin.url,
         "BOTFLEET_NOMAD_DATACENTERS": '["dc-test"]',
         "BOTFLEET_NOMAD_DRIVER": "raw_exec",
-        "BOTFLEET_NOMAD_COMMAND": json.dumps([sys.executable, "-m", "bot_runtime"]),
+        "BOTFLEET_NOMAD_COMMAND": json.dumps([sys.executable, "-m", "botfleet.runtime"]),
         # What an operator's shell often holds: python-nomad would read it silently.
         "NOMAD_NAMESPACE": "other",
         **extra,

@@ -25,9 +25,9 @@ from typing import Any
 
 import pytest
 
-from bot_runtime.env import BOT_TOKEN, SECRET_ENV_FD, RuntimeConfigError, with_secret_env
-from orchestrators import LaunchFailed, LaunchSpec
-from orchestrators.process import ProcessOrchestrator, ProcessOrchestratorConfig
+from botfleet.orchestrators import LaunchFailed, LaunchSpec
+from botfleet.orchestrators.process import ProcessOrchestrator, ProcessOrchestratorConfig
+from botfleet.runtime.env import BOT_TOKEN, SECRET_ENV_FD, RuntimeConfigError, with_secret_env
 from tests.support import (
     ADMIN_TOKEN,
     REPO,
@@ -234,7 +234,7 @@ def test_bot_uids_on_fails_clearly_where_a_uid_cannot_run_the_bot(
     assert refused.value.code == "isolation_unavailable"
     assert f"as uid {UID_BASE + UID_COUNT - 1}" in str(refused.value)  # says what failed
 
-    with caplog.at_level(logging.WARNING, logger="orchestrators.process"):
+    with caplog.at_level(logging.WARNING, logger="botfleet.orchestrators.process"):
         _, record = _verdict(backend("auto"), _spec(tmp_path))
     assert record["uid"] is None
     assert "CANNOT run under their own uids" in caplog.text and "setfacl" in caplog.text

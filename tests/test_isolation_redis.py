@@ -26,7 +26,8 @@ import httpx
 import pytest
 import redis
 
-from bot_runtime.protocol import (
+from botfleet.manager.messaging.bot_acl import USER_PREFIX, acl_rules, bot_url, username
+from botfleet.runtime.protocol import (
     CommandMessage,
     command_channel,
     sign_command,
@@ -34,7 +35,6 @@ from bot_runtime.protocol import (
     signing_key,
     verify_command,
 )
-from manager.bot_redis import USER_PREFIX, acl_rules, bot_url, username
 from tests.support import (
     Manager,
     RedisServer,
@@ -47,13 +47,13 @@ from tests.support import (
     wait_until,
 )
 
-# --- signed commands (bot_runtime/protocol.py) --------------------------------------------
+# --- signed commands (runtime/protocol.py) --------------------------------------------
 
 KEY = signing_key("bft_a-token")
 
 
 def test_signing_key_is_the_token_digest_the_manager_stores() -> None:
-    from manager.security import digest
+    from botfleet.manager.core.secrets import digest
 
     assert signing_key("bft_a-token") == digest("bft_a-token")
 
@@ -87,7 +87,7 @@ def test_a_missing_malformed_or_foreign_signature_is_refused() -> None:
     assert verify_command(fields | {"sig": sign_command(fields, KEY)}, KEY)
 
 
-# --- the bot's Redis user (manager/bot_redis.py) ------------------------------------------
+# --- the bot's Redis user (manager/messaging/bot_acl.py) ------------------------------------------
 
 
 def test_a_bots_url_carries_its_own_user_and_token_only() -> None:
@@ -113,8 +113,8 @@ THIEF = '''
 """A hostile bot: a demo bot that prints the Redis URL its runtime was handed."""
 import gc
 
-from bot_runtime.bots.demo import DemoBot
-from bot_runtime.env import RuntimeEnv
+from botfleet.runtime.bots.demo import DemoBot
+from botfleet.runtime.env import RuntimeEnv
 
 
 class Thief(DemoBot):
@@ -347,7 +347,7 @@ def test_the_embedded_redis_needs_a_password_that_is_never_shown(tmp_path: Path)
     passwords = []
     for run in range(2):
         log = tmp_path / f"run-{run}.log"
-        command = [sys.executable, "-m", "manager", "serve", "--welcome"]
+        command = [sys.executable, "-m", "botfleet.manager", "serve", "--welcome"]
         with detached(command, env=env, log=log):
             wait_until(lambda log=log: "BOTFLEET_KEY=" in log.read_text(), timeout=60)
             wait_until(lambda: _answers(port), timeout=60, what="the manager")

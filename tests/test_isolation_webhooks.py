@@ -32,13 +32,13 @@ from cryptography.x509.oid import NameOID
 from sqlalchemy import text
 from sqlalchemy.orm import sessionmaker
 
-from manager.config import Settings
-from manager.db import make_engine
-from manager.migrate import alembic_config, upgrade
-from manager.sealing import SecretBox
-from manager.webhooks.guard import UrlRefused, check_url, pin
-from manager.webhooks.sender import Claimed, WebhookSender
-from manager.webhooks.signing import new_secret, verify
+from botfleet.manager.background.webhook_sender import Claimed, WebhookSender
+from botfleet.manager.core.db import make_engine
+from botfleet.manager.core.sealing import SecretBox
+from botfleet.manager.core.settings import Settings
+from botfleet.manager.core.webhook_signing import new_secret, verify
+from botfleet.manager.migrate import alembic_config, upgrade
+from botfleet.manager.services.webhook_guard import UrlRefused, check_url, pin
 from tests.support import (
     REPO,
     Manager,
@@ -322,7 +322,7 @@ def test_signing_secrets_are_sealed_and_survive_key_rotation(
 
     # Rotation: new key first, re-seal, then the old key can go.
     rotate = subprocess.run(
-        [sys.executable, "-m", "manager", "rotate-secrets"],
+        [sys.executable, "-m", "botfleet.manager", "rotate-secrets"],
         env=user_env(
             BOTFLEET_DATABASE_URL=manager.database_url,
             BOTFLEET_DATA_DIR=str(manager.data_dir),

@@ -18,12 +18,12 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner, Result
 
-from cli.main import app
-from manager.credential_cache import KnownKey
-from manager.errors import Forbidden, Unauthorized
-from manager.key_usage import KeyUsage
-from manager.models import ApiKey, utcnow
-from manager.services import auth, users
+from botfleet.cli.main import app
+from botfleet.manager.core.errors import Forbidden, Unauthorized
+from botfleet.manager.core.models import ApiKey, utcnow
+from botfleet.manager.hot_path.credentials import KnownKey
+from botfleet.manager.hot_path.key_usage import KeyUsage
+from botfleet.manager.services import auth, users
 from tests.support import (
     ADMIN_TOKEN,
     Manager,
@@ -95,7 +95,7 @@ def test_a_key_is_shown_once_listed_without_its_secret_and_its_use_is_noted(
         assert rows[key["id"]]["last_used_at"] is None
         with _as(manager, key["api_key"]) as client:
             assert client.get("/bots").status_code == 200
-        # Written in a batch (manager/key_usage.py), not by the request itself.
+        # Written in a batch (manager/hot_path/key_usage.py), not by the request itself.
         wait_until(
             lambda: _keys(admin, user["id"])[-1]["last_used_at"] is not None,
             timeout=20,

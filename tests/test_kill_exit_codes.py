@@ -1,7 +1,7 @@
 """A bot the reconciler has to stop keeps the exit code its workload really ended with (issue
 12, item 8): the engine's code for the stop, or null when unknown; never one made up.
 
-The runtime answers SIGTERM by leaving gracefully and exiting 0 (bot_runtime/runner.py), so a
+The runtime answers SIGTERM by leaving gracefully and exiting 0 (runtime/runner.py), so a
 `silent` bot stopped on its start timeout really ends 0; one that also ignores the leave is
 killed with SIGKILL after BOTFLEET_KILL_AFTER_S and really ends 137.
 """

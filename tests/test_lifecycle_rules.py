@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from manager.lifecycle import TERMINAL, TRANSITIONS, BotStatus, IllegalTransition
-from manager.lifecycle.rules import (
+from botfleet.manager.core.models import Bot
+from botfleet.manager.lifecycle import TERMINAL, TRANSITIONS, BotStatus, IllegalTransition
+from botfleet.manager.lifecycle.rules import (
     MAX_BACKOFF_S,
     Move,
     Outcome,
@@ -25,7 +26,6 @@ from manager.lifecycle.rules import (
     on_stop_without_workload,
     on_workload_gone,
 )
-from manager.models import Bot
 
 S = BotStatus
 COMPLETED, FAILED = S.COMPLETED, S.FAILED

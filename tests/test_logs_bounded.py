@@ -19,9 +19,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from manager.config import Settings
-from manager.reconciler.workloads import LAST_LOG_LINES, kept_lines
-from orchestrators.log_tail import LineCapper, LogLimits, cap_line, read_tail, tail_text
+from botfleet.manager.background.reconciler.workloads import LAST_LOG_LINES, kept_lines
+from botfleet.manager.core.settings import Settings
+from botfleet.orchestrators.log_tail import LineCapper, LogLimits, cap_line, read_tail, tail_text
 from tests.support import (
     REPO,
     Manager,
@@ -299,7 +299,7 @@ def test_cli_follows_without_polling(manager: Manager) -> None:
 
 
 def test_log_files_of_a_deleted_bot_can_be_removed(tmp_path: Path) -> None:
-    from orchestrators.process import ProcessOrchestrator, ProcessOrchestratorConfig
+    from botfleet.orchestrators.process import ProcessOrchestrator, ProcessOrchestratorConfig
 
     backend = ProcessOrchestrator(ProcessOrchestratorConfig(data_dir=tmp_path, bot_uids="off"))
     logs = tmp_path / "logs"

@@ -1,4 +1,4 @@
-"""The periodic loops (`manager/loops.py`): jitter, backoff, bounded errors, a tick that never
+"""The periodic loops (`background/loops.py`): jitter, backoff, bounded errors, a tick that never
 raises; and, against a real manager, `/readyz` answering 503 while a loop keeps failing."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
-from manager.leader import LeaseUnavailable
-from manager.loops import (
+from botfleet.manager.background.leader import LeaseUnavailable
+from botfleet.manager.background.loops import (
     ERRORS_KEPT,
     FAILURES_TOLERATED,
     IntervalLoop,

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrators import BackendUnavailable, LaunchFailed, LaunchSpec
-from orchestrators.base import WorkloadState, WorkloadStatus
-from orchestrators.nomad import (
+from botfleet.orchestrators import BackendUnavailable, LaunchFailed, LaunchSpec
+from botfleet.orchestrators.base import WorkloadState, WorkloadStatus
+from botfleet.orchestrators.nomad import (
     NomadOrchestrator,
     NomadOrchestratorConfig,
     alloc_status,
@@ -66,7 +66,7 @@ def manager(
         "BOTFLEET_NOMAD_REGION": REGION,
         "BOTFLEET_NOMAD_DATACENTERS": '["dc-test"]',
         "BOTFLEET_NOMAD_DRIVER": "raw_exec",
-        "BOTFLEET_NOMAD_COMMAND": json.dumps([sys.executable, "-m", "bot_runtime"]),
+        "BOTFLEET_NOMAD_COMMAND": json.dumps([sys.executable, "-m", "botfleet.runtime"]),
     }
     root = tmp_path_factory.mktemp("nomad-manager")
     with running_manager(root, redis_server.url, backend="nomad", extra_env=extra_env) as instance:
@@ -112,7 +112,7 @@ def test_job_is_a_batch_job_with_meta_resources_no_restarts_and_no_secrets(
     assert group["ReschedulePolicy"] == {"Attempts": 0, "Unlimited": False}
     [task] = group["Tasks"]
     assert task["Driver"] == "raw_exec"
-    assert task["Config"] == {"command": sys.executable, "args": ["-m", "bot_runtime"]}
+    assert task["Config"] == {"command": sys.executable, "args": ["-m", "botfleet.runtime"]}
     assert task["Resources"] == {"CPU": 500, "MemoryMB": 512}
     assert (task["KillSignal"], task["KillTimeout"]) == ("SIGTERM", 4 * 10**9)
     assert task["Env"]["BOTFLEET_BOT_ID"] == bot["id"]

@@ -21,10 +21,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from orchestrators import LaunchSpec
-from orchestrators.base import LogFollower, WorkloadState
-from orchestrators.nomad import NomadOrchestrator, NomadOrchestratorConfig
-from orchestrators.nomad.logs import PROBE_BYTES, SKIPPED, find_end
+from botfleet.orchestrators import LaunchSpec
+from botfleet.orchestrators.base import LogFollower, WorkloadState
+from botfleet.orchestrators.nomad import NomadOrchestrator, NomadOrchestratorConfig
+from botfleet.orchestrators.nomad.logs import PROBE_BYTES, SKIPPED, find_end
 from tests.nomad_standin import StandIn
 from tests.support import Manager, RedisServer, running_manager, wait_for_status, wait_until
 
@@ -52,7 +52,7 @@ def manager(
         "BOTFLEET_NOMAD_NAMESPACE": NAMESPACE,
         "BOTFLEET_NOMAD_DATACENTERS": '["dc-test"]',
         "BOTFLEET_NOMAD_DRIVER": "raw_exec",
-        "BOTFLEET_NOMAD_COMMAND": json.dumps([sys.executable, "-m", "bot_runtime"]),
+        "BOTFLEET_NOMAD_COMMAND": json.dumps([sys.executable, "-m", "botfleet.runtime"]),
     }
     root = tmp_path_factory.mktemp("nomad-follow-manager")
     with running_manager(root, redis_server.url, backend="nomad", extra_env=extra_env) as instance:

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrators.base import Orchestrator
-from orchestrators.nomad import NomadOrchestrator, NomadOrchestratorConfig
+from botfleet.orchestrators.base import Orchestrator
+from botfleet.orchestrators.nomad import NomadOrchestrator, NomadOrchestratorConfig
 from tests import test_backend_contract as contract
 from tests.support import RedisServer
 
@@ -63,7 +63,7 @@ def _real_nomad(redis_url: str) -> contract.Harness:
             "address": address,
             "token": TOKEN,
             "driver": "raw_exec",
-            "command": [sys.executable, "-m", "bot_runtime"],
+            "command": [sys.executable, "-m", "botfleet.runtime"],
             "stop_grace_s": 30,
             "job_prefix": prefix,
             **overrides,

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrators import BackendUnavailable, LaunchFailed, LaunchSpec
-from orchestrators.base import WorkloadState
-from orchestrators.nomad import NomadOrchestrator, NomadOrchestratorConfig, variable_path
+from botfleet.orchestrators import BackendUnavailable, LaunchFailed, LaunchSpec
+from botfleet.orchestrators.base import WorkloadState
+from botfleet.orchestrators.nomad import NomadOrchestrator, NomadOrchestratorConfig, variable_path
 from tests.nomad_standin import StandIn
 from tests.support import Manager, RedisServer, running_manager, wait_for_status, wait_until
 

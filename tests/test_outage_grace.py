@@ -25,21 +25,21 @@ from sqlalchemy import update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from manager.bus import CommandBus
-from manager.clock import database_now
-from manager.config import Settings
-from manager.db import transaction
-from manager.leader import LeaseUnavailable
-from manager.lifecycle.rules import heartbeat_lost
-from manager.loops import IntervalLoop
-from manager.models import Bot, utcnow
-from manager.reconciler import Reconciler
-from manager.schemas import BotCreate, CallbackIn
-from manager.sealing import SecretBox
-from manager.services import bots as bot_records
-from manager.services.callbacks import apply_callback
-from manager.services.fleet import Fleet
-from manager.services.users import create_user
+from botfleet.manager.background.leader import LeaseUnavailable
+from botfleet.manager.background.loops import IntervalLoop
+from botfleet.manager.background.reconciler import Reconciler
+from botfleet.manager.core.clock import database_now
+from botfleet.manager.core.db import transaction
+from botfleet.manager.core.models import Bot, utcnow
+from botfleet.manager.core.sealing import SecretBox
+from botfleet.manager.core.settings import Settings
+from botfleet.manager.lifecycle.rules import heartbeat_lost
+from botfleet.manager.messaging.command_bus import CommandBus
+from botfleet.manager.schemas.api import BotCreate, CallbackIn
+from botfleet.manager.services import bots as bot_records
+from botfleet.manager.services.callbacks import apply_callback
+from botfleet.manager.services.fleet import Fleet
+from botfleet.manager.services.users import create_user
 from tests.fakes import FakeOrchestrator
 from tests.support import (
     FAST_SETTINGS,
@@ -242,8 +242,8 @@ def test_heartbeats_are_timed_by_the_databases_clock(
     clock, the one the leader judges with."""
     bot_id = active_bot(fleet)
     skewed = utcnow() + timedelta(hours=1)
-    monkeypatch.setattr("manager.clock.utcnow", lambda: skewed)
-    monkeypatch.setattr("manager.lifecycle.store.utcnow", lambda: skewed)
+    monkeypatch.setattr("botfleet.manager.core.clock.utcnow", lambda: skewed)
+    monkeypatch.setattr("botfleet.manager.services.transitions.utcnow", lambda: skewed)
     with transaction(fleet.sessions) as session:
         bot = bot_records.lock_bot(session, bot_id)
         apply_callback(session, bot, CallbackIn(event="heartbeat"))

@@ -23,10 +23,10 @@ import pytest
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from bot_runtime.client import ManagerClient
-from cli.api import ApiClient
-from manager.event_stream import BATCH, EventFeed
-from manager.models import BotAttempt, BotTransition, Command, new_id, utcnow
+from botfleet.cli.api import ApiClient
+from botfleet.manager.core.models import BotAttempt, BotTransition, Command, new_id, utcnow
+from botfleet.manager.messaging.event_feed import BATCH, EventFeed
+from botfleet.runtime.client import ManagerClient
 from tests.support import (
     SPY_RUNTIME_ENV,
     Manager,

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from manager.lifecycle import BotStatus
-from manager.lifecycle.rules import Restart, next_attempt, on_exit, restart_trigger
-from manager.lifecycle.states import PERMANENT_FAILURE_REASONS
-from manager.models import Bot
+from botfleet.manager.core.models import Bot
+from botfleet.manager.lifecycle import BotStatus
+from botfleet.manager.lifecycle.rules import Restart, next_attempt, on_exit, restart_trigger
+from botfleet.manager.lifecycle.states import PERMANENT_FAILURE_REASONS
 
 S = BotStatus
 EVERY_TRIGGER = ["crash", "heartbeat_lost", "start_failed"]

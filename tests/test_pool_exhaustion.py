@@ -15,8 +15,8 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from manager.db import make_engine
-from manager.errors import install_error_handlers
+from botfleet.manager.core.db import make_engine
+from botfleet.manager.core.errors import install_error_handlers
 from tests.support import (
     SPY_RUNTIME_ENV,
     Manager,

@@ -16,17 +16,17 @@ from pathlib import Path
 
 import pytest
 
-from manager.config import Settings
-from orchestrators import (
+from botfleet.manager.core.settings import Settings
+from botfleet.orchestrators import (
     LaunchFailed,
     LaunchSpec,
     OrchestratorError,
     WorkloadState,
     backend_class,
 )
-from orchestrators.base import WorkloadStatus
-from orchestrators.process import ProcessOrchestrator, ProcessOrchestratorConfig
-from orchestrators.stopping import Engine, stop_workload
+from botfleet.orchestrators.base import WorkloadStatus
+from botfleet.orchestrators.process import ProcessOrchestrator, ProcessOrchestratorConfig
+from botfleet.orchestrators.stopping import Engine, stop_workload
 
 SECRET = "s3cr3t-token-value"
 
@@ -36,7 +36,7 @@ import os, subprocess, sys, time
 subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
 print("hello from bot", flush=True)
 print("secret in environ:", "BOT_SECRET" in os.environ, flush=True)
-from bot_runtime.env import with_secret_env
+from botfleet.runtime.env import with_secret_env
 piped = with_secret_env(os.environ).get("BOT_SECRET") == "s3cr3t-token-value"
 print("secret via pipe:", piped, flush=True)
 print("manager var leaked:", "MANAGER_ONLY" in os.environ, flush=True)

@@ -10,7 +10,7 @@ import httpx
 import pytest
 import redis
 
-from manager.security import digest
+from botfleet.manager.core.secrets import digest
 from tests.support import (
     SPY_RUNTIME_ENV,
     Manager,

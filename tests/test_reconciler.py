@@ -17,19 +17,19 @@ from prometheus_client import REGISTRY
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from manager.bus import CommandBus
-from manager.config import Settings
-from manager.db import transaction
-from manager.housekeeping import Housekeeping
-from manager.lifecycle import BotStatus, Source
-from manager.models import Bot, BotAttempt, BotTransition, Command, utcnow
-from manager.reconciler import Reconciler, exit_grace_s
-from manager.schemas import BotCreate, CallbackIn
-from manager.sealing import SecretBox
-from manager.services import bots as bot_records
-from manager.services.callbacks import apply_callback
-from manager.services.fleet import Fleet
-from manager.services.users import create_user
+from botfleet.manager.background.housekeeping import Housekeeping
+from botfleet.manager.background.reconciler import Reconciler, exit_grace_s
+from botfleet.manager.core.db import transaction
+from botfleet.manager.core.models import Bot, BotAttempt, BotTransition, Command, utcnow
+from botfleet.manager.core.sealing import SecretBox
+from botfleet.manager.core.settings import Settings
+from botfleet.manager.lifecycle import BotStatus, Source
+from botfleet.manager.messaging.command_bus import CommandBus
+from botfleet.manager.schemas.api import BotCreate, CallbackIn
+from botfleet.manager.services import bots as bot_records
+from botfleet.manager.services.callbacks import apply_callback
+from botfleet.manager.services.fleet import Fleet
+from botfleet.manager.services.users import create_user
 from tests.fakes import FakeOrchestrator, launch_failed
 from tests.support import RedisServer
 
@@ -324,7 +324,7 @@ def update_command(fleet: Fleet, command_id: str, **values: object) -> Command:
 
 
 def test_terminal_states_have_no_way_out(fleet: Fleet) -> None:
-    from manager.lifecycle import TERMINAL, TRANSITIONS
+    from botfleet.manager.lifecycle import TERMINAL, TRANSITIONS
 
     assert not [pair for pair in TRANSITIONS if pair[0] in TERMINAL]
     bot_id, _ = launched_bot(fleet)

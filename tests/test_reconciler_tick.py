@@ -21,19 +21,19 @@ from sqlalchemy import event, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from manager.bus import CommandBus
-from manager.config import Settings
-from manager.db import transaction
-from manager.models import Bot, utcnow
-from manager.reconciler import Reconciler
-from manager.schemas import BotCreate, CallbackIn
-from manager.sealing import SecretBox
-from manager.services import bots as bot_records
-from manager.services.callbacks import apply_callback
-from manager.services.fleet import Fleet
-from manager.services.users import create_user
-from orchestrators.base import LaunchSpec, Workload, WorkloadState
-from orchestrators.nomad import NomadOrchestrator, NomadOrchestratorConfig
+from botfleet.manager.background.reconciler import Reconciler
+from botfleet.manager.core.db import transaction
+from botfleet.manager.core.models import Bot, utcnow
+from botfleet.manager.core.sealing import SecretBox
+from botfleet.manager.core.settings import Settings
+from botfleet.manager.messaging.command_bus import CommandBus
+from botfleet.manager.schemas.api import BotCreate, CallbackIn
+from botfleet.manager.services import bots as bot_records
+from botfleet.manager.services.callbacks import apply_callback
+from botfleet.manager.services.fleet import Fleet
+from botfleet.manager.services.users import create_user
+from botfleet.orchestrators.base import LaunchSpec, Workload, WorkloadState
+from botfleet.orchestrators.nomad import NomadOrchestrator, NomadOrchestratorConfig
 from tests.fakes import FakeOrchestrator
 from tests.nomad_standin import StandIn
 from tests.support import RedisServer, wait_until

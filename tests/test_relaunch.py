@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from typer.testing import CliRunner
 
-from cli.main import app
+from botfleet.cli.main import app
 from tests.support import Manager, RedisServer, running_manager, wait_for_command, wait_for_status
 
 MANAGER_ENV = {"BOTFLEET_WEBHOOK_ALLOW_PRIVATE": "true"}  # the override points at loopback

@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from bot_runtime.bot import Bot
-from manager.reports import ReportBuffer, ReportsFull
+from botfleet.manager.hot_path.report_batches import ReportBuffer, ReportsFull
+from botfleet.runtime.bot import Bot
 from tests.support import (
     SPY_RUNTIME_ENV,
     Manager,

@@ -9,10 +9,10 @@ from typing import Any
 import httpx
 import pytest
 
-from manager.lifecycle import BotStatus, is_allowed
-from manager.lifecycle.rules import Outcome, Restart, next_attempt
-from manager.models import Bot
-from manager.reconciler.context import Context
+from botfleet.manager.background.reconciler.context import Context
+from botfleet.manager.core.models import Bot
+from botfleet.manager.lifecycle import BotStatus, is_allowed
+from botfleet.manager.lifecycle.rules import Outcome, Restart, next_attempt
 from tests.fakes import FakeOrchestrator, launch_failed
 from tests.support import Manager, transitions, wait_for_status
 from tests.test_reconciler import (  # noqa: F401 - fleet, orchestrator, reconciler: fixtures
@@ -223,7 +223,7 @@ def test_a_stale_repair_never_ends_the_restarted_attempt(
 def test_cli_sets_and_clears_a_users_default(manager: Manager, tmp_path: Any) -> None:
     from typer.testing import CliRunner
 
-    from cli.main import app
+    from botfleet.cli.main import app
     from tests.support import ADMIN_TOKEN
 
     user, _ = manager.new_user()

@@ -13,13 +13,9 @@ from cryptography.fernet import Fernet
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from manager.bot_redis import BotRedisUsers, username
-from manager.bus import CommandBus
-from manager.config import Settings
-from manager.db import transaction
-from manager.housekeeping import Housekeeping
-from manager.lifecycle import BotStatus
-from manager.models import (
+from botfleet.manager.background.housekeeping import Housekeeping
+from botfleet.manager.core.db import transaction
+from botfleet.manager.core.models import (
     Bot,
     BotAttempt,
     BotLabel,
@@ -29,11 +25,15 @@ from manager.models import (
     new_id,
     utcnow,
 )
-from manager.sealing import SecretBox
-from manager.services import retention
-from manager.services.fleet import Fleet
-from manager.services.users import create_user
-from manager.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from botfleet.manager.core.sealing import SecretBox
+from botfleet.manager.core.settings import Settings
+from botfleet.manager.core.webhook_models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from botfleet.manager.lifecycle import BotStatus
+from botfleet.manager.messaging.bot_acl import BotRedisUsers, username
+from botfleet.manager.messaging.command_bus import CommandBus
+from botfleet.manager.services import retention
+from botfleet.manager.services.fleet import Fleet
+from botfleet.manager.services.users import create_user
 from tests.fakes import FakeOrchestrator
 from tests.support import ADMIN_TOKEN, Manager, RedisServer, wait_for_status
 

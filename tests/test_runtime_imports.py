@@ -26,10 +26,10 @@ from typing import Any
 import pytest
 import redis
 
-from bot_runtime.http import HttpClient, TransportError
-from bot_runtime.loader import load_bot_class
-from bot_runtime.protocol import CommandMessage, command_channel, signed_json, signing_key
-from bot_runtime.redis_sub import RedisError, Subscription
+from botfleet.runtime.http import HttpClient, TransportError
+from botfleet.runtime.loader import load_bot_class
+from botfleet.runtime.protocol import CommandMessage, command_channel, signed_json, signing_key
+from botfleet.runtime.redis_sub import RedisError, Subscription
 from tests.support import RedisServer, wait_until
 
 BOT_ID = "b-imports"
@@ -93,11 +93,11 @@ def _rss_kib(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
-# Runs the runtime as `python -m bot_runtime` would, then writes the loaded modules on exit.
+# Runs the runtime as `python -m botfleet.runtime` would, then writes the loaded modules on exit.
 _PROBE = """
 import atexit, json, runpy, sys
 atexit.register(lambda: open(sys.argv[1], "w").write(json.dumps(sorted(sys.modules))))
-runpy.run_module("bot_runtime", run_name="__main__", alter_sys=True)
+runpy.run_module("botfleet.runtime", run_name="__main__", alter_sys=True)
 """
 
 
@@ -143,7 +143,7 @@ def test_a_demo_bot_loads_only_what_it_uses_and_stays_small(
     modules = set(json.loads(out.read_text()))
     loaded = sorted(m for m in modules if m.split(".")[0] in HEAVY or m in HEAVY)
     assert loaded == [], f"the runtime imported {loaded}"
-    assert "bot_runtime.bots.demo" in modules, "the probe did not run the demo bot"
+    assert "botfleet.runtime.bots.demo" in modules, "the probe did not run the demo bot"
     assert "hashlib" not in modules and "hmac" not in modules
     # 42.9 MiB (4x) before issue 16; about 2x now. 2.5x leaves room for other Pythons' builds.
     assert runtime_kib < 2.5 * bare_kib, (runtime_kib, bare_kib)
@@ -175,8 +175,8 @@ def test_a_signed_command_still_arrives_and_a_forged_one_does_not(
 
 def test_the_loader_imports_only_the_bot_it_is_asked_for() -> None:
     code = (
-        "import sys; from bot_runtime.loader import load_bot_class as load;"
-        "load('bot_runtime.bot:Bot'); print('bot_runtime.bots.demo' in sys.modules)"
+        "import sys; from botfleet.runtime.loader import load_bot_class as load;"
+        "load('botfleet.runtime.bot:Bot'); print('botfleet.runtime.bots.demo' in sys.modules)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.strip() == "False", result.stderr

@@ -1,4 +1,4 @@
-"""Bot runtime without a manager: pure units, then `python -m bot_runtime` against a fake one."""
+"""The runtime without a manager: pure units, then `python -m botfleet.runtime` against a fake."""
 
 from __future__ import annotations
 
@@ -21,12 +21,12 @@ from typing import Any
 
 import pytest
 
-from bot_runtime.bot import LEAVE_COMMAND, Bot
-from bot_runtime.bots.demo import DemoBot
-from bot_runtime.commands import CommandRouter
-from bot_runtime.env import RuntimeConfigError, RuntimeEnv
-from bot_runtime.loader import BotLoadError, load_bot_class
-from bot_runtime.protocol import (
+from botfleet.runtime.bot import LEAVE_COMMAND, Bot
+from botfleet.runtime.bots.demo import DemoBot
+from botfleet.runtime.commands import CommandRouter
+from botfleet.runtime.env import RuntimeConfigError, RuntimeEnv
+from botfleet.runtime.loader import BotLoadError, load_bot_class
+from botfleet.runtime.protocol import (
     CommandMessage,
     ProtocolError,
     command_channel,
@@ -45,7 +45,7 @@ KEY = signing_key(TOKEN)  # what the manager signs this bot's Redis messages wit
 
 def test_loader_finds_builtin_and_module_class() -> None:
     assert load_bot_class("demo") is DemoBot
-    assert load_bot_class("bot_runtime.bots.demo:DemoBot") is DemoBot
+    assert load_bot_class("botfleet.runtime.bots.demo:DemoBot") is DemoBot
 
 
 @pytest.mark.parametrize(
@@ -53,9 +53,9 @@ def test_loader_finds_builtin_and_module_class() -> None:
     [
         "nope",
         "no_such_module_xyz:Bot",
-        "bot_runtime.bots.demo:Missing",
-        "bot_runtime.bots.demo:DemoCrash",  # exists, but is not a Bot
-        "bot_runtime.bots.demo:",
+        "botfleet.runtime.bots.demo:Missing",
+        "botfleet.runtime.bots.demo:DemoCrash",  # exists, but is not a Bot
+        "botfleet.runtime.bots.demo:",
     ],
 )
 def test_loader_rejects_bad_specs(spec: str) -> None:
@@ -280,7 +280,7 @@ def spawn(manager: FakeManager, config: dict[str, Any], redis_url: str = "redis:
         )
     )
     return subprocess.Popen(
-        [sys.executable, "-m", "bot_runtime"], env=env, cwd=REPO,
+        [sys.executable, "-m", "botfleet.runtime"], env=env, cwd=REPO,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
 
@@ -412,9 +412,9 @@ def test_an_ended_bot_exits_even_when_the_redis_client_swallows_the_cancel(
     user, which drops the listener's connection at about the moment the runtime cancels it; a
     cancel lost inside the Redis client kept the listener reconnecting, so the exited bot lived
     on until the reconciler killed it as an orphan (exit 137). The listener must stop anyway."""
-    from bot_runtime.client import SilentClient
-    from bot_runtime.redis_sub import Subscription
-    from bot_runtime.runner import Runner
+    from botfleet.runtime.client import SilentClient
+    from botfleet.runtime.redis_sub import Subscription
+    from botfleet.runtime.runner import Runner
 
     real_get_message = Subscription.get_message
     swallowed: list[bool] = []

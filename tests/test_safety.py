@@ -31,7 +31,7 @@ def manager(
     tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer
 ) -> Iterator[Manager]:
     root = tmp_path_factory.mktemp("safety")
-    env = {"BOTFLEET_ALLOWED_BOT_MODULES": '["bot_runtime.bots"]'}
+    env = {"BOTFLEET_ALLOWED_BOT_MODULES": '["botfleet.runtime.bots"]'}
     with running_manager(root, redis_server.url, extra_env=env) as instance:
         yield instance
 
@@ -160,7 +160,7 @@ def test_only_allowed_modules_can_run(manager: Manager) -> None:
     assert refused.status_code == 422 and refused.json()["detail"]["code"] == "bot_not_allowed"
     unknown = client.post("/bots", json={"bot": "nosuchbot", "config": {}})
     assert unknown.status_code == 422 and unknown.json()["detail"]["code"] == "unknown_bot"
-    allowed = client.post("/bots", json={"bot": "bot_runtime.bots.demo:DemoBot", "config": {}})
+    allowed = client.post("/bots", json={"bot": "botfleet.runtime.bots.demo:DemoBot", "config": {}})
     assert allowed.status_code == 201
     wait_for_status(client, allowed.json()["id"], {"active"})
     client.post(f"/bots/{allowed.json()['id']}/stop")

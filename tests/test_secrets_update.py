@@ -22,10 +22,10 @@ import redis
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
-from bot_runtime.bot import Bot
-from bot_runtime.commands import CommandRouter
-from bot_runtime.protocol import CommandMessage
-from cli.main import app as cli_app
+from botfleet.cli.main import app as cli_app
+from botfleet.runtime.bot import Bot
+from botfleet.runtime.commands import CommandRouter
+from botfleet.runtime.protocol import CommandMessage
 from tests.support import (
     SPY_RUNTIME_ENV,
     Manager,

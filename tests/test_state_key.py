@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from orchestrators.base import StateRef
-from orchestrators.process_isolation import DEFAULT_STATE_ROOT
+from botfleet.orchestrators.base import StateRef
+from botfleet.orchestrators.process_isolation import DEFAULT_STATE_ROOT
 from tests.support import Manager, wait_for_status, wait_until
 
 NOTE_LINE = "demo bot state before: "
@@ -276,10 +276,10 @@ def test_nomad_job_mounts_the_state_volume_and_exec_refuses_state() -> None:
     """Nomad (docker driver): the job mounts the state's Docker volume at /state and no other
     writable path but /tmp; the key is in neither Meta nor the volume's name. `exec` has no
     state: the backend says so (POST /bots answers 422 `state_not_supported`)."""
-    from orchestrators.base import CapabilityNotSupported, LaunchSpec
-    from orchestrators.nomad.backend import NomadOrchestrator
-    from orchestrators.nomad.config import NomadOrchestratorConfig
-    from orchestrators.nomad.jobspec import build_job
+    from botfleet.orchestrators.base import CapabilityNotSupported, LaunchSpec
+    from botfleet.orchestrators.nomad.backend import NomadOrchestrator
+    from botfleet.orchestrators.nomad.config import NomadOrchestratorConfig
+    from botfleet.orchestrators.nomad.jobspec import build_job
 
     state = StateRef("user-1", "secret-room-key")
     spec = LaunchSpec(bot_id="b1", user_id="user-1", attempt=1, image=None, env={}, state=state)
@@ -304,7 +304,7 @@ def test_handing_over_a_state_never_leaves_the_tree(tmp_path: Path) -> None:
     """The attack: a bot plants, in its state directory, a symlink and a hard link to files
     outside it, hoping the next hand-over (to its next uid, or back to root) gives it those
     files. Neither target changes owner; everything of the tree itself does."""
-    from orchestrators.process_isolation import hand_over_tree
+    from botfleet.orchestrators.process_isolation import hand_over_tree
 
     outside = tmp_path / "outside"
     outside.mkdir()

@@ -24,12 +24,12 @@ from typing import Any
 
 import pytest
 
-from bot_runtime.bot import BotFailed
-from bot_runtime.bots.telegram import TelegramBot
-from bot_runtime.bots.telegram.bot import REPORT_EVERY_S
-from bot_runtime.bots.telegram.flood import FloodPacer
-from bot_runtime.bots.telegram.scenario import ScenarioError, parse_config, render
-from bot_runtime.bots.telegram.state import ConversationStore
+from botfleet.runtime.bot import BotFailed
+from botfleet.runtime.bots.telegram import TelegramBot
+from botfleet.runtime.bots.telegram.bot import REPORT_EVERY_S
+from botfleet.runtime.bots.telegram.flood import FloodPacer
+from botfleet.runtime.bots.telegram.scenario import ScenarioError, parse_config, render
+from botfleet.runtime.bots.telegram.state import ConversationStore
 from tests.support import (
     Manager,
     RedisServer,

@@ -20,9 +20,9 @@ from selenium.common.exceptions import NoAlertPresentException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 
-from manager.db import make_engine, make_session_factory, transaction
-from manager.models import Bot
-from manager.models import utcnow as now
+from botfleet.manager.core.db import make_engine, make_session_factory, transaction
+from botfleet.manager.core.models import Bot
+from botfleet.manager.core.models import utcnow as now
 from tests.support import Manager, RedisServer, running_manager, wait_for_status
 from tests.ui_browser import click, console_errors, sign_in, text_of, wait_for, wait_text
 

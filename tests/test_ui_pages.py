@@ -169,7 +169,9 @@ def test_make_run_prints_the_dashboard_on_the_embedded_default(tmp_path: Path) -
     port = free_port()
     log = tmp_path / "run.log"
     env = user_env(BOTFLEET_DATA_DIR=str(tmp_path / "data"), BOTFLEET_PORT=str(port))
-    with detached([sys.executable, "-m", "manager", "serve", "--welcome"], env=env, log=log):
+    with detached(
+        [sys.executable, "-m", "botfleet.manager", "serve", "--welcome"], env=env, log=log
+    ):
         found = wait_until(
             lambda: re.search(r"Dashboard: (\S+)", log.read_text()),
             timeout=60,

@@ -19,13 +19,13 @@ from cryptography.fernet import Fernet
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from manager.config import Settings
-from manager.db import transaction
-from manager.models import User, utcnow
-from manager.sealing import SecretBox
-from manager.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
-from manager.webhooks.sender import WebhookSender
-from manager.webhooks.signing import new_secret
+from botfleet.manager.background.webhook_sender import WebhookSender
+from botfleet.manager.core.db import transaction
+from botfleet.manager.core.models import User, utcnow
+from botfleet.manager.core.sealing import SecretBox
+from botfleet.manager.core.settings import Settings
+from botfleet.manager.core.webhook_models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from botfleet.manager.core.webhook_signing import new_secret
 from tests.support import (
     Manager,
     RedisServer,

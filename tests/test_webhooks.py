@@ -17,13 +17,19 @@ import pytest
 from cryptography.fernet import Fernet
 from sqlalchemy.orm import Session, sessionmaker
 
-from manager.config import Settings
-from manager.db import transaction
-from manager.models import Event, utcnow
-from manager.sealing import SecretBox
-from manager.webhooks.guard import UrlRefused, check_url
-from manager.webhooks.sender import Claimed, WebhookSender
-from manager.webhooks.signing import InvalidSignature, new_secret, sign, signature, verify
+from botfleet.manager.background.webhook_sender import Claimed, WebhookSender
+from botfleet.manager.core.db import transaction
+from botfleet.manager.core.models import Event, utcnow
+from botfleet.manager.core.sealing import SecretBox
+from botfleet.manager.core.settings import Settings
+from botfleet.manager.core.webhook_signing import (
+    InvalidSignature,
+    new_secret,
+    sign,
+    signature,
+    verify,
+)
+from botfleet.manager.services.webhook_guard import UrlRefused, check_url
 from tests.support import (
     Manager,
     RedisServer,

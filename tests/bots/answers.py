@@ -11,7 +11,7 @@ import asyncio
 import hashlib
 from typing import Any
 
-from bot_runtime.bot import Bot
+from botfleet.runtime.bot import Bot
 
 
 class AnswersBot(Bot):

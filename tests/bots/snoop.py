@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bot_runtime.bot import Bot
+from botfleet.runtime.bot import Bot
 
 
 def _attempt(action: Callable[[], object]) -> str:

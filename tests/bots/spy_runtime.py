@@ -2,7 +2,7 @@
 
 The process backend hands a bot its token and secrets through a pipe, never the environment, so
 a test that must act as a bot (use its token) cannot read them from /proc/PID/environ. Managers
-of such tests run this instead of `python -m bot_runtime` (tests/support.py `SPY_RUNTIME_ENV`);
+of such tests run this instead of `python -m botfleet.runtime` (tests/support.py `SPY_RUNTIME_ENV`);
 it writes the environment plus the pipe's variables to `received-env.json` (0600) in the bot's
 private working directory, where a root test reads it through /proc/PID/cwd, then hands the
 secrets on through a new pipe and runs the runtime.
@@ -14,7 +14,7 @@ import json
 import os
 import runpy
 
-from bot_runtime.env import SECRET_ENV_FD, with_secret_env
+from botfleet.runtime.env import SECRET_ENV_FD, with_secret_env
 
 
 def main() -> None:
@@ -27,7 +27,7 @@ def main() -> None:
     os.write(write_fd, json.dumps(secret_env).encode())  # small: fits the pipe's buffer
     os.close(write_fd)
     os.environ[SECRET_ENV_FD] = str(read_fd)
-    runpy.run_module("bot_runtime", run_name="__main__", alter_sys=True)
+    runpy.run_module("botfleet.runtime", run_name="__main__", alter_sys=True)
 
 
 if __name__ == "__main__":

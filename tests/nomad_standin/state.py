@@ -254,7 +254,7 @@ class Cluster:
         self.denied: set[str] = set()
         self.placement_delay_s = placement_delay_s
         #: What a docker task runs here, in place of its image.
-        self.image_command = image_command or [sys.executable, "-m", "bot_runtime"]
+        self.image_command = image_command or [sys.executable, "-m", "botfleet.runtime"]
         self.jobs: dict[tuple[str, str], Job] = {}
         self.variables: dict[tuple[str, str], dict[str, Any]] = {}
         self.allocs: dict[str, Alloc] = {}

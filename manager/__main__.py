@@ -1,3 +1,0 @@
-from manager.cli import app
-
-app(prog_name="botfleet")

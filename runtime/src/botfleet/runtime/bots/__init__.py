@@ -1,0 +1,1 @@
+"""Bots shipped with the runtime; `botfleet.runtime.loader.BUILTIN_BOTS` maps their names."""

@@ -1,0 +1,3 @@
+from botfleet.manager.server_commands import app
+
+app(prog_name="botfleet")

@@ -1,0 +1,210 @@
+"""What every per-state function of the reconciler shares: the fleet, the engine's word on a
+workload (only when it positively knows: from the tick's one listing, else by asking), and
+storing an attempt's end if nothing moved first."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from botfleet.manager.core import metrics
+from botfleet.manager.core.db import transaction
+from botfleet.manager.core.models import Bot, utcnow
+from botfleet.manager.core.settings import Settings
+from botfleet.manager.lifecycle import BotStatus, Source
+from botfleet.manager.lifecycle.rules import Outcome, Overdue, on_overdue
+from botfleet.manager.services import bots as bot_records
+from botfleet.manager.services.attempts import end_attempt
+from botfleet.manager.services.fleet import Fleet
+from botfleet.orchestrators.base import (
+    LABEL_BOT_ID,
+    Orchestrator,
+    OrchestratorError,
+    Workload,
+    WorkloadState,
+    WorkloadStatus,
+)
+
+log = logging.getLogger("botfleet.manager.background.reconciler")
+
+#: What a per-state function found to do about a bot; None when nothing.
+Repair = Callable[[], object]
+
+
+def older_than(moment: datetime | None, seconds: float) -> bool:
+    return moment is not None and moment < utcnow() - timedelta(seconds=seconds)
+
+
+@dataclass(frozen=True)
+class Kill:
+    """What the engine said after the reconciler stopped a workload: the exit code only when
+    it confirms the workload is gone."""
+
+    gone: bool = False
+    exit_code: int | None = None
+    detail: str = ""
+
+
+class Listening:
+    """Since when this replica's reconciler could have heard every heartbeat, and what time it
+    is, both on the database's clock (manager/core/clock.py).
+
+    Heartbeats sent while the manager was down, or while its database was unreachable, were
+    never recorded: that silence is the manager's, not the bot's. So silence counts only from
+    `since`, which restarts when this replica becomes leader and when the database comes back
+    (`lost()`); `rules.heartbeat_lost` judges with it.
+    """
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()  # the loop's thread writes; tests and ticks may read
+        self.since: datetime | None = None
+        self.now: datetime | None = None
+
+    def observe(self, now: datetime) -> None:
+        """The database answered at `now` (its clock): listening (re)starts if it had stopped."""
+        with self._mutex:
+            self.now = now
+            if self.since is None:
+                self.since = now
+                log.info("reconciler listening for heartbeats from %s", now.isoformat())
+
+    def lost(self) -> None:
+        """This replica just became leader, or its database stopped answering: whatever
+        silence follows is judged only once a full heartbeat budget has been heard again."""
+        with self._mutex:
+            self.since = None
+
+
+class Listing:
+    """The tick's one look at every workload of this fleet (a per-bot call to the engine costs
+    as much as the listing itself: thousands of them made the tick slow).
+
+    Taken after the live rows were read, so every `runtime_ref` in those rows was stored before
+    it. A workload in the listing is judged by what the listing says; one missing from it is
+    asked about on its own (`Context.confirmed_status`). `error` is set when the engine could
+    not be listed: then nothing is known about any workload this tick.
+    """
+
+    def __init__(
+        self, workloads: Iterable[Workload] = (), *, error: Exception | None = None
+    ) -> None:
+        self.workloads = list(workloads)
+        self.error = error
+        self._by_ref = {w.runtime_ref: w for w in self.workloads}
+
+    @classmethod
+    def of(cls, fleet: Fleet) -> Listing:
+        """This fleet's workloads now; never raises (an engine that cannot answer is `error`)."""
+        try:
+            return cls(fleet.workloads())
+        except Exception as exc:
+            log.warning("cannot list the workloads: %s", exc)
+            return cls(error=exc)
+
+    def get(self, runtime_ref: str) -> Workload | None:
+        return self._by_ref.get(runtime_ref)
+
+
+@dataclass(frozen=True)
+class Context:
+    """The reconciler's view of the installation, handed to each per-state function; a pass
+    hands them a copy carrying its `listing` (None: none taken, ask the engine per bot)."""
+
+    fleet: Fleet
+    listening: Listening = field(default_factory=Listening)
+    listing: Listing | None = None
+
+    @property
+    def settings(self) -> Settings:
+        return self.fleet.settings
+
+    @property
+    def orchestrator(self) -> Orchestrator:
+        return self.fleet.orchestrator
+
+    def reread(self, bot_id: str, expected: BotStatus) -> Bot | None:
+        """The bot as it is now; None (logged) when it left `expected` since it was listed."""
+        with self.fleet.sessions() as session:
+            bot = bot_records.get_bot(session, bot_id, user_id=None)
+        if bot.status != expected:
+            log.info("bot %s changed underneath the reconciler: %s, no longer %s",
+                     bot_id, bot.status, expected)  # fmt: skip
+            return None
+        return bot
+
+    def end_if_still(
+        self, bot_id: str, expected: BotStatus, outcome: Outcome, attempt: int | None = None
+    ) -> None:
+        """Store `outcome` as the end of the bot's attempt if the bot is still in `expected`
+        (and, given `attempt`, still at that attempt) under its row lock: a callback may have
+        moved it meanwhile, or ended the attempt and restarted it (`starting → starting` keeps
+        the status): then nothing changes."""
+        with transaction(self.fleet.sessions) as session:
+            bot = bot_records.lock_bot(session, bot_id)
+            if bot.status != expected or (attempt is not None and bot.attempt != attempt):
+                log.info("bot %s is now %s (attempt %s); no %s repair",
+                         bot_id, bot.status, bot.attempt, outcome.reason)  # fmt: skip
+                return
+            end_attempt(session, bot, outcome, source=Source.RECONCILER)
+        metrics.RECONCILER_REPAIRS.labels(outcome.reason).inc()
+        log.warning("bot %s: %s → %s (%s) %s", bot_id, expected, outcome.target,
+                    outcome.reason, outcome.detail)  # fmt: skip
+
+    def confirmed_status(self, bot: Bot) -> WorkloadStatus | None:
+        """The workload's status when the engine positively knows it, else None.
+
+        The tick's listing answers for the workloads it shows. A "not found" from inspect is
+        confirmed by a listing of the bot's workloads made now (the tick's may predate a
+        relaunch) before anyone acts on it: the reconciler reaps only on positive proof of
+        death. Nothing is known when this tick's listing failed: the engine cannot be asked.
+        """
+        if not bot.runtime_ref:
+            return None
+        if self.listing is not None:
+            if self.listing.error is not None:
+                return None
+            listed = self.listing.get(bot.runtime_ref)
+            if listed is not None:
+                status = listed.status
+                return status if status.state != WorkloadState.UNKNOWN else None
+        try:
+            status = self.orchestrator.inspect(bot.runtime_ref)
+            if status.state == WorkloadState.NOT_FOUND:
+                listed = self.fleet.workloads(**{LABEL_BOT_ID: bot.id})
+                if any(w.runtime_ref == bot.runtime_ref for w in listed):
+                    return None
+        except OrchestratorError as exc:
+            log.info("cannot inspect bot %s: %s", bot.id, exc)
+            return None
+        return status if status.state != WorkloadState.UNKNOWN else None
+
+    def gone(self, bot: Bot) -> WorkloadStatus | None:
+        """The workload's final status when the engine confirms it is gone, else None."""
+        status = self.confirmed_status(bot)
+        return status if status is not None and status.is_gone else None
+
+    def kill_overdue(self, bot: Bot, overdue: Overdue, limit_s: float) -> None:
+        """Stop a workload that is late (`rules.Overdue`) and end its attempt as
+        `rules.on_overdue` says, with the exit code the engine reports for the stop."""
+        kill = self.force_stop(bot)
+        outcome = on_overdue(overdue, limit_s, gone=kill.gone, exit_code=kill.exit_code,
+                             detail=kill.detail)  # fmt: skip
+        if outcome is not None:
+            self.end_if_still(bot.id, bot.status, outcome, bot.attempt)
+
+    def force_stop(self, bot: Bot) -> Kill:
+        """Stop the bot's workload (SIGTERM, then kill after `kill_after_s`); never raises for
+        an engine that cannot be asked (then nothing is known)."""
+        if not bot.runtime_ref:
+            return Kill()
+        try:
+            final = self.orchestrator.stop(bot.runtime_ref, grace_s=self.settings.kill_after_s)
+        except OrchestratorError as exc:
+            log.warning("could not stop bot %s: %s", bot.id, exc)
+            return Kill()
+        if not final.is_gone:
+            return Kill(detail=final.detail or "")
+        return Kill(gone=True, exit_code=final.exit_code, detail=final.detail or "")

@@ -1,0 +1,143 @@
+"""Request dependencies: the request's one transaction, the fleet, and who is calling.
+
+Dependencies translate (headers into credentials, the app's state into objects); the lookups
+themselves are service functions (`manager/services/auth.py`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Header, Path, Request
+from sqlalchemy.orm import Session
+
+from botfleet.manager.core.errors import Unauthorized
+from botfleet.manager.core.models import Bot
+from botfleet.manager.core.secrets import bearer_token, same
+from botfleet.manager.core.settings import Settings
+from botfleet.manager.services import audit, auth
+from botfleet.manager.services.fleet import Fleet
+from botfleet.manager.services.unit_of_work import unit_of_work
+
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    """The request's one transaction, shared by authentication and the route.
+
+    A read (GET) gets a plain session, so it never takes SQLite's write lock. A write gets a
+    unit of work: committed as soon as the route returns, before the answer is sent (the
+    dependency's scope is "function"), then followed by the side effects the route queued
+    (`manager/services/unit_of_work.py`). An error rolls everything back.
+    """
+    sessions = request.app.state.sessions
+    if request.method in READ_METHODS:
+        with sessions() as session:
+            yield session
+    else:
+        with unit_of_work(sessions) as session:
+            yield session
+
+
+def get_fleet(request: Request) -> Fleet:
+    return request.app.state.fleet  # type: ignore[no-any-return]
+
+
+def get_settings_dep(request: Request) -> Settings:
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+FleetDep = Annotated[Fleet, Depends(get_fleet)]
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+AuthHeader = Annotated[str | None, Header(alias="Authorization", include_in_schema=False)]
+BotPath = Annotated[str, Path(max_length=64)]
+
+
+def _token(authorization: str | None) -> str:
+    token = bearer_token(authorization)
+    if token is None:
+        raise Unauthorized("missing_token", "send Authorization: Bearer <api key>")
+    return token
+
+
+bot_token = _token  # a bot sends its token the same way
+
+
+def _key_caller(request: Request, session: Session, token: str) -> auth.Caller:
+    """The one place an API key is checked for every route: known, unrevoked, unexpired, its
+    user enabled (401), and allowed to write when the request writes (403
+    `insufficient_scope`). Its use is noted (`last_used_at`, manager/hot_path/key_usage.py) and what
+    the request changes is attributed to it (`manager/services/audit.py`)."""
+    cache = getattr(request.app.state, "credentials", None)
+    caller = auth.caller_for_key(session, cache, token=token)
+    auth.check_scope(caller, writes=request.method not in READ_METHODS)
+    usage = getattr(request.app.state, "key_usage", None)
+    if usage is not None:
+        usage.touch(caller.key_id)
+    audit.set_request_actor(session, audit.key_actor(caller.key_id))
+    return caller
+
+
+def get_current_user(
+    request: Request, session: SessionDep, authorization: AuthHeader = None
+) -> auth.Caller:
+    return _key_caller(request, session, _token(authorization))
+
+
+def authenticate_before_transaction(request: Request, authorization: AuthHeader = None) -> str:
+    """The caller's user id, from a short read of its own that returns its connection at once.
+
+    For the few routes that must do network I/O (a webhook URL's DNS lookup) before their write
+    transaction opens: no pooled connection may wait on the network, and an unauthenticated
+    caller must never make the manager do that I/O.
+    """
+    with request.app.state.sessions() as session:
+        return _key_caller(request, session, _token(authorization)).id
+
+
+def require_admin(request: Request, authorization: AuthHeader = None) -> None:
+    expected: str = request.app.state.admin_token
+    if not same(_token(authorization), expected):
+        raise Unauthorized("invalid_token", "admin calls need the admin token")
+
+
+def get_calling_bot(session: SessionDep, bot_id: BotPath, authorization: AuthHeader = None) -> Bot:
+    """The bot whose token this is, which must be the bot in the path (reads)."""
+    return auth.bot_for_token(session, token=_token(authorization), bot_id=bot_id, lock=False)
+
+
+def lock_calling_bot(session: SessionDep, bot_id: BotPath, authorization: AuthHeader = None) -> Bot:
+    """The calling bot with its row locked in the same statement (callbacks that change it)."""
+    return auth.bot_for_token(session, token=_token(authorization), bot_id=bot_id, lock=True)
+
+
+@dataclass(frozen=True)
+class Viewing:
+    """Who reads or stops bots: a user (their bots) or the admin (user_id None: every bot; the
+    admin fleet view)."""
+
+    user_id: str | None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.user_id is None
+
+
+def get_viewer(request: Request, session: SessionDep, authorization: AuthHeader = None) -> Viewing:
+    """The admin token or a user's API key, for the routes both may call (reads, stop,
+    delete); the admin's changes are attributed to `admin`."""
+    token = _token(authorization)
+    if same(token, request.app.state.admin_token):
+        audit.set_request_actor(session, audit.ADMIN)
+        return Viewing(user_id=None)
+    return Viewing(user_id=_key_caller(request, session, token).id)
+
+
+CurrentUser = Annotated[auth.Caller, Depends(get_current_user)]
+Viewer = Annotated[Viewing, Depends(get_viewer)]
+AdminDep = Depends(require_admin)
+CallingBot = Annotated[Bot, Depends(get_calling_bot)]
+LockedCallingBot = Annotated[Bot, Depends(lock_calling_bot)]

@@ -1,0 +1,27 @@
+"""The bot lifecycle, in one package.
+
+- `states`: the statuses and the table of legal moves (`TRANSITIONS`);
+- `rules`: which move follows which event (exit, launch failure, stop, silence, restart policy);
+- `store`: `transition()`, the only function that changes a bot's status. Import it from
+  `botfleet.manager.services.transitions`: it needs the models, which import `states`.
+"""
+
+from botfleet.manager.lifecycle.states import (
+    LIVE,
+    TERMINAL,
+    TRANSITIONS,
+    BotStatus,
+    IllegalTransition,
+    Source,
+    is_allowed,
+)
+
+__all__ = [
+    "LIVE",
+    "TERMINAL",
+    "TRANSITIONS",
+    "BotStatus",
+    "IllegalTransition",
+    "Source",
+    "is_allowed",
+]

@@ -1,0 +1,216 @@
+"""Which status follows an event: the lifecycle's decisions, as small pure functions.
+
+Each function looks at a bot (read only) and what happened, and returns the move to make (an
+`Outcome`, a `Restart`, a `StopPlan`) or None for "nothing to do". None of them touches the
+database: the services load the bot under its row lock, call one of these, and store the answer
+with `store.transition`. `tests/test_lifecycle_rules.py` lists the cases as a table.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, NamedTuple
+
+from botfleet.manager.lifecycle.states import (
+    PERMANENT_FAILURE_REASONS,
+    RESTART_ON_DEFAULT,
+    BotStatus,
+    IllegalTransition,
+)
+
+if TYPE_CHECKING:
+    from botfleet.manager.core.models import Bot
+
+S = BotStatus
+MAX_BACKOFF_S = 3600.0
+#: A runtime may not call a clean exit a crash: these reasons are replaced on a zero exit.
+_FAILURE_REASONS = frozenset({"crashed", "start_failed"})
+
+
+class Move(NamedTuple):
+    """One status change and its reason."""
+
+    target: BotStatus
+    reason: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How an attempt (or a launch) ends: the terminal status, why, and what the engine knew."""
+
+    target: BotStatus
+    reason: str
+    exit_code: int | None = None
+    detail: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.target == S.FAILED
+
+
+@dataclass(frozen=True)
+class Restart:
+    """The restart policy's answer to a failed attempt: the next attempt, after `delay_s`."""
+
+    attempt: int
+    delay_s: float
+
+
+@dataclass(frozen=True)
+class StopPlan:
+    """What a stop request does: the statuses to pass through (with one reason each), and
+    whether a running workload must still be told to leave."""
+
+    moves: tuple[Move, ...]
+    tell_workload: bool
+    cancel_restart: bool = False
+
+
+#: What the runtime's `started` and `leaving` reports move a bot to, with the default reason.
+_REPORTED_MOVES = {"started": Move(S.ACTIVE, "started"), "leaving": Move(S.STOPPING, "bot_leaving")}
+
+
+def on_report(bot: Bot, event: str, reported_reason: str | None) -> Move | None:
+    """The runtime reported `started` or `leaving`. A repeat of what the bot already reflects
+    (a retried `started`, `leaving` while stopping) is None, so retries are harmless; whether
+    the move is legal is the table's to say when it is stored."""
+    target, default_reason = _REPORTED_MOVES[event]
+    if bot.status == target:
+        return None
+    return Move(target, reported_reason or default_reason)
+
+
+def on_exit(bot: Bot, exit_code: int, reported_reason: str | None, detail: str = "") -> Outcome:
+    """The runtime reported its exit. Before `started` it is always a failure; afterwards
+    exit 0 is `finished` (or `left`, when it was asked to stop), anything else `crashed`."""
+    status = bot.status
+    if status == S.STARTING:
+        target, default_reason = S.FAILED, "exited_before_started"
+    elif exit_code == 0:
+        target, default_reason = S.COMPLETED, ("left" if status == S.STOPPING else "finished")
+    else:
+        target, default_reason = S.FAILED, "crashed"
+    reason = reported_reason or default_reason
+    if target == S.COMPLETED and reason in _FAILURE_REASONS:
+        reason = default_reason
+    if status not in (S.STARTING, S.ACTIVE, S.STOPPING):
+        raise IllegalTransition(bot.id, status, target)
+    return Outcome(target, reason, exit_code, detail)
+
+
+def on_workload_gone(bot: Bot, exit_code: int | None, detail: str = "") -> Outcome:
+    """The engine confirms the workload is gone, without the runtime having said so."""
+    if bot.status == S.STARTING:
+        return Outcome(S.FAILED, "exited_before_started", exit_code, detail)
+    if bot.status == S.STOPPING:  # it was asked to leave: only a non-zero code is a failure
+        target = S.COMPLETED if exit_code in (0, None) else S.FAILED
+        return Outcome(target, "exited", exit_code, detail)
+    if exit_code == 0:
+        return Outcome(S.COMPLETED, "exited", 0)
+    return Outcome(S.FAILED, "workload_vanished", exit_code, detail)
+
+
+class Overdue(enum.Enum):
+    """What the reconciler found late and killed the workload for: (status, reason, why)."""
+
+    START = (S.FAILED, "start_timeout", "not started within {:g}s")
+    HEARTBEAT = (S.FAILED, "heartbeat_lost", "no heartbeat for {:g}s")
+    LEAVE = (S.COMPLETED, "killed_after_grace", "did not leave within {:g}s")
+
+
+def on_overdue(
+    overdue: Overdue, limit_s: float, *, gone: bool, exit_code: int | None = None, detail: str = ""
+) -> Outcome | None:
+    """No `started` within the start timeout, no heartbeat for too long, or no exit within the
+    stop grace: the reconciler stopped the workload (`gone`: the engine confirms it ended, with
+    `exit_code`). A silent or late starter fails either way; a bot that outlived the stop
+    grace is `completed` only once its workload is confirmed gone (None: not yet)."""
+    if overdue == Overdue.LEAVE and not gone:
+        return None
+    target, reason, why = overdue.value
+    return Outcome(
+        target, reason, exit_code if gone else None, _joined(why.format(limit_s), detail)
+    )
+
+
+def heartbeat_lost(
+    last_heartbeat_at: datetime | None,
+    *,
+    listening_since: datetime | None,
+    now: datetime | None,
+    budget_s: float,
+) -> bool:
+    """Whether a running bot has been silent for longer than `budget_s`, counting only the
+    silence the manager could have heard: from the later of its last heartbeat and the moment
+    the manager became able to record heartbeats again (`listening_since`: this replica became
+    leader, or the database came back). A bot is never failed for an outage of the manager's
+    own. All three times come from one clock (the database's); not knowing when listening
+    began, or what time it is, judges nothing."""
+    if listening_since is None or now is None:
+        return False
+    heard = listening_since
+    if last_heartbeat_at is not None and last_heartbeat_at > heard:
+        heard = last_heartbeat_at
+    return (now - heard).total_seconds() > budget_s
+
+
+def on_stop_without_workload() -> Outcome:
+    """Stopping with nothing ever launched, once the stop grace passed: a cancel."""
+    return Outcome(S.COMPLETED, "cancelled", detail="no workload was launched")
+
+
+def on_launch_failed(bot: Bot, code: str, message: str) -> Outcome | None:
+    """The engine refused the launch: a failure, or the end of a stop that came first."""
+    if bot.status == S.STARTING:
+        return Outcome(S.FAILED, code, detail=message)
+    if bot.status == S.STOPPING:
+        return Outcome(S.COMPLETED, "cancelled", detail=message)
+    return None
+
+
+def on_stop_requested(bot: Bot, reason: str) -> StopPlan:
+    """A stop (API, scheduler): cancel before launch, otherwise ask the bot to leave; a bot
+    waiting out a restart backoff has nothing running, so it ends at once. Idempotent."""
+    if bot.status == S.REQUESTED:
+        return StopPlan((Move(S.COMPLETED, "cancelled"),), tell_workload=False)
+    if bot.status not in (S.STARTING, S.ACTIVE):
+        return StopPlan((), tell_workload=False)  # stopping or ended already
+    if bot.runtime_ref is None and bot.next_attempt_at is not None:
+        moves = (Move(S.STOPPING, reason), Move(S.COMPLETED, "cancelled"))
+        return StopPlan(moves, tell_workload=False, cancel_restart=True)
+    return StopPlan((Move(S.STOPPING, reason),), tell_workload=True)
+
+
+def restart_trigger(bot: Bot, outcome: Outcome) -> str | None:
+    """Which `restart.on` trigger a failure is: `start_failed` before `started` (launch error,
+    start timeout, exit before started), `heartbeat_lost`, or `crash` for any other failure of
+    an active bot; None for what no policy retries (a success, a stop gone wrong, a failure
+    the bot declared permanent: `PERMANENT_FAILURE_REASONS`)."""
+    if not outcome.failed or outcome.reason in PERMANENT_FAILURE_REASONS:
+        return None
+    if bot.status == S.STARTING:
+        return "start_failed"
+    if bot.status == S.ACTIVE:
+        return "heartbeat_lost" if outcome.reason == "heartbeat_lost" else "crash"
+    return None
+
+
+def next_attempt(bot: Bot, outcome: Outcome) -> Restart | None:
+    """The restart policy: a failure whose trigger the policy lists (`restart.on`, default
+    crash and heartbeat_lost), with retries left, is relaunched after
+    `backoff_s * 2^(restarts used)` seconds (at most an hour); anything else ends the bot."""
+    restarts_used = max(bot.attempt - 1, 0)
+    trigger = restart_trigger(bot, outcome)
+    listed = RESTART_ON_DEFAULT if bot.restart_on is None else bot.restart_on
+    if trigger is None or trigger not in listed:
+        return None
+    if restarts_used >= bot.restart_max_retries:
+        return None
+    delay = min(bot.restart_backoff_s * 2**restarts_used, MAX_BACKOFF_S)
+    return Restart(attempt=bot.attempt + 1, delay_s=delay)
+
+
+def _joined(reason: str, engine_detail: str) -> str:
+    return f"{reason}; {engine_detail}" if engine_detail else reason

@@ -1,0 +1,88 @@
+"""The event outbox: what happened to bots, recorded with the change, fanned out after commit.
+
+`record_event` adds a row in the caller's transaction. When that transaction commits, one
+message on the Redis channel `botfleet:events` wakes every replica's event streams (SSE) and the
+webhook sender; they read the rows themselves, so a lost wake-up only delays them.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+import redis
+from sqlalchemy import event as sa_event
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from botfleet.manager.core.models import Bot, Command, Event, utcnow
+
+log = logging.getLogger(__name__)
+
+WAKE_CHANNEL = "botfleet:events"
+_PENDING_KEY = "botfleet_events_written"
+
+
+def record_event(session: Session, *, bot: Bot, kind: str, data: dict[str, Any]) -> Event:
+    row = Event(user_id=bot.user_id, bot_id=bot.id, kind=kind, data=data, at=utcnow())
+    session.add(row)
+    session.info[_PENDING_KEY] = True
+    return row
+
+
+def record_report_event(
+    session: Session, *, user_id: str, bot_id: str, data: dict[str, Any], at: datetime
+) -> Event:
+    """A bot's report as written (manager/hot_path/report_batches.py): SSE `event: report`, webhook
+    `bot.report`. Written from a guarded UPDATE, so it names the bot by id, not by row."""
+    row = Event(
+        user_id=user_id,
+        bot_id=bot_id,
+        kind="report",
+        data={"bot_id": bot_id, "report": data, "reported_at": at.isoformat()},
+        at=utcnow(),
+    )
+    session.add(row)
+    session.info[_PENDING_KEY] = True
+    return row
+
+
+def record_command_event(session: Session, bot: Bot, command: Command) -> Event:
+    return record_event(
+        session,
+        bot=bot,
+        kind="command",
+        data={
+            "bot_id": bot.id,
+            "command_id": command.id,
+            "action": command.action,
+            "status": command.status,
+            "actor": command.actor,
+            "error": command.error,
+            "at": utcnow().isoformat(),
+        },
+    )
+
+
+def wake_on_commit(sessions: sessionmaker[Session], redis_url: str) -> redis.Redis:
+    """Publish a wake-up after every commit that wrote events (best effort)."""
+    client = redis.Redis.from_url(redis_url, socket_connect_timeout=1, socket_timeout=1)
+
+    @sa_event.listens_for(sessions, "after_commit")
+    def _wake(session: Session) -> None:
+        if session.info.pop(_PENDING_KEY, False):
+            try:
+                client.publish(WAKE_CHANNEL, "1")
+            except redis.RedisError as exc:  # the streams poll anyway
+                log.debug("event wake-up not published: %s", exc)
+
+    @sa_event.listens_for(sessions, "after_rollback")
+    def _forget(session: Session) -> None:
+        session.info.pop(_PENDING_KEY, None)
+
+    return client
+
+
+def latest_event_id(session: Session) -> int:
+    return int(session.scalar(select(func.max(Event.id))) or 0)

@@ -1,0 +1,183 @@
+"""`botfleet`: serve the manager, migrate its database, bootstrap a first user."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import typer
+import uvicorn
+from rich.console import Console
+from rich.panel import Panel
+
+from botfleet.manager.core.settings import get_settings
+
+app = typer.Typer(help="botfleet: a control plane for fleets of bots.", no_args_is_help=True)
+console = Console(stderr=True)
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    # Per-tick scheduler chatter and Alembic's plugin list say nothing an operator needs.
+    for noisy in ("apscheduler", "alembic.runtime.plugins"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@app.command()
+def migrate() -> None:
+    """Bring the database schema up to date (Alembic upgrade head)."""
+    from botfleet.manager.migrate import upgrade
+
+    settings = get_settings()
+    _private_data_dir(settings.data_dir)
+    upgrade(settings.resolved_database_url(), settings=settings)
+    console.print("[green]database is up to date[/]")
+
+
+@app.command()
+def serve(
+    log_level: str = typer.Option("info", help="debug, info, warning or error."),
+    welcome: bool = typer.Option(False, help="Print the admin token, a user key and a curl line."),
+) -> None:
+    """Serve the API (migrating first unless BOTFLEET_MIGRATE_ON_START=false)."""
+    from botfleet.manager.app import create_app
+
+    _logging(log_level)
+    settings = get_settings()
+    _private_data_dir(settings.data_dir)
+    if settings.migrate_on_start:
+        from botfleet.manager.migrate import upgrade
+
+        upgrade(settings.resolved_database_url(), settings=settings)
+    if welcome:
+        _welcome()
+    from botfleet.manager.http.shutdown import StoppingServer
+
+    api = create_app(settings)
+    config = uvicorn.Config(
+        api, host=settings.host, port=settings.port, log_level=log_level, access_log=False
+    )
+    StoppingServer(config, api).run()
+
+
+def _private_data_dir(data_dir: Path) -> None:
+    """Everything the manager writes is its own: umask 0077 makes every file 0600 and every
+    folder 0700 (secrets.key, admin_token, the SQLite file, workload records, bot logs, the
+    embedded Redis), and the data folder is tightened even when it existed before (0755).
+    Bots reach their log files through the descriptor they inherit, never by path."""
+    os.umask(0o077)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.chmod(0o700)
+
+
+def _welcome() -> None:
+    """Show how to start a first bot: the admin token, a ready user key, a curl line."""
+    from botfleet.manager.bootstrap import admin_token, bootstrap_user_key
+    from botfleet.manager.core.db import make_engine, make_session_factory, transaction
+
+    settings = get_settings()
+    token, _ = admin_token(settings)
+    engine = make_engine(settings.resolved_database_url())
+    try:
+        with transaction(make_session_factory(engine)) as session:
+            user, key = bootstrap_user_key(session, settings)
+    finally:
+        engine.dispose()
+    base = f"http://{settings.host}:{settings.port}"
+    console.print(
+        Panel.fit(
+            f"admin token : [bold]{token}[/]\n"
+            f"user        : {user.name} (max {user.max_concurrent_bots} bots)\n"
+            f"API key     : [bold]{key}[/]",
+            title=f"botfleet on {base}",
+        )
+    )
+    # Plain lines outside the panel, so they copy and paste as they are (the README's walk
+    # starts from them).
+    body = '{"bot": "demo", "config": {}}'
+    lines = [
+        "Try it from another terminal (the key stays the same on every start):",
+        f"  export BOTFLEET_URL={base} BOTFLEET_KEY={key} BOTFLEET_ADMIN_TOKEN={token}",
+    ]
+    if cli_dir := _cli_dir_missing_from_path():
+        lines.append(f'  export PATH="{cli_dir}:$PATH"   # the botfleet command')
+    lines += [
+        '  curl -s -X POST "$BOTFLEET_URL/bots" -H "Authorization: Bearer $BOTFLEET_KEY" '
+        f"-H 'Content-Type: application/json' -d '{body}'",
+        "  botfleet bots ls",
+        f"API docs: {base}/docs",
+        f"Dashboard: {base}/ui   (sign in with the API key or the admin token)",
+    ]
+    print("\n".join(lines) + "\n", flush=True)
+
+
+def _cli_dir_missing_from_path() -> str | None:
+    """The folder of this environment's `botfleet` command when PATH does not lead to it
+    (`make run` uses .venv/bin without activating it)."""
+    here = Path(sys.executable).parent
+    if not (here / "botfleet").exists():
+        return None
+    found = shutil.which("botfleet")
+    if found and Path(found).parent.resolve() == here.resolve():
+        return None
+    return str(here)
+
+
+@app.command("rotate-secrets")
+def rotate_secrets() -> None:
+    """Re-seal every bot's secrets and every webhook signing secret with the newest key of
+    BOTFLEET_SECRETS_KEYS.
+
+    Rotation: put the new key first (`new,old`), restart the managers, run this, then drop the
+    old key.
+    """
+    from sqlalchemy import select
+
+    from botfleet.manager.core.db import make_engine, make_session_factory, transaction
+    from botfleet.manager.core.models import Bot
+    from botfleet.manager.core.sealing import load_box
+    from botfleet.manager.core.webhook_models import WebhookEndpoint
+
+    settings = get_settings()
+    box = load_box(settings)
+    engine = make_engine(settings.resolved_database_url())
+    count = hooks = 0
+    try:
+        with transaction(make_session_factory(engine)) as session:
+            for bot in session.scalars(select(Bot).where(Bot.secrets_sealed.is_not(None))):
+                bot.secrets_sealed = box.reseal(bot.secrets_sealed or "")
+                count += 1
+            for endpoint in session.scalars(select(WebhookEndpoint).with_for_update()):
+                endpoint.secret_sealed = box.reseal(endpoint.secret_sealed)
+                hooks += 1
+    finally:
+        engine.dispose()
+    console.print(
+        f"[green]re-sealed the secrets of {count} bots and {hooks} webhook endpoints "
+        "with the newest key[/]"
+    )
+
+
+@app.command("create-user")
+def create_user(name: str, max_concurrent_bots: int = typer.Option(10, min=0)) -> None:
+    """Create a user directly in the database and print its API key."""
+    from botfleet.manager.core.db import make_engine, make_session_factory, transaction
+    from botfleet.manager.services.users import create_user as create
+
+    settings = get_settings()
+    engine = make_engine(settings.resolved_database_url())
+    try:
+        with transaction(make_session_factory(engine)) as session:
+            user, key = create(session, name=name, max_concurrent_bots=max_concurrent_bots)
+    finally:
+        engine.dispose()
+    typer.echo(f"{user.id} {key}")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,273 @@
+"""Bot records: create, read, list, and the row lock every status change goes through."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from botfleet.manager.core.errors import Conflict, Invalid, NotFound, TooMany
+from botfleet.manager.core.models import Bot, BotLabel, BotTransition, User, new_id
+from botfleet.manager.lifecycle import LIVE, TERMINAL, BotStatus, Source
+from botfleet.manager.lifecycle.rules import on_stop_requested
+from botfleet.manager.schemas.api import BotCreate, RestartPolicy
+from botfleet.manager.services.keyset import PageRequest, read_page
+from botfleet.manager.services.transitions import transition
+
+LIVE_VALUES = [s.value for s in LIVE]
+
+
+def lock_bot(session: Session, bot_id: str, *, user_id: str | None = None) -> Bot:
+    """Load the bot with its row locked until the transaction ends (PostgreSQL `FOR UPDATE`;
+    SQLite transactions are already exclusive). A foreign bot is reported as not found."""
+    return _one_bot(session, bot_id, user_id=user_id, lock=True)
+
+
+def get_bot(session: Session, bot_id: str, *, user_id: str | None) -> Bot:
+    return _one_bot(session, bot_id, user_id=user_id, lock=False)
+
+
+def _one_bot(session: Session, bot_id: str, *, user_id: str | None, lock: bool) -> Bot:
+    query = select(Bot).where(Bot.id == bot_id)
+    if user_id is not None:  # another user's bot is "not found", never "forbidden"
+        query = query.where(Bot.user_id == user_id)
+    bot = session.scalar(query.with_for_update() if lock else query)
+    if bot is None:
+        raise NotFound("bot_not_found", f"no bot {bot_id}")
+    return bot
+
+
+def create_bot(
+    session: Session,
+    *,
+    user_id: str,
+    data: BotCreate,
+    orchestrator: str,
+    sealed_secrets: str | None = None,
+    relaunch_of: str | None = None,
+) -> Bot:
+    """Insert a `requested` bot, within the user's limit (`relaunch_of`: the ended bot it
+    relaunches). A request without `restart` gets the user's default restart policy.
+
+    The bot is inserted first; then the user's row is locked and the user's live bots counted,
+    this one included, and the whole insert rolls back if that is over the limit. Concurrent
+    creations for one user queue on that lock, and each count runs after the previous holder
+    committed (READ COMMITTED: a fresh snapshot per statement), so it is never stale: no
+    check-then-insert race. The lock is taken last so that it is held only for the count and
+    the commit, not for the whole request: a burst of one user's POSTs then runs in parallel
+    except for that short queue. `FOR NO KEY UPDATE` (PostgreSQL), not `FOR UPDATE`: it still
+    excludes every other creator, but not the `FOR KEY SHARE` that inserting a row referencing
+    the user takes, so the insert above never waits for, nor deadlocks with, another creator.
+    A POST with a `dedup_key` takes the lock first (as every POST once did), so that parallel
+    duplicates queue and each is told the live bot's id. A limit of 0 means no bots.
+    """
+    user = session.get(User, user_id)  # its default restart policy applies below
+    if user is None:
+        raise NotFound("user_not_found", f"no user {user_id}")
+    if data.dedup_key is not None:  # under the lock, so a racing duplicate is told the bot's id
+        _lock_user(session, user_id)
+        _refuse_duplicate(session, user_id=user_id, dedup_key=data.dedup_key)
+    restart = data.restart
+    if restart is None and user.default_restart:
+        restart = RestartPolicy.model_validate(user.default_restart, strict=False)
+    bot = Bot(
+        id=new_id(),
+        user_id=user_id,
+        status=BotStatus.REQUESTED.value,
+        status_reason="created",
+        orchestrator=orchestrator,
+        name=data.name,
+        bot=data.bot,
+        image=data.image,
+        platform=data.platform,
+        native_id=data.native_id,
+        config=data.config,
+        config_version=1,
+        secrets_sealed=sealed_secrets,
+        labels=data.labels,
+        dedup_key=data.dedup_key,
+        start_at=data.start_at,
+        max_duration_s=data.max_duration_s,
+        restart_max_retries=restart.max_retries if restart else 0,
+        restart_backoff_s=restart.backoff_s if restart else 5.0,
+        restart_on=restart.on if restart else None,
+        state_key=data.state_key,
+        relaunch_of=relaunch_of,
+    )
+    session.add(bot)
+    session.add_all(BotLabel(bot_id=bot.id, key=k, value=v) for k, v in data.labels.items())
+    _insert(session)
+    _check_limit(session, user_id=user_id)
+    return bot
+
+
+def _insert(session: Session) -> None:
+    try:
+        session.flush()
+    except IntegrityError as exc:
+        message = str(exc.orig)  # PostgreSQL names the index, SQLite its columns
+        if "uq_bots_user_state_live" in message or "bots.state_key" in message:
+            raise Conflict(
+                "state_in_use", "another live bot of yours holds this state_key; stop it first"
+            ) from exc
+        if "uq_bots_user_dedup_live" not in message and "bots.dedup_key" not in message:
+            raise
+        # The partial unique index caught a duplicate that raced past the check.
+        raise Conflict("duplicate_bot", "a live bot with this dedup_key exists") from exc
+
+
+def _lock_user(session: Session, user_id: str) -> int:
+    """Lock the user's row (`FOR NO KEY UPDATE`: see `create_bot`); its current limit."""
+    limit = session.scalar(  # key_share: FOR NO KEY UPDATE
+        select(User.max_concurrent_bots).where(User.id == user_id).with_for_update(key_share=True)
+    )
+    if limit is None:
+        raise NotFound("user_not_found", f"no user {user_id}")
+    return limit
+
+
+def _check_limit(session: Session, *, user_id: str) -> None:
+    """Under the user's row lock, refuse (429) when the user's live bots, the one just
+    inserted included, are more than its limit."""
+    limit = _lock_user(session, user_id)
+    live = session.scalar(
+        select(func.count())
+        .select_from(Bot)
+        .where(Bot.user_id == user_id, Bot.status.in_(LIVE_VALUES))
+    )
+    if (live or 0) > limit:
+        raise TooMany(
+            "concurrency_limit",
+            f"{(live or 1) - 1} of {limit} concurrent bots are running; "
+            "stop one or ask for a higher limit",
+            limit=limit,
+        )
+
+
+def _refuse_duplicate(session: Session, *, user_id: str, dedup_key: str) -> None:
+    existing = session.scalar(
+        select(Bot.id).where(
+            Bot.user_id == user_id, Bot.dedup_key == dedup_key, Bot.status.in_(LIVE_VALUES)
+        )
+    )
+    if existing:
+        raise Conflict(
+            "duplicate_bot", f"bot {existing} already runs with this dedup_key", bot_id=existing
+        )
+
+
+def parse_label_filters(raw: Sequence[str]) -> list[tuple[str, str]]:
+    pairs = []
+    for item in raw:
+        key, sep, value = item.partition(":")
+        if not sep or not key:
+            raise Invalid("invalid_label_filter", f"label filter {item!r} must look like key:value")
+        pairs.append((key, value))
+    return pairs
+
+
+def list_bots(
+    session: Session,
+    *,
+    user_id: str | None,
+    statuses: Sequence[str] = (),
+    labels: Sequence[tuple[str, str]] = (),
+    page: PageRequest = PageRequest(),
+) -> tuple[list[Bot], str | None]:
+    """A page of bots, newest first (ids are time-ordered), and the cursor of the next page."""
+    unknown = set(statuses) - {s.value for s in BotStatus}
+    if unknown:
+        raise Invalid("invalid_status", f"unknown status {sorted(unknown)[0]!r}")
+    query = select(Bot)
+    if user_id is not None:
+        query = query.where(Bot.user_id == user_id)
+    if statuses:
+        query = query.where(Bot.status.in_(list(statuses)))
+    for key, value in labels:
+        query = query.where(
+            select(BotLabel.bot_id)
+            .where(BotLabel.bot_id == Bot.id, BotLabel.key == key, BotLabel.value == value)
+            .exists()
+        )
+    return read_page(session, query, keys=[Bot.id], page=page, descending=True)
+
+
+def list_transitions(
+    session: Session, bot_id: str, *, user_id: str | None = None, page: PageRequest = PageRequest()
+) -> tuple[list[BotTransition], str | None]:
+    """A page of the bot's history, oldest first; 404 for a bot that is not `user_id`'s (None:
+    any)."""
+    if user_id is not None:
+        get_bot(session, bot_id, user_id=user_id)
+    query = select(BotTransition).where(BotTransition.bot_id == bot_id)
+    return read_page(session, query, keys=[BotTransition.id], page=page)
+
+
+def cancel_or_begin_stop(session: Session, bot: Bot, *, source: Source, reason: str) -> bool:
+    """Record a stop on a locked bot, as `rules.on_stop_requested` plans it. Returns True when
+    the running workload must be told to leave.
+
+    The stop is stored before anything else happens, so a launch in flight sees it.
+    """
+    plan = on_stop_requested(bot, reason)
+    if plan.cancel_restart:
+        bot.next_attempt_at = None
+    for target, why in plan.moves:
+        transition(session, bot, target, reason=why, source=source)
+    return plan.tell_workload
+
+
+def relaunch_request(old: Bot) -> BotCreate:
+    """What POST /bots would have been asked to create `old` again as it is now: its kind,
+    image, name, platform, native id, latest config, labels, restart policy, dedup and state
+    keys and duration limit (secrets travel sealed, apart). Refuses (409 `bot_live`) a bot that
+    is still live: one bot per workload."""
+    if old.status not in TERMINAL:
+        raise Conflict(
+            "bot_live", f"bot {old.id} is {old.status.value}: stop it before relaunching"
+        )
+    restart = RestartPolicy(
+        max_retries=old.restart_max_retries,
+        backoff_s=float(old.restart_backoff_s),
+        on=list(old.restart_on) if old.restart_on is not None else None,
+    )
+    return BotCreate.model_construct(  # the stored values were validated when first posted
+        bot=old.bot,
+        image=old.image,
+        name=old.name,
+        platform=old.platform,
+        native_id=old.native_id,
+        config=dict(old.config or {}),
+        secrets=None,
+        labels=dict(old.labels or {}),
+        start_at=None,
+        max_duration_s=old.max_duration_s,
+        restart=restart,
+        dedup_key=old.dedup_key,
+        state_key=old.state_key,
+    )
+
+
+def state_to_purge(session: Session, bot_id: str, *, user_id: str | None) -> tuple[str, str] | None:
+    """The (user id, state key) an ended bot's deletion may purge; None when it has no state.
+    409 `bot_live` while the bot is live, 409 `state_in_use` while another live bot of the user
+    holds the key (a relaunch, say): its directory must not vanish under it."""
+    bot = lock_bot(session, bot_id, user_id=user_id)
+    if bot.status not in TERMINAL:
+        raise Conflict("bot_live", f"bot {bot_id} is {bot.status.value}: stop it first")
+    if bot.state_key is None:
+        return None
+    holder = session.scalar(
+        select(Bot.id).where(
+            Bot.user_id == bot.user_id,
+            Bot.state_key == bot.state_key,
+            Bot.status.in_(LIVE_VALUES),
+        )
+    )
+    if holder is not None:
+        raise Conflict(
+            "state_in_use", f"bot {holder} holds this state_key: stop it first", bot_id=holder
+        )
+    return bot.user_id, bot.state_key

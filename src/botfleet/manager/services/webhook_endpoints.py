@@ -1,0 +1,195 @@
+"""Endpoints and deliveries as the API sees them: functions of the caller's session with
+keyword-only arguments, one job each (the convention of `manager/services/__init__.py`)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import Select, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from botfleet.manager.core.errors import Invalid, NotFound
+from botfleet.manager.core.models import utcnow
+from botfleet.manager.core.sealing import SecretBox
+from botfleet.manager.core.webhook_models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from botfleet.manager.core.webhook_signing import new_secret
+from botfleet.manager.messaging.outbox import latest_event_id
+from botfleet.manager.services import bots as bot_records
+from botfleet.manager.services.keyset import PageRequest, read_page
+from botfleet.manager.services.webhook_guard import UrlRefused, check_url
+
+
+def checked_url(url: str, *, allow_private: bool) -> str:
+    """The URL, or 422 `webhook_url_refused`. Resolves the host: call it before locking rows."""
+    try:
+        check_url(url, allow_private=allow_private)
+    except UrlRefused as exc:
+        raise Invalid("webhook_url_refused", str(exc)) from None
+    return url
+
+
+def _find(
+    session: Session, *, user_id: str, bot_id: str | None, lock: bool = False
+) -> WebhookEndpoint | None:
+    query = select(WebhookEndpoint).where(WebhookEndpoint.user_id == user_id)
+    query = query.where(
+        WebhookEndpoint.bot_id.is_(None) if bot_id is None else WebhookEndpoint.bot_id == bot_id
+    )
+    return session.scalar(query.with_for_update() if lock else query)
+
+
+def get_endpoint(session: Session, *, user_id: str, bot_id: str | None) -> WebhookEndpoint:
+    if bot_id is not None:
+        bot_records.get_bot(session, bot_id, user_id=user_id)  # another user's bot: 404
+    endpoint = _find(session, user_id=user_id, bot_id=bot_id)
+    if endpoint is None:
+        where = f"bot {bot_id}" if bot_id else "this user"
+        raise NotFound("webhook_not_found", f"no webhook is set for {where}")
+    return endpoint
+
+
+def put_endpoint(
+    session: Session,
+    *,
+    user_id: str,
+    bot_id: str | None,
+    url: str,
+    enabled: bool,
+    box: SecretBox,
+) -> tuple[WebhookEndpoint, str | None]:
+    """Create or update the endpoint; with the new signing secret when created (the only time
+    it is shown: only its sealed form is stored), None on an update.
+
+    A new endpoint, or one enabled again, starts after the newest event: no history flood.
+    """
+    if bot_id is not None:
+        bot_records.get_bot(session, bot_id, user_id=user_id)  # another user's bot: 404
+    endpoint = _find(session, user_id=user_id, bot_id=bot_id, lock=True)
+    if endpoint is None:
+        secret = new_secret()
+        endpoint = _create(
+            session,
+            user_id=user_id,
+            bot_id=bot_id,
+            url=url,
+            enabled=enabled,
+            secret_sealed=box.seal_text(secret),
+        )
+        if endpoint is not None:
+            return endpoint, secret
+        # A concurrent request created it a moment ago: update theirs.
+        endpoint = _find(session, user_id=user_id, bot_id=bot_id, lock=True)
+        if endpoint is None:
+            raise AssertionError("the endpoint that won the race is gone")
+    if enabled and not endpoint.enabled:
+        endpoint.cursor = max(endpoint.cursor, latest_event_id(session))
+    endpoint.url, endpoint.enabled, endpoint.updated_at = url, enabled, utcnow()
+    return endpoint, None
+
+
+def _create(
+    session: Session,
+    *,
+    user_id: str,
+    bot_id: str | None,
+    url: str,
+    enabled: bool,
+    secret_sealed: str,
+) -> WebhookEndpoint | None:
+    """Insert a new endpoint in a savepoint; None when a concurrent creation won (the unique
+    index refused ours), leaving the transaction usable."""
+    newest = latest_event_id(session)
+    endpoint = WebhookEndpoint(
+        user_id=user_id,
+        bot_id=bot_id,
+        url=url,
+        secret_sealed=secret_sealed,
+        cursor=newest,
+        start_event_id=newest,
+        enabled=enabled,
+        updated_at=utcnow(),
+    )
+    try:
+        with session.begin_nested():
+            session.add(endpoint)
+    except IntegrityError:
+        return None
+    return endpoint
+
+
+def rotate_secret(session: Session, *, user_id: str, bot_id: str | None, box: SecretBox) -> str:
+    """A new signing secret, stored sealed; returned in clear this once."""
+    endpoint = get_endpoint(session, user_id=user_id, bot_id=bot_id)
+    secret = new_secret()
+    endpoint.secret_sealed, endpoint.updated_at = box.seal_text(secret), utcnow()
+    return secret
+
+
+def delete_endpoint(session: Session, *, user_id: str, bot_id: str | None) -> None:
+    """Remove the endpoint with its deliveries and their attempts."""
+    session.delete(get_endpoint(session, user_id=user_id, bot_id=bot_id))
+
+
+def _owned_deliveries(user_id: str) -> Select[tuple[WebhookDelivery]]:
+    return (
+        select(WebhookDelivery)
+        .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
+        .where(WebhookEndpoint.user_id == user_id)
+    )
+
+
+def list_deliveries(
+    session: Session, *, user_id: str, bot_id: str | None, page: PageRequest = PageRequest()
+) -> tuple[list[WebhookDelivery], str | None]:
+    """A page of the user's deliveries (every endpoint of theirs), newest first."""
+    query = _owned_deliveries(user_id)
+    if bot_id is not None:
+        query = query.where(WebhookDelivery.bot_id == bot_id)
+    keys = [WebhookDelivery.event_id, WebhookDelivery.id]
+    return read_page(session, query, keys=keys, page=page, descending=True)
+
+
+def get_delivery(session: Session, *, user_id: str, delivery_id: str) -> WebhookDelivery:
+    delivery = session.scalar(_owned_deliveries(user_id).where(WebhookDelivery.id == delivery_id))
+    if delivery is None:
+        raise NotFound("delivery_not_found", f"no webhook delivery {delivery_id}")
+    return delivery
+
+
+def attempts_of(session: Session, delivery_ids: list[str]) -> dict[str, list[WebhookAttempt]]:
+    """Each delivery's attempts, oldest first."""
+    found: dict[str, list[WebhookAttempt]] = {d: [] for d in delivery_ids}
+    if delivery_ids:
+        query = select(WebhookAttempt).where(WebhookAttempt.delivery_id.in_(delivery_ids))
+        for attempt in session.scalars(query.order_by(WebhookAttempt.at, WebhookAttempt.id)):
+            found[attempt.delivery_id].append(attempt)
+    return found
+
+
+def redeliver(
+    session: Session, *, user_id: str, delivery_id: str, give_up_s: float
+) -> WebhookDelivery:
+    """Queue the delivery again, due now; it is retried for another `give_up_s` if it fails."""
+    delivery = get_delivery(session, user_id=user_id, delivery_id=delivery_id)
+    session.refresh(delivery, with_for_update=True)
+    now = utcnow()
+    delivery.status, delivery.next_attempt_at = "pending", now
+    delivery.expires_at = now + timedelta(seconds=give_up_s)
+    return delivery
+
+
+def copy_override(session: Session, *, from_bot_id: str, to_bot_id: str, user_id: str) -> None:
+    """Give a relaunched bot the webhook override its predecessor had: the same URL, sealed
+    signing secret and switch; it starts after the newest event, like any new endpoint."""
+    old = _find(session, user_id=user_id, bot_id=from_bot_id)
+    if old is None:
+        return
+    _create(
+        session,
+        user_id=user_id,
+        bot_id=to_bot_id,
+        url=old.url,
+        enabled=old.enabled,
+        secret_sealed=old.secret_sealed,
+    )

@@ -1,0 +1,353 @@
+"""A bot's page (`/ui/bots/{id}`: fields, timeline, commands, report, logs, actions) and the
+start form (`/ui/bots/new`).
+
+Every action calls the service the API route calls, in the request's one transaction, so
+limits, rules, audit and error messages are the API's. A refused action shows the API's
+message on the page, with the API's status code. Actions are POST forms with the session's
+CSRF token; they answer with a redirect back to the page (post/redirect/get)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Query, Request
+from fastapi.responses import RedirectResponse, Response
+from pydantic import ValidationError
+from sqlalchemy.orm import Session
+
+from botfleet.manager.core.errors import BotfleetError, Forbidden, Invalid
+from botfleet.manager.http.deps import FleetDep, SessionDep
+from botfleet.manager.http.log_follow import followed_logs
+from botfleet.manager.messaging.outbox import latest_event_id
+from botfleet.manager.schemas.api import BotCreate, CommandCreate
+from botfleet.manager.services import attempts, retention
+from botfleet.manager.services import bots as bot_records
+from botfleet.manager.services import commands as command_records
+from botfleet.manager.services import logs as bot_logs
+from botfleet.manager.services.keyset import PageRequest
+from botfleet.manager.ui import timeline
+from botfleet.manager.ui.session import CsrfCallerDep, UiCaller, UiCallerDep
+from botfleet.manager.ui.templating import ActionRefused, render, secure
+from botfleet.runtime.loader import BUILTIN_BOTS
+
+router = APIRouter()
+
+KINDS = sorted(BUILTIN_BOTS)  # offered in the form; `module:Class` may be typed too
+NOTICES = {
+    "started": "Bot started.",
+    "stopping": "Stop requested: the bot is asked to leave.",
+    "reconfigured": "Reconfigure sent: the bot applies it when it acknowledges.",
+    "command": "Command sent: its status and result appear under Commands.",
+    "relaunched": "Relaunched as this new bot.",
+    "deleted": "Bot deleted.",
+}
+LIVE = {"requested", "starting", "active", "stopping"}
+
+
+def _status(value: Any) -> str:
+    return str(getattr(value, "value", value))
+
+
+def _validation_message(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+    return f"{where}: {first.get('msg', 'invalid')}" if where else str(first.get("msg"))
+
+
+def _json_object(text: str, what: str) -> dict[str, Any]:
+    """The form field as a JSON object, or the same 422 the API gives for a malformed one."""
+    try:
+        value = json.loads(text or "{}")
+    except json.JSONDecodeError as exc:
+        raise Invalid("invalid_json", f"{what} is not valid JSON: {exc.msg}") from exc
+    if not isinstance(value, dict):
+        raise Invalid("invalid_json", f"{what} must be a JSON object")
+    return value
+
+
+def _user_only(caller: UiCaller, what: str) -> str:
+    """The API lets only a user's key do this (the admin token may read, stop and delete)."""
+    if caller.user_id is None:
+        raise Forbidden("user_key_required", f"{what} needs a user's API key, not the admin token")
+    return caller.user_id
+
+
+# ---- start form -----------------------------------------------------------------------------
+
+
+@router.get("/bots/new")
+def start_form(request: Request, caller: UiCallerDep) -> Response:
+    return render(request, "start.html", title="Start a bot", kinds=KINDS, form={})
+
+
+@router.post("/bots/new")
+def start_submit(
+    request: Request,
+    caller: CsrfCallerDep,
+    session: SessionDep,
+    fleet: FleetDep,
+    bot: Annotated[str, Form(max_length=200)] = "",
+    name: Annotated[str, Form(max_length=300)] = "",
+    config: Annotated[str, Form(max_length=70_000)] = "",
+    labels: Annotated[str, Form(max_length=10_000)] = "",
+    start_at: Annotated[str, Form(max_length=64)] = "",
+    max_retries: Annotated[str, Form(max_length=8)] = "",
+    backoff_s: Annotated[str, Form(max_length=16)] = "",
+    on_crash: Annotated[str, Form(max_length=8)] = "",
+    on_heartbeat_lost: Annotated[str, Form(max_length=8)] = "",
+    on_start_failed: Annotated[str, Form(max_length=8)] = "",
+) -> Response:
+    form = {
+        "bot": bot, "name": name, "config": config, "labels": labels, "start_at": start_at,
+        "max_retries": max_retries, "backoff_s": backoff_s, "on_crash": on_crash,
+        "on_heartbeat_lost": on_heartbeat_lost, "on_start_failed": on_start_failed,
+    }  # fmt: skip
+    try:
+        user_id = _user_only(caller, "starting a bot")
+        created = fleet.start_bot(session, user_id=user_id, data=_start_request(form))
+    except BotfleetError as exc:
+        code, message = exc.status_code, exc.message
+
+        def page(request: Request) -> Response:
+            return render(
+                request, "start.html", code, title="Start a bot", kinds=KINDS, form=form,
+                error=message,
+            )  # fmt: skip
+
+        raise ActionRefused(page) from exc
+    return secure(RedirectResponse(f"/ui/bots/{created.id}?notice=started", status_code=303))
+
+
+def _start_request(form: dict[str, str]) -> BotCreate:
+    """The form as POST /bots' body, validated by the same model."""
+    labels: dict[str, str] = {}
+    for line in form.get("labels", "").replace(",", "\n").splitlines():
+        if not line.strip():
+            continue
+        key, sep, value = line.partition("=")
+        if not sep:
+            key, sep, value = line.partition(":")
+        if not sep or not key.strip():
+            raise Invalid("invalid_labels", f"label {line.strip()!r} must look like key=value")
+        labels[key.strip()] = value.strip()
+    data: dict[str, Any] = {
+        "bot": form.get("bot", "").strip(),
+        "config": _json_object(form.get("config", ""), "config"),
+        "labels": labels,
+    }
+    if form.get("name", "").strip():
+        data["name"] = form["name"].strip()
+    if form.get("start_at", "").strip():
+        data["start_at"] = form["start_at"].strip()
+    retries = form.get("max_retries", "").strip()
+    if retries:
+        if not retries.isdigit():
+            raise Invalid("invalid_restart", "max retries must be a whole number")
+        restart: dict[str, Any] = {"max_retries": int(retries)}
+        backoff = form.get("backoff_s", "").strip()
+        if backoff:
+            try:
+                restart["backoff_s"] = float(backoff)
+            except ValueError as exc:
+                raise Invalid("invalid_restart", "backoff must be a number of seconds") from exc
+        on = [t for t in ("crash", "heartbeat_lost", "start_failed") if form.get(f"on_{t}")]
+        if on:
+            restart["on"] = on
+        data["restart"] = restart
+    try:
+        return BotCreate.model_validate_json(json.dumps(data))
+    except ValidationError as exc:
+        raise Invalid("invalid_request", _validation_message(exc)) from exc
+
+
+# ---- a bot's page ---------------------------------------------------------------------------
+
+
+def _page(
+    request: Request,
+    caller: UiCaller,
+    session: Session,
+    bot_id: str,
+    *,
+    status_code: int = 200,
+    error: str | None = None,
+    notice: str | None = None,
+) -> Response:
+    events_since = latest_event_id(session)  # before the reads: later changes are streamed
+    try:
+        bot = bot_records.get_bot(session, bot_id, user_id=caller.user_id)
+    except BotfleetError as exc:
+        return render(
+            request, "error.html", exc.status_code, title="Not found", message=exc.message
+        )
+    moves, _ = bot_records.list_transitions(
+        session, bot_id, user_id=caller.user_id, page=PageRequest(limit=1000)
+    )
+    launches, _ = attempts.list_attempts(session, bot_id, page=PageRequest(limit=1000))
+    commands, _ = command_records.list_commands(
+        session, bot_id, user_id=caller.user_id, page=PageRequest(limit=25)
+    )
+    status = _status(bot.status)
+    config = command_records.latest_config(session, bot)
+    return render(
+        request,
+        "bot.html",
+        status_code,
+        title=bot.name or bot.id,
+        bot=bot,
+        status=status,
+        live=status in LIVE,
+        config=config,
+        transitions=moves,
+        timeline=timeline.build(bot.created_at, moves, launches),
+        commands=commands,
+        error=error,
+        notice=notice,
+        events_since=events_since,
+    )
+
+
+@router.get("/bots/{bot_id}")
+def bot_page(
+    request: Request,
+    bot_id: str,
+    caller: UiCallerDep,
+    session: SessionDep,
+    notice: Annotated[str, Query(max_length=20)] = "",
+) -> Response:
+    return _page(request, caller, session, bot_id, notice=NOTICES.get(notice))
+
+
+def _refused(bot_id: str, exc: BotfleetError) -> ActionRefused:
+    """The bot's page again, with the API's message and status code, read afresh once the
+    refused action's transaction has rolled back."""
+
+    def page(request: Request) -> Response:
+        with request.app.state.sessions() as session:
+            return _page(
+                request,
+                request.state.ui_caller,
+                session,
+                bot_id,
+                status_code=exc.status_code,
+                error=exc.message,
+            )
+
+    return ActionRefused(page)
+
+
+def _act(bot_id: str, action: Callable[[], str | None], notice: str) -> Response:
+    """Run one action; on success back to the page (or the new bot's), else the page with the
+    API's message."""
+    try:
+        target = action()
+    except BotfleetError as exc:
+        raise _refused(bot_id, exc) from exc
+    return secure(RedirectResponse(f"/ui/bots/{target or bot_id}?notice={notice}", status_code=303))
+
+
+@router.post("/bots/{bot_id}/stop")
+def stop(
+    request: Request, bot_id: str, caller: CsrfCallerDep, session: SessionDep, fleet: FleetDep
+) -> Response:
+    def run() -> None:
+        fleet.stop_bot(session, bot_id=bot_id, user_id=caller.user_id)
+
+    return _act(bot_id, run, "stopping")
+
+
+@router.post("/bots/{bot_id}/config")
+def reconfigure(
+    request: Request,
+    bot_id: str,
+    caller: CsrfCallerDep,
+    session: SessionDep,
+    fleet: FleetDep,
+    config: Annotated[str, Form(max_length=70_000)] = "",
+    mode: Annotated[str, Form(max_length=10)] = "replace",
+) -> Response:
+    def run() -> None:
+        user_id = _user_only(caller, "reconfiguring")
+        fleet.reconfigure(
+            session,
+            bot_id=bot_id,
+            user_id=user_id,
+            config=_json_object(config, "config"),
+            merge=mode == "merge",
+        )
+
+    return _act(bot_id, run, "reconfigured")
+
+
+@router.post("/bots/{bot_id}/commands")
+def command(
+    request: Request,
+    bot_id: str,
+    caller: CsrfCallerDep,
+    session: SessionDep,
+    fleet: FleetDep,
+    action: Annotated[str, Form(max_length=64)] = "",
+    payload: Annotated[str, Form(max_length=70_000)] = "",
+) -> Response:
+    def run() -> None:
+        user_id = _user_only(caller, "sending a command")
+        try:
+            body = CommandCreate.model_validate_json(
+                json.dumps({"action": action.strip(), "payload": _json_object(payload, "payload")})
+            )
+        except ValidationError as exc:
+            raise Invalid("invalid_command", _validation_message(exc)) from exc
+        fleet.send_command(
+            session, bot_id=bot_id, user_id=user_id, action=body.action, payload=body.payload
+        )
+
+    return _act(bot_id, run, "command")
+
+
+@router.post("/bots/{bot_id}/relaunch")
+def relaunch(
+    request: Request, bot_id: str, caller: CsrfCallerDep, session: SessionDep, fleet: FleetDep
+) -> Response:
+    def run() -> str:
+        user_id = _user_only(caller, "relaunching")
+        return str(fleet.relaunch_bot(session, bot_id=bot_id, user_id=user_id).id)
+
+    return _act(bot_id, run, "relaunched")
+
+
+@router.post("/bots/{bot_id}/delete")
+def delete(
+    request: Request,
+    bot_id: str,
+    caller: CsrfCallerDep,
+    session: SessionDep,
+    fleet: FleetDep,
+    purge_state: Annotated[str, Form(max_length=8)] = "",
+) -> Response:
+    """As `DELETE /bots/{id}` (with `purge_state` when the box is ticked)."""
+    try:
+        retention.delete_bot_for_user(
+            session, fleet, bot_id, user_id=caller.user_id, purge_state=bool(purge_state)
+        )
+    except BotfleetError as exc:
+        raise _refused(bot_id, exc) from exc
+    return secure(RedirectResponse("/ui?notice=deleted", status_code=303))
+
+
+@router.get("/bots/{bot_id}/logs")
+def logs(
+    request: Request,
+    bot_id: str,
+    caller: UiCallerDep,
+    session: SessionDep,
+    fleet: FleetDep,
+    tail: Annotated[int, Query(ge=1, le=10_000)] = 200,
+) -> Response:
+    """The bot's output, followed as it is written (as `GET /bots/{id}/logs?follow=1`)."""
+    source = bot_logs.locate_logs(session, bot_id, user_id=caller.user_id)
+    session.close()
+    return secure(
+        followed_logs(request, source, fleet=fleet, tail=tail, credential=caller.credential)
+    )

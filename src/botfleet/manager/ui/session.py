@@ -1,0 +1,274 @@
+"""Who is using the dashboard: a session cookie that holds the credential sealed, checked again
+on every request through the API's own path, so a revoked key or a disabled user ends the
+session at once.
+
+The cookie is a Fernet token (encrypted and signed, with a TTL) whose key is derived from the
+admin token: every replica can open it, and changing the admin token ends every session. The
+credential itself never travels in a URL: sign-in is a POST form.
+
+CSRF: every state-changing request carries a token bound to the cookie (an HMAC of it), in the
+form field `csrf_token` or the `X-CSRF-Token` header; without it the request is refused (403).
+The cookie is also SameSite=Strict.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Annotated
+
+from cryptography.fernet import Fernet, InvalidToken
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import RedirectResponse, Response
+from sqlalchemy.orm import Session
+
+from botfleet.manager.core.errors import BotfleetError
+from botfleet.manager.core.secrets import same
+from botfleet.manager.http.deps import READ_METHODS, SessionDep
+from botfleet.manager.http.rate_limit import buckets_for
+from botfleet.manager.services import audit, auth
+from botfleet.manager.ui.templating import render, secure
+
+COOKIE = "botfleet_ui"
+COOKIE_PATH = "/ui"
+SESSION_TTL_S = 12 * 3600
+CSRF_FIELD = "csrf_token"
+CSRF_HEADER = "X-CSRF-Token"
+
+
+class SignInRequired(Exception):
+    """No valid session: the page answers with a redirect to the sign-in form."""
+
+
+class UiRateLimited(Exception):
+    """Over the key's request budget (the API's `rate_limited`): a 429 page."""
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.message, self.retry_after_s = message, retry_after_s
+
+
+class UiForbidden(Exception):
+    """Signed in, but not allowed here (a user on an admin page, a missing CSRF token)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True)
+class UiCaller:
+    """The signed-in person: a user (`user_id`) or the admin (`user_id` None).
+
+    `credential` is the API key or admin token to call services with; `csrf_token` goes into
+    every state-changing form (templating.render adds it)."""
+
+    user_id: str | None
+    credential: str
+    csrf_token: str
+    key_id: str | None = None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.user_id is None
+
+
+@lru_cache(maxsize=8)
+def _derive(admin_token: str, purpose: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose).derive(
+        admin_token.encode()
+    )
+
+
+def _fernet(request: Request) -> Fernet:
+    key = _derive(request.app.state.admin_token, b"botfleet ui session v1")
+    return Fernet(base64.urlsafe_b64encode(key))
+
+
+def seal_session(request: Request, credential: str) -> str:
+    """The cookie value for a credential that has just been checked."""
+    return _fernet(request).encrypt(json.dumps({"c": credential}).encode()).decode()
+
+
+def csrf_for(request: Request, cookie: str) -> str:
+    """The CSRF token bound to one session cookie."""
+    key = _derive(request.app.state.admin_token, b"botfleet ui csrf v1")
+    return hmac.new(key, cookie.encode(), hashlib.sha256).hexdigest()
+
+
+def _open_cookie(request: Request) -> tuple[str, str] | None:
+    """(credential, cookie) of a well-formed, unexpired session cookie, else None."""
+    cookie = request.cookies.get(COOKIE)
+    if not cookie:
+        return None
+    try:
+        opened = json.loads(_fernet(request).decrypt(cookie.encode(), ttl=SESSION_TTL_S))
+    except (InvalidToken, ValueError):
+        return None
+    credential = opened.get("c") if isinstance(opened, dict) else None
+    return (credential, cookie) if isinstance(credential, str) and credential else None
+
+
+def authenticate(
+    request: Request, session: Session, credential: str, *, writes: bool | None = None
+) -> UiCaller:
+    """The caller a credential stands for, checked exactly as the API checks it: the admin
+    token, or an API key through `auth.caller_for_key` (credential cache, revocation, expiry,
+    disabled users) and `auth.check_scope` for writes. Raises BotfleetError (401/403)."""
+    cookie = request.cookies.get(COOKIE, "")
+    if same(credential, request.app.state.admin_token):
+        audit.set_request_actor(session, audit.ADMIN)
+        return UiCaller(user_id=None, credential=credential, csrf_token=csrf_for(request, cookie))
+    cache = getattr(request.app.state, "credentials", None)
+    caller = auth.caller_for_key(session, cache, token=credential)
+    if writes is None:
+        writes = request.method not in READ_METHODS
+    auth.check_scope(caller, writes=writes)
+    usage = getattr(request.app.state, "key_usage", None)
+    if usage is not None:
+        usage.touch(caller.key_id)
+    audit.set_request_actor(session, audit.key_actor(caller.key_id))
+    return UiCaller(
+        user_id=caller.id,
+        credential=credential,
+        csrf_token=csrf_for(request, cookie),
+        key_id=caller.key_id,
+    )
+
+
+def ui_caller(request: Request, session: SessionDep) -> UiCaller:
+    """The signed-in caller; without a valid session, SignInRequired (a 303 to the sign-in
+    form). A key revoked since sign-in fails here, on the very next request."""
+    opened = _open_cookie(request)
+    if opened is None:
+        raise SignInRequired
+    credential, _ = opened
+    try:
+        caller = authenticate(request, session, credential)
+    except BotfleetError as exc:
+        if exc.status_code == 401:
+            raise SignInRequired from exc
+        raise UiForbidden(exc.message) from exc  # a read-only key writing: a page, not JSON
+    request.state.ui_caller = caller
+    return caller
+
+
+UiCallerDep = Annotated[UiCaller, Depends(ui_caller)]
+
+
+def ui_admin(caller: UiCallerDep) -> UiCaller:
+    """The admin; a signed-in user gets a 403 page."""
+    if not caller.is_admin:
+        raise UiForbidden("this page is for the admin; sign in with the admin token")
+    return caller
+
+
+async def check_csrf(request: Request, caller: UiCallerDep) -> UiCaller:
+    """Refuse a state-changing request without the session's CSRF token (403)."""
+    sent = request.headers.get(CSRF_HEADER)
+    if sent is None and request.method not in READ_METHODS:
+        content_type = request.headers.get("content-type", "")
+        if content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+            form = await request.form()
+            value = form.get(CSRF_FIELD)
+            sent = value if isinstance(value, str) else None
+    if not sent or not same(sent, caller.csrf_token):
+        raise UiForbidden("missing or wrong CSRF token: reload the page and try again")
+    return caller
+
+
+#: A dashboard path's API twin, for the rate limiter's buckets: the same budget either way.
+_API_METHOD = {"config": "PATCH"}
+_LIMITED_WHAT = {"key": "this API key", "bot_command": "commands to this bot"}
+
+
+async def ui_rate_limit(request: Request) -> None:
+    """Spend from the signed-in key's rate-limit buckets, as the API's middleware does for a
+    bearer token: the dashboard is no way around the key's budget or a bot's command budget."""
+    limiter = getattr(request.app.state, "rate_limiter", None)
+    opened = _open_cookie(request)
+    if limiter is None or opened is None:
+        return
+    path = request.url.path.removeprefix("/ui") or "/"
+    method = request.method
+    if method == "POST":
+        method = _API_METHOD.get(path.rsplit("/", 1)[-1], method)
+    buckets = buckets_for(
+        request.app.state.settings,
+        method=method,
+        path=path,
+        token=opened[0],
+        admin_token=request.app.state.admin_token,
+    )
+    verdict = await limiter.spend(buckets)
+    if not verdict.allowed:
+        what = _LIMITED_WHAT.get(verdict.kind, "this API key")
+        raise UiRateLimited(
+            f"too many requests for {what}; retry in {verdict.retry_after_s} s",
+            verdict.retry_after_s,
+        )
+
+
+UiAdminDep = Annotated[UiCaller, Depends(ui_admin)]
+CsrfCallerDep = Annotated[UiCaller, Depends(check_csrf)]
+
+
+def set_session_cookie(request: Request, response: object, cookie: str) -> None:
+    """HttpOnly, SameSite=Strict, Path=/ui, Secure when the request came over https."""
+    response.set_cookie(  # type: ignore[attr-defined]
+        COOKIE,
+        cookie,
+        max_age=SESSION_TTL_S,
+        path=COOKIE_PATH,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
+
+
+def clear_session_cookie(request: Request, response: object) -> None:
+    response.delete_cookie(  # type: ignore[attr-defined]
+        COOKIE,
+        path=COOKIE_PATH,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
+
+
+router = APIRouter()
+
+
+@router.get("/sign-in")
+def sign_in_form(request: Request) -> Response:
+    return render(request, "sign_in.html", title="Sign in")
+
+
+@router.post("/sign-in")
+def sign_in(
+    request: Request, session: SessionDep, credential: Annotated[str, Form(max_length=512)] = ""
+) -> Response:
+    """Check the key (or admin token) sent in the form body, then set the session cookie."""
+    credential = credential.strip()
+    try:
+        if not credential:
+            raise BotfleetError("missing_token", "paste an API key or the admin token")
+        authenticate(request, session, credential, writes=False)
+    except BotfleetError as exc:
+        return render(request, "sign_in.html", status_code=401, title="Sign in", error=exc.message)
+    response = RedirectResponse("/ui", status_code=303)
+    set_session_cookie(request, response, seal_session(request, credential))
+    return secure(response)
+
+
+@router.post("/sign-out")
+def sign_out(request: Request, caller: CsrfCallerDep) -> Response:
+    response = RedirectResponse("/ui/sign-in", status_code=303)
+    clear_session_cookie(request, response)
+    return secure(response)

@@ -1,0 +1,248 @@
+"""The contract every orchestrator backend implements.
+
+The manager sees bots' workloads only through this interface. A backend launches a workload from
+a `LaunchSpec`, stops it, and reports on it with one health vocabulary (`WorkloadState`), so the
+reconciler never needs to know which engine is underneath.
+
+Two failures must never be confused (lesson paid for by peers whose reapers killed healthy bots):
+`WorkloadNotFound` means the engine positively says the workload is gone; `BackendUnavailable`
+means the engine could not be asked. Never turn the second into the first.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import ClassVar, Self
+
+from botfleet.orchestrators.config import BackendConfig, ManagerSettings
+
+#: Labels every backend attaches to a workload so it can be listed and traced back to its record.
+LABEL_MANAGED = "botfleet.managed"
+#: The installation a workload belongs to: several fleets may share one engine.
+LABEL_FLEET = "botfleet.fleet"
+LABEL_BOT_ID = "botfleet.bot_id"
+LABEL_USER_ID = "botfleet.user_id"
+LABEL_ATTEMPT = "botfleet.attempt"
+
+
+class OrchestratorError(Exception):
+    """Base class of the errors a backend raises; `code` is a stable snake_case reason."""
+
+    code = "orchestrator_error"
+
+
+class LaunchFailed(OrchestratorError):
+    """The engine refused to start the workload (bad image, bad entrypoint, no resources)."""
+
+    def __init__(self, message: str, *, code: str = "launch_failed") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class WorkloadNotFound(OrchestratorError):
+    """The engine positively reports that this workload does not exist (any more)."""
+
+    code = "workload_not_found"
+
+
+class BackendUnavailable(OrchestratorError):
+    """The engine could not be reached or did not answer: nothing is known about the workload."""
+
+    code = "backend_unavailable"
+
+
+class CapabilityNotSupported(OrchestratorError):
+    """The backend cannot do this at all; the message says what to use instead."""
+
+    code = "not_supported"
+
+
+@dataclass(frozen=True)
+class StateRef:
+    """A persistent state directory: one per user and `state_key`, kept across the attempts
+    and relaunches of the bots that name it (one live bot at a time, the manager sees to it)."""
+
+    user_id: str
+    key: str
+
+    @property
+    def slug(self) -> str:
+        """A name for the directory or volume: the same for the same user and key, never the
+        same for two users, and no user text in a path or an engine's object name."""
+        return hashlib.sha256(f"{self.user_id}\0{self.key}".encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """Everything a backend needs to start one bot attempt.
+
+    Frozen and passed whole, so that adding a field never breaks a backend's signature.
+    `env` and `secret_env` are the runtime environment as `botfleet.runtime.env.RuntimeEnv.render`
+    splits it, so no backend guesses which variables are secret: `secret_env` (the bot token, its
+    secrets) goes where only the workload reads it (a Nomad Variable; the container's or process's
+    environment), never into labels, metadata, logs or a command line. Resource limits and
+    hardening are the operator's, from each backend's settings (`botfleet.orchestrators.hardening`).
+    """
+
+    bot_id: str
+    user_id: str
+    attempt: int
+    image: str | None
+    env: Mapping[str, str]
+    secret_env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    labels: Mapping[str, str] = field(default_factory=dict)
+    fleet: str = ""
+    #: The bot's persistent directory, mounted or made where `Orchestrator.state_dir` said.
+    state: StateRef | None = None
+
+    def environment(self) -> dict[str, str]:
+        """The whole environment, for engines that hand both parts to the workload alike."""
+        return {**self.env, **self.secret_env}
+
+    def workload_labels(self) -> dict[str, str]:
+        """User labels plus the botfleet labels that identify the workload (ours win)."""
+        return {
+            **{f"botfleet.label.{k}": v for k, v in self.labels.items()},
+            LABEL_MANAGED: "true",
+            LABEL_FLEET: self.fleet,
+            LABEL_BOT_ID: self.bot_id,
+            LABEL_USER_ID: self.user_id,
+            LABEL_ATTEMPT: str(self.attempt),
+        }
+
+
+class WorkloadState(enum.StrEnum):
+    """One health vocabulary for all engines."""
+
+    PENDING = "pending"  # accepted by the engine, not running yet
+    RUNNING = "running"
+    EXITED = "exited"  # finished; `exit_code` says how, when the engine knows
+    NOT_FOUND = "not_found"  # the engine positively has no such workload
+    UNKNOWN = "unknown"  # the engine answered, but in a way we cannot map
+
+
+@dataclass(frozen=True)
+class WorkloadStatus:
+    """What the engine says about one workload right now."""
+
+    state: WorkloadState
+    exit_code: int | None = None
+    detail: str = ""
+
+    @property
+    def is_gone(self) -> bool:
+        """True only on positive proof that nothing runs any more."""
+        return self.state in (WorkloadState.EXITED, WorkloadState.NOT_FOUND)
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One workload as seen in a listing: its reference, its labels and its status."""
+
+    runtime_ref: str
+    bot_id: str
+    labels: Mapping[str, str]
+    status: WorkloadStatus
+
+
+class LogFollower(abc.ABC):
+    """Reads a workload's output as it grows. Each `read` is short, non-blocking I/O (the
+    manager calls it from a worker thread, then sleeps on the event loop when it got nothing)."""
+
+    @abc.abstractmethod
+    def read(self) -> bytes:
+        """What was written since the last read (the tail first), at most a few blocks; b""
+        when nothing new."""
+
+    def close(self) -> None:  # noqa: B027 - most followers hold nothing
+        """Release what the follower holds."""
+
+
+class Orchestrator(abc.ABC):
+    """A backend that runs one workload per bot attempt.
+
+    `runtime_ref` is the backend's own handle (a pid, a container id, a job id) as a string; the
+    manager stores it on the bot and hands it back unchanged. Methods are synchronous because the
+    engines' SDKs are; the manager calls them from worker threads, never from the event loop.
+    """
+
+    #: The name used in settings (`BOTFLEET_ORCHESTRATOR`) and stored on each bot.
+    name: ClassVar[str]
+    #: The backend's settings model (`BOTFLEET_<BACKEND>_*`); its field descriptions document them.
+    config_class: ClassVar[type[BackendConfig]]
+
+    @classmethod
+    def from_settings(cls, settings: ManagerSettings) -> Self:
+        """The backend built from its own settings plus the budgets the manager owns."""
+        return cls(cls.config_class.from_manager(settings))  # type: ignore[call-arg]
+
+    @abc.abstractmethod
+    def launch(self, spec: LaunchSpec) -> str:
+        """Start the workload; return its runtime_ref. Raises LaunchFailed or BackendUnavailable."""
+
+    @abc.abstractmethod
+    def stop(self, runtime_ref: str, *, grace_s: float) -> WorkloadStatus:
+        """Ask the workload to end (SIGTERM or equivalent), kill it after `grace_s`.
+
+        Returns the final status. Stopping a workload that is already gone is not an error.
+        """
+
+    @abc.abstractmethod
+    def inspect(self, runtime_ref: str) -> WorkloadStatus:
+        """The workload's current status. Raises BackendUnavailable if the engine cannot tell."""
+
+    @abc.abstractmethod
+    def list_workloads(self, labels: Mapping[str, str] | None = None) -> list[Workload]:
+        """Every botfleet workload the engine knows (matching `labels`), live or exited."""
+
+    def remove(self, runtime_ref: str) -> None:  # noqa: B027 - optional capability
+        """Forget an ended workload once its exit code and logs are recorded (no-op by default)."""
+
+    @property
+    def runtime_image(self) -> str | None:
+        """The image bots run when their request names none; None for a backend that runs no
+        images. The manager allows users this image, and only it, unless the operator lists
+        others (BOTFLEET_ALLOWED_IMAGES)."""
+        return None
+
+    def state_dir(self, state: StateRef) -> str:
+        """Where the workload sees its persistent directory (`BOTFLEET_STATE_DIR`); the launch
+        of a spec with this `state` makes it exist, writable by the workload alone."""
+        raise CapabilityNotSupported(f"the {self.name} backend keeps no bot state")
+
+    def purge_state(self, state: StateRef) -> None:
+        """Delete a persistent directory and what it holds (DELETE /bots/{id}?purge_state=1);
+        deleting one that does not exist is not an error."""
+        raise CapabilityNotSupported(f"the {self.name} backend keeps no bot state")
+
+    @property
+    def supports_logs(self) -> bool:
+        return False
+
+    def logs(self, runtime_ref: str, *, bot_id: str, tail: int) -> str:
+        """The workload's most recent output lines, capped by `orchestrators/log_tail.py`
+        (bytes in all and per line): the cost is the answer's size, never the log's."""
+        raise CapabilityNotSupported(
+            f"the {self.name} backend keeps no logs; read them from the engine itself"
+        )
+
+    def follow_logs(self, runtime_ref: str, *, bot_id: str, tail: int) -> LogFollower:
+        """A reader of the workload's output as it is written, starting with the last `tail`
+        lines; `supports_logs` backends that cannot follow raise CapabilityNotSupported."""
+        raise CapabilityNotSupported(f"the {self.name} backend cannot follow logs")
+
+    def rotate_logs(self) -> None:  # noqa: B027 - engines that rotate logs themselves
+        """Keep each bot's log files within the configured size and count (housekeeping)."""
+
+    def delete_logs(self, bot_id: str) -> None:  # noqa: B027 - engines that keep none
+        """Forget every log file of a bot whose record is deleted (no-op by default)."""
+
+    def check_health(self) -> None:  # noqa: B027 - most engines have nothing to check
+        """Raise BackendUnavailable if the engine cannot be used now (for /readyz)."""
+
+    def close(self) -> None:  # noqa: B027
+        """Release clients and threads on manager shutdown; workloads keep running."""

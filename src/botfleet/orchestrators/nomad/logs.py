@@ -1,0 +1,220 @@
+"""A Nomad task's output: its last lines, and a follower that polls for what it writes next.
+
+Only Stream Logs (`GET /v1/client/fs/logs/:alloc_id`, `plain=true`, no `follow`) is used, so the
+ACL token needs `read-logs` alone (`/fs/ls` and `/fs/stat` would need `read-fs`, which also
+reads the rendered secrets). Its `offset` counts bytes across the task's log files from the
+oldest one kept (`origin=start`), or back from the newest one's end (`origin=end`); an offset
+past the end answers nothing. Plain answers say neither a log's size nor its files, so the
+follower finds where the output ends by reading (`find_end`), then asks from that offset on.
+
+Polling, as the docker backend does: a `follow=true` stream would hold a thread for the
+stream's whole life. Every read is streamed and cut at its byte budget, so no answer costs more
+than the caps (`orchestrators/log_tail.py`) whatever the log's size; bytes stay bytes here (the
+caps decode them as UTF-8, never with a charset guessed from the answer).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any, Protocol
+
+from botfleet.orchestrators.base import LogFollower, OrchestratorError, WorkloadNotFound
+from botfleet.orchestrators.log_tail import BLOCK, LogLimits
+
+log = logging.getLogger(__name__)
+
+#: Nomad keeps a task's two streams apart; a tail shows stdout's lines, then stderr's.
+STREAMS = ("stdout", "stderr")
+#: The most a read that looks for the end of a log takes.
+PROBE_BYTES = 4096
+#: Reads `find_end` makes at most (the gap halves with each; 64 cover any size).
+MAX_PROBES = 64
+#: Sent in the stream when Nomad rotated a log file away under the follower.
+SKIPPED = "[… output skipped: Nomad rotated the log away]\n".encode()
+
+
+class ReadLog(Protocol):
+    """At most `limit` bytes of the allocation's `stream`, from `offset` counted from `origin`."""
+
+    def __call__(
+        self, alloc_id: str, stream: str, origin: str, offset: int, limit: int
+    ) -> bytes: ...
+
+
+def read_capped(
+    requester: Any, alloc_id: str, task: str, stream: str, *, origin: str, offset: int, limit: int
+) -> bytes:
+    """One Stream Logs answer, streamed and cut at `limit` bytes (python-nomad's `stream` would
+    read the whole answer and decode it with a guessed charset)."""
+    if limit <= 0:
+        return b""
+    params = {
+        "task": task,
+        "type": stream,
+        "follow": False,
+        "offset": offset,
+        "origin": origin,
+        "plain": True,
+    }
+    response = requester.request(alloc_id, params=params, method="get", stream=True)
+    try:
+        data = bytearray()
+        for chunk in response.iter_content(chunk_size=min(limit, BLOCK)):
+            data += chunk[: limit - len(data)]
+            if len(data) >= limit:
+                break
+        return bytes(data)
+    finally:
+        response.close()
+
+
+def find_end(read_from: Callable[[int, int], bytes], *, at_least: int = 0) -> int:
+    """The log's length in bytes, learnt by reading (`read_from(offset, limit)`, origin start):
+    a read from `p` answers `length - p` bytes, so one that answers fewer than it may take
+    tells the length. Gallops up from `at_least`, then halves the gap: a few small reads."""
+    low, high, probe_at = at_least, None, at_least
+    for _ in range(MAX_PROBES):
+        got = len(read_from(probe_at, PROBE_BYTES))
+        if 0 < got < PROBE_BYTES:
+            return probe_at + got
+        if got == 0:
+            high = probe_at  # the end is at or before it
+        else:
+            low = probe_at + PROBE_BYTES
+        if high is not None and low >= high:
+            return min(low, high)  # a log that moved meanwhile: rather repeat than skip
+        probe_at = 2 * low if high is None else (low + high) // 2
+    return low
+
+
+def last_lines(windows: Sequence[tuple[bytes, bool]], tail: int) -> bytes:
+    """The last `tail` lines of each stream's window, stdout's then stderr's, `tail` in all.
+    `(data, whole)`: `whole` is False when `data` does not start where its stream starts,
+    so its first line may be cut and is left out."""
+    lines: list[bytes] = []
+    for data, whole in windows:
+        chunk = data.split(b"\n")
+        if chunk[-1] == b"":
+            chunk.pop()
+        if not whole and chunk:
+            chunk = chunk[1:]
+        lines += chunk[-tail:] if tail > 0 else []
+    return b"\n".join(lines[-tail:]) if tail > 0 else b""
+
+
+class TaskLogFollower(LogFollower):
+    """Reads each stream from the offset where the last read ended.
+
+    A stream's unfinished last line is held back until it ends (so stdout and stderr never
+    mix within a line), or until it is as long as a line may be, or unchanged over two reads
+    (the bot paused, or exited: its last words are not lost).
+    """
+
+    def __init__(
+        self,
+        read: ReadLog,
+        *,
+        find_alloc: Callable[[], str | None],
+        limits: LogLimits,
+        alloc_id: str | None = None,
+        positions: dict[str, int] | None = None,
+        first: bytes = b"",
+    ) -> None:
+        self._read = read
+        self._find_alloc = find_alloc
+        self._limits = limits
+        self._alloc_id = alloc_id
+        # An allocation not started when the follow began: all it writes is new.
+        self._pos = positions or dict.fromkeys(STREAMS, 0)
+        self._held = dict.fromkeys(STREAMS, 0)
+        self._first: bytes | None = first + b"\n" if first else b""
+
+    @classmethod
+    def open(
+        cls,
+        read: ReadLog,
+        *,
+        find_alloc: Callable[[], str | None],
+        limits: LogLimits,
+        tail: int,
+        window: int,
+    ) -> TaskLogFollower:
+        """A follower placed at the current end of each stream, whose first read answers the
+        last `tail` lines before it (at most `window` bytes of each stream)."""
+        alloc_id = find_alloc()  # WorkloadNotFound: the job is gone
+        if alloc_id is None:
+            return cls(read, find_alloc=find_alloc, limits=limits)
+        windows: list[tuple[bytes, bool]] = []
+        positions: dict[str, int] = {}
+        for stream in STREAMS:
+            try:
+                data = read(alloc_id, stream, "end", window, window)
+            except WorkloadNotFound:  # the task has not started: no logs yet
+                data = b""
+            if len(data) < window:  # the whole log
+                windows.append((data, True))
+                positions[stream] = len(data)
+                continue
+            end = find_end(partial(read, alloc_id, stream, "start"), at_least=window)
+            data = read(alloc_id, stream, "start", max(0, end - window), window)
+            windows.append((data, end <= window))
+            positions[stream] = end
+        first = last_lines(windows, tail)
+        return cls(
+            read,
+            find_alloc=find_alloc,
+            limits=limits,
+            alloc_id=alloc_id,
+            positions=positions,
+            first=first,
+        )
+
+    def read(self) -> bytes:
+        if self._first is not None:
+            first, self._first = self._first, None
+            if first:
+                return first
+        if self._alloc_id is None:
+            try:
+                self._alloc_id = self._find_alloc()
+            except OrchestratorError as exc:
+                log.info("following logs: %s", exc)
+            if self._alloc_id is None:
+                return b""
+        out = bytearray()
+        for stream in STREAMS:
+            try:
+                out += self._next(self._alloc_id, stream)
+            except WorkloadNotFound:
+                pass  # not started yet, or collected: the workload check ends the stream
+            except OrchestratorError as exc:  # an outage holds the stream open, quietly
+                log.info("following logs of allocation %s: %s", self._alloc_id[:8], exc)
+        return bytes(out)
+
+    def _next(self, alloc_id: str, stream: str) -> bytes:
+        """What `stream` wrote since the last read, in whole lines where it can."""
+        pos = self._pos[stream]
+        limit = max(self._limits.line_max_bytes, self._limits.max_bytes // len(STREAMS))
+        # One byte before the offset: a log shorter than what was read was rotated away.
+        back = 1 if pos > 0 else 0
+        data = self._read(alloc_id, stream, "start", pos - back, limit + back)
+        if back and not data:
+            self._pos[stream] = find_end(partial(self._read, alloc_id, stream, "start"))
+            self._held[stream] = 0
+            return SKIPPED
+        data = data[back:]
+        cut = data.rfind(b"\n") + 1
+        if (
+            cut == 0
+            and data
+            and (
+                len(data) == self._held[stream]
+                or len(data) >= min(limit, self._limits.line_max_bytes)
+            )
+        ):
+            cut = len(data)  # a line paused, or too long to wait for: send it as it is
+        self._held[stream] = len(data) - cut
+        self._pos[stream] = pos + cut
+        return data[:cut]
