@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test test-pg test-sqlite lint bench fuzz clean
+.PHONY: run test test-fast test-pg test-sqlite lint bench fuzz clean
 
 # Two distributions from this tree: botfleet-runtime (runtime/) and
 # botfleet-server (here), both editable.
@@ -19,30 +19,50 @@ run: $(STAMP)
 	$(BIN)/botfleet migrate
 	$(BIN)/botfleet serve --welcome
 
-## test: install and start PostgreSQL, Redis and a Docker Engine, build the images, lint, then
-## run the suite on PostgreSQL and the database-touching part again on SQLite
+## test: install and start PostgreSQL, Redis and a Docker Engine, build the images, lint and
+## type-check, then run every tier on PostgreSQL and the tests that exercise SQL again on SQLite;
+## ends with the 15 slowest tests of the whole run
 test: $(STAMP)
 	bash scripts/test-services.sh
 	bash scripts/docker-engine.sh
 	bash scripts/build-images.sh
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	rm -rf $(RESULTS)
 	$(MAKE) test-pg test-sqlite
+	$(BIN)/python -m tests.slowest $(RESULTS)/*.xml
 
+## test-fast: the unit tier alone (tests/unit: no services, no processes), in seconds
+test-fast: $(STAMP)
+	$(BIN)/pytest -p no:cacheprovider tests/unit
+
+# Two workers, a test module on one worker (its manager is started once); the tests marked
+# `serial` (they restart PostgreSQL, which every other test uses) run alone afterwards.
+PYTEST_2 := $(BIN)/pytest -p no:cacheprovider -n 2 --dist loadscope
+RESULTS  := .botfleet/test-results
+
+# Every tier (tests/unit, tests/integration, tests/e2e) on PostgreSQL.
 test-pg: $(STAMP)
-	BOTFLEET_TEST_DATABASE=postgresql $(BIN)/pytest -p no:cacheprovider
+	BOTFLEET_TEST_DATABASE=postgresql $(PYTEST_2) -m "not serial" --junitxml=$(RESULTS)/pg.xml
+	BOTFLEET_TEST_DATABASE=postgresql $(BIN)/pytest -p no:cacheprovider -m serial \
+		--junitxml=$(RESULTS)/pg-serial.xml
 
-# Only the tests that touch the database run again on SQLite (they are marked `db`).
+# Only the tests that exercise SQL (marker `sql`, set by folder in tests/conftest.py) run again on
+# SQLite; fleet tests that merely need a manager run once, above.
 test-sqlite: $(STAMP)
-	BOTFLEET_TEST_DATABASE=sqlite $(BIN)/pytest -p no:cacheprovider -m db
+	BOTFLEET_TEST_DATABASE=sqlite $(PYTEST_2) -m "sql and not serial" --junitxml=$(RESULTS)/sqlite.xml
 
 ## fuzz: the schemathesis run of every endpoint, with many more examples than `make test`
 fuzz: $(STAMP)
 	bash scripts/test-services.sh
-	BOTFLEET_FUZZ_EXAMPLES=$${BOTFLEET_FUZZ_EXAMPLES:-400} $(BIN)/pytest -p no:cacheprovider tests/test_fuzz.py
+	BOTFLEET_FUZZ_EXAMPLES=$${BOTFLEET_FUZZ_EXAMPLES:-400} $(BIN)/pytest -p no:cacheprovider tests/integration/api/test_fuzz.py
 
+## lint: ruff (rules and format) and mypy (pydantic plugin) over the whole tree
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 ## bench: the benchmark suite (start latency, bursts, command round trip, load, memory,
 ## reconciler tick), each figure beside its floor: bench/results/latest.{json,md}, latencies.png

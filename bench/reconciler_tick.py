@@ -19,21 +19,17 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from cryptography.fernet import Fernet
 from sqlalchemy import select, text
 
 from bench.common import Figure, insert_bots, ms, ratio
-from botfleet.manager.background.housekeeping import Housekeeping
-from botfleet.manager.background.reconciler import SNAPSHOT, Reconciler
+from botfleet.manager.background.reconciler import SNAPSHOT
 from botfleet.manager.core.db import make_engine, make_session_factory, transaction
 from botfleet.manager.core.models import LIVE_SQL, Bot, utcnow
-from botfleet.manager.core.sealing import SecretBox
 from botfleet.manager.core.settings import Settings
-from botfleet.manager.messaging.command_bus import CommandBus
 from botfleet.manager.migrate import upgrade
-from botfleet.manager.services.fleet import Fleet
 from botfleet.manager.services.users import create_user
 from botfleet.orchestrators.process import ProcessOrchestrator, ProcessOrchestratorConfig
+from tests.fleet_parts import build_fleet
 from tests.support import drop_database
 
 #: The fleets measured, status → count: 10,000 records (400 live), 100,000 (2,000 live).
@@ -102,16 +98,8 @@ def measure(
             conn.commit()
     settings = Settings(redis_url=redis_url)  # the defaults: heartbeat 10 s, grace 30 s, ...
     orchestrator = ProcessOrchestrator(ProcessOrchestratorConfig(data_dir=root / "engine"))
-    bus = CommandBus(redis_url)
-    fleet = Fleet(
-        fleet_id="bench",
-        sessions=sessions,
-        orchestrator=orchestrator,
-        bus=bus,
-        settings=settings,
-        box=SecretBox([Fernet.generate_key().decode()]),
-    )
-    reconciler, housekeeping = Reconciler(fleet), Housekeeping(fleet)
+    fleet = build_fleet(sessions, orchestrator, settings, fleet_id="bench")
+    reconciler, housekeeping = fleet.reconciler(), fleet.housekeeping()
 
     def tick() -> list[str]:
         """What the leader runs every interval: the reconciler's pass and housekeeping's."""
@@ -138,7 +126,6 @@ def measure(
             still_live = len(list(session.scalars(select(Bot.id).where(Bot.status.in_(LIVE)))))
     finally:
         fleet.close()
-        bus.close()
         orchestrator.close()
         engine.dispose()
         drop_database(url)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure a Docker Engine answers on this machine, for the docker backend's tests and the image
 # builds: installs docker.io where dockerd is missing, and docker-compose (which checks
-# compose.yaml in tests/test_compose.py; bookworm's is 1.29.2) where that is missing, and starts
+# compose.yaml in tests/e2e/test_compose.py; bookworm's is 1.29.2) where that is missing, and starts
 # dockerd when `docker info` fails. The engine has no default bridge and no iptables rules:
 # every test container uses host networking (the docker backend's default).
 # Idempotent: a running engine is left alone.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,16 +15,20 @@ from botfleet.manager.migrate import upgrade
 from tests import support
 from tests.support import RUNTIME_IMAGE, Manager, RedisServer, fresh_database_url, running_manager
 
-# The dashboard's browser fixture (`browser`) and helpers, shared by tests/test_ui_*.py.
+# The dashboard's browser fixture (`browser`) and helpers, shared by tests/integration/ui.
 pytest_plugins = ["tests.ui_browser"]
 
-DB_FIXTURES = {
-    "manager",
-    "any_backend_manager",
-    "restartable",
-    "outage",
-    "sessions",
-    "two_replicas",
+TESTS = Path(__file__).parent
+# The tier is the folder: tests/unit, tests/integration/<area>, tests/e2e.
+TIERS = ("unit", "integration", "e2e")
+# The areas whose tests exercise SQL (services, migrations, pagination, locks, retention,
+# persistence through the API): they run again on SQLite (`make test-sqlite`, marker `sql`).
+# Fleet tests that merely need a manager (e2e, backends, ui, ...) run once, on PostgreSQL.
+SQL_AREAS = {
+    "integration/api",
+    "integration/services",
+    "integration/webhooks",
+    "integration/resilience",
 }
 
 
@@ -38,10 +43,25 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """Drop the databases the run made that a test did not drop itself."""
+    """Drop the databases the run made that a test did not drop itself; in an xdist worker,
+    hand the fault figures to the controller, which prints them."""
     base = support.PG_ADMIN.rsplit("/", 1)[0]
     for name in sorted(support.CREATED_DATABASES):
         support.drop_database(f"{base}/{name}")
+    worker_output = getattr(session.config, "workeroutput", None)
+    if worker_output is not None:
+        worker_output["fault_figures"] = json.dumps(
+            {"figures": support.FAULT_FIGURES, "verdicts": support.FAULT_VERDICTS}
+        )
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """xdist (`make test` runs two workers): gather each worker's fault figures."""
+    sent = json.loads(getattr(node, "workeroutput", {}).get("fault_figures", "{}"))
+    for name, values in sent.get("figures", {}).items():
+        support.FAULT_FIGURES.setdefault(name, []).extend(values)
+    support.FAULT_VERDICTS.extend(sent.get("verdicts", []))
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -62,10 +82,13 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests that touch the database are marked `db`: they run again on SQLite."""
+    """Mark each test with its tier (its folder), and `sql` when its area exercises SQL."""
     for item in items:
-        if DB_FIXTURES & set(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.db)
+        parts = item.path.relative_to(TESTS).parts
+        if parts[0] in TIERS:
+            item.add_marker(parts[0])
+        if "/".join(parts[:2]) in SQL_AREAS:
+            item.add_marker(pytest.mark.sql)
 
 
 @pytest.fixture(scope="session")
@@ -74,6 +97,13 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def refused_url() -> Iterator[str]:
+    """`http://127.0.0.1:<port>` that refuses connections for the whole test (support.py)."""
+    with support.refused_address() as url:
+        yield url
 
 
 @pytest.fixture

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -13,6 +15,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -52,10 +55,79 @@ def database_kind() -> str:
     return os.environ.get("BOTFLEET_TEST_DATABASE", "postgresql")
 
 
-def free_port() -> int:
+class PortHold:
+    """A loopback port held for one server for its whole life, restarts included, so that no test
+    ever picks a port and binds it later (another connection could take it meanwhile).
+
+    The hold is a socket bound to a port the kernel chose (port 0) that never listens: while the
+    server is down, connections are refused as they would be, and no one else can bind the port.
+    Each start binds a second socket to the same port (SO_REUSEPORT, same user), listens on it
+    and hands it to the server process (`botfleet serve --fd`); the test closes its copy."""
+
+    def __init__(self) -> None:
+        self._hold = _reusable_socket()
+        self._hold.bind(("127.0.0.1", 0))
+        self.port = int(self._hold.getsockname()[1])
+
+    def listener(self) -> socket.socket:
+        """A socket listening on the held port, to hand to the server process."""
+        sock = _reusable_socket()
+        sock.bind(("127.0.0.1", self.port))
+        sock.listen(128)
+        return sock
+
+    def release(self) -> None:
+        self._hold.close()
+
+
+def _reusable_socket() -> socket.socket:
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    return sock
+
+
+@contextmanager
+def unused_port() -> Iterator[int]:
+    """A loopback port nothing listens on, and no one can take, for as long as the block runs
+    (bound, never listening): a connection to it is refused; a firewall rule on it hits no one."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        yield int(sock.getsockname()[1])
+
+
+@contextmanager
+def refused_address() -> Iterator[str]:
+    """`http://127.0.0.1:<port>` where a connection is refused, for as long as the block runs."""
+    with unused_port() as port:
+        yield f"http://127.0.0.1:{port}"
+
+
+#: Ports this run has handed to a server that binds by itself (see `unassigned_port`).
+_PORTS_GIVEN: set[int] = set()
+
+
+def unassigned_port() -> int:
+    """A loopback port below the kernel's ephemeral range, for the one kind of server that must
+    bind a port by itself: redis-server (it cannot take a socket) and `make run` (a user's
+    command, run as written).
+
+    The documented exception to `PortHold`: the kernel never hands out a port below
+    `ip_local_port_range` to an outgoing connection or a port-0 bind, so only another explicit
+    bind can race for it; this run never gives one twice, and the callers start the server again
+    on another port when its bind fails (another run on the machine took it)."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    while True:
+        port = random.randrange(max(1024, low - 12000), low)
+        if port in _PORTS_GIVEN:
+            continue
+        with socket.socket() as probe:  # free now: a quick check, not a reservation
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _PORTS_GIVEN.add(port)
+        return port
 
 
 def fresh_database_url(tmp: Path) -> str:
@@ -86,53 +158,87 @@ def drop_database(url: str) -> None:
 class RedisServer:
     """A real redis-server on a loopback port, password-protected like production (the password
     in a 0600 config file, not on the command line); can be stopped and started again, with the
-    same port and password (and, like any restart, without the ACL users written meanwhile)."""
+    same port and password (and, like any restart, without the ACL users written meanwhile).
+
+    redis-server binds its port by itself: the port comes from `unassigned_port`, and a first
+    start whose bind fails starts again on another one."""
 
     def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
+        self.port = unassigned_port()
         self.workdir = workdir
         self.password = f"test-{uuid.uuid4().hex}"
         self.proc: subprocess.Popen[bytes] | None = None
+        self._started_once = False
 
     @property
     def url(self) -> str:
         return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
+        for _ in range(5):
+            if self._start_once():
+                self._started_once = True
+                return
+            if self._started_once:
+                break  # a restart keeps its port: the clients' URLs name it
+            self.port = unassigned_port()
+        raise AssertionError(f"redis-server could not bind 127.0.0.1:{self.port}: {self._log()}")
+
+    def _start_once(self) -> bool:
+        """Start redis-server; False when it exited instead (its port was taken)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         config = self.workdir / "redis.conf"
         config.write_text(f"requirepass {self.password}\n")
         config.chmod(0o600)
-        self.proc = subprocess.Popen(
-            [
-                "redis-server",
-                str(config),
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.workdir),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        with (self.workdir / "redis.log").open("wb") as log:
+            self.proc = subprocess.Popen(
+                [
+                    "redis-server",
+                    str(config),
+                    "--bind",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(self.workdir),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        proc = self.proc
+        # Ours once it answers our password (another run's server on the port would not).
+        answered = wait_until(
+            lambda: "exited" if proc.poll() is not None else self._answers(),
+            timeout=10,
+            what="redis-server",
         )
-        wait_until(lambda: _port_open(self.port), timeout=10, what="redis-server")
+        return answered is True
+
+    def _answers(self) -> bool:
+        import redis
+
+        client = redis.Redis.from_url(self.url, socket_timeout=1, socket_connect_timeout=1)
+        try:
+            return bool(client.ping())
+        except redis.RedisError:
+            return False
+        finally:
+            client.close()
+
+    def _log(self) -> str:
+        try:
+            return (self.workdir / "redis.log").read_text()[-2000:]
+        except OSError:
+            return "(no log)"
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(10)
-
-
-def _port_open(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def wait_until(
@@ -172,7 +278,7 @@ FAST_SETTINGS = {
     "BOTFLEET_START_TIMEOUT_S": "60",
     "BOTFLEET_COMMAND_RETRY_S": "1",
     "BOTFLEET_LAUNCH_TIMEOUT_S": "5",
-    # The suite runs fast loops of requests; tests/test_rate_limits.py sets its own limits.
+    # The suite runs fast loops of requests; tests/integration/api/test_rate_limits.py sets its own.
     "BOTFLEET_RATE_LIMIT_PER_S": "1000",
     "BOTFLEET_RATE_LIMIT_BURST": "5000",
     "BOTFLEET_BOT_COMMAND_RATE_PER_S": "1000",
@@ -191,8 +297,13 @@ class Manager:
     redis_url: str
     extra_env: dict[str, str] = field(default_factory=dict)
     backend: str = "process"
-    port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    # Its port, held for its whole life (restarts included): see PortHold.
+    hold: PortHold = field(default_factory=PortHold, repr=False)
+
+    @property
+    def port(self) -> int:
+        return self.hold.port
 
     @property
     def url(self) -> str:
@@ -219,14 +330,26 @@ class Manager:
     def start(self) -> Manager:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         STARTED_MANAGERS.append(self)
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "botfleet.manager", "serve", "--log-level", "info"],
-            env=self.env(),
-            cwd=REPO,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        listener = self.hold.listener()
+        fd = str(listener.fileno())
+        with listener, self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "botfleet.manager",
+                    "serve",
+                    "--log-level",
+                    "info",
+                    "--fd",
+                    fd,
+                ],
+                env=self.env(),
+                cwd=REPO,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                pass_fds=(listener.fileno(),),
+            )
         wait_until(self._healthy, timeout=60, what=f"manager on {self.url}")
         return self
 
@@ -246,6 +369,49 @@ class Manager:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+    def loop_runs(
+        self, loop: str, runs: int = 2, *, after: datetime | None = None, timeout: float = 60
+    ) -> None:
+        """Wait until `loop` (reconciler, housekeeping, webhooks, heartbeats, reports) has finished
+        `runs` good runs after `after` (now by default): whatever a run begun after that moment
+        would do (a restart, a redelivery, a repair, a lost verdict), it has done by then.
+
+        The positive marker that replaces a fixed sleep before asserting that something did not
+        happen: `/readyz` shows each loop's `last_ok_at`, which moves at the end of each good run;
+        two distinct values after `after` mean a whole run began after it."""
+        since = after or datetime.now(UTC)
+        seen: set[str] = set()
+        health: dict[str, Any] = {}
+
+        def ran() -> bool:
+            health.update(httpx.get(f"{self.url}/readyz", timeout=5).json()["loops"][loop])
+            last = health["last_ok_at"]
+            if last and datetime.fromisoformat(last) > since:
+                seen.add(last)
+            return len(seen) >= runs
+
+        try:
+            wait_until(ran, timeout=timeout, interval=0.05, what=f"{runs} runs of the {loop} loop")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; the loop: {health}") from None
+
+    def judged_a_heartbeat_budget_after_leading(self) -> None:
+        """Wait until the reconciler, leading again (after a start, a restart, a database
+        outage), has run a full heartbeat budget after its lead began: a bot it lets be then was
+        heard from, not just spared by the grace a new lead gives."""
+        self.loop_runs("reconciler", 1)  # a good run: it leads, and the grace has begun
+        led = datetime.now(UTC)
+        settings = self.env()
+        budget = float(settings["BOTFLEET_HEARTBEAT_S"]) * int(
+            settings["BOTFLEET_HEARTBEATS_MISSED"]
+        )
+        self.loop_runs("reconciler", after=led + timedelta(seconds=budget), timeout=budget + 60)
+
+    def release(self) -> None:
+        """Stop for good: the port goes back to the kernel."""
+        self.stop()
+        self.hold.release()
 
     def log_tail(self, lines: int = 60) -> str:
         try:
@@ -336,9 +502,24 @@ def running_manager(
             instance.start()
         yield instance
     finally:
-        instance.stop()
+        instance.release()
         kill_leftover_bots(instance.data_dir, backend=backend, database_url=instance.database_url)
         drop_database(instance.database_url)
+
+
+def leader_of(*replicas: Manager) -> Manager:
+    """The replica whose leader-only loops run (the others stand by): the one `loop_runs` of
+    the reconciler, housekeeping or webhooks can wait on."""
+
+    def leading() -> Manager | None:
+        for replica in replicas:
+            body = httpx.get(f"{replica.url}/readyz", timeout=5).json()
+            if body["loops"]["reconciler"]["state"] not in ("standby", "waiting"):
+                return replica
+        return None
+
+    found: Manager = wait_until(leading, timeout=30, what="a replica to lead")
+    return found
 
 
 @contextmanager
@@ -354,7 +535,7 @@ def second_replica(first: Manager, *, extra_env: dict[str, str] | None = None) -
     try:
         yield second
     finally:
-        second.stop()
+        second.release()
 
 
 #: For managers whose tests act as one of their process bots (use its token): the process backend
@@ -382,9 +563,20 @@ def user_env(**settings: str) -> dict[str, str]:
 
 
 @contextmanager
-def detached(command: list[str], *, env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]:
+def detached(
+    command: list[str],
+    *,
+    env: dict[str, str],
+    log: Path,
+    listener: socket.socket | None = None,
+) -> Iterator[subprocess.Popen]:
     """Run `command` from the repository in its own session, output to `log`; at the end,
-    SIGTERM its whole process group (`make` and what it started) and wait for it."""
+    SIGTERM its whole process group (`make` and what it started) and wait for it.
+
+    `listener` (from `PortHold.listener`) is handed to `botfleet serve --fd` and closed here."""
+    fds = (listener.fileno(),) if listener else ()
+    if listener:
+        command = [*command, "--fd", str(listener.fileno())]
     with log.open("w") as handle:
         proc = subprocess.Popen(
             command,
@@ -393,11 +585,15 @@ def detached(command: list[str], *, env: dict[str, str], log: Path) -> Iterator[
             stdout=handle,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            pass_fds=fds,
         )
+    if listener:
+        listener.close()
     try:
         yield proc
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):  # the whole group may have ended already
+            os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(30)
 
 

@@ -1,6 +1,6 @@
 """Shared helpers for the dashboard's browser tests (real Chromium through Selenium).
 
-Stable names, used by tests/test_ui_*.py of both dashboard halves:
+Stable names, used by tests/integration/ui/test_ui_*.py of both dashboard halves:
 
 - `browser` (fixture): a headless Chromium (Debian's `chromium` + `chromium-driver`, never a
   download), its own profile in tmp_path, browser console captured. At the end of the test,

@@ -1,5 +1,5 @@
-"""A bot for tests/test_custom_commands.py and tests/test_secrets_update.py: answers commands the
-demo bot cannot (a result too large, a value JSON cannot hold, a digest of a secret).
+"""A bot for tests/integration/api/test_custom_commands.py and test_secrets_update.py: answers
+commands the demo bot cannot (a result too large, a value JSON cannot hold, a digest of a secret).
 
 It never prints or reports a secret: `secret_digest` answers the SHA-256 of one, so a test can
 check which value the bot holds without the value travelling anywhere.

@@ -1,5 +1,6 @@
-"""An attacking bot for tests/test_isolation_process.py: from inside a real bot process it tries
-to read what belongs to other bots and to the manager, and prints what it could read.
+"""An attacking bot for tests/integration/isolation/test_isolation_process.py: from inside a real
+bot process it tries to read what belongs to other bots and to the manager, and prints what it
+could read.
 
 It prints one line `SNOOP <json>` (read back through GET /bots/{id}/logs): per target, "read"
 when the attack worked, else the errno name (EACCES, EPERM, ENOENT, ...). It also starts two

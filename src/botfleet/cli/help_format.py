@@ -6,8 +6,8 @@ and for arguments, whose name is already shown. So every value option of the CLI
 (`KEY=VALUE`, `SECONDS`), and the command classes below print no type for flags and arguments,
 and the option's name for an option without a metavar (the manager's own commands have those).
 They override `display_type_rich`, a typer 0.29 method: older versions never call it and print
-their own help. tests/test_cli.py checks the help pages, so a typer upgrade that changes this again
-shows up there.
+their own help. tests/integration/cli/test_cli.py checks the help pages, so a typer upgrade
+that changes this again shows up there.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class _Argument(TyperArgument):
         return None  # its name (metavar) is shown already, in capitals
 
 
-_PLAIN = {TyperOption: _Option, TyperArgument: _Argument}
+_PLAIN: dict[type[Any], type[Any]] = {TyperOption: _Option, TyperArgument: _Argument}
 
 
 def _plain(params: list[Any]) -> list[Any]:

@@ -29,7 +29,9 @@ class SSEParser:
         self.retry_ms: int | None = None
 
     def _reset(self) -> None:
-        self._event, self._data, self._id = "", [], None
+        self._event = ""
+        self._data: list[str] = []
+        self._id: str | None = None
 
     def feed(self, chunk: bytes) -> Iterator[Event]:
         self._buffer += self._decoder.decode(chunk)

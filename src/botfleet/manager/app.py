@@ -5,15 +5,15 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 
 import anyio.to_thread
 from apscheduler.schedulers.background import BackgroundScheduler
 from fastapi import FastAPI
-from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from botfleet.manager import after_commit
 from botfleet.manager.backends import create_orchestrator
 from botfleet.manager.background.housekeeping import Housekeeping
 from botfleet.manager.background.leader import LeaderLease
@@ -23,10 +23,10 @@ from botfleet.manager.background.webhook_sender import WebhookSender
 from botfleet.manager.bootstrap import admin_token, fleet_id
 from botfleet.manager.bot_firewall import apply_bot_firewall
 from botfleet.manager.core.db import make_engine, make_session_factory
-from botfleet.manager.core.errors import error_body, install_error_handlers
+from botfleet.manager.core.errors import ErrorCode, error_body, install_error_handlers
 from botfleet.manager.core.sealing import load_box
 from botfleet.manager.core.settings import Settings, get_settings
-from botfleet.manager.hot_path.credentials import CredentialCache, publish_credential_changes
+from botfleet.manager.hot_path.credentials import CredentialCache
 from botfleet.manager.hot_path.heartbeat_batches import HeartbeatBuffer
 from botfleet.manager.hot_path.heartbeats import Heartbeats
 from botfleet.manager.hot_path.key_usage import FLUSH_S as KEY_USAGE_FLUSH_S
@@ -34,6 +34,8 @@ from botfleet.manager.hot_path.key_usage import KeyUsage
 from botfleet.manager.hot_path.report_batches import ReportBuffer
 from botfleet.manager.hot_path.reports import Reports
 from botfleet.manager.http.admission import DatabaseAdmission
+from botfleet.manager.http.app_state import AppState
+from botfleet.manager.http.app_state import install as install_app_state
 from botfleet.manager.http.docs import install_docs
 from botfleet.manager.http.rate_limit import RateLimit, RateLimiter
 from botfleet.manager.http.routes import admin, bots, events, health, internal, webhooks
@@ -41,8 +43,9 @@ from botfleet.manager.messaging.bot_acl import BotRedisUsers
 from botfleet.manager.messaging.command_bus import CommandBus
 from botfleet.manager.messaging.embedded_redis import EmbeddedRedis
 from botfleet.manager.messaging.event_feed import EventWaker
-from botfleet.manager.messaging.outbox import wake_on_commit
-from botfleet.manager.services.fleet import Fleet
+from botfleet.manager.services.bot_requests import BotRequests
+from botfleet.manager.services.command_publisher import CommandPublisher
+from botfleet.manager.services.launcher import Launcher
 from botfleet.manager.ui import install as install_ui
 
 log = logging.getLogger(__name__)
@@ -81,7 +84,9 @@ class BodySizeLimit:
         import json
 
         body = json.dumps(
-            error_body("body_too_large", f"request bodies are limited to {self.max_bytes} bytes")
+            error_body(
+                ErrorCode.BODY_TOO_LARGE, f"request bodies are limited to {self.max_bytes} bytes"
+            )
         ).encode()
         await send(
             {
@@ -97,134 +102,182 @@ class _TooLarge(Exception):
     pass
 
 
-@asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    settings: Settings = app.state.settings
-    async with AsyncExitStack() as stack:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        # Before any bot can run: host-networked bots must not reach the database.
-        await asyncio.to_thread(apply_bot_firewall, settings)
-        if settings.redis_url is None:
-            embedded = EmbeddedRedis(settings.data_dir)
-            embedded_url = embedded.start()
-            stack.callback(embedded.stop)
-            settings = settings.model_copy(update={"redis_url": embedded_url})
-            app.state.settings = settings
-        engine = make_engine(
-            settings.resolved_database_url(),
-            pool_size=settings.db_pool_size,
-            max_overflow=settings.db_pool_overflow,
-            pool_timeout=settings.db_pool_timeout_s,
-        )
-        stack.callback(engine.dispose)
-        # Every admitted request may need a worker thread: never fewer threads than places.
-        threads = anyio.to_thread.current_default_thread_limiter()
-        threads.total_tokens = max(threads.total_tokens, settings.db_pool_size + 8)
-        app.state.sessions = make_session_factory(engine)
-        app.state.admin_token, _ = admin_token(settings)
-        app.state.rate_limiter = limiter = RateLimiter(settings.redis_url or "")
-        stack.push_async_callback(limiter.close)
-        orchestrator = create_orchestrator(settings)
-        stack.callback(orchestrator.close)
-        waker_client = wake_on_commit(app.state.sessions, settings.redis_url or "")
-        stack.callback(waker_client.close)
-        app.state.event_waker = waker = EventWaker(
-            settings.redis_url or "", asyncio.get_running_loop()
-        )
-        waker.start()
-        stack.callback(waker.close)
-        bus = CommandBus(settings.redis_url or "")
-        stack.callback(bus.close)
-        redis_users = BotRedisUsers(settings.redis_url or "") if settings.bot_redis_acl else None
-        if redis_users is not None:
-            stack.callback(redis_users.close)
-        app.state.credentials = credentials = _credentials(stack, app.state.sessions, settings)
-        app.state.key_usage = key_usage = KeyUsage(app.state.sessions)
-        app.state.heartbeats = heartbeats = Heartbeats(
-            app.state.sessions, HeartbeatBuffer(settings.heartbeat_buffer_max), credentials
-        )
-        app.state.reports = reports = Reports(
-            app.state.sessions,
-            ReportBuffer(
-                min_interval_s=settings.report_min_interval_s,
-                max_entries=settings.report_buffer_max,
-            ),
-            credentials,
-        )
-        fleet = Fleet(
-            fleet_id=fleet_id(app.state.sessions, settings),
-            box=load_box(settings),
-            sessions=app.state.sessions,
-            orchestrator=orchestrator,
-            bus=bus,
-            settings=settings,
-            redis_users=redis_users,
-        )
-        stack.callback(fleet.close)
-        app.state.fleet = fleet
-        lease = LeaderLease(engine)
-        stack.callback(lease.release)
-        app.state.reconciler = reconciler = Reconciler(fleet)
-        app.state.webhook_sender = sender = WebhookSender(
-            app.state.sessions, settings, box=fleet.box
-        )
-        stack.callback(sender.close)
-        # Every periodic job, each its own loop with its own health on /readyz.
-        app.state.loops = loops = [
-            IntervalLoop(
-                "reconciler",
-                reconciler.tick,
-                interval_s=settings.reconcile_interval_s,
-                lease=lease,
-                on_lead=reconciler.on_lead,  # heartbeats are judged a full budget after
-            ),
-            IntervalLoop(
-                "housekeeping",
-                Housekeeping(fleet).tick,
-                interval_s=settings.reconcile_interval_s,
-                lease=lease,
-            ),
-            IntervalLoop(
-                "webhooks", sender.run_once, interval_s=settings.webhook_interval_s, lease=lease
-            ),
-            # Every replica writes the heartbeats it received (not leader-only).
-            IntervalLoop(
-                "heartbeats", heartbeats.flush, interval_s=settings.heartbeat_flush_interval_s
-            ),
-            # API keys' last_used_at, at most once a minute per key (every replica).
-            IntervalLoop("key_usage", key_usage.flush, interval_s=KEY_USAGE_FLUSH_S),
-            # Bots' coalesced reports, each written once its interval is over (every replica).
-            IntervalLoop(
-                "reports",
-                reports.flush,
-                interval_s=min(max(settings.report_min_interval_s / 4, 0.1), 1.0),
-            ),
-        ]
-        stack.callback(_flush_at_exit, heartbeats)  # runs after the scheduler has stopped
-        stack.callback(_flush_reports_at_exit, reports)
-        scheduler = BackgroundScheduler(timezone="UTC")
-        for loop in loops:
-            loop.schedule(scheduler)
-        scheduler.start()
-        stack.callback(scheduler.shutdown, wait=True)
-        log.info(
-            "botfleet manager ready: %s backend, database %s",
-            orchestrator.name,
-            engine.url.render_as_string(hide_password=True),
-        )
-        # What start built lives as long as the process: keep it out of the cyclic garbage
-        # collector's full passes, which otherwise stop every request for 100-300 ms (measured:
-        # heartbeat p99 192 ms -> 19 ms with 10,000 bots heartbeating).
-        gc.collect()
-        gc.freeze()
-        yield
+def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            install_app_state(app, await _start(stack, settings))
+            # What start built lives as long as the process: keep it out of the cyclic garbage
+            # collector's full passes, which otherwise stop every request for 100-300 ms
+            # (measured: heartbeat p99 192 ms -> 19 ms with 10,000 bots heartbeating).
+            gc.collect()
+            gc.freeze()
+            yield
+
+    return lifespan
 
 
-def _credentials(
-    stack: AsyncExitStack, sessions: sessionmaker[Session], settings: Settings
-) -> CredentialCache | None:
-    """The credential cache with its listener and the commit hook that keeps every process'
-    cache true; None when disabled (BOTFLEET_CREDENTIAL_CACHE_SIZE=0)."""
+async def _start(stack: AsyncExitStack, settings: Settings) -> AppState:
+    """Build everything the manager runs on, once; `stack` closes it all at stop, in reverse."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # Before any bot can run: host-networked bots must not reach the database.
+    await asyncio.to_thread(apply_bot_firewall, settings)
+    if settings.redis_url is None:
+        embedded = EmbeddedRedis(settings.data_dir)
+        embedded_url = embedded.start()
+        stack.callback(embedded.stop)
+        settings = settings.model_copy(update={"redis_url": embedded_url})
+    redis_url = settings.redis_url or ""
+    engine = make_engine(
+        settings.resolved_database_url(),
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_pool_overflow,
+        pool_timeout=settings.db_pool_timeout_s,
+    )
+    stack.callback(engine.dispose)
+    # Every admitted request may need a worker thread: never fewer threads than places.
+    threads = anyio.to_thread.current_default_thread_limiter()
+    threads.total_tokens = max(threads.total_tokens, settings.db_pool_size + 8)
+    sessions = make_session_factory(engine)
+    token, _ = admin_token(settings)
+    limiter = RateLimiter(redis_url)
+    stack.push_async_callback(limiter.close)
+    orchestrator = create_orchestrator(settings)
+    stack.callback(orchestrator.close)
+    waker = EventWaker(redis_url, asyncio.get_running_loop())
+    waker.start()
+    stack.callback(waker.close)
+    bus = CommandBus(redis_url)
+    stack.callback(bus.close)
+    redis_users = BotRedisUsers(redis_url) if settings.bot_redis_acl else None
+    if redis_users is not None:
+        stack.callback(redis_users.close)
+    credentials = _credentials(stack, settings)
+    key_usage = KeyUsage(sessions)
+    heartbeats = Heartbeats(sessions, HeartbeatBuffer(settings.heartbeat_buffer_max), credentials)
+    reports = Reports(
+        sessions,
+        ReportBuffer(
+            min_interval_s=settings.report_min_interval_s, max_entries=settings.report_buffer_max
+        ),
+        credentials,
+    )
+    # The fleet's three jobs: the engine (on its own threads), Redis, and users' requests.
+    box = load_box(settings)
+    launcher = Launcher(
+        fleet_id=fleet_id(sessions, settings),
+        sessions=sessions,
+        orchestrator=orchestrator,
+        settings=settings,
+        box=box,
+        redis_users=redis_users,
+    )
+    publisher = CommandPublisher(sessions=sessions, bus=bus, retry_s=settings.command_retry_s)
+    bots = BotRequests(
+        sessions=sessions, settings=settings, box=box, launcher=launcher, publisher=publisher
+    )
+    listeners = after_commit.install(
+        sessions,
+        redis_url=redis_url,
+        credentials=credentials,
+        redis_users=redis_users,
+        submit=launcher.submit,
+    )
+    stack.callback(listeners.close)
+    stack.callback(launcher.close)  # before the listeners go: its last launches still commit
+    lease = LeaderLease(engine)
+    stack.callback(lease.release)
+    sender = WebhookSender(sessions, settings, box=box)
+    stack.callback(sender.close)
+    loops = _loops(
+        settings,
+        lease,
+        reconciler=Reconciler(sessions=sessions, settings=settings, launcher=launcher, bots=bots),
+        housekeeping=Housekeeping(
+            sessions=sessions, settings=settings, launcher=launcher, publisher=publisher
+        ),
+        sender=sender,
+        heartbeats=heartbeats,
+        key_usage=key_usage,
+        reports=reports,
+    )
+    stack.callback(_flush_at_exit, heartbeats)  # runs after the scheduler has stopped
+    stack.callback(_flush_reports_at_exit, reports)
+    scheduler = BackgroundScheduler(timezone="UTC")
+    for loop in loops:
+        loop.schedule(scheduler)
+    scheduler.start()
+    stack.callback(scheduler.shutdown, wait=True)
+    log.info(
+        "botfleet manager ready: %s backend, database %s",
+        orchestrator.name,
+        engine.url.render_as_string(hide_password=True),
+    )
+    return AppState(
+        settings=settings,
+        sessions=sessions,
+        admin_token=token,
+        box=box,
+        orchestrator=orchestrator,
+        bus=bus,
+        bots=bots,
+        launcher=launcher,
+        publisher=publisher,
+        credentials=credentials,
+        key_usage=key_usage,
+        heartbeats=heartbeats,
+        reports=reports,
+        event_waker=waker,
+        rate_limiter=limiter,
+        loops=loops,
+    )
+
+
+def _loops(
+    settings: Settings,
+    lease: LeaderLease,
+    *,
+    reconciler: Reconciler,
+    housekeeping: Housekeeping,
+    sender: WebhookSender,
+    heartbeats: Heartbeats,
+    key_usage: KeyUsage,
+    reports: Reports,
+) -> tuple[IntervalLoop, ...]:
+    """Every periodic job, each its own loop with its own health on /readyz."""
+    return (
+        IntervalLoop(
+            "reconciler",
+            reconciler.tick,
+            interval_s=settings.reconcile_interval_s,
+            lease=lease,
+            on_lead=reconciler.on_lead,  # heartbeats are judged a full budget after
+        ),
+        IntervalLoop(
+            "housekeeping", housekeeping.tick, interval_s=settings.reconcile_interval_s, lease=lease
+        ),
+        IntervalLoop(
+            "webhooks", sender.run_once, interval_s=settings.webhook_interval_s, lease=lease
+        ),
+        # Every replica writes the heartbeats it received (not leader-only).
+        IntervalLoop(
+            "heartbeats", heartbeats.flush, interval_s=settings.heartbeat_flush_interval_s
+        ),
+        # API keys' last_used_at, at most once a minute per key (every replica).
+        IntervalLoop("key_usage", key_usage.flush, interval_s=KEY_USAGE_FLUSH_S),
+        # Bots' coalesced reports, each written once its interval is over (every replica).
+        IntervalLoop(
+            "reports",
+            reports.flush,
+            interval_s=min(max(settings.report_min_interval_s / 4, 0.1), 1.0),
+        ),
+    )
+
+
+def _credentials(stack: AsyncExitStack, settings: Settings) -> CredentialCache | None:
+    """The credential cache with its listener (what keeps every process' cache true after a
+    commit is in `manager/after_commit.py`); None when disabled
+    (BOTFLEET_CREDENTIAL_CACHE_SIZE=0)."""
     if settings.credential_cache_size == 0:
         return None
     cache = CredentialCache(
@@ -232,8 +285,6 @@ def _credentials(
         max_entries=settings.credential_cache_size,
         ttl_s=settings.credential_cache_ttl_s,
     )
-    publisher = publish_credential_changes(sessions, settings.redis_url or "", cache)
-    stack.callback(publisher.close)
     cache.start()
     stack.callback(cache.close)
     return cache
@@ -259,11 +310,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="botfleet",
         version="0.1.0",
         description="Start, watch, reconfigure and stop fleets of bots.",
-        lifespan=lifespan,
+        lifespan=_lifespan(settings),
         docs_url=None,  # served from the package instead of a CDN: install_docs
         redoc_url=None,
     )
-    app.state.settings = settings
     install_docs(app)
     install_error_handlers(app)
     for module in (bots, webhooks, events, internal, admin, health):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
 import sys
 from pathlib import Path
 
@@ -43,6 +44,7 @@ def migrate() -> None:
 def serve(
     log_level: str = typer.Option("info", help="debug, info, warning or error."),
     welcome: bool = typer.Option(False, help="Print the admin token, a user key and a curl line."),
+    fd: int | None = typer.Option(None, "--fd", hidden=True),
 ) -> None:
     """Serve the API (migrating first unless BOTFLEET_MIGRATE_ON_START=false)."""
     from botfleet.manager.app import create_app
@@ -62,7 +64,12 @@ def serve(
     config = uvicorn.Config(
         api, host=settings.host, port=settings.port, log_level=log_level, access_log=False
     )
-    StoppingServer(config, api).run()
+    # `--fd`: a socket the caller bound and listens on (the tests, which then know the port
+    # without racing anyone for it); BOTFLEET_PORT must name the same port.
+    listening = [socket.socket(fileno=fd)] if fd is not None else None
+    for sock in listening or []:
+        sock.set_inheritable(False)  # the bots it starts must not hold the port
+    StoppingServer(config, api).run(sockets=listening)
 
 
 def _private_data_dir(data_dir: Path) -> None:

@@ -28,6 +28,10 @@ LABEL_BOT_ID = "botfleet.bot_id"
 LABEL_USER_ID = "botfleet.user_id"
 LABEL_ATTEMPT = "botfleet.attempt"
 
+#: Where the engines that run containers (docker, nomad's docker driver) mount a bot's state
+#: volume: its BOTFLEET_STATE_DIR.
+STATE_MOUNT = "/state"
+
 
 class OrchestratorError(Exception):
     """Base class of the errors a backend raises; `code` is a stable snake_case reason."""
@@ -160,6 +164,26 @@ class LogFollower(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - most followers hold nothing
         """Release what the follower holds."""
+
+
+class TailFirstFollower(LogFollower):
+    """What every backend's follower does: its first read answers the tail it was opened with
+    (plus a newline), every later read what the workload wrote since (`read_new`)."""
+
+    def __init__(self, tail: bytes | str) -> None:
+        first = tail.encode() if isinstance(tail, str) else tail
+        self._first: bytes | None = first + b"\n" if first else b""
+
+    def read(self) -> bytes:
+        if self._first is not None:
+            first, self._first = self._first, None
+            if first:
+                return first
+        return self.read_new()
+
+    @abc.abstractmethod
+    def read_new(self) -> bytes:
+        """What was written since the last read, at most a few blocks; b"" when nothing new."""
 
 
 class Orchestrator(abc.ABC):

@@ -2,7 +2,7 @@
 
 Each backend has a pydantic settings model (`BOTFLEET_<BACKEND>_*`) whose field descriptions
 document its settings. The stop budget is not one of them: it is the manager's
-`BOTFLEET_STOP_GRACE_S` / `BOTFLEET_KILL_AFTER_S` (manager/core/settings.py), filled in by
+`BOTFLEET_STOP_GRACE_S` / `BOTFLEET_KILL_AFTER_S` (manager/core/settings/bots.py), filled in by
 `from_manager`, so a backend's SIGTERM → SIGKILL timeout never disagrees with the grace the bot
 was promised.
 """

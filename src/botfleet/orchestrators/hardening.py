@@ -1,10 +1,11 @@
 """The one hardening policy for bots' containers, rendered by each engine that runs containers.
 
-Docker (orchestrators/docker.py) and Nomad's docker driver (orchestrators/nomad/jobspec.py) both
-render this model, so a bot is confined the same way whichever engine runs it: a non-root user,
-a read-only root with a small writable /tmp, every capability dropped, no new privileges, and
-CPU, memory and process limits. The operator sets the limits through the backend's settings
-(`BOTFLEET_DOCKER_*`, `BOTFLEET_NOMAD_*`); the rest is policy, not a setting.
+Docker (orchestrators/docker/containers.py) and Nomad's docker driver
+(orchestrators/nomad/jobspec.py) both render this model, so a bot is confined the same way
+whichever engine runs it: a non-root user, a read-only root with a small writable /tmp, every
+capability dropped, no new privileges, and CPU, memory and process limits. The operator sets the
+limits through the backend's settings (`BOTFLEET_DOCKER_*`, `BOTFLEET_NOMAD_*`); the rest is
+policy, not a setting.
 """
 
 from __future__ import annotations

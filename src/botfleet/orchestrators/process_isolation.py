@@ -131,6 +131,11 @@ def kill_group(pgid: int, leader_starttime: int, sig: signal.Signals) -> None:
 # -- working directories and uids --------------------------------------------------------------
 
 
+def private_dir(path: Path) -> None:
+    """Create `path` and its missing parents for the manager alone (0700)."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
 def ensure_traversable_root(root: Path, mode: int = 0o711) -> None:
     """Create `root` and its missing parents traversable by bot uids (the manager's umask is
     0077, so plain mkdir would make them 0700); listing `root` stays the manager's."""

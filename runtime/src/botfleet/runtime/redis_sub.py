@@ -57,10 +57,11 @@ class Subscription:
                 opened = asyncio.open_connection(
                     target["host"], target["port"], ssl=_tls_context() if target["tls"] else None
                 )
-            self._reader, self._writer = await asyncio.wait_for(opened, CONNECT_TIMEOUT_S)
+            reader, writer = await asyncio.wait_for(opened, CONNECT_TIMEOUT_S)
         except (OSError, TimeoutError) as exc:
             raise RedisConnectionError(f"cannot connect to Redis: {exc or 'timed out'}") from None
-        sock = self._writer.get_extra_info("socket")
+        self._reader, self._writer = reader, writer
+        sock = writer.get_extra_info("socket")
         if sock is not None and sock.family != socket.AF_UNIX:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         if target["password"] is not None:

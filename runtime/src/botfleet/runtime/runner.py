@@ -304,12 +304,12 @@ async def _amain(env: RuntimeEnv) -> int:
         bot.state_dir = Path(env.state_dir) if env.state_dir else None
     except Exception as exc:
         log.error("cannot create bot %r: %s", env.bot, describe_error(exc), exc_info=exc)
-        client = manager()
+        callbacks = manager()
         try:
-            await client.send_event(EVENT_EXITED, exit_code=1, reason="start_failed",
-                                    detail=describe_error(exc))  # fmt: skip
+            await callbacks.send_event(EVENT_EXITED, exit_code=1, reason="start_failed",
+                                       detail=describe_error(exc))  # fmt: skip
         finally:
-            await client.aclose()
+            await callbacks.aclose()
         return 1
     if not bot.callbacks_enabled:
         log.info("callbacks disabled by the bot: the manager will hear nothing")

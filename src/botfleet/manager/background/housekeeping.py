@@ -9,7 +9,7 @@
 - prune what is past retention: ended bots with their history, log files and Redis users, old
   outbox events and webhook deliveries, in small batches (manager/services/retention.py).
 
-`Housekeeping(fleet).run_once()` runs each chore once, every chore isolated from the others'
+`Housekeeping(...).run_once()` runs each chore once, every chore isolated from the others'
 failures, and returns the errors (also kept in `last_errors`); `tick()`, the manager's loop,
 raises when a chore failed, so /readyz shows it. Only the leader replica runs it.
 """
@@ -20,23 +20,36 @@ import logging
 from collections.abc import Callable
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
 
 from botfleet.manager.background.loops import StepsFailed
 from botfleet.manager.core import metrics
 from botfleet.manager.core.db import transaction
 from botfleet.manager.core.models import Bot, Command, utcnow
+from botfleet.manager.core.settings import Settings
 from botfleet.manager.lifecycle import TERMINAL, BotStatus
 from botfleet.manager.messaging import bot_acl as bot_redis
 from botfleet.manager.services import commands as command_records
 from botfleet.manager.services import idempotency, retention
-from botfleet.manager.services.fleet import Fleet
+from botfleet.manager.services.command_publisher import CommandPublisher
+from botfleet.manager.services.launcher import Launcher
 
 log = logging.getLogger(__name__)
 
 
 class Housekeeping:
-    def __init__(self, fleet: Fleet) -> None:
-        self.fleet = fleet
+    def __init__(
+        self,
+        *,
+        sessions: sessionmaker[Session],
+        settings: Settings,
+        launcher: Launcher,
+        publisher: CommandPublisher,
+    ) -> None:
+        self.sessions = sessions
+        self.settings = settings
+        self.launcher = launcher  # the engine's logs, the bots' Redis users
+        self.publisher = publisher
         self.last_errors: list[str] = []
 
     def run_once(self) -> list[str]:
@@ -67,13 +80,13 @@ class Housekeeping:
     def rotate_logs(self) -> None:
         """Keep each bot's log files within BOTFLEET_LOG_FILE_MAX_BYTES times BOTFLEET_LOG_FILES
         (a no-op for engines that rotate their own)."""
-        self.fleet.orchestrator.rotate_logs()
+        self.launcher.orchestrator.rotate_logs()
 
     def reconcile_commands(self) -> None:
         """Re-publish unacknowledged commands with backoff; expire the overdue and those of
         ended bots."""
         now = utcnow()
-        with transaction(self.fleet.sessions) as session:
+        with transaction(self.sessions) as session:
             open_commands = session.execute(
                 select(Command, Bot.status)
                 .join(Bot, Bot.id == Command.bot_id)
@@ -88,35 +101,35 @@ class Housekeeping:
                 elif command.next_publish_at is None or command.next_publish_at <= now:
                     due.append(command)
         for command in due:
-            self.fleet.publish(command)
+            self.publisher.publish(command)
 
     def converge_redis_users(self) -> None:
         """Every bot holding a token has its Redis user; ended bots' users are gone. One
         `ACL USERS` a tick; Redis being down fails this chore only."""
-        if self.fleet.redis_users is not None:
-            bot_redis.converge(self.fleet.sessions, self.fleet.redis_users)
+        if self.launcher.redis_users is not None:
+            bot_redis.converge(self.sessions, self.launcher.redis_users)
 
     def prune(self) -> None:
         """Delete what is past retention, each prune within a budget of DELETE statements a
         tick (the rest waits for the next tick)."""
-        settings = self.fleet.settings
+        settings = self.settings
         retention.prune_ended_bots(
-            self.fleet.sessions,
-            retention.Forget.of(self.fleet),
+            self.sessions,
+            retention.Forget.of(self.launcher),
             days=settings.retain_ended_bots_days,
             budget=retention.Budget(),
         )
         retention.prune_events(
-            self.fleet.sessions, days=settings.retain_events_days, budget=retention.Budget()
+            self.sessions, days=settings.retain_events_days, budget=retention.Budget()
         )
 
     def sweep_expired_records(self) -> None:
         """Idempotency answers are kept for 24 hours."""
-        with transaction(self.fleet.sessions) as session:
+        with transaction(self.sessions) as session:
             idempotency.sweep(session)
 
     def update_gauges(self) -> None:
-        with self.fleet.sessions() as session:
+        with self.sessions() as session:
             counts = {
                 (status, backend): n
                 for status, backend, n in session.execute(
@@ -125,7 +138,7 @@ class Housekeeping:
                     )
                 ).all()
             }
-        backends = {backend for _, backend in counts} | {self.fleet.orchestrator.name}
+        backends = {backend for _, backend in counts} | {self.launcher.orchestrator.name}
         for status in BotStatus:
             for backend in backends:
                 metrics.BOTS.labels(status.value, backend).set(counts.get((status, backend), 0))

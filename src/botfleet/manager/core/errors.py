@@ -4,6 +4,7 @@ section says: `{"detail": {"code": "...", "message": "..."}}`."""
 from __future__ import annotations
 
 import email.message
+import enum
 import json
 from typing import Any
 
@@ -16,7 +17,77 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from botfleet.manager.lifecycle import IllegalTransition
+from botfleet.manager.core.statuses import IllegalTransition
+
+
+class ErrorCode(enum.StrEnum):
+    """Every stable code the API answers in `detail.code`. Clients and tests match on these
+    strings: a value never changes; a new refusal gets a new member."""
+
+    # Any route: what the framework or a handler below says about the request itself.
+    BAD_REQUEST = "bad_request"
+    UNAUTHORIZED = "unauthorized"
+    FORBIDDEN = "forbidden"
+    NOT_FOUND = "not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    CONFLICT = "conflict"
+    BODY_TOO_LARGE = "body_too_large"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    INVALID_INPUT = "invalid_input"
+    INVALID_JSON = "invalid_json"
+    TOO_MANY_REQUESTS = "too_many_requests"
+    HTTP_ERROR = "http_error"
+    # A dependency (database, engine) that cannot serve now, or a backend that never can.
+    DATABASE_BUSY = "database_busy"
+    DATABASE_UNAVAILABLE = "database_unavailable"
+    BACKEND_UNAVAILABLE = "backend_unavailable"
+    ORCHESTRATOR_ERROR = "orchestrator_error"
+    NOT_SUPPORTED = "not_supported"
+    STATE_PURGE_FAILED = "state_purge_failed"
+    # Credentials and scopes.
+    MISSING_TOKEN = "missing_token"
+    INVALID_TOKEN = "invalid_token"
+    KEY_EXPIRED = "key_expired"
+    USER_DISABLED = "user_disabled"
+    INSUFFICIENT_SCOPE = "insufficient_scope"
+    FOREIGN_BOT = "foreign_bot"
+    USER_KEY_REQUIRED = "user_key_required"
+    # Limits: one code per limit, wherever it is hit.
+    CONCURRENCY_LIMIT = "concurrency_limit"
+    RATE_LIMITED = "rate_limited"
+    TOO_MANY_STREAMS = "too_many_streams"
+    HEARTBEATS_FULL = "heartbeats_full"
+    REPORTS_FULL = "reports_full"
+    # Unknown, or another user's.
+    BOT_NOT_FOUND = "bot_not_found"
+    USER_NOT_FOUND = "user_not_found"
+    KEY_NOT_FOUND = "key_not_found"
+    COMMAND_NOT_FOUND = "command_not_found"
+    WEBHOOK_NOT_FOUND = "webhook_not_found"
+    DELIVERY_NOT_FOUND = "delivery_not_found"
+    # Illegal in the current state, or a duplicate.
+    ILLEGAL_TRANSITION = "illegal_transition"
+    BOT_LIVE = "bot_live"
+    DUPLICATE_BOT = "duplicate_bot"
+    DUPLICATE_USER = "duplicate_user"
+    STATE_IN_USE = "state_in_use"
+    IDEMPOTENCY_IN_PROGRESS = "idempotency_in_progress"
+    # Input the models accept but the manager refuses.
+    IDEMPOTENCY_MISMATCH = "idempotency_mismatch"
+    INVALID_CURSOR = "invalid_cursor"
+    INVALID_STATUS = "invalid_status"
+    INVALID_LABEL_FILTER = "invalid_label_filter"
+    INVALID_LAST_EVENT_ID = "invalid_last_event_id"
+    INVALID_SINCE = "invalid_since"
+    EXIT_CODE_REQUIRED = "exit_code_required"
+    BOT_NOT_ALLOWED = "bot_not_allowed"
+    UNKNOWN_BOT = "unknown_bot"
+    IMAGE_NOT_ALLOWED = "image_not_allowed"
+    STATE_NOT_SUPPORTED = "state_not_supported"
+    WEBHOOK_URL_REFUSED = "webhook_url_refused"
+    # The dashboard's forms (shown there as a message; the code is never rendered).
+    INVALID_LABELS = "invalid_labels"
+    INVALID_RESTART = "invalid_restart"
 
 
 class BotfleetError(Exception):
@@ -24,7 +95,7 @@ class BotfleetError(Exception):
 
     status_code = 400
 
-    def __init__(self, code: str, message: str, **extra: Any) -> None:
+    def __init__(self, code: ErrorCode, message: str, **extra: Any) -> None:
         super().__init__(message)
         self.code, self.message, self.extra = code, message, extra
 
@@ -99,7 +170,7 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {c: {"model": ErrorOut, "description": ERROR_DESCRIPTIONS[c]} for c in sorted(listed)}
 
 
-def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
+def error_body(code: ErrorCode, message: str, **extra: Any) -> dict[str, Any]:
     return {"detail": {"code": code, "message": message, **extra}}
 
 
@@ -111,23 +182,24 @@ def database_busy() -> JSONResponse:
     """503 `database_busy`: every place or pooled connection stayed taken for the allowed wait
     (manager/http/admission.py, BOTFLEET_DB_POOL_TIMEOUT_S). Retrying shortly is the right move."""
     return JSONResponse(
-        error_body("database_busy", "the database is saturated; retry shortly"),
+        error_body(ErrorCode.DATABASE_BUSY, "the database is saturated; retry shortly"),
         503,
         headers={"Retry-After": str(BUSY_RETRY_AFTER_S)},
     )
 
 
+#: The code of an error the framework raises with a bare status (an unknown route, a method).
 HTTP_CODES = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    409: "conflict",
-    413: "body_too_large",
-    415: "unsupported_media_type",
-    422: "invalid_input",
-    429: "too_many_requests",
+    400: ErrorCode.BAD_REQUEST,
+    401: ErrorCode.UNAUTHORIZED,
+    403: ErrorCode.FORBIDDEN,
+    404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.METHOD_NOT_ALLOWED,
+    409: ErrorCode.CONFLICT,
+    413: ErrorCode.BODY_TOO_LARGE,
+    415: ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+    422: ErrorCode.INVALID_INPUT,
+    429: ErrorCode.TOO_MANY_REQUESTS,
 }
 
 
@@ -168,7 +240,7 @@ def _unreadable_body(request: Request, exc: RequestValidationError) -> JSONRespo
         reason = (first.get("ctx") or {}).get("error", "not valid JSON")
         return JSONResponse(
             error_body(
-                "invalid_json",
+                ErrorCode.INVALID_JSON,
                 f"invalid JSON at line {where.lineno}, column {where.colno}: {reason}",
                 line=where.lineno,
                 column=where.colno,
@@ -180,10 +252,12 @@ def _unreadable_body(request: Request, exc: RequestValidationError) -> JSONRespo
     content_type = request.headers.get("content-type")
     if isinstance(exc.body, bytes) and exc.body and not _is_json(content_type):
         sent = f"it came as {content_type}" if content_type else "it came without a Content-Type"
-        return JSONResponse(error_body("unsupported_media_type", f"{JSON_BODY_HINT}; {sent}"), 415)
+        return JSONResponse(
+            error_body(ErrorCode.UNSUPPORTED_MEDIA_TYPE, f"{JSON_BODY_HINT}; {sent}"), 415
+        )
     if first.get("type") == "missing":
         return JSONResponse(
-            error_body("invalid_input", f"body: the request has none; {JSON_BODY_HINT}"),
+            error_body(ErrorCode.INVALID_INPUT, f"body: the request has none; {JSON_BODY_HINT}"),
             422,
         )
     return None
@@ -200,7 +274,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(IllegalTransition)
     async def _illegal(_: Request, exc: IllegalTransition) -> JSONResponse:
         return JSONResponse(
-            error_body("illegal_transition", str(exc), status=exc.current, requested=exc.target),
+            error_body(
+                ErrorCode.ILLEGAL_TRANSITION, str(exc), status=exc.current, requested=exc.target
+            ),
             409,
         )
 
@@ -216,7 +292,7 @@ def install_error_handlers(app: FastAPI) -> None:
         first = errors[0] if errors else {"loc": [], "msg": "invalid input"}
         where = ".".join(str(p) for p in first["loc"] if p != "body") or "body"
         return JSONResponse(
-            error_body("invalid_input", f"{where}: {first['msg']}", errors=errors), 422
+            error_body(ErrorCode.INVALID_INPUT, f"{where}: {first['msg']}", errors=errors), 422
         )
 
     @app.exception_handler(DBAPIError)
@@ -224,7 +300,9 @@ def install_error_handlers(app: FastAPI) -> None:
         if not exc.connection_invalidated and not isinstance(exc, OperationalError):
             raise exc
         return JSONResponse(
-            error_body("database_unavailable", "the database is unreachable; retry shortly"),
+            error_body(
+                ErrorCode.DATABASE_UNAVAILABLE, "the database is unreachable; retry shortly"
+            ),
             503,
             headers={"Retry-After": "2"},
         )
@@ -242,5 +320,5 @@ def install_error_handlers(app: FastAPI) -> None:
             headers["Allow"] = ", ".join(_allowed_methods(request))
         if isinstance(exc.detail, dict) and "code" in exc.detail:
             return JSONResponse({"detail": exc.detail}, exc.status_code, headers=headers)
-        code = HTTP_CODES.get(exc.status_code, "http_error")
+        code = HTTP_CODES.get(exc.status_code, ErrorCode.HTTP_ERROR)
         return JSONResponse(error_body(code, str(exc.detail)), exc.status_code, headers=headers)

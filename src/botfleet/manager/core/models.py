@@ -24,7 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, validates
 
-from botfleet.manager.lifecycle.states import RESTART_ON_DEFAULT, BotStatus
+from botfleet.manager.core.statuses import RESTART_ON_DEFAULT, BotStatus
 
 TERMINAL_SQL = "status IN ('completed', 'failed')"
 #: The live bots, as the partial index `ix_bots_live` states them: a query uses that index only
@@ -216,7 +216,7 @@ class Bot(Base):
     restart_max_retries: Mapped[int] = mapped_column(Integer, default=0)
     restart_backoff_s: Mapped[float] = mapped_column(default=5.0)
     # Which failures the restart policy retries: crash, heartbeat_lost, start_failed; None: the
-    # default (RESTART_ON_DEFAULT in manager/lifecycle/rules.py).
+    # default (RESTART_ON_DEFAULT in manager/core/statuses.py).
     restart_on: Mapped[list[str] | None] = mapped_column(JSONType)
     # The ended bot this one relaunches (POST /bots/{id}/relaunch); not a foreign key: the old
     # record may be deleted and the new bot lives on.

@@ -6,8 +6,9 @@ An entry must never outlive the credential it vouches for, so:
 
 - every commit that changes a bot's status or token, an API key or a user publishes their
   owners (`bot:<id>`, `key:<id>`, `user:<id>`) on the Redis channel `botfleet:credentials:changed`
-  (after the commit, as `manager/messaging/outbox.py` does for the outbox), and every process drops
-  the entries of those owners when the message arrives; the committing process drops them at once;
+  (after the commit: `publish_credential_changes`, registered in `manager/after_commit.py`), and
+  every process drops the entries of those owners when the message arrives; the committing
+  process drops them at once;
 - the map is used only while this process' listener is subscribed to that channel. A listener
   that lost Redis may have missed a message: the map is cleared and bypassed (every lookup asks
   the database) until it is subscribed again;
@@ -29,11 +30,13 @@ from datetime import datetime
 import redis
 from cachetools import TTLCache
 from prometheus_client import Counter
-from sqlalchemy import event as sa_event
-from sqlalchemy import inspect
+from sqlalchemy import inspect, select
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 
+from botfleet.manager.core.errors import ErrorCode, Forbidden, Unauthorized
 from botfleet.manager.core.models import ApiKey, Bot, User
+from botfleet.manager.core.secrets import digest, same
 from botfleet.manager.lifecycle import BotStatus
 
 log = logging.getLogger(__name__)
@@ -193,35 +196,80 @@ def _owner(obj: object) -> str | None:
     return None
 
 
+def note_credential_changes(session: Session) -> None:
+    """Before-flush listener (`manager/after_commit.py`): note the owners whose entries the
+    flushed changes make untrue."""
+    for obj in (*session.dirty, *session.deleted):
+        if (owner := _owner(obj)) is not None:
+            session.info.setdefault(_CHANGED_KEY, set()).add(owner)
+
+
 def publish_credential_changes(
-    sessions: sessionmaker[Session], redis_url: str, cache: CredentialCache
-) -> redis.Redis:
-    """After every commit that changed a bot's status or token, an API key or a user, drop their
-    entries from this process' cache and publish their owners to every other process (best
-    effort: see the module docstring)."""
-    client = redis.Redis.from_url(redis_url, socket_connect_timeout=1, socket_timeout=1)
+    session: Session, cache: CredentialCache, client: redis.Redis
+) -> None:
+    """After-commit listener (`manager/after_commit.py`): drop the changed owners' entries
+    from this process' cache and publish them to every other process (best effort: see the
+    module docstring)."""
+    changed: set[str] | None = session.info.pop(_CHANGED_KEY, None)
+    if not changed:
+        return
+    cache.forget(changed)
+    try:
+        client.publish(CHANGED_CHANNEL, " ".join(sorted(changed)))
+    except redis.RedisError as exc:
+        # Other processes' listeners are most likely cut off from the same Redis and have
+        # cleared their caches; entries expire after the TTL in any case.
+        log.warning("bot changes not published (%s); token caches rely on their TTL", exc)
 
-    @sa_event.listens_for(sessions, "before_flush")
-    def _collect(session: Session, *_: object) -> None:
-        for obj in (*session.dirty, *session.deleted):
-            if (owner := _owner(obj)) is not None:
-                session.info.setdefault(_CHANGED_KEY, set()).add(owner)
 
-    @sa_event.listens_for(sessions, "after_commit")
-    def _publish(session: Session) -> None:
-        changed: set[str] | None = session.info.pop(_CHANGED_KEY, None)
-        if not changed:
-            return
-        cache.forget(changed)
-        try:
-            client.publish(CHANGED_CHANNEL, " ".join(sorted(changed)))
-        except redis.RedisError as exc:
-            # Other processes' listeners are most likely cut off from the same Redis and have
-            # cleared their caches; entries expire after the TTL in any case.
-            log.warning("bot changes not published (%s); token caches rely on their TTL", exc)
+def drop_credential_changes(session: Session) -> None:
+    """After-rollback listener: nothing the rolled-back changes noted was committed."""
+    session.info.pop(_CHANGED_KEY, None)
 
-    @sa_event.listens_for(sessions, "after_rollback")
-    def _forget(session: Session) -> None:
-        session.info.pop(_CHANGED_KEY, None)
 
-    return client
+# ---- bot tokens --------------------------------------------------------------------------------
+
+
+def check_bot_path(owner_id: str, bot_id: str) -> None:
+    """A live bot's token on another bot's path is 403 and changes nothing."""
+    if owner_id != bot_id:
+        raise Forbidden(ErrorCode.FOREIGN_BOT, "a bot's token is valid for its own paths only")
+
+
+def known_bot_for_digest(session: Session, *, hashed: str) -> KnownBot:
+    """The bot a token digest belongs to and its status, for the cache; 401 when it belongs to
+    no live bot (a bot's token dies with it)."""
+    row = session.execute(
+        select(Bot.id, Bot.status, Bot.token_hash).where(Bot.token_hash == hashed)
+    ).first()
+    if row is None or row.token_hash is None or not same(row.token_hash, hashed):
+        raise Unauthorized(
+            ErrorCode.INVALID_TOKEN, "this bot token is unknown or its bot has ended"
+        )
+    return KnownBot(bot_id=row.id, status=row.status)
+
+
+async def known_bot_for_token(
+    sessions: sessionmaker[Session], cache: CredentialCache | None, *, token: str, bot_id: str
+) -> tuple[KnownBot, str]:
+    """The live bot a token belongs to, and the token's digest, for the callbacks that need no
+    row lock (heartbeats, reports): from the cache when it knows the token, else one read on a
+    worker thread that fills the cache. 401 for a token of no live bot, 403 on another bot's
+    path (as `services.auth.bot_for_token`)."""
+    hashed = digest(token)
+    known = cache.get(hashed) if cache is not None else None
+    if not isinstance(known, KnownBot):  # not cached (or an API key sent as a bot token)
+        known = await run_in_threadpool(_read_known_bot, sessions, cache, hashed)
+    check_bot_path(known.bot_id, bot_id)
+    return known, hashed
+
+
+def _read_known_bot(
+    sessions: sessionmaker[Session], cache: CredentialCache | None, hashed: str
+) -> KnownBot:
+    generation = cache.generation() if cache is not None else 0
+    with sessions() as session:
+        known = known_bot_for_digest(session, hashed=hashed)
+    if cache is not None:
+        cache.put(hashed, known, generation=generation)
+    return known

@@ -24,9 +24,10 @@ from __future__ import annotations
 import threading
 import time
 from datetime import datetime, timedelta
+from typing import cast
 
 from prometheus_client import Counter, Histogram
-from sqlalchemy import bindparam, or_, text, update
+from sqlalchemy import Table, bindparam, or_, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from botfleet.manager.core.clock import database_now
@@ -58,7 +59,7 @@ _WRITE_ARRAYS = text(
 )
 #: Elsewhere (SQLite): one UPDATE per bot, sent as one batch (a Core executemany).
 _WRITE = (
-    update(Bot.__table__)
+    update(cast(Table, Bot.__table__))
     .where(
         _BOTS.id == bindparam("b_id"),
         _BOTS.token_hash == bindparam("b_digest"),

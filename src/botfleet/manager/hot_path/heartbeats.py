@@ -12,11 +12,10 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from botfleet.manager.core.errors import Unavailable
-from botfleet.manager.hot_path.credentials import CredentialCache
+from botfleet.manager.core.errors import ErrorCode, Unavailable
+from botfleet.manager.hot_path.credentials import CredentialCache, known_bot_for_token
 from botfleet.manager.hot_path.heartbeat_batches import BufferFull, HeartbeatBuffer
 from botfleet.manager.lifecycle import LIVE, BotStatus
-from botfleet.manager.services import auth
 
 
 class Heartbeats:
@@ -31,7 +30,7 @@ class Heartbeats:
     async def accept(self, *, token: str, bot_id: str) -> BotStatus:
         """Record one heartbeat of `bot_id`; its status as the manager knows it. 401/403 as
         every callback; 503 when the buffer is full (the runtime's next heartbeat comes)."""
-        known, hashed = await auth.known_bot_for_token(
+        known, hashed = await known_bot_for_token(
             self.sessions, self.cache, token=token, bot_id=bot_id
         )
         if known.status in LIVE:
@@ -39,7 +38,7 @@ class Heartbeats:
                 self.buffer.record(known.bot_id, hashed)
             except BufferFull:
                 raise Unavailable(
-                    "heartbeats_full",
+                    ErrorCode.HEARTBEATS_FULL,
                     "this manager holds as many bots' heartbeats as it may; retry",
                 ) from None
         return known.status

@@ -15,8 +15,9 @@ from __future__ import annotations
 import threading
 import time
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import bindparam, or_, update
+from sqlalchemy import Table, bindparam, or_, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from botfleet.manager.core.db import transaction
@@ -28,7 +29,7 @@ MAX_TRACKED = 100_000
 
 _KEYS = ApiKey.__table__.c
 _WRITE = (
-    update(ApiKey.__table__)
+    update(cast(Table, ApiKey.__table__))
     .where(
         _KEYS.id == bindparam("k_id"),
         or_(_KEYS.last_used_at.is_(None), _KEYS.last_used_at < bindparam("k_at")),

@@ -16,8 +16,8 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
-from botfleet.manager.core.errors import Unavailable
-from botfleet.manager.hot_path.credentials import CredentialCache
+from botfleet.manager.core.errors import ErrorCode, Unavailable
+from botfleet.manager.hot_path.credentials import CredentialCache, known_bot_for_token
 from botfleet.manager.hot_path.report_batches import (
     RECEIVED,
     Report,
@@ -26,7 +26,6 @@ from botfleet.manager.hot_path.report_batches import (
     write_reports,
 )
 from botfleet.manager.lifecycle import LIVE, BotStatus
-from botfleet.manager.services import auth
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +40,7 @@ class Reports:
         """Take one report of `bot_id`; its status as the manager knows it. 401/403 as every
         callback; 503 `reports_full` when too many bots' reports wait (the bot may resend).
         A report of an ended bot is accepted and dropped, like its heartbeat."""
-        known, hashed = await auth.known_bot_for_token(
+        known, hashed = await known_bot_for_token(
             self.sessions, self.cache, token=token, bot_id=bot_id
         )
         if known.status not in LIVE:
@@ -51,7 +50,7 @@ class Reports:
             now = self.buffer.offer(known.bot_id, hashed, data)
         except ReportsFull:
             raise Unavailable(
-                "reports_full", "this manager holds as many bots' reports as it may; retry"
+                ErrorCode.REPORTS_FULL, "this manager holds as many bots' reports as it may; retry"
             ) from None
         if now is not None:
             await run_in_threadpool(self._write_now, now)

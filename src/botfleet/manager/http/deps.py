@@ -1,7 +1,9 @@
-"""Request dependencies: the request's one transaction, the fleet, and who is calling.
+"""Request dependencies: the app's state, the request's one transaction, and who is calling.
 
 Dependencies translate (headers into credentials, the app's state into objects); the lookups
-themselves are service functions (`manager/services/auth.py`).
+themselves are service functions (`manager/services/auth.py`). The app's state is one typed
+object (`manager/http/app_state.py`): routes and the dashboard take it, or the one part they
+use, from here.
 """
 
 from __future__ import annotations
@@ -13,18 +15,26 @@ from typing import Annotated
 from fastapi import Depends, Header, Path, Request
 from sqlalchemy.orm import Session
 
-from botfleet.manager.core.errors import Unauthorized
+from botfleet.manager.core.errors import ErrorCode, Unauthorized
 from botfleet.manager.core.models import Bot
 from botfleet.manager.core.secrets import bearer_token, same
 from botfleet.manager.core.settings import Settings
+from botfleet.manager.http.app_state import AppState, app_state
 from botfleet.manager.services import audit, auth
-from botfleet.manager.services.fleet import Fleet
+from botfleet.manager.services.bot_requests import BotRequests
 from botfleet.manager.services.unit_of_work import unit_of_work
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def get_session(request: Request) -> Iterator[Session]:
+def get_app_state(request: Request) -> AppState:
+    return app_state(request)
+
+
+AppStateDep = Annotated[AppState, Depends(get_app_state)]
+
+
+def get_session(request: Request, state: AppStateDep) -> Iterator[Session]:
     """The request's one transaction, shared by authentication and the route.
 
     A read (GET) gets a plain session, so it never takes SQLite's write lock. A write gets a
@@ -32,7 +42,7 @@ def get_session(request: Request) -> Iterator[Session]:
     dependency's scope is "function"), then followed by the side effects the route queued
     (`manager/services/unit_of_work.py`). An error rolls everything back.
     """
-    sessions = request.app.state.sessions
+    sessions = state.sessions
     if request.method in READ_METHODS:
         with sessions() as session:
             yield session
@@ -41,16 +51,16 @@ def get_session(request: Request) -> Iterator[Session]:
             yield session
 
 
-def get_fleet(request: Request) -> Fleet:
-    return request.app.state.fleet  # type: ignore[no-any-return]
+def get_bot_requests(state: AppStateDep) -> BotRequests:
+    return state.bots
 
 
-def get_settings_dep(request: Request) -> Settings:
-    return request.app.state.settings  # type: ignore[no-any-return]
+def get_settings_dep(state: AppStateDep) -> Settings:
+    return state.settings
 
 
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
-FleetDep = Annotated[Fleet, Depends(get_fleet)]
+BotRequestsDep = Annotated[BotRequests, Depends(get_bot_requests)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 AuthHeader = Annotated[str | None, Header(alias="Authorization", include_in_schema=False)]
 BotPath = Annotated[str, Path(max_length=64)]
@@ -59,49 +69,47 @@ BotPath = Annotated[str, Path(max_length=64)]
 def _token(authorization: str | None) -> str:
     token = bearer_token(authorization)
     if token is None:
-        raise Unauthorized("missing_token", "send Authorization: Bearer <api key>")
+        raise Unauthorized(ErrorCode.MISSING_TOKEN, "send Authorization: Bearer <api key>")
     return token
 
 
 bot_token = _token  # a bot sends its token the same way
 
 
-def _key_caller(request: Request, session: Session, token: str) -> auth.Caller:
+def _key_caller(request: Request, state: AppState, session: Session, token: str) -> auth.Caller:
     """The one place an API key is checked for every route: known, unrevoked, unexpired, its
     user enabled (401), and allowed to write when the request writes (403
     `insufficient_scope`). Its use is noted (`last_used_at`, manager/hot_path/key_usage.py) and what
     the request changes is attributed to it (`manager/services/audit.py`)."""
-    cache = getattr(request.app.state, "credentials", None)
-    caller = auth.caller_for_key(session, cache, token=token)
+    caller = auth.caller_for_key(session, state.credentials, token=token)
     auth.check_scope(caller, writes=request.method not in READ_METHODS)
-    usage = getattr(request.app.state, "key_usage", None)
-    if usage is not None:
-        usage.touch(caller.key_id)
+    state.key_usage.touch(caller.key_id)
     audit.set_request_actor(session, audit.key_actor(caller.key_id))
     return caller
 
 
 def get_current_user(
-    request: Request, session: SessionDep, authorization: AuthHeader = None
+    request: Request, state: AppStateDep, session: SessionDep, authorization: AuthHeader = None
 ) -> auth.Caller:
-    return _key_caller(request, session, _token(authorization))
+    return _key_caller(request, state, session, _token(authorization))
 
 
-def authenticate_before_transaction(request: Request, authorization: AuthHeader = None) -> str:
+def authenticate_before_transaction(
+    request: Request, state: AppStateDep, authorization: AuthHeader = None
+) -> str:
     """The caller's user id, from a short read of its own that returns its connection at once.
 
     For the few routes that must do network I/O (a webhook URL's DNS lookup) before their write
     transaction opens: no pooled connection may wait on the network, and an unauthenticated
     caller must never make the manager do that I/O.
     """
-    with request.app.state.sessions() as session:
-        return _key_caller(request, session, _token(authorization)).id
+    with state.sessions() as session:
+        return _key_caller(request, state, session, _token(authorization)).id
 
 
-def require_admin(request: Request, authorization: AuthHeader = None) -> None:
-    expected: str = request.app.state.admin_token
-    if not same(_token(authorization), expected):
-        raise Unauthorized("invalid_token", "admin calls need the admin token")
+def require_admin(state: AppStateDep, authorization: AuthHeader = None) -> None:
+    if not same(_token(authorization), state.admin_token):
+        raise Unauthorized(ErrorCode.INVALID_TOKEN, "admin calls need the admin token")
 
 
 def get_calling_bot(session: SessionDep, bot_id: BotPath, authorization: AuthHeader = None) -> Bot:
@@ -126,14 +134,16 @@ class Viewing:
         return self.user_id is None
 
 
-def get_viewer(request: Request, session: SessionDep, authorization: AuthHeader = None) -> Viewing:
+def get_viewer(
+    request: Request, state: AppStateDep, session: SessionDep, authorization: AuthHeader = None
+) -> Viewing:
     """The admin token or a user's API key, for the routes both may call (reads, stop,
     delete); the admin's changes are attributed to `admin`."""
     token = _token(authorization)
-    if same(token, request.app.state.admin_token):
+    if same(token, state.admin_token):
         audit.set_request_actor(session, audit.ADMIN)
         return Viewing(user_id=None)
-    return Viewing(user_id=_key_caller(request, session, token).id)
+    return Viewing(user_id=_key_caller(request, state, session, token).id)
 
 
 CurrentUser = Annotated[auth.Caller, Depends(get_current_user)]

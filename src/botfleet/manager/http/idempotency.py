@@ -63,6 +63,7 @@ class Idempotency:
             self.claimed = True
             return None
         kept = record.answer if record.answer is not None else record.body  # body: before 0009
+        assert record.status_code is not None  # claim() returns only answered records
         return Replayed(kept, record.status_code, headers={REPLAY_HEADER: "true"})
 
     def answer(self, model: BaseModel, status_code: int) -> JSONResponse:

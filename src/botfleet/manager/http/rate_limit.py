@@ -32,9 +32,10 @@ from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from botfleet.manager.core.errors import error_body
+from botfleet.manager.core.errors import ErrorCode, error_body
 from botfleet.manager.core.secrets import bearer_token, digest, same
 from botfleet.manager.core.settings import Settings
+from botfleet.manager.http.app_state import started
 
 log = logging.getLogger(__name__)
 
@@ -230,19 +231,19 @@ class RateLimiter:
 
 
 class RateLimit:
-    """ASGI middleware applying `RateLimiter` (from `app.state.rate_limiter`, built in the
+    """ASGI middleware applying the app's `RateLimiter` (its `AppState`, built in the
     lifespan) to every request that carries a bearer token."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        state = scope["app"].state if scope["type"] == "http" and "app" in scope else None
-        limiter: RateLimiter | None = getattr(state, "rate_limiter", None)
-        token = bearer_token(Headers(scope=scope).get("authorization")) if limiter else None
-        if limiter is None or token is None:
+        state = started(scope.get("app")) if scope["type"] == "http" else None
+        token = bearer_token(Headers(scope=scope).get("authorization")) if state else None
+        if state is None or token is None:
             await self.app(scope, receive, send)
             return
+        limiter = state.rate_limiter
         buckets = buckets_for(
             state.settings,
             method=scope["method"],
@@ -262,7 +263,7 @@ class RateLimit:
         }[verdict.kind]
         response = JSONResponse(
             error_body(
-                "rate_limited",
+                ErrorCode.RATE_LIMITED,
                 f"too many requests for {what}; retry in {verdict.retry_after_s} s",
                 retry_after_s=verdict.retry_after_s,
             ),

@@ -7,7 +7,7 @@ replica bounds its own streams; `BOTFLEET_MAX_STREAMS_PER_KEY`).
 A route decides before it answers (a refusal must be a 429, not a broken stream), and the slot
 is freed when the stream's body ends, however it ends:
 
-    slot = acquire_stream_slot(key_id, limit)          # raises TooMany("too_many_streams")
+    slot = acquire_stream_slot(key_id, limit)          # raises TooMany(ErrorCode.TOO_MANY_STREAMS)
     return StreamingResponse(slot.hold(body_iterator))  # released when the body ends
 
 or, where the whole stream lives inside one coroutine, `async with stream_slot(key_id, limit)`.
@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TypeVar
 
-from botfleet.manager.core.errors import TooMany
+from botfleet.manager.core.errors import ErrorCode, TooMany
 from botfleet.manager.core.secrets import digest
 
 T = TypeVar("T")
@@ -73,7 +73,7 @@ def acquire_stream_slot(key_id: str, limit: int) -> StreamSlot:
     with _lock:
         if _open[key_id] >= limit:
             raise TooMany(
-                "too_many_streams",
+                ErrorCode.TOO_MANY_STREAMS,
                 f"this API key already has {limit} open streams; close one first",
                 limit=limit,
             )

@@ -3,7 +3,7 @@
 Each function looks at a bot (read only) and what happened, and returns the move to make (an
 `Outcome`, a `Restart`, a `StopPlan`) or None for "nothing to do". None of them touches the
 database: the services load the bot under its row lock, call one of these, and store the answer
-with `store.transition`. `tests/test_lifecycle_rules.py` lists the cases as a table.
+with `store.transition`. `tests/unit/test_lifecycle_rules.py` lists the cases as a table.
 """
 
 from __future__ import annotations
@@ -66,6 +66,19 @@ class StopPlan:
     moves: tuple[Move, ...]
     tell_workload: bool
     cancel_restart: bool = False
+
+
+#: The statuses in which a bot accepts a command (a reconfigure, a custom command, new secrets,
+#: the `leave` of a stop): it runs, or is about to. Before its launch (`requested`) a stop
+#: cancels it instead; once it is leaving or has ended, nothing reaches it any more.
+ACCEPTS_COMMANDS: frozenset[BotStatus] = frozenset({S.STARTING, S.ACTIVE})
+
+
+def check_accepts_command(bot_id: str, status: BotStatus, action: str) -> None:
+    """Refuse `action` for a bot in `status` that accepts no command (IllegalTransition, whose
+    message says why: not launched yet, leaving, or ended)."""
+    if status not in ACCEPTS_COMMANDS:
+        raise IllegalTransition(bot_id, status, action)
 
 
 #: What the runtime's `started` and `leaving` reports move a bot to, with the default reason.
@@ -175,8 +188,8 @@ def on_stop_requested(bot: Bot, reason: str) -> StopPlan:
     waiting out a restart backoff has nothing running, so it ends at once. Idempotent."""
     if bot.status == S.REQUESTED:
         return StopPlan((Move(S.COMPLETED, "cancelled"),), tell_workload=False)
-    if bot.status not in (S.STARTING, S.ACTIVE):
-        return StopPlan((), tell_workload=False)  # stopping or ended already
+    if bot.status not in ACCEPTS_COMMANDS:
+        return StopPlan((), tell_workload=False)  # stopping or ended already: no leave
     if bot.runtime_ref is None and bot.next_attempt_at is not None:
         moves = (Move(S.STOPPING, reason), Move(S.COMPLETED, "cancelled"))
         return StopPlan(moves, tell_workload=False, cancel_restart=True)

@@ -1,42 +1,34 @@
-"""The bot's statuses and the table of legal moves between them.
+"""The table of legal moves between the bot's statuses.
 
-Pure vocabulary, importing nothing else from the manager, so that `botfleet.manager.core.models` can
-type the status column with `BotStatus` without an import cycle. Which move follows which event is
-decided
-in `botfleet.manager.lifecycle.rules`; `botfleet.manager.services.transitions.transition` is the one
-function that applies a move to a row.
+The vocabulary itself (`BotStatus`, `Source`, `TERMINAL`, `LIVE`, `IllegalTransition`) lives in
+`botfleet.manager.core.statuses`, the bottom layer, so that the tables and the error handlers
+need nothing above them; it is re-exported here. Which move follows which event is decided in
+`botfleet.manager.lifecycle.rules`; `botfleet.manager.services.transitions.transition` is the
+one function that applies a move to a row.
 """
 
 from __future__ import annotations
 
-import enum
+from botfleet.manager.core.statuses import (
+    LIVE,
+    RESTART_ON_DEFAULT,
+    TERMINAL,
+    BotStatus,
+    IllegalTransition,
+    Source,
+)
 
-
-class BotStatus(enum.StrEnum):
-    REQUESTED = "requested"
-    STARTING = "starting"
-    ACTIVE = "active"
-    STOPPING = "stopping"
-    COMPLETED = "completed"
-    FAILED = "failed"
-
-
-class Source(enum.StrEnum):
-    """Who caused a transition."""
-
-    API = "api"
-    RUNTIME = "runtime"
-    ORCHESTRATOR = "orchestrator"
-    RECONCILER = "reconciler"
-    SCHEDULER = "scheduler"
-
-
-TERMINAL: frozenset[BotStatus] = frozenset({BotStatus.COMPLETED, BotStatus.FAILED})
-LIVE: frozenset[BotStatus] = frozenset(BotStatus) - TERMINAL
-
-#: The failures a restart policy retries when it names none (`restart.on`): what every bot's
-#: policy retried before `on` existed. A failed start is retried only when asked.
-RESTART_ON_DEFAULT: tuple[str, ...] = ("crash", "heartbeat_lost")
+__all__ = [
+    "LIVE",
+    "PERMANENT_FAILURE_REASONS",
+    "RESTART_ON_DEFAULT",
+    "TERMINAL",
+    "TRANSITIONS",
+    "BotStatus",
+    "IllegalTransition",
+    "Source",
+    "is_allowed",
+]
 
 #: Exit reasons a bot declares permanent (`botfleet.runtime.bot.BotFailed`): a relaunch would fail
 #: the same way, so no restart policy retries them. `platform_unauthorized`: the platform
@@ -61,41 +53,6 @@ TRANSITIONS: dict[tuple[BotStatus, BotStatus], str] = {
     (S.STOPPING, S.COMPLETED): "exited after leave, or killed after the stop grace",
     (S.STOPPING, S.FAILED): "exited non-zero while leaving",
 }
-
-
-class IllegalTransition(Exception):
-    """A move the table does not allow; nothing was changed.
-
-    `target` is a status, or an action that needs a live bot (`reconfigure`). The message says
-    why in words: the bot has ended, is leaving, or has not started yet.
-    """
-
-    def __init__(self, bot_id: str, current: str, target: str) -> None:
-        super().__init__(_refusal(bot_id, current, target))
-        self.bot_id, self.current, self.target = bot_id, current, target
-
-
-#: What a refused action would have done to the bot, for messages.
-_PASSIVE = {"reconfigure": "be reconfigured"}
-
-
-def _refusal(bot_id: str, current: str, target: str) -> str:
-    is_status = target in {s.value for s in BotStatus}
-    done = (
-        "become " + target if is_status else _PASSIVE.get(target, f"receive the {target} command")
-    )
-    if current in TERMINAL:
-        return f"bot {bot_id} has ended ({current}); it can no longer {done}"
-    if is_status:
-        return f"bot {bot_id} cannot go from {current} to {target}"
-    if current == S.STOPPING:
-        return f"bot {bot_id} is stopping; it can no longer {done}"
-    if current == S.REQUESTED:
-        return (
-            f"bot {bot_id} has not been launched yet (requested); it can {done} once it is "
-            "starting or active"
-        )
-    return f"bot {bot_id} is {current}; it can {done} only while starting or active"
 
 
 def is_allowed(current: str, target: str) -> bool:

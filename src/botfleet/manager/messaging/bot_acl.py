@@ -25,7 +25,6 @@ from collections.abc import Callable, Iterable
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import redis
-from sqlalchemy import event as sa_event
 from sqlalchemy import inspect, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -171,33 +170,29 @@ def converge(sessions: sessionmaker[Session], users: BotRedisUsers) -> tuple[int
     return len(missing), len(ended)
 
 
-def close_users_on_end(
-    sessions: sessionmaker[Session],
-    users: BotRedisUsers,
-    submit: Callable[..., None],
-) -> None:
-    """Once a transaction that ended bots commits, delete their users (through `submit`, off
-    the committing thread: Redis may be slow or down). Whatever is missed, `converge` deletes."""
+def note_ended_bots(session: Session) -> None:
+    """After-flush listener (`manager/after_commit.py`): note the bots this flush ended. After
+    a flush the session still lists what it flushed, with the attributes' history."""
+    for obj in session.dirty:
+        if (
+            isinstance(obj, Bot)
+            and obj.status in TERMINAL
+            and inspect(obj).attrs.status.history.has_changes()
+        ):
+            session.info.setdefault(_ENDED, set()).add(obj.id)
 
-    @sa_event.listens_for(sessions, "after_flush")
-    def _note(session: Session, _context: object) -> None:
-        # After a flush the session still lists what it flushed, with the attributes' history.
-        for obj in session.dirty:
-            if (
-                isinstance(obj, Bot)
-                and obj.status in TERMINAL
-                and inspect(obj).attrs.status.history.has_changes()
-            ):
-                session.info.setdefault(_ENDED, set()).add(obj.id)
 
-    @sa_event.listens_for(sessions, "after_commit")
-    def _close(session: Session) -> None:
-        if ended := session.info.pop(_ENDED, None):
-            try:
-                submit(users.close_for, sorted(ended))
-            except RuntimeError:  # the manager is shutting down: `converge` deletes them later
-                log.info("not deleting the Redis users of %d ended bots now", len(ended))
+def close_ended_users(session: Session, users: BotRedisUsers, submit: Callable[..., None]) -> None:
+    """After-commit listener (`manager/after_commit.py`): delete the users of the bots the
+    transaction ended, through `submit`, off the committing thread (Redis may be slow or
+    down). Whatever is missed, `converge` deletes."""
+    if ended := session.info.pop(_ENDED, None):
+        try:
+            submit(users.close_for, sorted(ended))
+        except RuntimeError:  # the manager is shutting down: `converge` deletes them later
+            log.info("not deleting the Redis users of %d ended bots now", len(ended))
 
-    @sa_event.listens_for(sessions, "after_rollback")
-    def _forget(session: Session) -> None:
-        session.info.pop(_ENDED, None)
+
+def drop_ended_bots(session: Session) -> None:
+    """After-rollback listener: the rolled-back transaction ended no bot."""
+    session.info.pop(_ENDED, None)

@@ -1,8 +1,9 @@
 """The event outbox: what happened to bots, recorded with the change, fanned out after commit.
 
 `record_event` adds a row in the caller's transaction. When that transaction commits, one
-message on the Redis channel `botfleet:events` wakes every replica's event streams (SSE) and the
-webhook sender; they read the rows themselves, so a lost wake-up only delays them.
+message on the Redis channel `botfleet:events` (`wake_event_streams`, registered in
+`manager/after_commit.py`) wakes every replica's event streams (SSE) and the webhook sender;
+they read the rows themselves, so a lost wake-up only delays them.
 """
 
 from __future__ import annotations
@@ -12,9 +13,8 @@ from datetime import datetime
 from typing import Any
 
 import redis
-from sqlalchemy import event as sa_event
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from botfleet.manager.core.models import Bot, Command, Event, utcnow
 
@@ -65,23 +65,19 @@ def record_command_event(session: Session, bot: Bot, command: Command) -> Event:
     )
 
 
-def wake_on_commit(sessions: sessionmaker[Session], redis_url: str) -> redis.Redis:
-    """Publish a wake-up after every commit that wrote events (best effort)."""
-    client = redis.Redis.from_url(redis_url, socket_connect_timeout=1, socket_timeout=1)
+def wake_event_streams(session: Session, client: redis.Redis) -> None:
+    """After-commit listener (`manager/after_commit.py`): publish a wake-up when the
+    transaction wrote events (best effort)."""
+    if session.info.pop(_PENDING_KEY, False):
+        try:
+            client.publish(WAKE_CHANNEL, "1")
+        except redis.RedisError as exc:  # the streams poll anyway
+            log.debug("event wake-up not published: %s", exc)
 
-    @sa_event.listens_for(sessions, "after_commit")
-    def _wake(session: Session) -> None:
-        if session.info.pop(_PENDING_KEY, False):
-            try:
-                client.publish(WAKE_CHANNEL, "1")
-            except redis.RedisError as exc:  # the streams poll anyway
-                log.debug("event wake-up not published: %s", exc)
 
-    @sa_event.listens_for(sessions, "after_rollback")
-    def _forget(session: Session) -> None:
-        session.info.pop(_PENDING_KEY, None)
-
-    return client
+def drop_event_wake(session: Session) -> None:
+    """After-rollback listener: the rolled-back transaction wrote no event."""
+    session.info.pop(_PENDING_KEY, None)
 
 
 def latest_event_id(session: Session) -> int:

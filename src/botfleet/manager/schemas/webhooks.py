@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from botfleet.manager.schemas.api import Strict
+from botfleet.manager.schemas.bounds import Strict
 
 
 class WebhookPut(Strict):

@@ -8,8 +8,11 @@ The convention, which every module here follows:
 - The caller owns the transaction: the request's session (`manager/http/deps.py`, one
   transaction per request, committed before the answer is sent), or `unit_of_work` for the
   reconciler and other background work.
-- Work with side effects lives on `Fleet` (`fleet.py`). Its request methods take the session
-  the same way and queue the side effect (a publish, a launch, a signal) with `after_commit`,
-  so it runs only once the change is committed: database first, as the README's
-  "Architecture" section says.
+- Work with side effects lives in three objects, each with its own job: `BotRequests`
+  (`bot_requests.py`, what users ask of their bots), `Launcher` (`launcher.py`, the engine, on
+  a thread pool) and `CommandPublisher` (`command_publisher.py`, Redis). Request methods take
+  the session the same way and queue the side effect (a publish, a launch, a signal) with
+  `after_commit`, so it runs only once the change is committed: database first, as the
+  README's "Architecture" section says. Everything that runs after a commit is registered in
+  one place: `manager/after_commit.py`.
 """

@@ -42,7 +42,7 @@ def set_request_actor(session: Session, actor: str) -> None:
 
 
 def request_actor(session: Session) -> str | None:
-    return session.info.get(_ACTOR_KEY)  # type: ignore[no-any-return]
+    return session.info.get(_ACTOR_KEY)
 
 
 def actor_for(session: Session, source: Source) -> str:

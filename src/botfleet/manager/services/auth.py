@@ -1,17 +1,19 @@
-"""Who is calling: the user an API key belongs to, or the bot a bot token belongs to."""
+"""Who is calling: the user an API key belongs to, or the bot a bot token belongs to.
+
+The heartbeat and report paths, which take no row lock, find a bot token's bot through the
+credential cache itself (`manager/hot_path/credentials.py`: `known_bot_for_token`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
-from starlette.concurrency import run_in_threadpool
+from sqlalchemy.orm import Session
 
-from botfleet.manager.core.errors import Forbidden, Unauthorized
+from botfleet.manager.core.errors import ErrorCode, Forbidden, Unauthorized
 from botfleet.manager.core.models import ApiKey, Bot, User, utcnow
 from botfleet.manager.core.secrets import digest, same
-from botfleet.manager.hot_path.credentials import CredentialCache, KnownBot, KnownKey
+from botfleet.manager.hot_path.credentials import CredentialCache, KnownKey, check_bot_path
 
 SCOPE_READ = "bots:read"
 SCOPE_WRITE = "bots:write"
@@ -52,9 +54,9 @@ def caller_for_key(session: Session, cache: CredentialCache | None, *, token: st
             .where(ApiKey.key_hash == hashed, ApiKey.revoked_at.is_(None))
         ).first()
         if row is None or not same(row.key_hash, hashed):
-            raise Unauthorized("invalid_token", "this API key is unknown or revoked")
+            raise Unauthorized(ErrorCode.INVALID_TOKEN, "this API key is unknown or revoked")
         if row.disabled_at is not None:
-            raise Unauthorized("user_disabled", "this API key's user is disabled")
+            raise Unauthorized(ErrorCode.USER_DISABLED, "this API key's user is disabled")
         known = KnownKey(
             user_id=row.user_id,
             key_id=row.id,
@@ -64,7 +66,7 @@ def caller_for_key(session: Session, cache: CredentialCache | None, *, token: st
         if cache is not None:
             cache.put(hashed, known, generation=generation)
     if known.expires_at is not None and known.expires_at <= utcnow():
-        raise Unauthorized("key_expired", "this API key has expired")
+        raise Unauthorized(ErrorCode.KEY_EXPIRED, "this API key has expired")
     return Caller(id=known.user_id, key_id=known.key_id, scopes=known.scopes)
 
 
@@ -72,7 +74,7 @@ def check_scope(caller: Caller, *, writes: bool) -> None:
     """403 `insufficient_scope` for a request that changes something, sent with a key that may
     only read."""
     if writes and SCOPE_WRITE not in caller.scopes:
-        raise Forbidden("insufficient_scope", f"this API key lacks the {SCOPE_WRITE} scope")
+        raise Forbidden(ErrorCode.INSUFFICIENT_SCOPE, f"this API key lacks the {SCOPE_WRITE} scope")
 
 
 def bot_for_token(session: Session, *, token: str, bot_id: str, lock: bool) -> Bot:
@@ -86,48 +88,8 @@ def bot_for_token(session: Session, *, token: str, bot_id: str, lock: bool) -> B
     query = select(Bot).where(Bot.token_hash == hashed)
     owner = session.scalar(query.with_for_update() if lock else query)
     if owner is None or owner.token_hash is None or not same(owner.token_hash, hashed):
-        raise Unauthorized("invalid_token", "this bot token is unknown or its bot has ended")
+        raise Unauthorized(
+            ErrorCode.INVALID_TOKEN, "this bot token is unknown or its bot has ended"
+        )
     check_bot_path(owner.id, bot_id)
     return owner
-
-
-def known_bot_for_digest(session: Session, *, hashed: str) -> KnownBot:
-    """The bot a token digest belongs to and its status, for the token cache
-    (`manager/hot_path/credentials.py`); 401 as `bot_for_token` when it belongs to no live bot."""
-    row = session.execute(
-        select(Bot.id, Bot.status, Bot.token_hash).where(Bot.token_hash == hashed)
-    ).first()
-    if row is None or row.token_hash is None or not same(row.token_hash, hashed):
-        raise Unauthorized("invalid_token", "this bot token is unknown or its bot has ended")
-    return KnownBot(bot_id=row.id, status=row.status)
-
-
-async def known_bot_for_token(
-    sessions: sessionmaker[Session], cache: CredentialCache | None, *, token: str, bot_id: str
-) -> tuple[KnownBot, str]:
-    """The live bot a token belongs to, and the token's digest, for the callbacks that need no
-    row lock (heartbeats, reports): from the credential cache when it knows the token, else
-    one read on a worker thread that fills the cache. 401/403 as `bot_for_token`."""
-    hashed = digest(token)
-    known = cache.get(hashed) if cache is not None else None
-    if not isinstance(known, KnownBot):  # not cached (or an API key sent as a bot token)
-        known = await run_in_threadpool(_read_known_bot, sessions, cache, hashed)
-    check_bot_path(known.bot_id, bot_id)
-    return known, hashed
-
-
-def _read_known_bot(
-    sessions: sessionmaker[Session], cache: CredentialCache | None, hashed: str
-) -> KnownBot:
-    generation = cache.generation() if cache is not None else 0
-    with sessions() as session:
-        known = known_bot_for_digest(session, hashed=hashed)
-    if cache is not None:
-        cache.put(hashed, known, generation=generation)
-    return known
-
-
-def check_bot_path(owner_id: str, bot_id: str) -> None:
-    """A live bot's token on another bot's path is 403 and changes nothing."""
-    if owner_id != bot_id:
-        raise Forbidden("foreign_bot", "a bot's token is valid for its own paths only")

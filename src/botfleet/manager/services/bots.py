@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from botfleet.manager.core.errors import Conflict, Invalid, NotFound, TooMany
+from botfleet.manager.core.errors import Conflict, ErrorCode, Invalid, NotFound, TooMany
 from botfleet.manager.core.models import Bot, BotLabel, BotTransition, User, new_id
 from botfleet.manager.lifecycle import LIVE, TERMINAL, BotStatus, Source
 from botfleet.manager.lifecycle.rules import on_stop_requested
-from botfleet.manager.schemas.api import BotCreate, RestartPolicy
+from botfleet.manager.schemas.api import BotCreate, RestartPolicy, RestartTrigger
 from botfleet.manager.services.keyset import PageRequest, read_page
 from botfleet.manager.services.transitions import transition
 
@@ -35,7 +36,7 @@ def _one_bot(session: Session, bot_id: str, *, user_id: str | None, lock: bool) 
         query = query.where(Bot.user_id == user_id)
     bot = session.scalar(query.with_for_update() if lock else query)
     if bot is None:
-        raise NotFound("bot_not_found", f"no bot {bot_id}")
+        raise NotFound(ErrorCode.BOT_NOT_FOUND, f"no bot {bot_id}")
     return bot
 
 
@@ -65,7 +66,7 @@ def create_bot(
     """
     user = session.get(User, user_id)  # its default restart policy applies below
     if user is None:
-        raise NotFound("user_not_found", f"no user {user_id}")
+        raise NotFound(ErrorCode.USER_NOT_FOUND, f"no user {user_id}")
     if data.dedup_key is not None:  # under the lock, so a racing duplicate is told the bot's id
         _lock_user(session, user_id)
         _refuse_duplicate(session, user_id=user_id, dedup_key=data.dedup_key)
@@ -110,12 +111,13 @@ def _insert(session: Session) -> None:
         message = str(exc.orig)  # PostgreSQL names the index, SQLite its columns
         if "uq_bots_user_state_live" in message or "bots.state_key" in message:
             raise Conflict(
-                "state_in_use", "another live bot of yours holds this state_key; stop it first"
+                ErrorCode.STATE_IN_USE,
+                "another live bot of yours holds this state_key; stop it first",
             ) from exc
         if "uq_bots_user_dedup_live" not in message and "bots.dedup_key" not in message:
             raise
         # The partial unique index caught a duplicate that raced past the check.
-        raise Conflict("duplicate_bot", "a live bot with this dedup_key exists") from exc
+        raise Conflict(ErrorCode.DUPLICATE_BOT, "a live bot with this dedup_key exists") from exc
 
 
 def _lock_user(session: Session, user_id: str) -> int:
@@ -124,7 +126,7 @@ def _lock_user(session: Session, user_id: str) -> int:
         select(User.max_concurrent_bots).where(User.id == user_id).with_for_update(key_share=True)
     )
     if limit is None:
-        raise NotFound("user_not_found", f"no user {user_id}")
+        raise NotFound(ErrorCode.USER_NOT_FOUND, f"no user {user_id}")
     return limit
 
 
@@ -139,7 +141,7 @@ def _check_limit(session: Session, *, user_id: str) -> None:
     )
     if (live or 0) > limit:
         raise TooMany(
-            "concurrency_limit",
+            ErrorCode.CONCURRENCY_LIMIT,
             f"{(live or 1) - 1} of {limit} concurrent bots are running; "
             "stop one or ask for a higher limit",
             limit=limit,
@@ -154,7 +156,9 @@ def _refuse_duplicate(session: Session, *, user_id: str, dedup_key: str) -> None
     )
     if existing:
         raise Conflict(
-            "duplicate_bot", f"bot {existing} already runs with this dedup_key", bot_id=existing
+            ErrorCode.DUPLICATE_BOT,
+            f"bot {existing} already runs with this dedup_key",
+            bot_id=existing,
         )
 
 
@@ -163,7 +167,9 @@ def parse_label_filters(raw: Sequence[str]) -> list[tuple[str, str]]:
     for item in raw:
         key, sep, value = item.partition(":")
         if not sep or not key:
-            raise Invalid("invalid_label_filter", f"label filter {item!r} must look like key:value")
+            raise Invalid(
+                ErrorCode.INVALID_LABEL_FILTER, f"label filter {item!r} must look like key:value"
+            )
         pairs.append((key, value))
     return pairs
 
@@ -179,7 +185,7 @@ def list_bots(
     """A page of bots, newest first (ids are time-ordered), and the cursor of the next page."""
     unknown = set(statuses) - {s.value for s in BotStatus}
     if unknown:
-        raise Invalid("invalid_status", f"unknown status {sorted(unknown)[0]!r}")
+        raise Invalid(ErrorCode.INVALID_STATUS, f"unknown status {sorted(unknown)[0]!r}")
     query = select(Bot)
     if user_id is not None:
         query = query.where(Bot.user_id == user_id)
@@ -226,12 +232,12 @@ def relaunch_request(old: Bot) -> BotCreate:
     is still live: one bot per workload."""
     if old.status not in TERMINAL:
         raise Conflict(
-            "bot_live", f"bot {old.id} is {old.status.value}: stop it before relaunching"
+            ErrorCode.BOT_LIVE, f"bot {old.id} is {old.status.value}: stop it before relaunching"
         )
     restart = RestartPolicy(
         max_retries=old.restart_max_retries,
         backoff_s=float(old.restart_backoff_s),
-        on=list(old.restart_on) if old.restart_on is not None else None,
+        on=cast("list[RestartTrigger]", old.restart_on) if old.restart_on is not None else None,
     )
     return BotCreate.model_construct(  # the stored values were validated when first posted
         bot=old.bot,
@@ -256,7 +262,7 @@ def state_to_purge(session: Session, bot_id: str, *, user_id: str | None) -> tup
     holds the key (a relaunch, say): its directory must not vanish under it."""
     bot = lock_bot(session, bot_id, user_id=user_id)
     if bot.status not in TERMINAL:
-        raise Conflict("bot_live", f"bot {bot_id} is {bot.status.value}: stop it first")
+        raise Conflict(ErrorCode.BOT_LIVE, f"bot {bot_id} is {bot.status.value}: stop it first")
     if bot.state_key is None:
         return None
     holder = session.scalar(
@@ -268,6 +274,8 @@ def state_to_purge(session: Session, bot_id: str, *, user_id: str | None) -> tup
     )
     if holder is not None:
         raise Conflict(
-            "state_in_use", f"bot {holder} holds this state_key: stop it first", bot_id=holder
+            ErrorCode.STATE_IN_USE,
+            f"bot {holder} holds this state_key: stop it first",
+            bot_id=holder,
         )
     return bot.user_id, bot.state_key

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from botfleet.manager.core.clock import database_now
-from botfleet.manager.core.errors import Invalid
+from botfleet.manager.core.errors import ErrorCode, Invalid
 from botfleet.manager.core.models import Bot
 from botfleet.manager.lifecycle import LIVE, Source
 from botfleet.manager.lifecycle.rules import on_exit, on_report
@@ -27,7 +27,7 @@ def apply_callback(session: Session, bot: Bot, event: CallbackIn) -> bool:
         return False
     if event.event == "exited":
         if event.exit_code is None:
-            raise Invalid("exit_code_required", "an `exited` callback needs `exit_code`")
+            raise Invalid(ErrorCode.EXIT_CODE_REQUIRED, "an `exited` callback needs `exit_code`")
         outcome = on_exit(bot, event.exit_code, event.reason, event.detail or "")
         end_attempt(session, bot, outcome, source=Source.RUNTIME)
         return True

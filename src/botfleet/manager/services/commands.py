@@ -15,9 +15,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from botfleet.manager.core import metrics
-from botfleet.manager.core.errors import Invalid, NotFound
+from botfleet.manager.core.errors import ErrorCode, Invalid, NotFound
 from botfleet.manager.core.models import Bot, Command, utcnow
-from botfleet.manager.lifecycle import BotStatus, IllegalTransition
+from botfleet.manager.lifecycle.rules import check_accepts_command
 from botfleet.manager.messaging.outbox import record_command_event
 from botfleet.manager.schemas.api import check_config
 from botfleet.manager.services.audit import command_actor
@@ -117,14 +117,13 @@ def create_reconfigure(
     `latest_config`; either way the command carries the full resulting config. The bot's own
     `config` changes only when the bot acknowledges it: it always says what runs.
     """
-    if bot.status not in (BotStatus.STARTING, BotStatus.ACTIVE):
-        raise IllegalTransition(bot.id, bot.status, "reconfigure")
+    check_accepts_command(bot.id, bot.status, ACTION_RECONFIGURE)
     if merge:
         config = merge_patch(latest_config(session, bot), config)
         try:
             check_config(config)
         except ValueError as exc:
-            raise Invalid("invalid_input", f"config: once merged, {exc}") from exc
+            raise Invalid(ErrorCode.INVALID_INPUT, f"config: once merged, {exc}") from exc
     highest = session.scalar(
         select(func.max(Command.config_version)).where(Command.bot_id == bot.id)
     )
@@ -159,8 +158,7 @@ def create_custom(
 ) -> Command:
     """A custom command (the bot's `on_command`) for a locked bot that is `starting` or
     `active`; the schema already refused the manager's own actions."""
-    if bot.status not in (BotStatus.STARTING, BotStatus.ACTIVE):
-        raise IllegalTransition(bot.id, bot.status, action)
+    check_accepts_command(bot.id, bot.status, action)
     return create_command(
         session, bot, action=action, payload=payload, ttl_s=ttl_s, retry_s=retry_s
     )
@@ -172,8 +170,7 @@ def create_secrets(
     """Store a live bot's new secrets (sealed) and the `secrets` command that tells its runtime
     to fetch them over HTTP: the command itself carries none, so neither Redis nor the
     commands' list nor the event stream ever sees them."""
-    if bot.status not in (BotStatus.STARTING, BotStatus.ACTIVE):
-        raise IllegalTransition(bot.id, bot.status, ACTION_SECRETS)
+    check_accepts_command(bot.id, bot.status, ACTION_SECRETS)
     bot.secrets_sealed = sealed
     bot.updated_at = utcnow()
     return create_command(session, bot, action=ACTION_SECRETS, ttl_s=ttl_s, retry_s=retry_s)
@@ -207,7 +204,7 @@ def get_command(session: Session, bot_id: str, command_id: str, *, user_id: str 
         select(Command).where(Command.bot_id == bot_id, Command.id == command_id)
     )
     if command is None:
-        raise NotFound("command_not_found", f"no command {command_id} for bot {bot_id}")
+        raise NotFound(ErrorCode.COMMAND_NOT_FOUND, f"no command {command_id} for bot {bot_id}")
     return command
 
 
@@ -263,7 +260,7 @@ def record_ack(
         select(Command).where(Command.bot_id == bot.id, Command.id == command_id).with_for_update()
     )
     if command is None:
-        raise NotFound("command_not_found", f"no command {command_id} for bot {bot.id}")
+        raise NotFound(ErrorCode.COMMAND_NOT_FOUND, f"no command {command_id} for bot {bot.id}")
     if command.status in ("acked", "failed"):
         return command
     now = utcnow()

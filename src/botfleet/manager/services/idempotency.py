@@ -24,7 +24,7 @@ from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from botfleet.manager.core.errors import Conflict, Invalid
+from botfleet.manager.core.errors import Conflict, ErrorCode, Invalid
 from botfleet.manager.core.models import IdempotencyRecord, utcnow
 
 TTL = timedelta(hours=24)
@@ -65,14 +65,16 @@ def claim(
         except IntegrityError:  # a concurrent request with this key committed first
             record = session.get(IdempotencyRecord, (user_id, key), populate_existing=True)
             if record is None:
-                raise Conflict("idempotency_in_progress", "retry this request") from None
+                raise Conflict(ErrorCode.IDEMPOTENCY_IN_PROGRESS, "retry this request") from None
     if record.fingerprint != fingerprint:
         raise Invalid(
-            "idempotency_mismatch",
+            ErrorCode.IDEMPOTENCY_MISMATCH,
             "this Idempotency-Key was used with another request; use a new key",
         )
     if not answered(record):
-        raise Conflict("idempotency_in_progress", "the first request with this key still runs")
+        raise Conflict(
+            ErrorCode.IDEMPOTENCY_IN_PROGRESS, "the first request with this key still runs"
+        )
     return record
 
 

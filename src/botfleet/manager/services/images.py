@@ -21,7 +21,7 @@ import re
 from collections.abc import Iterable
 from functools import lru_cache
 
-from botfleet.manager.core.errors import Invalid
+from botfleet.manager.core.errors import ErrorCode, Invalid
 
 DOCKER_HUB = "docker.io"
 _HUB_ALIASES = {"docker.io", "index.docker.io", "registry-1.docker.io"}
@@ -91,7 +91,7 @@ def check_image(image: str | None, patterns: list[str]) -> None:
     if image is None or image_allowed(image, patterns):
         return
     raise Invalid(
-        "image_not_allowed",
+        ErrorCode.IMAGE_NOT_ALLOWED,
         f"image {image!r} is not allowed here; the operator lists allowed images in "
         "BOTFLEET_ALLOWED_IMAGES",
     )

@@ -19,7 +19,7 @@ from sqlalchemy import Select, and_, or_
 from sqlalchemy.orm import InstrumentedAttribute, Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from botfleet.manager.core.errors import Invalid
+from botfleet.manager.core.errors import ErrorCode, Invalid
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -46,7 +46,7 @@ def encode_cursor(values: Sequence[Key]) -> str:
 
 def decode_cursor(cursor: str, kinds: Sequence[type]) -> tuple[Key, ...]:
     """The key a cursor holds, checked against the key's column types (`kinds`)."""
-    refused = Invalid("invalid_cursor", "cursor is not one this API returned for this list")
+    refused = Invalid(ErrorCode.INVALID_CURSOR, "cursor is not one this API returned for this list")
     if len(cursor) > MAX_CURSOR_CHARS:
         raise refused
     try:  # ValueError covers bad JSON, non-ASCII input and undecodable bytes
@@ -76,7 +76,7 @@ def _after(keys: Sequence[InstrumentedAttribute[Any]], values: Sequence[Key], de
 
 def read_page(
     session: Session,
-    query: Select[tuple[Row]],
+    query: Select[Row],
     *,
     keys: Sequence[InstrumentedAttribute[Any]],
     page: PageRequest,

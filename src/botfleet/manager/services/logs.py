@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
-from botfleet.manager.core.errors import NotImplementedByBackend, Unavailable
+from botfleet.manager.core.errors import ErrorCode, NotImplementedByBackend, Unavailable
 from botfleet.manager.services.bots import get_bot
 from botfleet.orchestrators.base import (
     CapabilityNotSupported,
@@ -35,6 +35,14 @@ log = logging.getLogger(__name__)
 FOLLOW_POLL_S = 0.25
 #: How often a quiet follower asks the engine whether the workload still runs.
 FOLLOW_CHECK_S = 1.0
+
+
+def _engine_code(exc: OrchestratorError) -> ErrorCode:
+    """The backend's own reason (`backend_unavailable`, ...) as the API's code."""
+    try:
+        return ErrorCode(exc.code)
+    except ValueError:
+        return ErrorCode.ORCHESTRATOR_ERROR
 
 
 @dataclass(frozen=True)
@@ -76,12 +84,12 @@ def read_logs(
     try:
         text = orchestrator.logs(source.runtime_ref, bot_id=source.bot_id, tail=tail)
     except CapabilityNotSupported as exc:
-        raise NotImplementedByBackend(exc.code, str(exc)) from exc
+        raise NotImplementedByBackend(ErrorCode.NOT_SUPPORTED, str(exc)) from exc
     except OrchestratorError as exc:
         # Removed (or being removed) after it ended: the lines kept before removal.
         kept = kept_logs(sessions, source, tail=tail, limits=limits)
         if kept is None and not isinstance(exc, WorkloadNotFound):
-            raise Unavailable(exc.code, str(exc)) from exc
+            raise Unavailable(_engine_code(exc), str(exc)) from exc
         return kept or ""
     return tail_text(text, tail=tail, limits=limits)  # whatever the backend did
 
@@ -96,11 +104,11 @@ def open_follower(
     try:
         return orchestrator.follow_logs(source.runtime_ref, bot_id=source.bot_id, tail=tail)
     except CapabilityNotSupported as exc:
-        raise NotImplementedByBackend(exc.code, str(exc)) from exc
+        raise NotImplementedByBackend(ErrorCode.NOT_SUPPORTED, str(exc)) from exc
     except WorkloadNotFound:
         return None
     except OrchestratorError as exc:
-        raise Unavailable(exc.code, str(exc)) from exc
+        raise Unavailable(_engine_code(exc), str(exc)) from exc
 
 
 async def follow(

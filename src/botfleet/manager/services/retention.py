@@ -21,13 +21,14 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import ColumnElement, delete, select
+from sqlalchemy import ColumnElement, CursorResult, delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from botfleet.manager.core.db import transaction
-from botfleet.manager.core.errors import Conflict
+from botfleet.manager.core.errors import Conflict, ErrorCode
 from botfleet.manager.core.models import (
     Bot,
     BotAttempt,
@@ -43,7 +44,7 @@ from botfleet.manager.services import bots as bot_records
 from botfleet.manager.services.unit_of_work import after_commit
 
 if TYPE_CHECKING:
-    from botfleet.manager.services.fleet import Fleet
+    from botfleet.manager.services.launcher import Launcher
 
 log = logging.getLogger(__name__)
 
@@ -119,10 +120,10 @@ def _prune_history(sessions: sessionmaker[Session], ids: list[str], budget: Budg
     """Delete the history of these bots in batches; True once none is left."""
     steps: list[Callable[[], int]] = []
     for table, key, bot_column in _HISTORY:
-        steps.append(lambda t=table, k=key, c=bot_column: _delete_batch(sessions, t, k, c.in_(ids)))
+        steps.append(partial(_delete_batch, sessions, table, key, bot_column.in_(ids)))
     endpoints = select(WebhookEndpoint.id).where(WebhookEndpoint.bot_id.in_(ids))
     for where in (WebhookDelivery.bot_id.in_(ids), WebhookDelivery.endpoint_id.in_(endpoints)):
-        steps.append(lambda w=where: _in_transaction(sessions, w))
+        steps.append(partial(_in_transaction, sessions, where))
     steps.append(
         lambda: _delete_batch(
             sessions, WebhookEndpoint, WebhookEndpoint.id, WebhookEndpoint.bot_id.in_(ids)
@@ -155,9 +156,12 @@ class Forget:
     redis_users: Callable[[list[str]], object] | None = None
 
     @classmethod
-    def of(cls, fleet: Fleet) -> Forget:
-        users = fleet.redis_users
-        return cls(fleet.orchestrator.delete_logs, users.close_for if users is not None else None)
+    def of(cls, launcher: Launcher) -> Forget:
+        """What the launcher made for a bot: its workloads' log files and Redis users."""
+        users = launcher.redis_users
+        return cls(
+            launcher.orchestrator.delete_logs, users.close_for if users is not None else None
+        )
 
     def __call__(self, bot_ids: list[str]) -> list[str]:
         """Forget each bot's log files; returns the ids whose files are gone (the others keep
@@ -199,9 +203,10 @@ def prune_ended_bots(
         return 0
     with transaction(sessions) as session:
         session.execute(delete(BotLabel).where(BotLabel.bot_id.in_(gone)))  # a late label
-        deleted = session.execute(
+        result = session.execute(
             delete(Bot).where(Bot.id.in_(gone), Bot.status.in_(list(TERMINAL)))
-        ).rowcount
+        )
+        deleted = cast(CursorResult[Any], result).rowcount
     log.info("retention: deleted %d bots that ended before %s", deleted, before.isoformat())
     return int(deleted or 0)
 
@@ -240,14 +245,14 @@ def delete_bot(session: Session, bot_id: str, *, user_id: str | None) -> None:
     user's bot (`user_id` None: the admin, any bot); 409 `bot_live` while it is live."""
     bot = bot_records.lock_bot(session, bot_id, user_id=user_id)
     if bot.status not in TERMINAL:
-        raise Conflict("bot_live", f"bot {bot_id} is {bot.status.value}: stop it first")
+        raise Conflict(ErrorCode.BOT_LIVE, f"bot {bot_id} is {bot.status.value}: stop it first")
     delete_history(session, [bot_id])
     session.execute(delete(Bot).where(Bot.id == bot_id))
     session.expunge(bot)
 
 
 def delete_bot_for_user(
-    session: Session, fleet: Fleet, bot_id: str, *, user_id: str | None, purge_state: bool
+    session: Session, launcher: Launcher, bot_id: str, *, user_id: str | None, purge_state: bool
 ) -> None:
     """`DELETE /bots/{id}` (the API and the dashboard): with `purge_state`, the bot's state
     directory is deleted first (`state_to_purge` refuses while another live bot holds the key);
@@ -255,6 +260,6 @@ def delete_bot_for_user(
     state = bot_records.state_to_purge(session, bot_id, user_id=user_id) if purge_state else None
     delete_bot(session, bot_id, user_id=user_id)
     if state is not None:
-        fleet.purge_state(*state)
-    forget = Forget.of(fleet)
+        launcher.purge_state(*state)
+    forget = Forget.of(launcher)
     after_commit(session, lambda: forget([bot_id]))

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from botfleet.manager.core.errors import Conflict, NotFound
+from botfleet.manager.core.errors import Conflict, ErrorCode, NotFound
 from botfleet.manager.core.models import ApiKey, User, utcnow
 from botfleet.manager.core.secrets import API_KEY_PREFIX, digest, new_secret, same
 from botfleet.manager.services import audit
@@ -24,13 +24,13 @@ ALL_SCOPES = ("bots:read", "bots:write")
 def create_user(session: Session, *, name: str, max_concurrent_bots: int) -> tuple[User, str]:
     """Create a user and its first API key; return both (the key in clear, this once)."""
     if session.scalar(select(User.id).where(User.name == name)):
-        raise Conflict("duplicate_user", f"a user named {name!r} exists")
+        raise Conflict(ErrorCode.DUPLICATE_USER, f"a user named {name!r} exists")
     user = User(name=name, max_concurrent_bots=max_concurrent_bots)
     session.add(user)
     try:
         session.flush()
     except IntegrityError as exc:
-        raise Conflict("duplicate_user", f"a user named {name!r} exists") from exc
+        raise Conflict(ErrorCode.DUPLICATE_USER, f"a user named {name!r} exists") from exc
     audit.record_admin_action(
         session,
         action=audit.USER_CREATED,
@@ -115,7 +115,7 @@ def revoke_key(session: Session, *, user_id: str, key_id: str) -> ApiKey:
         .with_for_update()
     )
     if key is None:
-        raise NotFound("key_not_found", f"no live key {key_id} of user {user_id}")
+        raise NotFound(ErrorCode.KEY_NOT_FOUND, f"no live key {key_id} of user {user_id}")
     key.revoked_at = utcnow()
     audit.record_admin_action(
         session,
@@ -133,7 +133,7 @@ def get_user(session: Session, user_id: str, *, for_update: bool = False) -> Use
         query = query.with_for_update()
     user = session.scalar(query)
     if user is None:
-        raise NotFound("user_not_found", f"no user {user_id}")
+        raise NotFound(ErrorCode.USER_NOT_FOUND, f"no user {user_id}")
     return user
 
 

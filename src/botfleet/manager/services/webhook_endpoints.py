@@ -9,7 +9,7 @@ from sqlalchemy import Select, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from botfleet.manager.core.errors import Invalid, NotFound
+from botfleet.manager.core.errors import ErrorCode, Invalid, NotFound
 from botfleet.manager.core.models import utcnow
 from botfleet.manager.core.sealing import SecretBox
 from botfleet.manager.core.webhook_models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
@@ -25,7 +25,7 @@ def checked_url(url: str, *, allow_private: bool) -> str:
     try:
         check_url(url, allow_private=allow_private)
     except UrlRefused as exc:
-        raise Invalid("webhook_url_refused", str(exc)) from None
+        raise Invalid(ErrorCode.WEBHOOK_URL_REFUSED, str(exc)) from None
     return url
 
 
@@ -45,7 +45,7 @@ def get_endpoint(session: Session, *, user_id: str, bot_id: str | None) -> Webho
     endpoint = _find(session, user_id=user_id, bot_id=bot_id)
     if endpoint is None:
         where = f"bot {bot_id}" if bot_id else "this user"
-        raise NotFound("webhook_not_found", f"no webhook is set for {where}")
+        raise NotFound(ErrorCode.WEBHOOK_NOT_FOUND, f"no webhook is set for {where}")
     return endpoint
 
 
@@ -131,7 +131,7 @@ def delete_endpoint(session: Session, *, user_id: str, bot_id: str | None) -> No
     session.delete(get_endpoint(session, user_id=user_id, bot_id=bot_id))
 
 
-def _owned_deliveries(user_id: str) -> Select[tuple[WebhookDelivery]]:
+def _owned_deliveries(user_id: str) -> Select[WebhookDelivery]:
     return (
         select(WebhookDelivery)
         .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
@@ -153,7 +153,7 @@ def list_deliveries(
 def get_delivery(session: Session, *, user_id: str, delivery_id: str) -> WebhookDelivery:
     delivery = session.scalar(_owned_deliveries(user_id).where(WebhookDelivery.id == delivery_id))
     if delivery is None:
-        raise NotFound("delivery_not_found", f"no webhook delivery {delivery_id}")
+        raise NotFound(ErrorCode.DELIVERY_NOT_FOUND, f"no webhook delivery {delivery_id}")
     return delivery
 
 

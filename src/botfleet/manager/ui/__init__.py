@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
+from starlette.types import Scope
 
 from botfleet.manager.ui import admin, bot, fleet, health, session
 from botfleet.manager.ui.session import SignInRequired, UiForbidden, UiRateLimited, ui_rate_limit
@@ -28,7 +29,7 @@ router.include_router(health.router)
 class SecureStaticFiles(StaticFiles):
     """Static files with the dashboard's security headers (nosniff above all)."""
 
-    async def get_response(self, path: str, scope):  # type: ignore[no-untyped-def]
+    async def get_response(self, path: str, scope: Scope) -> Response:
         return secure(await super().get_response(path, scope))
 
 

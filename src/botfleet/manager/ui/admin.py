@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from botfleet.manager.core.errors import BotfleetError
 from botfleet.manager.core.models import utcnow
 from botfleet.manager.core.sealing import SecretBox, SecretsUnreadable
-from botfleet.manager.http.deps import SessionDep
+from botfleet.manager.http.deps import SessionDep, app_state
 from botfleet.manager.schemas.api import ApiKeyCreate, UserCreate, UserUpdate
 from botfleet.manager.services import audit, users
 from botfleet.manager.services.keyset import MAX_CURSOR_CHARS, MAX_LIMIT, PageRequest
@@ -73,7 +73,7 @@ def create_user(
         body = UserCreate(name=name.strip(), max_concurrent_bots=_int(max_concurrent_bots))
         limit = body.max_concurrent_bots
         if limit is None:
-            limit = request.app.state.settings.default_max_concurrent_bots
+            limit = app_state(request).settings.default_max_concurrent_bots
         with session.begin_nested():  # a refusal undoes this attempt only: the page still reads
             user, key = users.create_user(session, name=body.name, max_concurrent_bots=limit)
     except (BotfleetError, ValidationError, FormError) as exc:
@@ -131,10 +131,12 @@ def create_key(
     expires_in_s: Annotated[str, Form()] = "",
 ) -> Response:
     try:
-        body = ApiKeyCreate(
-            name=name.strip() or None,
-            scopes=scopes.split(),  # the form's choice: space-separated scopes
-            expires_in_s=_int(expires_in_s),
+        body = ApiKeyCreate.model_validate(
+            {
+                "name": name.strip() or None,
+                "scopes": scopes.split(),  # the form's choice: space-separated scopes
+                "expires_in_s": _int(expires_in_s),
+            }
         )
         with session.begin_nested():
             row, key = users.create_key(
@@ -225,7 +227,7 @@ def _users_page(
     except BotfleetError as exc:  # a cursor this page did not make
         rows, next_cursor = [], None
         error, status_code = exc.message, exc.status_code
-    settings = request.app.state.settings
+    settings = app_state(request).settings
     query = {"limit": page.limit, "cursor": next_cursor}
     next_url = f"/ui/admin?{urlencode(query)}" if next_cursor else None
     return render(
@@ -272,7 +274,7 @@ def _user_page(
         actions=actions,
         new_key=new_key,
         now=utcnow(),
-        rate_limits=_rate_limits(request.app.state.settings),
+        rate_limits=_rate_limits(app_state(request).settings),
         default_restart=(
             json.dumps(user.default_restart, sort_keys=True) if user.default_restart else None
         ),
@@ -298,7 +300,7 @@ def _redirect(path: str) -> Response:
 
 
 def _box(request: Request) -> SecretBox:
-    return request.app.state.fleet.box  # type: ignore[no-any-return]
+    return app_state(request).box
 
 
 def _show_key_once(request: Request, user_id: str, *, key_id: str | None, key: str) -> Response:

@@ -17,8 +17,8 @@ from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from botfleet.manager.core.errors import BotfleetError, Forbidden, Invalid
-from botfleet.manager.http.deps import FleetDep, SessionDep
+from botfleet.manager.core.errors import BotfleetError, ErrorCode, Forbidden, Invalid
+from botfleet.manager.http.deps import AppStateDep, BotRequestsDep, SessionDep, app_state
 from botfleet.manager.http.log_follow import followed_logs
 from botfleet.manager.messaging.outbox import latest_event_id
 from botfleet.manager.schemas.api import BotCreate, CommandCreate
@@ -61,16 +61,18 @@ def _json_object(text: str, what: str) -> dict[str, Any]:
     try:
         value = json.loads(text or "{}")
     except json.JSONDecodeError as exc:
-        raise Invalid("invalid_json", f"{what} is not valid JSON: {exc.msg}") from exc
+        raise Invalid(ErrorCode.INVALID_JSON, f"{what} is not valid JSON: {exc.msg}") from exc
     if not isinstance(value, dict):
-        raise Invalid("invalid_json", f"{what} must be a JSON object")
+        raise Invalid(ErrorCode.INVALID_JSON, f"{what} must be a JSON object")
     return value
 
 
 def _user_only(caller: UiCaller, what: str) -> str:
     """The API lets only a user's key do this (the admin token may read, stop and delete)."""
     if caller.user_id is None:
-        raise Forbidden("user_key_required", f"{what} needs a user's API key, not the admin token")
+        raise Forbidden(
+            ErrorCode.USER_KEY_REQUIRED, f"{what} needs a user's API key, not the admin token"
+        )
     return caller.user_id
 
 
@@ -87,7 +89,7 @@ def start_submit(
     request: Request,
     caller: CsrfCallerDep,
     session: SessionDep,
-    fleet: FleetDep,
+    bots: BotRequestsDep,
     bot: Annotated[str, Form(max_length=200)] = "",
     name: Annotated[str, Form(max_length=300)] = "",
     config: Annotated[str, Form(max_length=70_000)] = "",
@@ -106,7 +108,7 @@ def start_submit(
     }  # fmt: skip
     try:
         user_id = _user_only(caller, "starting a bot")
-        created = fleet.start_bot(session, user_id=user_id, data=_start_request(form))
+        created = bots.start_bot(session, user_id=user_id, data=_start_request(form))
     except BotfleetError as exc:
         code, message = exc.status_code, exc.message
 
@@ -130,7 +132,9 @@ def _start_request(form: dict[str, str]) -> BotCreate:
         if not sep:
             key, sep, value = line.partition(":")
         if not sep or not key.strip():
-            raise Invalid("invalid_labels", f"label {line.strip()!r} must look like key=value")
+            raise Invalid(
+                ErrorCode.INVALID_LABELS, f"label {line.strip()!r} must look like key=value"
+            )
         labels[key.strip()] = value.strip()
     data: dict[str, Any] = {
         "bot": form.get("bot", "").strip(),
@@ -144,14 +148,16 @@ def _start_request(form: dict[str, str]) -> BotCreate:
     retries = form.get("max_retries", "").strip()
     if retries:
         if not retries.isdigit():
-            raise Invalid("invalid_restart", "max retries must be a whole number")
+            raise Invalid(ErrorCode.INVALID_RESTART, "max retries must be a whole number")
         restart: dict[str, Any] = {"max_retries": int(retries)}
         backoff = form.get("backoff_s", "").strip()
         if backoff:
             try:
                 restart["backoff_s"] = float(backoff)
             except ValueError as exc:
-                raise Invalid("invalid_restart", "backoff must be a number of seconds") from exc
+                raise Invalid(
+                    ErrorCode.INVALID_RESTART, "backoff must be a number of seconds"
+                ) from exc
         on = [t for t in ("crash", "heartbeat_lost", "start_failed") if form.get(f"on_{t}")]
         if on:
             restart["on"] = on
@@ -159,7 +165,7 @@ def _start_request(form: dict[str, str]) -> BotCreate:
     try:
         return BotCreate.model_validate_json(json.dumps(data))
     except ValidationError as exc:
-        raise Invalid("invalid_request", _validation_message(exc)) from exc
+        raise Invalid(ErrorCode.INVALID_INPUT, _validation_message(exc)) from exc
 
 
 # ---- a bot's page ---------------------------------------------------------------------------
@@ -225,7 +231,7 @@ def _refused(bot_id: str, exc: BotfleetError) -> ActionRefused:
     refused action's transaction has rolled back."""
 
     def page(request: Request) -> Response:
-        with request.app.state.sessions() as session:
+        with app_state(request).sessions() as session:
             return _page(
                 request,
                 request.state.ui_caller,
@@ -250,10 +256,10 @@ def _act(bot_id: str, action: Callable[[], str | None], notice: str) -> Response
 
 @router.post("/bots/{bot_id}/stop")
 def stop(
-    request: Request, bot_id: str, caller: CsrfCallerDep, session: SessionDep, fleet: FleetDep
+    request: Request, bot_id: str, caller: CsrfCallerDep, session: SessionDep, bots: BotRequestsDep
 ) -> Response:
     def run() -> None:
-        fleet.stop_bot(session, bot_id=bot_id, user_id=caller.user_id)
+        bots.stop_bot(session, bot_id=bot_id, user_id=caller.user_id)
 
     return _act(bot_id, run, "stopping")
 
@@ -264,13 +270,13 @@ def reconfigure(
     bot_id: str,
     caller: CsrfCallerDep,
     session: SessionDep,
-    fleet: FleetDep,
+    bots: BotRequestsDep,
     config: Annotated[str, Form(max_length=70_000)] = "",
     mode: Annotated[str, Form(max_length=10)] = "replace",
 ) -> Response:
     def run() -> None:
         user_id = _user_only(caller, "reconfiguring")
-        fleet.reconfigure(
+        bots.reconfigure(
             session,
             bot_id=bot_id,
             user_id=user_id,
@@ -287,7 +293,7 @@ def command(
     bot_id: str,
     caller: CsrfCallerDep,
     session: SessionDep,
-    fleet: FleetDep,
+    bots: BotRequestsDep,
     action: Annotated[str, Form(max_length=64)] = "",
     payload: Annotated[str, Form(max_length=70_000)] = "",
 ) -> Response:
@@ -298,8 +304,8 @@ def command(
                 json.dumps({"action": action.strip(), "payload": _json_object(payload, "payload")})
             )
         except ValidationError as exc:
-            raise Invalid("invalid_command", _validation_message(exc)) from exc
-        fleet.send_command(
+            raise Invalid(ErrorCode.INVALID_INPUT, _validation_message(exc)) from exc
+        bots.send_command(
             session, bot_id=bot_id, user_id=user_id, action=body.action, payload=body.payload
         )
 
@@ -308,11 +314,11 @@ def command(
 
 @router.post("/bots/{bot_id}/relaunch")
 def relaunch(
-    request: Request, bot_id: str, caller: CsrfCallerDep, session: SessionDep, fleet: FleetDep
+    request: Request, bot_id: str, caller: CsrfCallerDep, session: SessionDep, bots: BotRequestsDep
 ) -> Response:
     def run() -> str:
         user_id = _user_only(caller, "relaunching")
-        return str(fleet.relaunch_bot(session, bot_id=bot_id, user_id=user_id).id)
+        return str(bots.relaunch_bot(session, bot_id=bot_id, user_id=user_id).id)
 
     return _act(bot_id, run, "relaunched")
 
@@ -323,13 +329,13 @@ def delete(
     bot_id: str,
     caller: CsrfCallerDep,
     session: SessionDep,
-    fleet: FleetDep,
+    state: AppStateDep,
     purge_state: Annotated[str, Form(max_length=8)] = "",
 ) -> Response:
     """As `DELETE /bots/{id}` (with `purge_state` when the box is ticked)."""
     try:
         retention.delete_bot_for_user(
-            session, fleet, bot_id, user_id=caller.user_id, purge_state=bool(purge_state)
+            session, state.launcher, bot_id, user_id=caller.user_id, purge_state=bool(purge_state)
         )
     except BotfleetError as exc:
         raise _refused(bot_id, exc) from exc
@@ -342,12 +348,12 @@ def logs(
     bot_id: str,
     caller: UiCallerDep,
     session: SessionDep,
-    fleet: FleetDep,
+    state: AppStateDep,
     tail: Annotated[int, Query(ge=1, le=10_000)] = 200,
 ) -> Response:
     """The bot's output, followed as it is written (as `GET /bots/{id}/logs?follow=1`)."""
     source = bot_logs.locate_logs(session, bot_id, user_id=caller.user_id)
     session.close()
     return secure(
-        followed_logs(request, source, fleet=fleet, tail=tail, credential=caller.credential)
+        followed_logs(request, source, state=state, tail=tail, credential=caller.credential)
     )

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from botfleet.manager.core.errors import BotfleetError
 from botfleet.manager.core.models import Bot, User
-from botfleet.manager.http.deps import SessionDep
+from botfleet.manager.http.deps import AppStateDep, SessionDep
 from botfleet.manager.http.routes.events import MAX_EVENT_ID
 from botfleet.manager.http.shutdown import client_gone
 from botfleet.manager.http.stream_slots import acquire_stream_slot, key_id_for_token
@@ -100,6 +100,7 @@ def fleet_page(
 @router.get("/events")
 async def ui_events(
     request: Request,
+    state: AppStateDep,
     caller: UiCallerDep,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=20)] = None,
     since: Annotated[int | None, Query(ge=0, le=MAX_EVENT_ID)] = None,
@@ -112,12 +113,10 @@ async def ui_events(
     if last_event_id is not None and last_event_id.isdigit():
         start = min(int(last_event_id), MAX_EVENT_ID)
     slot = acquire_stream_slot(
-        key_id_for_token(caller.credential), request.app.state.settings.max_streams_per_key
+        key_id_for_token(caller.credential), state.settings.max_streams_per_key
     )
-    feed = EventFeed(request.app.state.sessions, user_id=caller.user_id)
-    body = feed.stream(
-        start, waker=request.app.state.event_waker, is_disconnected=client_gone(request)
-    )
+    feed = EventFeed(state.sessions, user_id=caller.user_id)
+    body = feed.stream(start, waker=state.event_waker, is_disconnected=client_gone(request))
     held = slot.hold(body)
     weakref.finalize(held, slot.release)  # a client gone before the first step (events.py)
     return secure(

@@ -7,7 +7,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from botfleet.manager.core.models import utcnow
-from botfleet.manager.http.deps import SessionDep
+from botfleet.manager.http.deps import AppStateDep, SessionDep
 from botfleet.manager.ui.charts import stacked_bars
 from botfleet.manager.ui.health_data import STATUS_ORDER, fleet_health
 from botfleet.manager.ui.session import UiCallerDep
@@ -17,8 +17,10 @@ router = APIRouter()
 
 
 @router.get("/health")
-def health_page(request: Request, session: SessionDep, caller: UiCallerDep) -> Response:
-    loops = [loop.health() for loop in getattr(request.app.state, "loops", [])]
+def health_page(
+    request: Request, state: AppStateDep, session: SessionDep, caller: UiCallerDep
+) -> Response:
+    loops = [loop.health() for loop in state.loops]
     health = fleet_health(session, user_id=caller.user_id, loops=loops, now=utcnow())
     return render(
         request,

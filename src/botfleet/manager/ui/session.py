@@ -28,9 +28,9 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.orm import Session
 
-from botfleet.manager.core.errors import BotfleetError
+from botfleet.manager.core.errors import BotfleetError, ErrorCode
 from botfleet.manager.core.secrets import same
-from botfleet.manager.http.deps import READ_METHODS, SessionDep
+from botfleet.manager.http.deps import READ_METHODS, SessionDep, app_state
 from botfleet.manager.http.rate_limit import buckets_for
 from botfleet.manager.services import audit, auth
 from botfleet.manager.ui.templating import render, secure
@@ -87,7 +87,7 @@ def _derive(admin_token: str, purpose: bytes) -> bytes:
 
 
 def _fernet(request: Request) -> Fernet:
-    key = _derive(request.app.state.admin_token, b"botfleet ui session v1")
+    key = _derive(app_state(request).admin_token, b"botfleet ui session v1")
     return Fernet(base64.urlsafe_b64encode(key))
 
 
@@ -98,7 +98,7 @@ def seal_session(request: Request, credential: str) -> str:
 
 def csrf_for(request: Request, cookie: str) -> str:
     """The CSRF token bound to one session cookie."""
-    key = _derive(request.app.state.admin_token, b"botfleet ui csrf v1")
+    key = _derive(app_state(request).admin_token, b"botfleet ui csrf v1")
     return hmac.new(key, cookie.encode(), hashlib.sha256).hexdigest()
 
 
@@ -122,17 +122,15 @@ def authenticate(
     token, or an API key through `auth.caller_for_key` (credential cache, revocation, expiry,
     disabled users) and `auth.check_scope` for writes. Raises BotfleetError (401/403)."""
     cookie = request.cookies.get(COOKIE, "")
-    if same(credential, request.app.state.admin_token):
+    state = app_state(request)
+    if same(credential, state.admin_token):
         audit.set_request_actor(session, audit.ADMIN)
         return UiCaller(user_id=None, credential=credential, csrf_token=csrf_for(request, cookie))
-    cache = getattr(request.app.state, "credentials", None)
-    caller = auth.caller_for_key(session, cache, token=credential)
+    caller = auth.caller_for_key(session, state.credentials, token=credential)
     if writes is None:
         writes = request.method not in READ_METHODS
     auth.check_scope(caller, writes=writes)
-    usage = getattr(request.app.state, "key_usage", None)
-    if usage is not None:
-        usage.touch(caller.key_id)
+    state.key_usage.touch(caller.key_id)
     audit.set_request_actor(session, audit.key_actor(caller.key_id))
     return UiCaller(
         user_id=caller.id,
@@ -191,22 +189,18 @@ _LIMITED_WHAT = {"key": "this API key", "bot_command": "commands to this bot"}
 async def ui_rate_limit(request: Request) -> None:
     """Spend from the signed-in key's rate-limit buckets, as the API's middleware does for a
     bearer token: the dashboard is no way around the key's budget or a bot's command budget."""
-    limiter = getattr(request.app.state, "rate_limiter", None)
     opened = _open_cookie(request)
-    if limiter is None or opened is None:
+    if opened is None:
         return
+    state = app_state(request)
     path = request.url.path.removeprefix("/ui") or "/"
     method = request.method
     if method == "POST":
         method = _API_METHOD.get(path.rsplit("/", 1)[-1], method)
     buckets = buckets_for(
-        request.app.state.settings,
-        method=method,
-        path=path,
-        token=opened[0],
-        admin_token=request.app.state.admin_token,
+        state.settings, method=method, path=path, token=opened[0], admin_token=state.admin_token
     )
-    verdict = await limiter.spend(buckets)
+    verdict = await state.rate_limiter.spend(buckets)
     if not verdict.allowed:
         what = _LIMITED_WHAT.get(verdict.kind, "this API key")
         raise UiRateLimited(
@@ -258,7 +252,7 @@ def sign_in(
     credential = credential.strip()
     try:
         if not credential:
-            raise BotfleetError("missing_token", "paste an API key or the admin token")
+            raise BotfleetError(ErrorCode.MISSING_TOKEN, "paste an API key or the admin token")
         authenticate(request, session, credential, writes=False)
     except BotfleetError as exc:
         return render(request, "sign_in.html", status_code=401, title="Sign in", error=exc.message)

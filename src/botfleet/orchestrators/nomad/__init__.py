@@ -1,7 +1,8 @@
-"""The `nomad` backend, in four modules: `backend` (the Orchestrator: launch, stop, watch),
-`jobspec` (the job JSON, Meta keys, the secrets Variable), `status` (Nomad's states in the
-shared vocabulary) and `logs` (tails and followers of the task's output); `config` holds its
-settings (`BOTFLEET_NOMAD_*`)."""
+"""The `nomad` backend: `backend` (the Orchestrator: launch, stop, watch), `submit` (the secrets
+Variable, the job, its placement), `api` (python-nomad's client per thread, its errors in our
+vocabulary), `jobspec` (the job JSON, Meta keys, the secrets Variable's path), `status` (Nomad's
+states in the shared vocabulary), `placement` (why Nomad could not place a job) and `logs` (tails
+and followers of the task's output); `config` holds its settings (`BOTFLEET_NOMAD_*`)."""
 
 from botfleet.orchestrators.nomad.backend import NomadOrchestrator
 from botfleet.orchestrators.nomad.config import NomadOrchestratorConfig

@@ -15,11 +15,12 @@ MHZ_PER_CPU = 1000
 
 
 def _runtime_tag() -> str:
-    """The installed botfleet's version: scripts/build-images.sh tags the runtime image with it.
+    """The installed botfleet-server's version (pyproject.toml's): scripts/build-images.sh tags
+    the runtime image with it.
     Never `latest`: Nomad's docker driver pulls a `:latest` image on every start, so a locally
     built one would never run (drivers/docker/driver.go)."""
     try:
-        return version("botfleet")
+        return version("botfleet-server")
     except PackageNotFoundError:  # a source tree that was never installed
         return "dev"
 

@@ -13,14 +13,12 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from botfleet.orchestrators.base import LaunchSpec
+from botfleet.orchestrators.base import STATE_MOUNT, LaunchSpec
 from botfleet.orchestrators.hardening import Hardening
 from botfleet.orchestrators.nomad.config import MHZ_PER_CPU, NomadOrchestratorConfig
 
 #: The task's name inside the job (and in log and signal requests).
 TASK = "bot"
-#: Where a bot's state volume is mounted (docker driver): BOTFLEET_STATE_DIR.
-STATE_MOUNT = "/state"
 #: Where the template renders the secrets, inside the task's secrets dir.
 SECRETS_FILE = "secrets/botfleet.env"
 _META_UNSAFE = re.compile(r"[^A-Za-z0-9_]")

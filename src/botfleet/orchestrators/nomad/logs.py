@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any, Protocol
 
-from botfleet.orchestrators.base import LogFollower, OrchestratorError, WorkloadNotFound
+from botfleet.orchestrators.base import OrchestratorError, TailFirstFollower, WorkloadNotFound
 from botfleet.orchestrators.log_tail import BLOCK, LogLimits
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ def last_lines(windows: Sequence[tuple[bytes, bool]], tail: int) -> bytes:
     return b"\n".join(lines[-tail:]) if tail > 0 else b""
 
 
-class TaskLogFollower(LogFollower):
+class TaskLogFollower(TailFirstFollower):
     """Reads each stream from the offset where the last read ended.
 
     A stream's unfinished last line is held back until it ends (so stdout and stderr never
@@ -122,6 +122,7 @@ class TaskLogFollower(LogFollower):
         positions: dict[str, int] | None = None,
         first: bytes = b"",
     ) -> None:
+        super().__init__(first)
         self._read = read
         self._find_alloc = find_alloc
         self._limits = limits
@@ -129,7 +130,6 @@ class TaskLogFollower(LogFollower):
         # An allocation not started when the follow began: all it writes is new.
         self._pos = positions or dict.fromkeys(STREAMS, 0)
         self._held = dict.fromkeys(STREAMS, 0)
-        self._first: bytes | None = first + b"\n" if first else b""
 
     @classmethod
     def open(
@@ -171,11 +171,7 @@ class TaskLogFollower(LogFollower):
             first=first,
         )
 
-    def read(self) -> bytes:
-        if self._first is not None:
-            first, self._first = self._first, None
-            if first:
-                return first
+    def read_new(self) -> bytes:
         if self._alloc_id is None:
             try:
                 self._alloc_id = self._find_alloc()

@@ -5,7 +5,7 @@ The reconciler sees only that vocabulary; every Nomad-specific reading of an ans
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from botfleet.orchestrators.base import WorkloadState, WorkloadStatus
@@ -48,13 +48,13 @@ def alloc_status(alloc: Mapping[str, Any]) -> WorkloadStatus:
     )
 
 
-def first_alloc(allocs: list[Mapping[str, Any]]) -> Mapping[str, Any]:
+def first_alloc(allocs: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
     """The allocation that is the bot: the job's first. botfleet owns restarts, so Nomad never
     places another one for a healthy job; one it did place is a second copy (`extra_copies`)."""
     return min(allocs, key=lambda a: (a.get("CreateIndex", 0), a.get("CreateTime", 0)))
 
 
-def extra_copies(allocs: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+def extra_copies(allocs: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     """Live allocations other than the first one Nomad means to keep running: copies of the bot
     (and of its token) that must not run (a replacement placed for a lost node, an operator's
     `nomad alloc stop`, which reschedules)."""
@@ -69,7 +69,7 @@ def extra_copies(allocs: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
 
 
 def job_status(
-    job: Mapping[str, Any], allocs: list[Mapping[str, Any]], *, blocked: str | None = None
+    job: Mapping[str, Any], allocs: Sequence[Mapping[str, Any]], *, blocked: str | None = None
 ) -> WorkloadStatus:
     """A job's status: its first allocation's, or pending/exited while it has none (`blocked`:
     why Nomad could not place it, from its evaluations)."""

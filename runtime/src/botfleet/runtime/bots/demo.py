@@ -61,7 +61,7 @@ class DemoBot(Bot):
         if self.config.get("report_every_s"):
             reporter = asyncio.create_task(self._report_every(float(self.config["report_every_s"])))
         try:
-            await asyncio.wait_for(self.wait_for_leave(), timers.get(first))
+            await asyncio.wait_for(self.wait_for_leave(), None if first is None else timers[first])
         except TimeoutError:
             if first == "crash_after_s":
                 raise DemoCrash(f"crash_after_s={timers[first]} elapsed") from None

@@ -10,7 +10,7 @@ changed underneath), and repaired. Each bot and each workload is isolated from t
 failures. It reaps only on positive proof of death (the engine says the workload exited, or a
 listing confirms it is gone): an engine that cannot be asked changes nothing.
 
-`Reconciler(fleet).run_once()` is one pass; it returns the errors it isolated (also kept in
+`Reconciler(...).run_once()` is one pass; it returns the errors it isolated (also kept in
 `last_errors`), so tests can see them. Silence is judged only from heartbeats this replica could
 have recorded: after it becomes leader (`on_lead`) and after its database stops answering, a
 bot's heartbeats count as lost only once a full budget has passed (`context.Listening`).
@@ -28,6 +28,7 @@ from dataclasses import replace
 from typing import Any, cast
 
 from sqlalchemy import Row, select, text
+from sqlalchemy.orm import Session, sessionmaker
 
 from botfleet.manager.background.loops import StepsFailed, database_unreachable, describe
 from botfleet.manager.background.reconciler.active import reconcile_active
@@ -38,8 +39,10 @@ from botfleet.manager.background.reconciler.workloads import exit_grace_s, recon
 from botfleet.manager.core import metrics
 from botfleet.manager.core.clock import database_now
 from botfleet.manager.core.models import LIVE_SQL, Bot
+from botfleet.manager.core.settings import Settings
 from botfleet.manager.lifecycle import BotStatus, IllegalTransition
-from botfleet.manager.services.fleet import Fleet
+from botfleet.manager.services.bot_requests import BotRequests
+from botfleet.manager.services.launcher import Launcher
 
 S = BotStatus
 PerState = Callable[[Context, Bot], Repair | None]
@@ -74,8 +77,15 @@ PER_STATE: dict[BotStatus, PerState] = {
 
 
 class Reconciler:
-    def __init__(self, fleet: Fleet) -> None:
-        self.ctx = Context(fleet)
+    def __init__(
+        self,
+        *,
+        sessions: sessionmaker[Session],
+        settings: Settings,
+        launcher: Launcher,
+        bots: BotRequests,
+    ) -> None:
+        self.ctx = Context(sessions=sessions, settings=settings, launcher=launcher, bots=bots)
         self.last_errors: list[str] = []
         self.failed_steps: list[str] = []
 
@@ -90,7 +100,7 @@ class Reconciler:
         except Exception as exc:
             live = None
             errors.append(self._step_failed("read_live_bots", exc))
-        ctx = replace(self.ctx, listing=Listing.of(self.ctx.fleet))  # after the rows: see Listing
+        ctx = replace(self.ctx, listing=Listing.of(self.ctx.launcher))  # after the rows: Listing
         if live is not None:
             for status in PER_STATE:
                 seen = [bot for bot in live if bot.status == status]
@@ -112,7 +122,8 @@ class Reconciler:
             live = self._live_bots(status)
         except Exception as exc:
             return [self._step_failed(f"reconcile_{status.value}", exc)]
-        return self._reconcile(replace(self.ctx, listing=Listing.of(self.ctx.fleet)), status, live)
+        listing = Listing.of(self.ctx.launcher)
+        return self._reconcile(replace(self.ctx, listing=listing), status, live)
 
     def reconcile_workloads(self) -> list[str]:
         """Orphans, lost launches' workloads and ended workloads; returns the errors."""
@@ -138,16 +149,16 @@ class Reconciler:
         query = select(*SNAPSHOT).where(text(LIVE_SQL))
         if status is not None:
             query = query.where(Bot.status == status)
-        with self.ctx.fleet.sessions() as session:
+        with self.ctx.sessions() as session:
             self.ctx.listening.observe(database_now(session))
             # Plain rows, read like a Bot through SNAPSHOT's names: building ORM objects for
             # 10,000 live bots took 200-300 ms of the manager's CPU per tick; rows take ~50 ms,
             # read a slice at a time with the API's event loop let in between.
-            rows: list[Row[Any]] = []
+            rows: list[Row[Any]] = []  # extended with rows of SNAPSHOT's columns
             for part in session.execute(
                 query.execution_options(yield_per=YIELD_EVERY)
             ).partitions():
-                rows.extend(part)
+                rows.extend(cast(Sequence[Row[Any]], part))
                 time.sleep(0)
             return cast(Sequence[Bot], rows)
 
@@ -201,4 +212,4 @@ class Reconciler:
         return f"{where}: {exc}"
 
 
-__all__ = ["PER_STATE", "SNAPSHOT", "Reconciler", "exit_grace_s"]
+__all__ = ["PER_STATE", "SNAPSHOT", "Context", "Reconciler", "exit_grace_s"]

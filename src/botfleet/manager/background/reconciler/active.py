@@ -31,7 +31,7 @@ def reconcile_active(ctx: Context, bot: Bot) -> Repair | None:
         return partial(ctx.kill_overdue, bot, Overdue.HEARTBEAT, lost_after_s)
     if bot.max_duration_s and older_than(bot.active_at, bot.max_duration_s):
         return partial(
-            ctx.fleet.stop_bot,
+            ctx.bots.stop_bot,
             bot_id=bot.id,
             user_id=None,
             source=Source.SCHEDULER,

@@ -1,4 +1,5 @@
-"""What every per-state function of the reconciler shares: the fleet, the engine's word on a
+"""What every per-state function of the reconciler shares: the database, the launcher and the
+stop requests (`BotRequests`), the engine's word on a
 workload (only when it positively knows: from the tick's one listing, else by asking), and
 storing an attempt's end if nothing moved first."""
 
@@ -10,6 +11,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from sqlalchemy.orm import Session, sessionmaker
+
 from botfleet.manager.core import metrics
 from botfleet.manager.core.db import transaction
 from botfleet.manager.core.models import Bot, utcnow
@@ -18,7 +21,8 @@ from botfleet.manager.lifecycle import BotStatus, Source
 from botfleet.manager.lifecycle.rules import Outcome, Overdue, on_overdue
 from botfleet.manager.services import bots as bot_records
 from botfleet.manager.services.attempts import end_attempt
-from botfleet.manager.services.fleet import Fleet
+from botfleet.manager.services.bot_requests import BotRequests
+from botfleet.manager.services.launcher import Launcher
 from botfleet.orchestrators.base import (
     LABEL_BOT_ID,
     Orchestrator,
@@ -96,10 +100,10 @@ class Listing:
         self._by_ref = {w.runtime_ref: w for w in self.workloads}
 
     @classmethod
-    def of(cls, fleet: Fleet) -> Listing:
+    def of(cls, launcher: Launcher) -> Listing:
         """This fleet's workloads now; never raises (an engine that cannot answer is `error`)."""
         try:
-            return cls(fleet.workloads())
+            return cls(launcher.workloads())
         except Exception as exc:
             log.warning("cannot list the workloads: %s", exc)
             return cls(error=exc)
@@ -113,21 +117,20 @@ class Context:
     """The reconciler's view of the installation, handed to each per-state function; a pass
     hands them a copy carrying its `listing` (None: none taken, ask the engine per bot)."""
 
-    fleet: Fleet
+    sessions: sessionmaker[Session]
+    settings: Settings
+    launcher: Launcher  # launches, relaunches, the engine's listings
+    bots: BotRequests  # a stop the reconciler decides (max_duration) goes the API's way
     listening: Listening = field(default_factory=Listening)
     listing: Listing | None = None
 
     @property
-    def settings(self) -> Settings:
-        return self.fleet.settings
-
-    @property
     def orchestrator(self) -> Orchestrator:
-        return self.fleet.orchestrator
+        return self.launcher.orchestrator
 
     def reread(self, bot_id: str, expected: BotStatus) -> Bot | None:
         """The bot as it is now; None (logged) when it left `expected` since it was listed."""
-        with self.fleet.sessions() as session:
+        with self.sessions() as session:
             bot = bot_records.get_bot(session, bot_id, user_id=None)
         if bot.status != expected:
             log.info("bot %s changed underneath the reconciler: %s, no longer %s",
@@ -142,7 +145,7 @@ class Context:
         (and, given `attempt`, still at that attempt) under its row lock: a callback may have
         moved it meanwhile, or ended the attempt and restarted it (`starting → starting` keeps
         the status): then nothing changes."""
-        with transaction(self.fleet.sessions) as session:
+        with transaction(self.sessions) as session:
             bot = bot_records.lock_bot(session, bot_id)
             if bot.status != expected or (attempt is not None and bot.attempt != attempt):
                 log.info("bot %s is now %s (attempt %s); no %s repair",
@@ -173,8 +176,8 @@ class Context:
         try:
             status = self.orchestrator.inspect(bot.runtime_ref)
             if status.state == WorkloadState.NOT_FOUND:
-                listed = self.fleet.workloads(**{LABEL_BOT_ID: bot.id})
-                if any(w.runtime_ref == bot.runtime_ref for w in listed):
+                found = self.launcher.workloads(**{LABEL_BOT_ID: bot.id})
+                if any(w.runtime_ref == bot.runtime_ref for w in found):
                     return None
         except OrchestratorError as exc:
             log.info("cannot inspect bot %s: %s", bot.id, exc)

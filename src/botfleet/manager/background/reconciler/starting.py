@@ -19,17 +19,17 @@ S = BotStatus
 
 def reconcile_requested(ctx: Context, bot: Bot) -> Repair | None:
     """Launch a requested bot whose time has come (the POST's launch may have been lost in a
-    crash); `Fleet.launch` gives up on a scheduled start missed by too much. Like every
+    crash); `Launcher.launch` gives up on a scheduled start missed by too much. Like every
     per-state function it only judges the row it is given (see `active`)."""
     if bot.start_at is None or bot.start_at <= utcnow():
-        return partial(ctx.fleet.launch, bot.id)
+        return partial(ctx.launcher.launch, bot.id)
     return None
 
 
 def reconcile_starting(ctx: Context, bot: Bot) -> Repair | None:
     if bot.next_attempt_at is not None:  # a restart waiting for its backoff
         if bot.next_attempt_at <= utcnow():
-            return partial(ctx.fleet.relaunch, bot.id)
+            return partial(ctx.launcher.relaunch, bot.id)
         return None
     timeout_s = ctx.settings.start_timeout_s
     if older_than(bot.started_at, timeout_s):
@@ -49,16 +49,16 @@ def retry_lost_launch(ctx: Context, bot: Bot) -> None:
     """`starting` with no workload long after the launch began: the manager died between
     recording the launch and reaching the engine. Launch again once a listing confirms that
     nothing runs for this bot (a workload found instead is adopted by the workload pass)."""
-    listed = ctx.fleet.workloads(**{LABEL_BOT_ID: bot.id})
+    listed = ctx.launcher.workloads(**{LABEL_BOT_ID: bot.id})
     if any(w.status.state == WorkloadState.RUNNING for w in listed):
         return
     for leftover in listed:  # e.g. a container created but never started
         ctx.orchestrator.stop(leftover.runtime_ref, grace_s=ctx.settings.kill_after_s)
-    with transaction(ctx.fleet.sessions) as session:
+    with transaction(ctx.sessions) as session:
         locked = bot_records.lock_bot(session, bot.id)
         if locked.status != S.STARTING or locked.runtime_ref or locked.next_attempt_at:
             return
         locked.next_attempt_at = utcnow()
     log.warning("bot %s: its launch was lost; launching again", bot.id)
     metrics.RECONCILER_REPAIRS.labels("launch_retried").inc()
-    ctx.fleet.relaunch(bot.id)
+    ctx.launcher.relaunch(bot.id)

@@ -37,7 +37,7 @@ def reconcile_workloads(ctx: Context, on_error: Callable[[str, Exception], None]
     each is isolated from the others' failures (`on_error` hears of the unexpected ones; an
     engine error is only logged). Raises when the engine could not be listed."""
     if ctx.listing is None:
-        workloads = ctx.fleet.workloads()
+        workloads = ctx.launcher.workloads()
     elif ctx.listing.error is not None:
         raise ctx.listing.error
     else:
@@ -58,7 +58,7 @@ def _records_of(
     """The bots these workloads belong to, and when each of their attempts ended."""
     if not ids:
         return {}, {}
-    with ctx.fleet.sessions() as session:
+    with ctx.sessions() as session:
         rows = session.execute(
             select(Bot.id, Bot.status, Bot.runtime_ref, Bot.attempt, Bot.ended_at).where(
                 Bot.id.in_(ids)
@@ -116,7 +116,7 @@ def _adopt(ctx: Context, workload: Workload) -> None:
     launch). One that never started is left to `retry_lost_launch`."""
     if workload.status.state != WorkloadState.RUNNING:
         return
-    with transaction(ctx.fleet.sessions) as session:
+    with transaction(ctx.sessions) as session:
         bot = bot_records.lock_bot(session, workload.bot_id)
         same_attempt = workload.labels.get(LABEL_ATTEMPT) == str(bot.attempt)
         if bot.runtime_ref is None and same_attempt and bot.status not in TERMINAL:
@@ -144,7 +144,7 @@ def _record_end(ctx: Context, workload: Workload, *, current: bool) -> None:
             log.info("workload %s: no last logs: %s", workload.runtime_ref, exc)
             text = None
         logs = None if text is None else kept_lines(text, ctx.settings)
-    with transaction(ctx.fleet.sessions) as session:
+    with transaction(ctx.sessions) as session:
         record_attempt_exit(session, workload.bot_id, runtime_ref=workload.runtime_ref,
                             exit_code=workload.status.exit_code)  # fmt: skip
         if not current:

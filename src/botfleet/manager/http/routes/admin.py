@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response, status
 from pydantic import BeforeValidator
 
-from botfleet.manager.core.errors import Invalid, error_responses
+from botfleet.manager.core.errors import ErrorCode, Invalid, error_responses
 from botfleet.manager.http.deps import AdminDep, SessionDep, SettingsDep
 from botfleet.manager.http.page_params import PageQuery
 from botfleet.manager.schemas.api import (
@@ -24,6 +24,7 @@ from botfleet.manager.schemas.api import (
     UserUpdate,
     UserWithKey,
 )
+from botfleet.manager.schemas.bounds import in_utc_range
 from botfleet.manager.services import audit, users
 
 router = APIRouter(
@@ -160,6 +161,8 @@ def list_audit(
     since: Annotated[IsoTime | None, Query(description="ISO time with a zone")] = None,
 ) -> Page[AuditEntry]:
     if since is not None and since.tzinfo is None:
-        raise Invalid("invalid_since", "since needs a time zone, e.g. 2026-01-01T10:00:00Z")
+        raise Invalid(ErrorCode.INVALID_SINCE, "since needs a time zone, e.g. 2026-01-01T10:00:00Z")
+    if since is not None and not in_utc_range(since):
+        raise Invalid(ErrorCode.INVALID_SINCE, "since is out of range")
     rows, next_cursor = audit.list_admin_actions(session, user_id=user_id, since=since, page=page)
     return Page(items=[AuditEntry.model_validate(a) for a in rows], next_cursor=next_cursor)

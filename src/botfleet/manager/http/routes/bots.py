@@ -9,7 +9,13 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from botfleet.manager.core.errors import error_responses
 from botfleet.manager.core.secrets import bearer_token
-from botfleet.manager.http.deps import CurrentUser, FleetDep, SessionDep, Viewer
+from botfleet.manager.http.deps import (
+    AppStateDep,
+    BotRequestsDep,
+    CurrentUser,
+    SessionDep,
+    Viewer,
+)
 from botfleet.manager.http.idempotency import Idempotent
 from botfleet.manager.http.log_follow import followed_logs, log_limits
 from botfleet.manager.http.page_params import PageQuery
@@ -40,12 +46,12 @@ router = APIRouter(
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=BotPublic)
 def start_bot(
-    body: BotCreate, user: CurrentUser, session: SessionDep, fleet: FleetDep, once: Idempotent
+    body: BotCreate, user: CurrentUser, session: SessionDep, bots: BotRequestsDep, once: Idempotent
 ) -> JSONResponse:
     replay = once.replay("POST /bots", body.model_dump(mode="json"))
     if replay is not None:
         return replay
-    bot = fleet.start_bot(session, user_id=user.id, data=body)
+    bot = bots.start_bot(session, user_id=user.id, data=body)
     return once.answer(BotPublic.model_validate(bot), status.HTTP_201_CREATED)
 
 
@@ -123,17 +129,22 @@ class ConfigChange:
     its own idempotent operation."""
 
     def __init__(
-        self, bot_id: str, user: CurrentUser, session: SessionDep, fleet: FleetDep, once: Idempotent
+        self,
+        bot_id: str,
+        user: CurrentUser,
+        session: SessionDep,
+        bots: BotRequestsDep,
+        once: Idempotent,
     ) -> None:
         self.bot_id, self.user_id = bot_id, user.id
-        self.session, self.fleet, self.once = session, fleet, once
+        self.session, self.bots, self.once = session, bots, once
 
     def apply(self, config: dict[str, Any], *, merge: bool) -> JSONResponse:
         method = "PATCH" if merge else "PUT"
         replay = self.once.replay(f"{method} /bots/{self.bot_id}/config", config)
         if replay is not None:
             return replay
-        command = self.fleet.reconfigure(
+        command = self.bots.reconfigure(
             self.session, bot_id=self.bot_id, user_id=self.user_id, config=config, merge=merge
         )
         return self.once.answer(CommandPublic.model_validate(command), status.HTTP_202_ACCEPTED)
@@ -189,8 +200,8 @@ def replace_config(body: ConfigReplace, change: ConfigChangeDep) -> JSONResponse
     description="Ask the bot to leave: 202, idempotent on a stopping or ended bot. The admin "
     "token may stop any user's bot (recorded with actor `admin`).",
 )
-def stop_bot(bot_id: str, viewer: Viewer, session: SessionDep, fleet: FleetDep) -> BotPublic:
-    bot = fleet.stop_bot(session, bot_id=bot_id, user_id=viewer.user_id)
+def stop_bot(bot_id: str, viewer: Viewer, session: SessionDep, bots: BotRequestsDep) -> BotPublic:
+    bot = bots.stop_bot(session, bot_id=bot_id, user_id=viewer.user_id)
     return BotPublic.model_validate(bot)
 
 
@@ -210,12 +221,12 @@ def stop_bot(bot_id: str, viewer: Viewer, session: SessionDep, fleet: FleetDep) 
     ),
 )
 def relaunch_bot(
-    bot_id: str, user: CurrentUser, session: SessionDep, fleet: FleetDep, once: Idempotent
+    bot_id: str, user: CurrentUser, session: SessionDep, bots: BotRequestsDep, once: Idempotent
 ) -> JSONResponse:
     replay = once.replay(f"POST /bots/{bot_id}/relaunch", {})
     if replay is not None:
         return replay
-    bot = fleet.relaunch_bot(session, bot_id=bot_id, user_id=user.id)
+    bot = bots.relaunch_bot(session, bot_id=bot_id, user_id=user.id)
     return once.answer(BotPublic.model_validate(bot), status.HTTP_201_CREATED)
 
 
@@ -224,7 +235,7 @@ def delete_bot(
     bot_id: str,
     session: SessionDep,
     viewer: Viewer,
-    fleet: FleetDep,
+    state: AppStateDep,
     purge_state: Annotated[
         bool, Query(description="Also delete the bot's state directory (its `state_key`).")
     ] = False,
@@ -237,7 +248,7 @@ def delete_bot(
     holds the key; 503 `state_purge_failed` when the engine could not delete it (nothing is
     deleted then); 501 on a backend that cannot delete states (Nomad)."""
     retention.delete_bot_for_user(
-        session, fleet, bot_id, user_id=viewer.user_id, purge_state=purge_state
+        session, state.launcher, bot_id, user_id=viewer.user_id, purge_state=purge_state
     )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -282,13 +293,13 @@ def send_command(
     body: CommandCreate,
     user: CurrentUser,
     session: SessionDep,
-    fleet: FleetDep,
+    bots: BotRequestsDep,
     once: Idempotent,
 ) -> JSONResponse:
     replay = once.replay(f"POST /bots/{bot_id}/commands", body.model_dump(mode="json"))
     if replay is not None:
         return replay
-    command = fleet.send_command(
+    command = bots.send_command(
         session, bot_id=bot_id, user_id=user.id, action=body.action, payload=body.payload
     )
     return once.answer(CommandPublic.model_validate(command), status.HTTP_202_ACCEPTED)
@@ -310,9 +321,9 @@ def send_command(
     ),
 )
 def replace_secrets(
-    bot_id: str, body: SecretsReplace, user: CurrentUser, session: SessionDep, fleet: FleetDep
+    bot_id: str, body: SecretsReplace, user: CurrentUser, session: SessionDep, bots: BotRequestsDep
 ) -> CommandPublic:
-    command = fleet.replace_secrets(session, bot_id=bot_id, user_id=user.id, secrets=body.root)
+    command = bots.replace_secrets(session, bot_id=bot_id, user_id=user.id, secrets=body.root)
     return CommandPublic.model_validate(command)
 
 
@@ -338,7 +349,7 @@ def get_logs(
     bot_id: str,
     session: SessionDep,
     viewer: Viewer,
-    fleet: FleetDep,
+    state: AppStateDep,
     tail: Annotated[int, Query(ge=1, le=10_000)] = 200,
     follow: Annotated[bool, Query(description="Stream new output as it is written.")] = False,
 ) -> Response:
@@ -346,12 +357,12 @@ def get_logs(
     session.close()  # the reads below are file or engine I/O: no connection held across them
     if follow:
         token = bearer_token(request.headers.get("authorization")) or ""
-        return followed_logs(request, source, fleet=fleet, tail=tail, credential=token)
+        return followed_logs(request, source, state=state, tail=tail, credential=token)
     text = bot_logs.read_logs(
         source,
-        orchestrator=fleet.orchestrator,
-        sessions=fleet.sessions,
+        orchestrator=state.orchestrator,
+        sessions=state.sessions,
         tail=tail,
-        limits=log_limits(request),
+        limits=log_limits(state.settings),
     )
     return PlainTextResponse(text)

@@ -11,9 +11,9 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
-from botfleet.manager.core.errors import Invalid, error_responses
+from botfleet.manager.core.errors import ErrorCode, Invalid, error_responses
 from botfleet.manager.core.secrets import bearer_token
-from botfleet.manager.http.deps import Viewer
+from botfleet.manager.http.deps import AppStateDep, Viewer
 from botfleet.manager.http.shutdown import client_gone
 from botfleet.manager.http.stream_slots import acquire_stream_slot, key_id_for_token
 from botfleet.manager.messaging.event_feed import EventFeed
@@ -41,6 +41,7 @@ SSE_EVENT_SCHEMA = {
 )
 async def stream_events(
     request: Request,
+    state: AppStateDep,
     viewer: Viewer,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=20)] = None,
     since: Annotated[
@@ -50,17 +51,13 @@ async def stream_events(
     if last_event_id is not None and not (
         last_event_id.isdigit() and int(last_event_id) <= MAX_EVENT_ID
     ):
-        raise Invalid("invalid_last_event_id", "Last-Event-ID must be an event id we sent")
+        raise Invalid(ErrorCode.INVALID_LAST_EVENT_ID, "Last-Event-ID must be an event id we sent")
     start = int(last_event_id) if last_event_id is not None else since
     # `viewer` has checked the token: counting by its digest counts per key (or admin token).
     token = bearer_token(request.headers.get("authorization")) or ""
-    slot = acquire_stream_slot(
-        key_id_for_token(token), request.app.state.settings.max_streams_per_key
-    )
-    feed = EventFeed(request.app.state.sessions, user_id=viewer.user_id)
-    body = feed.stream(
-        start, waker=request.app.state.event_waker, is_disconnected=client_gone(request)
-    )
+    slot = acquire_stream_slot(key_id_for_token(token), state.settings.max_streams_per_key)
+    feed = EventFeed(state.sessions, user_id=viewer.user_id)
+    body = feed.stream(start, waker=state.event_waker, is_disconnected=client_gone(request))
     held = slot.hold(body)
     # A client gone before the body's first step never runs its `finally`: the slot is then
     # freed when the unstarted body is collected (release is idempotent).

@@ -6,13 +6,14 @@ import logging
 from collections.abc import Callable
 
 import redis
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from botfleet.manager.http.deps import AppStateDep
 from botfleet.orchestrators.base import BackendUnavailable
 
 log = logging.getLogger(__name__)
@@ -42,12 +43,11 @@ def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz")
-def readyz(request: Request) -> JSONResponse:
+def readyz(state: AppStateDep) -> JSONResponse:
     """Ready when the database, Redis and the orchestrator all answer and no periodic loop is
     failing (`manager/background/loops.py`: several failed runs in a row; its last error is shown).
     Each check answers `ok` or a code (`unreachable`, `busy`, `refused`, `error`), never the error's
     text: that is logged."""
-    state = request.app.state
     checks: dict[str, str] = {}
 
     def check(name: str, probe: Callable[[], object]) -> None:
@@ -63,8 +63,8 @@ def readyz(request: Request) -> JSONResponse:
             session.execute(text("SELECT 1"))
 
     check("database", database)
-    check("redis", state.fleet.bus.ping)
-    check("orchestrator", state.fleet.orchestrator.check_health)
+    check("redis", state.bus.ping)
+    check("orchestrator", state.orchestrator.check_health)
     loops = [loop.health() for loop in state.loops]
     ready = all(v == "ok" for v in checks.values()) and not any(h.failing for h in loops)
     return JSONResponse(

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from botfleet.manager.core.errors import error_responses
 from botfleet.manager.http.deps import (
+    AppStateDep,
     AuthHeader,
     BotPath,
     CallingBot,
@@ -39,16 +40,16 @@ router = APIRouter(
 
 @router.post("/callbacks", response_model=CallbackOut)
 async def callback(
-    request: Request, bot_id: BotPath, body: CallbackIn, authorization: AuthHeader = None
+    state: AppStateDep, bot_id: BotPath, body: CallbackIn, authorization: AuthHeader = None
 ) -> CallbackOut:
     token = bot_token(authorization)
     if body.event == "heartbeat":
-        status = await request.app.state.heartbeats.accept(token=token, bot_id=bot_id)
+        status = await state.heartbeats.accept(token=token, bot_id=bot_id)
         return CallbackOut(status=status, changed=False)
     if body.event == "report" and body.data is not None:
-        status = await request.app.state.reports.accept(token=token, bot_id=bot_id, data=body.data)
+        status = await state.reports.accept(token=token, bot_id=bot_id, data=body.data)
         return CallbackOut(status=status, changed=False)
-    return await run_in_threadpool(_apply, request.app.state.sessions, token, bot_id, body)
+    return await run_in_threadpool(_apply, state.sessions, token, bot_id, body)
 
 
 def _apply(
@@ -86,8 +87,8 @@ def ack_command(
 
 
 @router.get("/secrets", response_model=dict[str, str])
-def read_secrets(bot: CallingBot, request: Request) -> dict[str, str]:
+def read_secrets(bot: CallingBot, state: AppStateDep) -> dict[str, str]:
     """The calling bot's current secrets (after a `secrets` command; `PUT /bots/{id}/secrets`),
     to its own token only: they never travel over Redis."""
-    box = request.app.state.fleet.box
+    box = state.box
     return box.open(bot.secrets_sealed) if bot.secrets_sealed else {}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response, status
 from sqlalchemy.orm import Session
@@ -11,8 +11,8 @@ from botfleet.manager.core.errors import error_responses
 from botfleet.manager.core.sealing import SecretBox
 from botfleet.manager.core.webhook_models import WebhookDelivery, WebhookEndpoint
 from botfleet.manager.http.deps import (
+    AppStateDep,
     CurrentUser,
-    FleetDep,
     SessionDep,
     SettingsDep,
     authenticate_before_transaction,
@@ -29,12 +29,14 @@ from botfleet.manager.schemas.webhooks import (
 from botfleet.manager.services import webhook_endpoints as service
 
 router = APIRouter(tags=["webhooks"], responses=error_responses(400, 401, 403, 404, 413, 422, 503))
-CREATED = {201: {"model": WebhookPublic, "description": "Created, with its signing secret"}}
+CREATED: dict[int | str, dict[str, Any]] = {
+    201: {"model": WebhookPublic, "description": "Created, with its signing secret"}
+}
 
 
-def get_box(fleet: FleetDep) -> SecretBox:
+def get_box(state: AppStateDep) -> SecretBox:
     """The manager's one SecretBox: webhook signing secrets are sealed like bot secrets."""
-    return fleet.box
+    return state.box
 
 
 BoxDep = Annotated[SecretBox, Depends(get_box)]

@@ -66,7 +66,7 @@ class Scenario(_Model):
             raise ValueError(f"start: unknown step {self.start!r}")
         for name, step in self.steps.items():
             targets = [(f"steps.{name}.next", step.next)]
-            targets += [(f"steps.{name}.auto.goto", step.auto and step.auto.goto)]
+            targets += [(f"steps.{name}.auto.goto", step.auto.goto if step.auto else None)]
             targets += [
                 (f"steps.{name}.buttons.{i}.goto", button.goto)
                 for i, button in enumerate(step.buttons)

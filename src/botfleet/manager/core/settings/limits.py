@@ -1,0 +1,45 @@
+"""What one user, key or request may take: bots, bodies, request rates, open streams."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from botfleet.manager.core.settings.area import SettingsArea
+
+
+class LimitSettings(SettingsArea):
+    default_max_concurrent_bots: int = Field(
+        10, ge=0, description="Limit for users created without one. 0 means no bots at all."
+    )
+    max_body_bytes: int = Field(1_048_576, gt=0, description="Largest request body accepted.")
+    idempotency_claim_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="An `Idempotency-Key` claimed this long ago with no answer stored (its "
+        "request died) is taken over by the next request with that key.",
+    )
+    max_streams_per_key: int = Field(
+        5, ge=1, description="Open streams (`/events`, `logs?follow=1`) per API key and replica."
+    )
+
+    # Rate limits (manager/http/rate_limit.py): token buckets in Redis, shared by every replica.
+    rate_limit_per_s: float = Field(
+        20.0, ge=0, description="Requests per second per API key, sustained; 0 = no limit."
+    )
+    rate_limit_burst: int = Field(40, ge=1, description="Requests per API key in a burst.")
+    bot_command_rate_per_s: float = Field(
+        2.0,
+        ge=0,
+        description="Config changes (PATCH/PUT config), custom commands and secrets per second "
+        "per bot and API key, on top of the key's own limit; 0 = no limit.",
+    )
+    bot_command_rate_burst: int = Field(
+        10, ge=1, description="Config changes and commands per bot and API key in a burst."
+    )
+    callback_rate_per_s: float = Field(
+        20.0,
+        ge=0,
+        description="Callbacks per second per bot token (heartbeats, reports, acks): a bot's "
+        "own budget, untouched by users' traffic; 0 = no limit.",
+    )
+    callback_rate_burst: int = Field(100, ge=1, description="Callbacks per bot token in a burst.")

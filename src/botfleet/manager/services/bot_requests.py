@@ -1,0 +1,212 @@
+"""What users ask of their bots (start, relaunch, stop, reconfigure, a custom command, new
+secrets), turned into database changes first and side effects second.
+
+Database first: every method records what was asked in the caller's transaction (a request's
+one unit of work, `manager/services/unit_of_work.py`) and queues its side effect (a launch, a
+publish, a signal) to run after the commit, so a crash or an unreachable Redis never loses a
+request; the reconciler and housekeeping finish whatever a side effect could not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from botfleet.manager.core.errors import ErrorCode, Invalid
+from botfleet.manager.core.models import Bot, Command, utcnow
+from botfleet.manager.core.sealing import SecretBox
+from botfleet.manager.core.settings import Settings
+from botfleet.manager.lifecycle import Source
+from botfleet.manager.schemas.api import BotCreate
+from botfleet.manager.services import bots as bot_records
+from botfleet.manager.services import commands as command_records
+from botfleet.manager.services import webhook_endpoints as webhooks
+from botfleet.manager.services.audit import actor_for
+from botfleet.manager.services.command_publisher import CommandPublisher
+from botfleet.manager.services.images import allowed_patterns, check_image
+from botfleet.manager.services.launcher import Launcher
+from botfleet.manager.services.unit_of_work import after_commit, unit_of_work
+from botfleet.orchestrators.base import StateRef
+from botfleet.runtime.loader import BUILTIN_BOTS
+
+
+class BotRequests:
+    """The request side of the fleet: checks and records a request under the bot's row lock,
+    then hands the launch or signal to `launcher` and the command to `publisher`."""
+
+    def __init__(
+        self,
+        *,
+        sessions: sessionmaker[Session],
+        settings: Settings,
+        box: SecretBox,
+        launcher: Launcher,
+        publisher: CommandPublisher,
+    ) -> None:
+        self.sessions = sessions  # for the reconciler's stops, which bring no transaction
+        self.settings = settings
+        self.box = box  # seals the secrets a request brings
+        self.launcher = launcher
+        self.publisher = publisher
+        self.allowed_images = allowed_patterns(
+            settings.allowed_images, launcher.orchestrator.runtime_image
+        )
+
+    # Methods take the caller's session first and queue their side effects to run after its
+    # commit; `stop_bot` and `reconfigure` also run in a unit of work of their own when given
+    # none (the reconciler's stops, tests).
+
+    def start_bot(
+        self, session: Session, *, user_id: str, data: BotCreate, relaunch_of: Bot | None = None
+    ) -> Bot:
+        """Record a `requested` bot; once committed, launch it (unless it starts later). A
+        relaunch keeps its predecessor's secrets sealed as they are: never opened to copy."""
+        self._check_allowed(data.bot)
+        check_image(data.image, self.allowed_images)
+        if data.state_key is not None:
+            self.launcher.check_state_supported(StateRef(user_id, data.state_key))
+        if relaunch_of is not None:
+            sealed = relaunch_of.secrets_sealed
+        else:
+            sealed = self.box.seal(data.secrets) if data.secrets else None
+        bot = bot_records.create_bot(
+            session,
+            user_id=user_id,
+            data=data,
+            orchestrator=self.launcher.orchestrator.name,
+            sealed_secrets=sealed,
+            relaunch_of=relaunch_of.id if relaunch_of is not None else None,
+        )
+        if bot.start_at is None or bot.start_at <= utcnow():
+            after_commit(session, partial(self.launcher.submit, self.launcher.launch, bot.id))
+        return bot
+
+    def relaunch_bot(self, session: Session, *, bot_id: str, user_id: str | None) -> Bot:
+        """A new bot made from an ended one (`relaunch_of`), through the same path as POST
+        /bots (allowed bots and images, dedup, the user's limit), with its webhook override.
+        409 `bot_live` while the old bot is live; 404 for an unknown or foreign bot."""
+        old = bot_records.get_bot(session, bot_id, user_id=user_id)
+        data = bot_records.relaunch_request(old)
+        bot = self.start_bot(session, user_id=old.user_id, data=data, relaunch_of=old)
+        webhooks.copy_override(session, from_bot_id=old.id, to_bot_id=bot.id, user_id=old.user_id)
+        return bot
+
+    def _check_allowed(self, bot: str) -> None:
+        """Built-in bots, or `module:Class` from a module the operator allowed: users share the
+        runtime image, so they must not run just any module in it."""
+        if ":" not in bot:
+            if bot not in BUILTIN_BOTS:
+                known = ", ".join(sorted(BUILTIN_BOTS))
+                raise Invalid(ErrorCode.UNKNOWN_BOT, f"no built-in bot {bot!r}; built-in: {known}")
+            return
+        module = bot.split(":", 1)[0]
+        allowed = self.settings.allowed_bot_modules
+        if "*" in allowed or any(module == m or module.startswith(m + ".") for m in allowed):
+            return
+        raise Invalid(
+            ErrorCode.BOT_NOT_ALLOWED,
+            f"module {module!r} is not allowed here; the operator lists allowed modules in "
+            "BOTFLEET_ALLOWED_BOT_MODULES",
+        )
+
+    @contextmanager
+    def _unit(self, session: Session | None) -> Iterator[Session]:
+        """The caller's transaction when it has one, else a unit of work of its own."""
+        if session is not None:
+            yield session
+            return
+        with unit_of_work(self.sessions) as own:
+            yield own
+
+    def stop_bot(
+        self,
+        session: Session | None = None,
+        *,
+        bot_id: str,
+        user_id: str | None,
+        source: Source = Source.API,
+        reason: str = "stop_requested",
+    ) -> Bot:
+        """Record the stop; once committed, ask the bot to leave. Works with Redis down: the
+        leave is stored, and the workload is signalled through the orchestrator instead."""
+        with self._unit(session) as session:
+            bot = bot_records.lock_bot(session, bot_id, user_id=user_id)
+            leave: Command | None = None
+            if bot_records.cancel_or_begin_stop(session, bot, source=source, reason=reason):
+                leave = command_records.create_leave(
+                    session,
+                    bot,
+                    ttl_s=self.settings.command_ttl_s,
+                    retry_s=self.settings.command_retry_s,
+                    actor=actor_for(session, source),
+                )
+            if leave is not None:
+                after_commit(session, partial(self._tell_to_leave, bot, leave))
+        return bot
+
+    def _tell_to_leave(self, bot: Bot, leave: Command) -> None:
+        """Publish the leave; with Redis down, signal the workload through the engine."""
+        if not self.publisher.publish(leave) and bot.runtime_ref:
+            self.launcher.submit(self.launcher.terminate, bot.id)
+
+    def reconfigure(
+        self,
+        session: Session | None = None,
+        *,
+        bot_id: str,
+        user_id: str,
+        config: dict[str, Any],
+        merge: bool = False,
+    ) -> Command:
+        """Replace (PUT) or merge into (PATCH, a JSON Merge Patch) the bot's config under its
+        row lock, so concurrent changes queue and none is lost; once committed, publish the
+        command. The answer is the command as committed."""
+        with self._unit(session) as session:
+            bot = bot_records.lock_bot(session, bot_id, user_id=user_id)
+            command = command_records.create_reconfigure(
+                session,
+                bot,
+                config=config,
+                merge=merge,
+                ttl_s=self.settings.command_ttl_s,
+                retry_s=self.settings.command_retry_s,
+            )
+            after_commit(session, partial(self.publisher.publish, command))
+        return command
+
+    def send_command(
+        self, session: Session, *, bot_id: str, user_id: str | None, action: str, payload: dict
+    ) -> Command:
+        """A custom command (the bot's `on_command`), stored under the bot's row lock; once
+        committed, published like a reconfigure (acked, re-published, expired the same way)."""
+        bot = bot_records.lock_bot(session, bot_id, user_id=user_id)
+        command = command_records.create_custom(
+            session,
+            bot,
+            action=action,
+            payload=payload,
+            ttl_s=self.settings.command_ttl_s,
+            retry_s=self.settings.command_retry_s,
+        )
+        after_commit(session, partial(self.publisher.publish, command))
+        return command
+
+    def replace_secrets(
+        self, session: Session, *, bot_id: str, user_id: str | None, secrets: dict[str, str]
+    ) -> Command:
+        """Seal a live bot's new secrets and tell it to fetch them (`secrets`, which carries
+        none); a relaunch or restart after this starts with the new ones too."""
+        bot = bot_records.lock_bot(session, bot_id, user_id=user_id)
+        command = command_records.create_secrets(
+            session,
+            bot,
+            sealed=self.box.seal(secrets) if secrets else None,
+            ttl_s=self.settings.command_ttl_s,
+            retry_s=self.settings.command_retry_s,
+        )
+        after_commit(session, partial(self.publisher.publish, command))
+        return command

@@ -1,0 +1,48 @@
+"""Settings of the docker backend (environment: `BOTFLEET_DOCKER_*`)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from botfleet.orchestrators.config import BackendConfig
+from botfleet.orchestrators.hardening import Hardening
+
+
+class DockerOrchestratorConfig(BackendConfig):
+    """Settings of the docker backend (environment: `BOTFLEET_DOCKER_*`)."""
+
+    model_config = SettingsConfigDict(env_prefix="BOTFLEET_DOCKER_", extra="ignore")
+
+    base_url: str | None = Field(
+        None, description="Docker Engine address; DOCKER_HOST or the local socket when unset."
+    )
+    default_image: str = Field(
+        "botfleet-runtime:latest", description="Image for bots whose request names none."
+    )
+    network: str = Field(
+        "host",
+        description="Network the containers join. `host` (the default) shares the host's "
+        "network, so bots reach a manager and Redis listening on 127.0.0.1, and also every other "
+        "port of the host, the database and Redis included. `none` gives them no network. Any "
+        "other name is a Docker network, created as a bridge on the first launch when the engine "
+        "has none of that name; bots must reach the manager and Redis from it "
+        "(BOTFLEET_CALLBACK_URL, BOTFLEET_BOT_REDIS_URL).",
+    )
+    cpus: float | None = Field(1.0, gt=0, description="CPU limit per bot.")
+    memory_mb: int | None = Field(512, gt=0, description="Memory limit per bot, in MiB.")
+    pids_limit: int | None = Field(256, gt=0, description="Process limit per bot.")
+    user: str = Field("10001:10001", description="uid:gid the bot runs as (never root).")
+    tmpfs_mb: int = Field(64, gt=0, description="Size of the writable /tmp.")
+    api_timeout_s: float = Field(30.0, gt=0, description="Timeout of one Docker API call.")
+    name_prefix: str = Field("botfleet-", description="Container names are prefix + bot id.")
+
+    def hardening(self) -> Hardening:
+        """The shared policy with this backend's limits."""
+        return Hardening(
+            user=self.user,
+            tmpfs_mb=self.tmpfs_mb,
+            pids_limit=self.pids_limit,
+            memory_mb=self.memory_mb,
+            cpus=self.cpus,
+        )

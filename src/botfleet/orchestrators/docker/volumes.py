@@ -1,0 +1,41 @@
+"""Bots' state volumes: a bot with a `state_key` gets a named volume
+(`<prefix>state-<hash of user and key>`) mounted at /state, its one writable path besides /tmp.
+
+A new volume takes the ownership of the image's /state (the runtime image makes it 0700 for uid
+10001), so another image needs a /state its user may write.
+"""
+
+from __future__ import annotations
+
+import docker
+import docker.errors
+
+from botfleet.orchestrators.base import LABEL_MANAGED, LABEL_USER_ID, OrchestratorError, StateRef
+from botfleet.orchestrators.docker.containers import still_runs
+from botfleet.orchestrators.docker.engine import engine_errors
+
+
+def volume_name(prefix: str, state: StateRef) -> str:
+    return f"{prefix}state-{state.slug}"
+
+
+def ensure_volume(client: docker.DockerClient, name: str, state: StateRef) -> str:
+    """The state's named volume, created (labelled, never with the key itself) if new."""
+    labels = {LABEL_MANAGED: "true", LABEL_USER_ID: state.user_id}
+    client.volumes.create(name=name, driver="local", labels=labels)  # idempotent
+    return name
+
+
+def purge_volume(client: docker.DockerClient, name: str) -> None:
+    """Remove the volume, and first the ended containers that still mount it (their records
+    are gone or going); a running one keeps it: OrchestratorError."""
+    with engine_errors(f"removing the state volume {name}"):
+        for summary in client.api.containers(all=True, filters={"volume": name}):
+            container = client.containers.get(summary["Id"])
+            if still_runs(container):
+                raise OrchestratorError(f"container {container.short_id} still uses {name}")
+            container.remove(force=True)
+        try:
+            client.volumes.get(name).remove()
+        except docker.errors.NotFound:
+            return

@@ -1,0 +1,227 @@
+"""`ProcessOrchestrator`: the contract, over the process package's parts (see its docstring)."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import ClassVar
+
+from botfleet.orchestrators import process_isolation as isolation
+from botfleet.orchestrators.base import (
+    BackendUnavailable,
+    LaunchFailed,
+    LaunchSpec,
+    LogFollower,
+    Orchestrator,
+    OrchestratorError,
+    StateRef,
+    Workload,
+    WorkloadState,
+    WorkloadStatus,
+)
+from botfleet.orchestrators.process.config import ProcessOrchestratorConfig
+from botfleet.orchestrators.process.logs import BotLogs
+from botfleet.orchestrators.process.records import Record, WorkloadRecords, proc_stat
+from botfleet.orchestrators.process.spawn import spawn
+from botfleet.orchestrators.process.state import StateFolders
+from botfleet.orchestrators.process.status import Children
+from botfleet.orchestrators.process.uids import BotUids, kill_group
+from botfleet.orchestrators.stopping import Engine, stop_workload
+
+_NO_RECORD = WorkloadStatus(WorkloadState.NOT_FOUND, detail="no such workload record")
+
+
+class ProcessOrchestrator(Orchestrator):
+    """Runs bots as local processes; see the package docstring."""
+
+    name: ClassVar[str] = "process"
+    config_class: ClassVar[type[ProcessOrchestratorConfig]] = ProcessOrchestratorConfig
+
+    def __init__(self, config: ProcessOrchestratorConfig) -> None:
+        self.config = config
+        self._records = WorkloadRecords(config.data_dir / "workloads")
+        self._logs = BotLogs(config)
+        self._children = Children(self._records)
+        self._uids = BotUids(config)
+        self._state = StateFolders(config)
+
+    # -- launch -------------------------------------------------------------------------------
+
+    def launch(self, spec: LaunchSpec) -> str:
+        self._children.reap(inspect=self.inspect)
+        log_path = self._logs.path(spec.bot_id)
+        own_uid = self._uids.enabled()
+        started = datetime.now(UTC).isoformat(timespec="seconds")
+        try:
+            self._records.ensure_dir()
+            self._logs.ensure_dir()
+            # 0600: the bot writes through the descriptor it inherits, never by opening the file
+            log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        except OSError as exc:
+            raise BackendUnavailable(f"cannot prepare {self.config.data_dir}: {exc}") from exc
+        with os.fdopen(log_fd, "ab") as log_file:
+            log_file.write(f"--- attempt {spec.attempt} started at {started} ---\n".encode())
+            log_file.flush()
+            try:
+                uid, workdir = self._uids.workdir(spec.bot_id, own_uid)
+            except OSError as exc:
+                code = "isolation_unavailable" if own_uid else "launch_failed"
+                message = f"cannot make the bot's working directory: {exc}"
+                raise LaunchFailed(message, code=code) from exc
+            state_dir = None
+            try:
+                if spec.state is not None:
+                    state_dir = self._state.prepare(spec.state, uid)
+            except OSError as exc:
+                isolation.remove_dir(workdir)
+                message = f"cannot prepare the bot's state directory: {exc}"
+                raise LaunchFailed(message, code="state_unavailable") from exc
+            limits = self._uids.limits(own_uid=uid is not None)
+            try:
+                proc = spawn(
+                    self.config, spec, log_file=log_file, uid=uid, workdir=workdir, limits=limits
+                )
+            except LaunchFailed as exc:
+                log_file.write(f"--- attempt {spec.attempt} failed to start: {exc} ---\n".encode())
+                isolation.remove_dir(workdir)
+                raise
+        stat = proc_stat(proc.pid)  # readable even if it already exited: it is not reaped yet
+        starttime = stat[1] if stat else 0
+        ref = f"{proc.pid}-{starttime}"
+        record: Record = {
+            "runtime_ref": ref,
+            "bot_id": spec.bot_id,
+            "pid": proc.pid,
+            "starttime": starttime,
+            "uid": uid,
+            "workdir": str(workdir),
+            "state_dir": str(state_dir) if state_dir is not None else None,
+            "labels": spec.workload_labels(),
+            "log_path": str(log_path),
+            "launched_at": started,
+            "exit_code": None,
+            "exit_detail": "",
+        }
+        try:
+            if stat is None:
+                raise OSError(f"/proc/{proc.pid}/stat is not readable")
+            self._records.save(ref, record)
+        except OSError as exc:  # an unrecorded bot would be an orphan nobody can find: kill it
+            kill_group(proc.pid, starttime, signal.SIGKILL)
+            proc.wait()
+            self._uids.sweep(record)
+            isolation.remove_dir(workdir)
+            raise BackendUnavailable(f"cannot record workload of bot {spec.bot_id}: {exc}") from exc
+        self._children.add(ref, proc)
+        return ref
+
+    # -- watch and stop -----------------------------------------------------------------------
+
+    def inspect(self, runtime_ref: str) -> WorkloadStatus:
+        """Never raises for a missing workload: NOT_FOUND is what the reconciler wants."""
+        with self._records.lock_for(runtime_ref):
+            record = self._records.load(runtime_ref)
+            if record is None:
+                return _NO_RECORD
+            return self._children.status(runtime_ref, record)
+
+    def stop(self, runtime_ref: str, *, grace_s: float) -> WorkloadStatus:
+        """The shared ladder on the process group; then whatever the bot left is killed (its
+        group and its uid's processes), also when the bot itself had already exited."""
+        with self._records.lock_for(runtime_ref):
+            record = self._records.load(runtime_ref)
+        if record is None:
+            return _NO_RECORD
+        # start_new_session: the leader's pid is the group id
+        pgid, starttime = record["pid"], record["starttime"]
+        engine = Engine(
+            inspect=partial(self.inspect, runtime_ref),
+            terminate=partial(kill_group, pgid, starttime, signal.SIGTERM),
+            kill=partial(self._uids.sweep, record),
+            wait_gone=partial(self._children.wait_gone, runtime_ref, inspect=self.inspect),
+        )
+        status = stop_workload(
+            engine, grace_s=grace_s, kill_wait_s=self.config.kill_wait_s, kill_leftovers=True
+        )
+        if status.is_gone:
+            self._uids.sweep(record)
+        return status
+
+    def list_workloads(self, labels: Mapping[str, str] | None = None) -> list[Workload]:
+        wanted = dict(labels or {})
+        workloads = []
+        for ref in self._records.refs():
+            with self._records.lock_for(ref):
+                record = self._records.load(ref)
+                if record is None:  # removed meanwhile
+                    continue
+                if any(record["labels"].get(k) != v for k, v in wanted.items()):
+                    continue
+                status = self._children.status(ref, record)
+            workloads.append(Workload(ref, record["bot_id"], record["labels"], status))
+        return workloads
+
+    def remove(self, runtime_ref: str) -> None:
+        """Forget an ended workload; refuses while it runs, since it could not be found again."""
+        with self._records.lock_for(runtime_ref):
+            record = self._records.load(runtime_ref)
+            if record is None:
+                return
+            if not self._children.status(runtime_ref, record).is_gone:
+                raise OrchestratorError(f"workload {runtime_ref} is still running; stop it first")
+            # children it left; its uid is free again only once they are gone
+            self._uids.sweep(record)
+            if record.get("workdir"):
+                try:
+                    self._state.take_back(record)
+                    isolation.remove_dir(Path(record["workdir"]))
+                except OSError as exc:
+                    raise BackendUnavailable(
+                        f"cannot remove the working directory of {runtime_ref}: {exc}"
+                    ) from exc
+            self._records.delete(runtime_ref)
+            self._children.forget(runtime_ref)
+        self._records.forget_lock(runtime_ref)
+
+    # -- state, logs, health ------------------------------------------------------------------
+
+    def state_dir(self, state: StateRef) -> str:
+        return str(self._state.root(self._uids.enabled()) / state.slug)
+
+    def purge_state(self, state: StateRef) -> None:
+        self._state.purge(state)
+
+    @property
+    def supports_logs(self) -> bool:
+        return True
+
+    def logs(self, runtime_ref: str, *, bot_id: str, tail: int) -> str:
+        return self._logs.tail(bot_id, tail)
+
+    def follow_logs(self, runtime_ref: str, *, bot_id: str, tail: int) -> LogFollower:
+        return self._logs.follow(bot_id, tail)
+
+    def rotate_logs(self) -> None:
+        """copytruncate, as logrotate does (process/logs.py): no rename would follow the
+        O_APPEND descriptor a bot writes its log through."""
+        self._logs.rotate()
+
+    def delete_logs(self, bot_id: str) -> None:
+        self._logs.delete(bot_id)
+
+    def check_health(self) -> None:
+        """Ready when the data directory is writable (records and logs go there)."""
+        probe = self.config.data_dir / f".health-{os.getpid()}"
+        try:
+            self._records.ensure_dir()
+            self._logs.ensure_dir()
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as exc:
+            raise BackendUnavailable(
+                f"data dir {self.config.data_dir} is not writable: {exc}"
+            ) from exc
