@@ -1,14 +1,18 @@
-"""A fake orchestrator for reconciler and fleet unit tests: call counters and failure switches.
-
-Only these tests use it; every real backend is tested against its real engine.
+"""Fakes for what cannot or need not run in a test: an orchestrator for reconciler and fleet
+tests (call counters and failure switches; every real backend is tested against its real engine)
+and a DNS resolver with made-up names for the webhook guard's tests.
 """
 
 from __future__ import annotations
 
 import itertools
+import socket
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
 
 from botfleet.orchestrators.base import (
     LABEL_BOT_ID,
@@ -106,3 +110,23 @@ def launch_failed(code: str) -> LaunchFailed:
 
 
 __all__ = ["LABEL_BOT_ID", "FakeOrchestrator", "launch_failed"]
+
+
+class FakeDns:
+    """`socket.getaddrinfo` with a few made-up names; everything else goes to the real one.
+    `answers[name]` is consumed one address per lookup, the last one repeating."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, answers: dict[str, list[str]]) -> None:
+        self.answers = {name: list(addresses) for name, addresses in answers.items()}
+        self.lookups: list[str] = []
+        self.real = socket.getaddrinfo
+        monkeypatch.setattr(socket, "getaddrinfo", self.getaddrinfo)
+
+    def getaddrinfo(self, host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        name = host.decode() if isinstance(host, bytes) else str(host)
+        self.lookups.append(name)
+        queued = self.answers.get(name)
+        if queued is None:
+            return self.real(host, port, *args, **kwargs)
+        address = queued.pop(0) if len(queued) > 1 else queued[0]
+        return self.real(address, port, *args, **kwargs)

@@ -1,78 +1,19 @@
-"""The fleet's parts wired as the manager wires them (`manager/app.py`), for tests and benches
-that drive the services and the loops directly, without a manager process.
-
-`build_fleet` makes the launcher (the engine, on its own threads), the command publisher
-(Redis) and the request service (`BotRequests`) over one sessionmaker, and installs the
-after-commit listeners on it (`manager/after_commit.py`): a unit of work's side effects run
-only once they are installed.
-"""
+"""The fleet's parts as the manager wires them (`botfleet.manager.fleet_parts`), for tests and
+benches that drive the services and the loops directly, without a manager process: a fresh
+sealing key, the Redis of `settings.redis_url`, no credential cache."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 from cryptography.fernet import Fernet
 from sqlalchemy.orm import Session, sessionmaker
 
-from botfleet.manager import after_commit
-from botfleet.manager.background.housekeeping import Housekeeping
-from botfleet.manager.background.reconciler import Context, Reconciler
 from botfleet.manager.core.sealing import SecretBox
 from botfleet.manager.core.settings import Settings
+from botfleet.manager.fleet_parts import FleetParts, build_fleet_parts
 from botfleet.manager.messaging.bot_acl import BotRedisUsers
-from botfleet.manager.messaging.command_bus import CommandBus
-from botfleet.manager.services.bot_requests import BotRequests
-from botfleet.manager.services.command_publisher import CommandPublisher
-from botfleet.manager.services.launcher import Launcher
 from botfleet.orchestrators.base import Orchestrator
 
-
-@dataclass
-class FleetParts:
-    sessions: sessionmaker[Session]
-    settings: Settings
-    launcher: Launcher
-    publisher: CommandPublisher
-    bots: BotRequests
-    bus: CommandBus
-    listeners: after_commit.AfterCommit
-
-    @property
-    def orchestrator(self) -> Orchestrator:
-        return self.launcher.orchestrator
-
-    @property
-    def box(self) -> SecretBox:
-        return self.launcher.box
-
-    @property
-    def redis_users(self) -> BotRedisUsers | None:
-        return self.launcher.redis_users
-
-    def context(self) -> Context:
-        """What the reconciler's per-state functions are handed."""
-        return Context(
-            sessions=self.sessions, settings=self.settings, launcher=self.launcher, bots=self.bots
-        )
-
-    def reconciler(self) -> Reconciler:
-        return Reconciler(
-            sessions=self.sessions, settings=self.settings, launcher=self.launcher, bots=self.bots
-        )
-
-    def housekeeping(self) -> Housekeeping:
-        return Housekeeping(
-            sessions=self.sessions,
-            settings=self.settings,
-            launcher=self.launcher,
-            publisher=self.publisher,
-        )
-
-    def close(self) -> None:
-        """As the manager stops: the launcher's threads first, then the listeners."""
-        self.launcher.close()
-        self.listeners.close()
-        self.bus.close()
+__all__ = ["FleetParts", "build_fleet"]
 
 
 def build_fleet(
@@ -84,27 +25,15 @@ def build_fleet(
     box: SecretBox | None = None,
     fleet_id: str = "test",
 ) -> FleetParts:
-    """The parts over `sessions`, talking to the Redis of `settings.redis_url`; close them
-    with `close()` (the caller closes `orchestrator` and `redis_users`)."""
-    box = box or SecretBox([Fernet.generate_key().decode()])
-    bus = CommandBus(settings.redis_url or "")
-    launcher = Launcher(
-        fleet_id=fleet_id,
-        sessions=sessions,
-        orchestrator=orchestrator,
-        settings=settings,
-        box=box,
-        redis_users=redis_users,
-    )
-    publisher = CommandPublisher(sessions=sessions, bus=bus, retry_s=settings.command_retry_s)
-    bots = BotRequests(
-        sessions=sessions, settings=settings, box=box, launcher=launcher, publisher=publisher
-    )
-    listeners = after_commit.install(
+    """The parts over `sessions`; close them with `close()` (the caller closes `orchestrator`
+    and `redis_users`)."""
+    return build_fleet_parts(
         sessions,
-        redis_url=settings.redis_url,
-        credentials=None,
+        orchestrator,
+        settings,
+        fleet_id=fleet_id,
+        box=box or SecretBox([Fernet.generate_key().decode()]),
+        redis_url=settings.redis_url or "",
         redis_users=redis_users,
-        submit=launcher.submit,
+        credentials=None,
     )
-    return FleetParts(sessions, settings, launcher, publisher, bots, bus, listeners)

@@ -4,8 +4,6 @@ tests/integration/services/test_fleet_health.py."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
 import pytest
 from prometheus_client import CollectorRegistry, Histogram
 
@@ -13,18 +11,12 @@ from botfleet.manager.background.loops import LoopError, LoopHealth
 from botfleet.manager.lifecycle.states import BotStatus
 from botfleet.manager.ui import health_data as fh
 from botfleet.manager.ui.charts import PLOT_BOTTOM, PLOT_TOP, stacked_bars
+from tests.fleet_health_story import NOW, ago, expected, story
 
 S = BotStatus
 
 
-NOW = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
-
-
 INF = float("inf")
-
-
-def ago(minutes: float) -> datetime:
-    return NOW - timedelta(minutes=minutes)
 
 
 def test_quantiles_interpolate_inside_the_bucket_that_holds_the_rank() -> None:
@@ -68,42 +60,11 @@ def test_an_unused_histogram_has_no_data() -> None:
     assert result.empty and result.percentiles == []
 
 
-def _story() -> tuple[list[fh.BotLife], list[fh.Change]]:
-    """A: active since before the window, stopped 22 min ago, completed 21 min ago.
-    B: created 12 min ago, starting at 11, active at 10.5. C: created 7 min ago, still waiting."""
-    bots = [
-        fh.BotLife("a", ago(70), S.COMPLETED),
-        fh.BotLife("b", ago(12), S.ACTIVE),
-        fh.BotLife("c", ago(7), S.REQUESTED),
-    ]
-    changes = [
-        fh.Change("a", S.ACTIVE, ago(22)),
-        fh.Change("a", S.STOPPING, ago(21)),
-        fh.Change("b", S.REQUESTED, ago(11)),
-        fh.Change("b", S.STARTING, ago(10.5)),
-    ]
-    return bots, changes
-
-
-def _expected() -> list[dict[BotStatus, int]]:
-    """The story above at the end of each bucket: -55, -50, …, -5, now."""
-    rows = []
-    for minutes in range(55, -1, -5):
-        row = dict.fromkeys(fh.STATUS_ORDER, 0)
-        row[S.ACTIVE if minutes > 22 else S.COMPLETED] += 1  # A
-        if minutes <= 10:
-            row[S.ACTIVE] += 1  # B (not yet created at -15)
-        if minutes <= 5:
-            row[S.REQUESTED] += 1  # C
-        rows.append(row)
-    return rows
-
-
 def test_bots_by_status_at_the_end_of_each_bucket() -> None:
-    bots, changes = _story()
+    bots, changes = story()
     series = fh.status_series(bots, changes, now=NOW)
     assert [b.end for b in series] == [ago(m) for m in range(55, -1, -5)]
-    assert [b.counts for b in series] == _expected()
+    assert [b.counts for b in series] == expected()
     assert series[-1].total == 3 and series[0].total == 1
 
 
@@ -113,7 +74,7 @@ def test_bucket_ends_cover_the_window_up_to_now() -> None:
 
 
 def test_the_tallest_bar_fills_the_plot_and_stacks_are_proportional() -> None:
-    bots, changes = _story()
+    bots, changes = story()
     geometry = stacked_bars(fh.status_series(bots, changes, now=NOW))
     last = [b for b in geometry.bars if b.x == max(bar.x for bar in geometry.bars)]
     assert sum(b.count for b in last) == 3 == geometry.peak

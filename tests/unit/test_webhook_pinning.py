@@ -3,34 +3,12 @@ pure."""
 
 from __future__ import annotations
 
-import socket
-from typing import Any
-
 import pytest
 
 from botfleet.manager.services.webhook_guard import UrlRefused, pin
+from tests.fakes import FakeDns
 
 PUBLIC = "93.184.215.14"  # a public address (the guard accepts it); never reached in tests
-
-
-class FakeDns:
-    """`socket.getaddrinfo` with a few made-up names; everything else goes to the real one.
-    `answers[name]` is consumed one address per lookup, the last one repeating."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, answers: dict[str, list[str]]) -> None:
-        self.answers = {name: list(addresses) for name, addresses in answers.items()}
-        self.lookups: list[str] = []
-        self.real = socket.getaddrinfo
-        monkeypatch.setattr(socket, "getaddrinfo", self.getaddrinfo)
-
-    def getaddrinfo(self, host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
-        name = host.decode() if isinstance(host, bytes) else str(host)
-        self.lookups.append(name)
-        queued = self.answers.get(name)
-        if queued is None:
-            return self.real(host, port, *args, **kwargs)
-        address = queued.pop(0) if len(queued) > 1 else queued[0]
-        return self.real(address, port, *args, **kwargs)
 
 
 def test_pin_refuses_every_non_public_answer(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,7 +13,6 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from botfleet.manager import after_commit
 from botfleet.manager.backends import create_orchestrator
 from botfleet.manager.background.housekeeping import Housekeeping
 from botfleet.manager.background.leader import LeaderLease
@@ -26,6 +25,7 @@ from botfleet.manager.core.db import make_engine, make_session_factory
 from botfleet.manager.core.errors import ErrorCode, error_body, install_error_handlers
 from botfleet.manager.core.sealing import load_box
 from botfleet.manager.core.settings import Settings, get_settings
+from botfleet.manager.fleet_parts import build_fleet_parts
 from botfleet.manager.hot_path.credentials import CredentialCache
 from botfleet.manager.hot_path.heartbeat_batches import HeartbeatBuffer
 from botfleet.manager.hot_path.heartbeats import Heartbeats
@@ -40,12 +40,8 @@ from botfleet.manager.http.docs import install_docs
 from botfleet.manager.http.rate_limit import RateLimit, RateLimiter
 from botfleet.manager.http.routes import admin, bots, events, health, internal, webhooks
 from botfleet.manager.messaging.bot_acl import BotRedisUsers
-from botfleet.manager.messaging.command_bus import CommandBus
 from botfleet.manager.messaging.embedded_redis import EmbeddedRedis
 from botfleet.manager.messaging.event_feed import EventWaker
-from botfleet.manager.services.bot_requests import BotRequests
-from botfleet.manager.services.command_publisher import CommandPublisher
-from botfleet.manager.services.launcher import Launcher
 from botfleet.manager.ui import install as install_ui
 
 log = logging.getLogger(__name__)
@@ -147,8 +143,6 @@ async def _start(stack: AsyncExitStack, settings: Settings) -> AppState:
     waker = EventWaker(redis_url, asyncio.get_running_loop())
     waker.start()
     stack.callback(waker.close)
-    bus = CommandBus(redis_url)
-    stack.callback(bus.close)
     redis_users = BotRedisUsers(redis_url) if settings.bot_redis_acl else None
     if redis_users is not None:
         stack.callback(redis_users.close)
@@ -164,27 +158,17 @@ async def _start(stack: AsyncExitStack, settings: Settings) -> AppState:
     )
     # The fleet's three jobs: the engine (on its own threads), Redis, and users' requests.
     box = load_box(settings)
-    launcher = Launcher(
-        fleet_id=fleet_id(sessions, settings),
-        sessions=sessions,
-        orchestrator=orchestrator,
-        settings=settings,
-        box=box,
-        redis_users=redis_users,
-    )
-    publisher = CommandPublisher(sessions=sessions, bus=bus, retry_s=settings.command_retry_s)
-    bots = BotRequests(
-        sessions=sessions, settings=settings, box=box, launcher=launcher, publisher=publisher
-    )
-    listeners = after_commit.install(
+    parts = build_fleet_parts(
         sessions,
+        orchestrator,
+        settings,
+        fleet_id=fleet_id(sessions, settings),
+        box=box,
         redis_url=redis_url,
-        credentials=credentials,
         redis_users=redis_users,
-        submit=launcher.submit,
+        credentials=credentials,
     )
-    stack.callback(listeners.close)
-    stack.callback(launcher.close)  # before the listeners go: its last launches still commit
+    stack.callback(parts.close)
     lease = LeaderLease(engine)
     stack.callback(lease.release)
     sender = WebhookSender(sessions, settings, box=box)
@@ -192,10 +176,8 @@ async def _start(stack: AsyncExitStack, settings: Settings) -> AppState:
     loops = _loops(
         settings,
         lease,
-        reconciler=Reconciler(sessions=sessions, settings=settings, launcher=launcher, bots=bots),
-        housekeeping=Housekeeping(
-            sessions=sessions, settings=settings, launcher=launcher, publisher=publisher
-        ),
+        reconciler=parts.reconciler(),
+        housekeeping=parts.housekeeping(),
         sender=sender,
         heartbeats=heartbeats,
         key_usage=key_usage,
@@ -219,10 +201,10 @@ async def _start(stack: AsyncExitStack, settings: Settings) -> AppState:
         admin_token=token,
         box=box,
         orchestrator=orchestrator,
-        bus=bus,
-        bots=bots,
-        launcher=launcher,
-        publisher=publisher,
+        bus=parts.bus,
+        bots=parts.bots,
+        launcher=parts.launcher,
+        publisher=parts.publisher,
         credentials=credentials,
         key_usage=key_usage,
         heartbeats=heartbeats,

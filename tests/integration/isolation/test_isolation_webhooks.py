@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import json
-import socket
 import ssl
 import subprocess
 import sys
@@ -38,6 +37,7 @@ from botfleet.manager.core.sealing import SecretBox
 from botfleet.manager.core.settings import Settings
 from botfleet.manager.core.webhook_signing import new_secret, verify
 from botfleet.manager.services.webhook_guard import check_url, pin
+from tests.fakes import FakeDns
 from tests.support import (
     REPO,
     Manager,
@@ -102,26 +102,6 @@ def receiver() -> Iterator[Receiver]:
     instance = Receiver()
     yield instance
     instance.close()
-
-
-class FakeDns:
-    """`socket.getaddrinfo` with a few made-up names; everything else goes to the real one.
-    `answers[name]` is consumed one address per lookup, the last one repeating."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, answers: dict[str, list[str]]) -> None:
-        self.answers = {name: list(addresses) for name, addresses in answers.items()}
-        self.lookups: list[str] = []
-        self.real = socket.getaddrinfo
-        monkeypatch.setattr(socket, "getaddrinfo", self.getaddrinfo)
-
-    def getaddrinfo(self, host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
-        name = host.decode() if isinstance(host, bytes) else str(host)
-        self.lookups.append(name)
-        queued = self.answers.get(name)
-        if queued is None:
-            return self.real(host, port, *args, **kwargs)
-        address = queued.pop(0) if len(queued) > 1 else queued[0]
-        return self.real(address, port, *args, **kwargs)
 
 
 def sender_with(settings: Settings) -> WebhookSender:

@@ -3,8 +3,6 @@ transitions table, users' usage. The arithmetic alone: tests/unit/test_fleet_hea
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -12,50 +10,15 @@ from botfleet.manager.core.models import ApiKey, Bot, BotTransition, User
 from botfleet.manager.lifecycle.states import BotStatus
 from botfleet.manager.services.user_usage import usage_by_user
 from botfleet.manager.ui import health_data as fh
+from tests.fleet_health_story import NOW, ago, expected, story
 
 S = BotStatus
-NOW = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
-
-
-def ago(minutes: float) -> datetime:
-    return NOW - timedelta(minutes=minutes)
 
 
 # ---- percentiles -----------------------------------------------------------------------------
 
 
 # ---- bots by status --------------------------------------------------------------------------
-
-
-def _story() -> tuple[list[fh.BotLife], list[fh.Change]]:
-    """A: active since before the window, stopped 22 min ago, completed 21 min ago.
-    B: created 12 min ago, starting at 11, active at 10.5. C: created 7 min ago, still waiting."""
-    bots = [
-        fh.BotLife("a", ago(70), S.COMPLETED),
-        fh.BotLife("b", ago(12), S.ACTIVE),
-        fh.BotLife("c", ago(7), S.REQUESTED),
-    ]
-    changes = [
-        fh.Change("a", S.ACTIVE, ago(22)),
-        fh.Change("a", S.STOPPING, ago(21)),
-        fh.Change("b", S.REQUESTED, ago(11)),
-        fh.Change("b", S.STARTING, ago(10.5)),
-    ]
-    return bots, changes
-
-
-def _expected() -> list[dict[BotStatus, int]]:
-    """The story above at the end of each bucket: -55, -50, …, -5, now."""
-    rows = []
-    for minutes in range(55, -1, -5):
-        row = dict.fromkeys(fh.STATUS_ORDER, 0)
-        row[S.ACTIVE if minutes > 22 else S.COMPLETED] += 1  # A
-        if minutes <= 10:
-            row[S.ACTIVE] += 1  # B (not yet created at -15)
-        if minutes <= 5:
-            row[S.REQUESTED] += 1  # C
-        rows.append(row)
-    return rows
 
 
 @pytest.fixture
@@ -66,7 +29,7 @@ def story_db(sessions: sessionmaker[Session]) -> tuple[sessionmaker[Session], st
         one, two = User(name="one", max_concurrent_bots=5), User(name="two", max_concurrent_bots=5)
         session.add_all([one, two])
         session.flush()
-        bots, changes = _story()
+        bots, changes = story()
         ended = {"a": ago(21)}
         for b in bots:
             session.add(
@@ -130,7 +93,7 @@ def test_the_chart_reads_a_users_bots_from_the_transitions_table(
         mine = fh.status_chart(session, user_id=one, now=NOW)
         theirs = fh.status_chart(session, user_id=two, now=NOW)
         everyone = fh.status_chart(session, user_id=None, now=NOW)
-    assert [b.counts for b in mine.buckets] == _expected()
+    assert [b.counts for b in mine.buckets] == expected()
     assert not mine.partial and mine.peak == 3
     assert [b.counts[S.ACTIVE] for b in theirs.buckets] == [1] * 12
     assert [b.total for b in theirs.buckets] == [1] * 12
