@@ -1,24 +1,96 @@
 """Everything the CLI shows: tables for people, exact JSON for scripts, errors on stderr.
 
-Text that comes from the API (names, labels, reasons, details, errors, configs) is data, never
-Rich markup: a bot may report `[/oops]` as its detail. It goes through `escape` (or a `Text`)
-before it reaches a console; only the markup written here styles anything.
+Text that comes from the API (names, labels, reasons, details, errors, configs, logs, results)
+is data, never Rich markup and never terminal controls: a bot may report `[/oops]` as its detail,
+or `\\x1b[2J` (clear the screen) as its name. It goes through `clean` (and `escape`, or a `Text`)
+before it reaches a console; only the markup written here styles anything, and the consoles
+themselves show any control character that a forgotten path lets through.
 """
 
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 import typer
-from rich.console import Console
-from rich.markup import escape
+from rich.console import Console, ConsoleOptions, RenderableType
+from rich.markup import escape as escape_markup
+from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
-console = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+#: What a terminal acts on instead of showing: C0 controls (ESC starts every escape sequence),
+#: DEL, C1 controls (0x9b is a one-byte CSI to some terminals), the bidi marks, embeddings,
+#: overrides and isolates that reorder what is shown, and the line/paragraph separators.
+UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+#: The same, less the newline and tab a multi-line log keeps.
+UNSAFE_IN_LOGS = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]"
+)
+
+
+def _shown(match: re.Match[str]) -> str:
+    """C0 and DEL in caret notation (ESC is `^[`, as `cat -v` shows it); the rest `\\uXXXX`."""
+    code = ord(match.group())
+    if code < 0x20:
+        return "^" + chr(code + 0x40)
+    return "^?" if code == 0x7F else f"\\u{code:04x}"
+
+
+def clean(value: object, *, multiline: bool = False) -> str:
+    """`value` as text a terminal only shows: every control character visible instead of acted
+    on. `multiline` keeps newlines and tabs (a log); anywhere else a newline could forge a row."""
+    text = value if isinstance(value, str) else str(value)
+    return (UNSAFE_IN_LOGS if multiline else UNSAFE).sub(_shown, text)
+
+
+def escape(value: object) -> str:
+    """Data for a markup string: controls made visible (first: `^[` must be escaped too), then
+    brackets escaped."""
+    return escape_markup(clean(value))
+
+
+def plain(value: object) -> Text:
+    """Data as a Text cell (no markup), controls made visible."""
+    return Text(clean(value))
+
+
+def json_safe(text: str) -> str:
+    """JSON text with every control character outside `\\n`/`\\t` as a `\\uXXXX` escape: the
+    same JSON value for a script, nothing a terminal acts on (json.dumps escapes C0 in strings
+    but leaves C1 and bidi controls raw)."""
+    return UNSAFE_IN_LOGS.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def echo(value: object, *, multiline: bool = False) -> None:
+    """A plain line on stdout (no Rich), controls made visible."""
+    typer.echo(clean(value, multiline=multiline))
+
+
+class SafeConsole(Console):
+    """A console whose text never holds a control character: Rich's own controls (cursor moves,
+    styles) travel outside the text, so cleaning the text's is the last guard for a path that
+    forgot `clean`."""
+
+    def render(
+        self, renderable: RenderableType, options: ConsoleOptions | None = None
+    ) -> Iterable[Segment]:
+        for segment in super().render(renderable, options):
+            if segment.control or not UNSAFE_IN_LOGS.search(segment.text):
+                yield segment
+            else:
+                yield Segment(clean(segment.text, multiline=True), segment.style, None)
+
+
+def new_console(*, stderr: bool = False) -> Console:
+    return SafeConsole(stderr=stderr, highlight=False)
+
+
+console = new_console()
+err = new_console(stderr=True)
 
 # Exit codes a script can branch on; 1 means "the bot or command itself failed".
 FAILED, INPUT, NOT_FOUND, CONFLICT, LIMIT, AUTH, SERVER = 1, 2, 3, 4, 5, 6, 7
@@ -64,7 +136,7 @@ def invalid(message: str) -> NoReturn:
 
 def print_json(data: Any) -> None:
     """One JSON document on stdout and nothing else (plain print: no wrapping or colour)."""
-    typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
+    typer.echo(json_safe(json.dumps(data, indent=2, ensure_ascii=False)))
 
 
 def short(bot_id: str | None) -> str:
@@ -113,7 +185,7 @@ def bots_table(bots: list[dict[str, Any]]) -> Table:
             escape(bot.get("bot") or ""),
             styled(bot.get("status")),
             escape(bot.get("status_reason") or ""),
-            str(bot.get("attempt", "")),
+            escape(bot.get("attempt", "")),
             age(bot.get("created_at")),
         )
     return table
@@ -133,11 +205,11 @@ def transitions_table(rows: list[dict[str, Any]], *, width: int) -> Table:
     cells = [
         {
             "AT": clock(row.get("at")),
-            "FROM": row.get("from") or "",
-            "TO": row.get("to") or "",
-            "REASON": row.get("reason") or "",
-            "SOURCE": row.get("source") or "",
-            "ATTEMPT": str(row.get("attempt", "")),
+            "FROM": clean(row.get("from") or ""),
+            "TO": clean(row.get("to") or ""),
+            "REASON": clean(row.get("reason") or ""),
+            "SOURCE": clean(row.get("source") or ""),
+            "ATTEMPT": clean(row.get("attempt", "")),
         }
         for row in rows
     ]
@@ -166,7 +238,7 @@ def transitions_table(rows: list[dict[str, Any]], *, width: int) -> Table:
             cell["REASON"] = "\n".join([cell["REASON"], *under])
         # Text, not markup: a detail is free text and may hold brackets.
         texts = [Text.from_markup(styled(cell[c])) if c == "TO" else Text(cell[c]) for c in columns]
-        table.add_row(*texts, Text(row.get("detail") or ""))
+        table.add_row(*texts, plain(row.get("detail") or ""))
     return table
 
 
@@ -185,7 +257,7 @@ def fields_table(record: dict[str, Any], names: list[str]) -> Table:
             value = json.dumps(value, ensure_ascii=False)
         elif name.endswith("_at"):
             value = clock(value)
-        table.add_row(name, Text(str(value)))
+        table.add_row(name, plain(value))
     return table
 
 
@@ -195,8 +267,8 @@ def users_table(users: list[dict[str, Any]]) -> Table:
         table.add_column(column)
     for user in users:
         table.add_row(
-            Text(user["id"]),
-            Text(user["name"]),
+            plain(user["id"]),
+            plain(user["name"]),
             str(user["max_concurrent_bots"]),
             clock(user["created_at"]),
         )
@@ -210,10 +282,10 @@ def keys_table(keys: list[dict[str, Any]]) -> Table:
         table.add_column(column, no_wrap=column in {"ID", "PREFIX"})
     for key in keys:
         table.add_row(
-            Text(key["id"]),
-            Text(key["prefix"]),
-            Text(key.get("name") or ""),
-            Text(",".join(key.get("scopes") or [])),
+            plain(key["id"]),
+            plain(key["prefix"]),
+            plain(key.get("name") or ""),
+            plain(",".join(key.get("scopes") or [])),
             clock(key.get("created_at")),
             clock(key.get("last_used_at")) if key.get("last_used_at") else "never",
             clock(key.get("expires_at")) if key.get("expires_at") else "",
@@ -229,8 +301,8 @@ def audit_table(rows: list[dict[str, Any]]) -> Table:
     for row in rows:
         table.add_row(
             clock(row.get("at")),
-            Text(row["action"]),
-            Text(row["target"]),
-            Text(json.dumps(row.get("change") or {}, separators=(",", ":"))),
+            plain(row["action"]),
+            plain(row["target"]),
+            plain(json.dumps(row.get("change") or {}, separators=(",", ":"))),
         )
     return table

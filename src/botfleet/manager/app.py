@@ -36,6 +36,7 @@ from botfleet.manager.hot_path.reports import Reports
 from botfleet.manager.http.admission import DatabaseAdmission
 from botfleet.manager.http.app_state import AppState
 from botfleet.manager.http.app_state import install as install_app_state
+from botfleet.manager.http.body_guard import JsonBodyGuard
 from botfleet.manager.http.docs import install_docs
 from botfleet.manager.http.rate_limit import RateLimit, RateLimiter
 from botfleet.manager.http.routes import admin, bots, events, health, internal, webhooks
@@ -138,6 +139,7 @@ async def _start(stack: AsyncExitStack, settings: Settings) -> AppState:
     token, _ = admin_token(settings)
     limiter = RateLimiter(redis_url)
     stack.push_async_callback(limiter.close)
+    await limiter.start()
     orchestrator = create_orchestrator(settings)
     stack.callback(orchestrator.close)
     waker = EventWaker(redis_url, asyncio.get_running_loop())
@@ -301,6 +303,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (bots, webhooks, events, internal, admin, health):
         app.include_router(module.router)
     install_ui(app)  # the web dashboard at /ui
+    app.add_middleware(JsonBodyGuard, max_depth=settings.max_json_depth)  # inside BodySizeLimit
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(
         DatabaseAdmission,

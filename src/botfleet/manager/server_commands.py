@@ -62,7 +62,15 @@ def serve(
 
     api = create_app(settings)
     config = uvicorn.Config(
-        api, host=settings.host, port=settings.port, log_level=log_level, access_log=False
+        api,
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level,
+        access_log=False,
+        # uvicorn believes X-Forwarded-For from 127.0.0.1 by default: bots on this host could
+        # then pick any address for the per-address limits. Only the configured proxies count.
+        proxy_headers=bool(settings.forwarded_allow_ips),
+        forwarded_allow_ips=settings.forwarded_allow_ips or "",
     )
     # `--fd`: a socket the caller bound and listens on (the tests, which then know the port
     # without racing anyone for it); BOTFLEET_PORT must name the same port.

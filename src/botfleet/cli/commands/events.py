@@ -62,7 +62,7 @@ def events(
         try:
             for event in client.events(last_event_id=last_event_id):
                 if as_json:
-                    typer.echo(event.data)
+                    typer.echo(output.json_safe(event.data))
                 else:
                     output.console.print(describe(event), soft_wrap=True)
         except KeyboardInterrupt:

@@ -35,6 +35,8 @@ class ErrorCode(enum.StrEnum):
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     INVALID_INPUT = "invalid_input"
     INVALID_JSON = "invalid_json"
+    JSON_TOO_DEEP = "json_too_deep"
+    NON_FINITE_NUMBER = "non_finite_number"
     TOO_MANY_REQUESTS = "too_many_requests"
     HTTP_ERROR = "http_error"
     # A dependency (database, engine) that cannot serve now, or a backend that never can.
@@ -52,9 +54,11 @@ class ErrorCode(enum.StrEnum):
     INSUFFICIENT_SCOPE = "insufficient_scope"
     FOREIGN_BOT = "foreign_bot"
     USER_KEY_REQUIRED = "user_key_required"
+    CROSS_ORIGIN = "cross_origin"
     # Limits: one code per limit, wherever it is hit.
     CONCURRENCY_LIMIT = "concurrency_limit"
     RATE_LIMITED = "rate_limited"
+    TOO_MANY_AUTH_FAILURES = "too_many_auth_failures"
     TOO_MANY_STREAMS = "too_many_streams"
     HEARTBEATS_FULL = "heartbeats_full"
     REPORTS_FULL = "reports_full"
@@ -77,6 +81,7 @@ class ErrorCode(enum.StrEnum):
     INVALID_CURSOR = "invalid_cursor"
     INVALID_STATUS = "invalid_status"
     INVALID_LABEL_FILTER = "invalid_label_filter"
+    TOO_MANY_LABEL_FILTERS = "too_many_label_filters"
     INVALID_LAST_EVENT_ID = "invalid_last_event_id"
     INVALID_SINCE = "invalid_since"
     EXIT_CODE_REQUIRED = "exit_code_required"

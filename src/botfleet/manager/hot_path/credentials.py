@@ -110,6 +110,12 @@ class CredentialCache:
         LOOKUPS.labels("hit" if known else "miss").inc()
         return known
 
+    def knows(self, digest: str) -> bool:
+        """Whether the credential is cached, not counted as a lookup: the rate limiter's
+        question before it lets an unknown token reach the database (manager/http/rate_limit.py)."""
+        with self._lock:
+            return self._subscribed and digest in self._entries
+
     def generation(self) -> int:
         """Taken before a database read; `put` refuses the read's answer if a change came
         (or the cache was cleared) meanwhile."""

@@ -162,7 +162,17 @@ def _refuse_duplicate(session: Session, *, user_id: str, dedup_key: str) -> None
         )
 
 
+#: Label filters one listing may give (`?label=` repeated): each is a subquery, and 1,000 of
+#: them held a database connection until the pool timed out (503).
+MAX_LABEL_FILTERS = 20
+
+
 def parse_label_filters(raw: Sequence[str]) -> list[tuple[str, str]]:
+    if len(raw) > MAX_LABEL_FILTERS:
+        raise Invalid(
+            ErrorCode.TOO_MANY_LABEL_FILTERS,
+            f"at most {MAX_LABEL_FILTERS} label filters; {len(raw)} given",
+        )
     pairs = []
     for item in raw:
         key, sep, value = item.partition(":")

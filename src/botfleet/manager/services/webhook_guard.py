@@ -24,9 +24,38 @@ class UrlRefused(Exception):
     """The URL may not be called; the message says why."""
 
 
+#: IPv6 ranges whose last 32 bits are an IPv4 address a packet to them reaches: NAT64 (the
+#: well-known and the local-use prefixes) and the deprecated IPv4-compatible form (::a.b.c.d).
+LAST_32_BITS_IPV4 = (
+    ipaddress.IPv6Network("64:ff9b::/96"),
+    ipaddress.IPv6Network("64:ff9b:1::/48"),
+    ipaddress.IPv6Network("::/96"),
+)
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """Every IPv4 address `ip` carries: 6to4 (2002::/16, bits 16-48), Teredo (2001::/32: the
+    server, and the client XORed with 0xffffffff in the last 32 bits), NAT64 and IPv4-compatible
+    (the last 32 bits). Tunnels and translators deliver to those, so they are judged too: the
+    6to4 form of 127.0.0.1 (2002:7f00:1::) is loopback to a host that routes 6to4."""
+    found: list[ipaddress.IPv4Address] = []
+    if ip.sixtofour is not None:
+        found.append(ip.sixtofour)
+    if ip.teredo is not None:
+        found.extend(ip.teredo)
+    if any(ip in network for network in LAST_32_BITS_IPV4) and int(ip) > 1:  # not :: nor ::1
+        found.append(ipaddress.IPv4Address(int(ip) & 0xFFFF_FFFF))
+    return found
+
+
 def _refused_address(ip: Address) -> bool:
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    """Non-public, or an IPv6 address that carries a non-public IPv4 (`embedded_ipv4`); an
+    IPv4-mapped address (::ffff:a.b.c.d) is its IPv4 address."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return _refused_address(ip.ipv4_mapped)
+        if any(_refused_address(inner) for inner in embedded_ipv4(ip)):
+            return True
     return (
         ip.is_loopback
         or ip.is_private

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from botfleet.manager.core.errors import BotfleetError, ErrorCode, Forbidden, Invalid
+from botfleet.manager.http.body_guard import refusal
 from botfleet.manager.http.deps import AppStateDep, BotRequestsDep, SessionDep, app_state
 from botfleet.manager.http.log_follow import followed_logs
 from botfleet.manager.messaging.outbox import latest_event_id
@@ -56,8 +57,12 @@ def _validation_message(exc: ValidationError) -> str:
     return f"{where}: {first.get('msg', 'invalid')}" if where else str(first.get("msg"))
 
 
-def _json_object(text: str, what: str) -> dict[str, Any]:
-    """The form field as a JSON object, or the same 422 the API gives for a malformed one."""
+def _json_object(text: str, what: str, *, max_depth: int) -> dict[str, Any]:
+    """The form field as a JSON object, or the same 422 the API gives for a malformed, too deep
+    or non-finite one (the API's body guard never sees a form field)."""
+    refused = refusal(text.encode(), max_depth=max_depth)
+    if refused is not None:
+        raise Invalid(*refused)
     try:
         value = json.loads(text or "{}")
     except json.JSONDecodeError as exc:
@@ -108,7 +113,11 @@ def start_submit(
     }  # fmt: skip
     try:
         user_id = _user_only(caller, "starting a bot")
-        created = bots.start_bot(session, user_id=user_id, data=_start_request(form))
+        created = bots.start_bot(
+            session,
+            user_id=user_id,
+            data=_start_request(form, max_depth=bots.settings.max_json_depth),
+        )
     except BotfleetError as exc:
         code, message = exc.status_code, exc.message
 
@@ -122,7 +131,7 @@ def start_submit(
     return secure(RedirectResponse(f"/ui/bots/{created.id}?notice=started", status_code=303))
 
 
-def _start_request(form: dict[str, str]) -> BotCreate:
+def _start_request(form: dict[str, str], *, max_depth: int) -> BotCreate:
     """The form as POST /bots' body, validated by the same model."""
     labels: dict[str, str] = {}
     for line in form.get("labels", "").replace(",", "\n").splitlines():
@@ -138,7 +147,7 @@ def _start_request(form: dict[str, str]) -> BotCreate:
         labels[key.strip()] = value.strip()
     data: dict[str, Any] = {
         "bot": form.get("bot", "").strip(),
-        "config": _json_object(form.get("config", ""), "config"),
+        "config": _json_object(form.get("config", ""), "config", max_depth=max_depth),
         "labels": labels,
     }
     if form.get("name", "").strip():
@@ -280,7 +289,7 @@ def reconfigure(
             session,
             bot_id=bot_id,
             user_id=user_id,
-            config=_json_object(config, "config"),
+            config=_json_object(config, "config", max_depth=bots.settings.max_json_depth),
             merge=mode == "merge",
         )
 
@@ -301,7 +310,14 @@ def command(
         user_id = _user_only(caller, "sending a command")
         try:
             body = CommandCreate.model_validate_json(
-                json.dumps({"action": action.strip(), "payload": _json_object(payload, "payload")})
+                json.dumps(
+                    {
+                        "action": action.strip(),
+                        "payload": _json_object(
+                            payload, "payload", max_depth=bots.settings.max_json_depth
+                        ),
+                    }
+                )
             )
         except ValidationError as exc:
             raise Invalid(ErrorCode.INVALID_INPUT, _validation_message(exc)) from exc

@@ -8,7 +8,8 @@ credential itself never travels in a URL: sign-in is a POST form.
 
 CSRF: every state-changing request carries a token bound to the cookie (an HMAC of it), in the
 form field `csrf_token` or the `X-CSRF-Token` header; without it the request is refused (403).
-The cookie is also SameSite=Strict.
+The cookie is also SameSite=Strict. Each cookie names a random session id: sign-out records it
+server-side, and sign-in checks the Origin and counts failures (`session_guard`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import base64
 import hashlib
 import hmac
 import json
+import secrets
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Annotated
@@ -27,12 +29,14 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from botfleet.manager.core.errors import BotfleetError, ErrorCode
 from botfleet.manager.core.secrets import same
 from botfleet.manager.http.deps import READ_METHODS, SessionDep, app_state
 from botfleet.manager.http.rate_limit import buckets_for
 from botfleet.manager.services import audit, auth
+from botfleet.manager.ui import session_guard
 from botfleet.manager.ui.templating import render, secure
 
 COOKIE = "botfleet_ui"
@@ -92,8 +96,9 @@ def _fernet(request: Request) -> Fernet:
 
 
 def seal_session(request: Request, credential: str) -> str:
-    """The cookie value for a credential that has just been checked."""
-    return _fernet(request).encrypt(json.dumps({"c": credential}).encode()).decode()
+    """The cookie value for a credential that has just been checked, under a new session id."""
+    sealed = {"c": credential, "s": secrets.token_urlsafe(16)}
+    return _fernet(request).encrypt(json.dumps(sealed).encode()).decode()
 
 
 def csrf_for(request: Request, cookie: str) -> str:
@@ -102,17 +107,31 @@ def csrf_for(request: Request, cookie: str) -> str:
     return hmac.new(key, cookie.encode(), hashlib.sha256).hexdigest()
 
 
-def _open_cookie(request: Request) -> tuple[str, str] | None:
-    """(credential, cookie) of a well-formed, unexpired session cookie, else None."""
+@dataclass(frozen=True)
+class OpenedCookie:
+    credential: str
+    session_id: str
+    expires_at: float  # epoch seconds: when the cookie is refused anyway
+
+
+def _open_cookie(request: Request) -> OpenedCookie | None:
+    """A well-formed, unexpired session cookie with a session id, else None (a cookie sealed
+    before session ids could not be signed out: it signs in again)."""
     cookie = request.cookies.get(COOKIE)
     if not cookie:
         return None
+    fernet = _fernet(request)
     try:
-        opened = json.loads(_fernet(request).decrypt(cookie.encode(), ttl=SESSION_TTL_S))
+        opened = json.loads(fernet.decrypt(cookie.encode(), ttl=SESSION_TTL_S))
+        sealed_at = fernet.extract_timestamp(cookie.encode())
     except (InvalidToken, ValueError):
         return None
-    credential = opened.get("c") if isinstance(opened, dict) else None
-    return (credential, cookie) if isinstance(credential, str) and credential else None
+    if not isinstance(opened, dict):
+        return None
+    credential, session_id = opened.get("c"), opened.get("s")
+    if not (isinstance(credential, str) and credential and isinstance(session_id, str)):
+        return None
+    return OpenedCookie(credential, session_id, sealed_at + SESSION_TTL_S)
 
 
 def authenticate(
@@ -140,15 +159,15 @@ def authenticate(
     )
 
 
-def ui_caller(request: Request, session: SessionDep) -> UiCaller:
+async def ui_caller(request: Request, session: SessionDep) -> UiCaller:
     """The signed-in caller; without a valid session, SignInRequired (a 303 to the sign-in
-    form). A key revoked since sign-in fails here, on the very next request."""
+    form). A key revoked or a session signed out since sign-in fails here, on the very next
+    request."""
     opened = _open_cookie(request)
-    if opened is None:
+    if opened is None or await session_guard.is_signed_out(request, opened.session_id):
         raise SignInRequired
-    credential, _ = opened
     try:
-        caller = authenticate(request, session, credential)
+        caller = await run_in_threadpool(authenticate, request, session, opened.credential)
     except BotfleetError as exc:
         if exc.status_code == 401:
             raise SignInRequired from exc
@@ -198,7 +217,11 @@ async def ui_rate_limit(request: Request) -> None:
     if method == "POST":
         method = _API_METHOD.get(path.rsplit("/", 1)[-1], method)
     buckets = buckets_for(
-        state.settings, method=method, path=path, token=opened[0], admin_token=state.admin_token
+        state.settings,
+        method=method,
+        path=path,
+        token=opened.credential,
+        admin_token=state.admin_token,
     )
     verdict = await state.rate_limiter.spend(buckets)
     if not verdict.allowed:
@@ -245,16 +268,34 @@ def sign_in_form(request: Request) -> Response:
 
 
 @router.post("/sign-in")
-def sign_in(
+async def sign_in(
     request: Request, session: SessionDep, credential: Annotated[str, Form(max_length=512)] = ""
 ) -> Response:
-    """Check the key (or admin token) sent in the form body, then set the session cookie."""
+    """Check the key (or admin token) sent in the form body, then set the session cookie; a
+    form from another site, or an address past its wrong sign-ins, is refused unread."""
+    foreign = session_guard.cross_origin(request)
+    if foreign is not None:
+        message = f"{ErrorCode.CROSS_ORIGIN}: {foreign}; sign in from the dashboard's own page"
+        return render(request, "error.html", status_code=403, title="Not allowed", message=message)
+    wait_s = await session_guard.sign_in_wait_s(request)
+    if wait_s:
+        message = f"{ErrorCode.TOO_MANY_AUTH_FAILURES}: too many wrong sign-ins from this address; "
+        response = render(
+            request,
+            "sign_in.html",
+            status_code=429,
+            title="Sign in",
+            error=f"{message}retry in {wait_s} s",
+        )
+        response.headers["Retry-After"] = str(wait_s)
+        return response
     credential = credential.strip()
     try:
         if not credential:
             raise BotfleetError(ErrorCode.MISSING_TOKEN, "paste an API key or the admin token")
-        authenticate(request, session, credential, writes=False)
+        await run_in_threadpool(authenticate, request, session, credential, writes=False)
     except BotfleetError as exc:
+        await session_guard.count_failed_sign_in(request)
         return render(request, "sign_in.html", status_code=401, title="Sign in", error=exc.message)
     response = RedirectResponse("/ui", status_code=303)
     set_session_cookie(request, response, seal_session(request, credential))
@@ -262,7 +303,12 @@ def sign_in(
 
 
 @router.post("/sign-out")
-def sign_out(request: Request, caller: CsrfCallerDep) -> Response:
+async def sign_out(request: Request, caller: CsrfCallerDep) -> Response:
+    """Clear the cookie, and record its session as ended: a copy of it is refused from now on,
+    on every replica."""
+    opened = _open_cookie(request)
+    if opened is not None:
+        await session_guard.record_sign_out(request, opened.session_id, opened.expires_at)
     response = RedirectResponse("/ui/sign-in", status_code=303)
     clear_session_cookie(request, response)
     return secure(response)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from botfleet.cli import output
 from botfleet.cli.commands.bots.inputs import BotId
 from botfleet.cli.session import connect
 
@@ -31,10 +32,10 @@ def logs(
     with connect(ctx) as client:
         if not follow:
             for line in client.logs(bot_id, tail=tail).splitlines():
-                typer.echo(line)
+                output.echo(line, multiline=True)
             return
         try:
             for line in client.follow_logs(bot_id, tail=tail):
-                typer.echo(line)
+                output.echo(line, multiline=True)
         except KeyboardInterrupt:
             return

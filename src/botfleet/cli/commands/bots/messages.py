@@ -90,7 +90,7 @@ def send_command(
     if as_json:
         output.print_json(command)
     elif wait and command["status"] == "acked":
-        typer.echo(json.dumps(command.get("result"), indent=2))
+        typer.echo(output.json_safe(json.dumps(command.get("result"), indent=2)))
     else:
         typer.echo(f"{command['id']} {command['status']}")
     fail_unless_answered(command, silence="no answer")

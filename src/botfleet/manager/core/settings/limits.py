@@ -12,6 +12,13 @@ class LimitSettings(SettingsArea):
         10, ge=0, description="Limit for users created without one. 0 means no bots at all."
     )
     max_body_bytes: int = Field(1_048_576, gt=0, description="Largest request body accepted.")
+    max_json_depth: int = Field(
+        32,
+        ge=1,
+        le=256,
+        description="Deepest nesting of arrays and objects in a JSON body (default 32); a deeper "
+        "body is refused with 422 `json_too_deep` before it is parsed.",
+    )
     idempotency_claim_timeout_s: float = Field(
         60.0,
         gt=0,
@@ -43,3 +50,13 @@ class LimitSettings(SettingsArea):
         "own budget, untouched by users' traffic; 0 = no limit.",
     )
     callback_rate_burst: int = Field(100, ge=1, description="Callbacks per bot token in a burst.")
+    auth_failure_rate_per_s: float = Field(
+        1.0,
+        ge=0,
+        description="Failed authentications (401) per second per client address, sustained "
+        "(default 1): past the burst, a token this replica does not already know is refused "
+        "with 429 `too_many_auth_failures` before any database read; 0 = no limit.",
+    )
+    auth_failure_burst: int = Field(
+        20, ge=1, description="Failed authentications per client address in a burst (default 20)."
+    )

@@ -19,6 +19,13 @@ class ServerSettings(SettingsArea):
     admin_token: str | None = Field(
         None, description="Bearer token for /admin; generated on first start when unset."
     )
+    forwarded_allow_ips: str | None = Field(
+        None,
+        description="Proxies whose X-Forwarded-For and X-Forwarded-Proto the manager believes "
+        "(comma-separated addresses, or `*`). Unset: none, so a client's address is the "
+        "socket's own and a bot on this host cannot pose as another address to the "
+        "per-address limits. Set it to your TLS proxy's address when the manager runs behind one.",
+    )
     callback_url: str | None = Field(
         None,
         description="Base URL bots use to call the manager back; http://HOST:PORT when unset.",
