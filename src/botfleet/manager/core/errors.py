@@ -220,7 +220,7 @@ def _allowed_methods(request: Request) -> list[str]:
 JSON_BODY_HINT = "send the body as JSON with Content-Type: application/json"
 
 
-def _is_json(content_type: str | None) -> bool:
+def is_json_media_type(content_type: str | None) -> bool:
     """`application/json` or any `application/*+json`, as FastAPI itself reads bodies."""
     if not content_type:
         return False
@@ -255,7 +255,7 @@ def _unreadable_body(request: Request, exc: RequestValidationError) -> JSONRespo
     if tuple(first.get("loc", ())) != ("body",):
         return None
     content_type = request.headers.get("content-type")
-    if isinstance(exc.body, bytes) and exc.body and not _is_json(content_type):
+    if isinstance(exc.body, bytes) and exc.body and not is_json_media_type(content_type):
         sent = f"it came as {content_type}" if content_type else "it came without a Content-Type"
         return JSONResponse(
             error_body(ErrorCode.UNSUPPORTED_MEDIA_TYPE, f"{JSON_BODY_HINT}; {sent}"), 415

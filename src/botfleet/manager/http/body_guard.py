@@ -20,7 +20,6 @@ scanned body is never larger than BOTFLEET_MAX_BODY_BYTES.
 
 from __future__ import annotations
 
-import email.message
 import math
 import re
 
@@ -28,7 +27,7 @@ from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from botfleet.manager.core.errors import ErrorCode, error_body
+from botfleet.manager.core.errors import ErrorCode, error_body, is_json_media_type
 
 #: A JSON string, escapes included; an unterminated one runs to the end. Possessive: linear.
 _STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+(?:"|\\?\Z)', re.DOTALL)
@@ -90,14 +89,7 @@ def refusal(body: bytes, *, max_depth: int) -> tuple[ErrorCode, str] | None:
 def read_as_json(content_type: str | None) -> bool:
     """Whether FastAPI would parse this body as JSON: no Content-Type, `application/json` or
     `application/*+json`."""
-    if not content_type:
-        return True
-    message = email.message.Message()
-    message["content-type"] = content_type
-    subtype = message.get_content_subtype()
-    return message.get_content_maintype() == "application" and (
-        subtype == "json" or subtype.endswith("+json")
-    )
+    return not content_type or is_json_media_type(content_type)
 
 
 class JsonBodyGuard:
