@@ -240,6 +240,20 @@ def _docker(redis_url: str) -> Harness:
     )
 
 
+def unreachable_nomad(backend_at: Callable[..., Orchestrator]) -> Callable[[], Orchestrator]:
+    """Nomad backends whose address refuses connections: each port is held (bound, never
+    listening) for as long as the harness lives, so it is no one else's meanwhile."""
+    held: list[socket.socket] = []
+
+    def unreachable() -> Orchestrator:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        held.append(sock)
+        return backend_at(f"http://127.0.0.1:{sock.getsockname()[1]}", api_timeout_s=2)
+
+    return unreachable
+
+
 def _nomad(standin: StandIn, redis_url: str) -> Harness:
     prefix = f"contract-{uuid.uuid4().hex[:6]}-"
 
@@ -267,21 +281,13 @@ def _nomad(standin: StandIn, redis_url: str) -> Harness:
         texts += [_proc_cmdline(pid(ref))]
         return texts
 
-    held: list[socket.socket] = []  # bound, never listening: refused, and no one else's port
-
-    def unreachable() -> Orchestrator:
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        held.append(sock)  # for as long as the harness lives
-        return backend_at(f"http://127.0.0.1:{sock.getsockname()[1]}", api_timeout_s=2)
-
     return Harness(
         name="nomad",
         backend=backend_at(standin.url),
         redis_url=redis_url,
         environ=lambda ref: _proc_environ(pid(ref)),
         exposed=exposed,
-        unreachable=unreachable,
+        unreachable=unreachable_nomad(backend_at),
         unknown_refs=(f"{prefix}never-1",),
         sigkill_detail="Signal: 9",
         names_secret_variables=True,

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 import uuid
 from collections.abc import Iterator
@@ -24,7 +23,6 @@ from pathlib import Path
 
 import pytest
 
-from botfleet.orchestrators.base import Orchestrator
 from botfleet.orchestrators.nomad import NomadOrchestrator, NomadOrchestratorConfig
 from tests.integration.backends import test_backend_contract as contract
 from tests.support import RedisServer
@@ -77,21 +75,13 @@ def _real_nomad(redis_url: str) -> contract.Harness:
         allocs = backend.client.job.get_allocations(ref)
         return [json.dumps(job), json.dumps(allocs), contract._proc_cmdline(_task_pid(ref))]
 
-    held: list[socket.socket] = []  # bound, never listening: refused, and no one else's port
-
-    def unreachable() -> Orchestrator:
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        held.append(sock)  # for as long as the harness lives
-        return backend_at(f"http://127.0.0.1:{sock.getsockname()[1]}", api_timeout_s=2)
-
     return contract.Harness(
         name="nomad-real",
         backend=backend,
         redis_url=redis_url,
         environ=lambda ref: contract._proc_environ(_task_pid(ref)),
         exposed=exposed,
-        unreachable=unreachable,
+        unreachable=contract.unreachable_nomad(backend_at),
         unknown_refs=(f"{prefix}never-1",),
         sigkill_detail="Signal: 9",
         sees_only_its_own=False,  # other jobs may share a real cluster

@@ -41,9 +41,6 @@ class AppState:
     settings: Settings  # with the embedded Redis' URL when the manager started one
     sessions: sessionmaker[Session]
     admin_token: str
-    box: SecretBox  # bot secrets and webhook signing secrets, sealed at rest
-    orchestrator: Orchestrator
-    bus: CommandBus
     bots: BotRequests  # start, stop, reconfigure…: what users ask of their bots
     launcher: Launcher  # the engine: launches, signals, listings, states
     publisher: CommandPublisher
@@ -54,6 +51,20 @@ class AppState:
     event_waker: EventWaker
     rate_limiter: RateLimiter
     loops: tuple[IntervalLoop, ...]  # every periodic job, for /readyz and the health page
+
+    # Derived, not held twice: the parts that own them say which.
+    @property
+    def box(self) -> SecretBox:
+        """Bot secrets and webhook signing secrets, sealed at rest (the launcher's)."""
+        return self.launcher.box
+
+    @property
+    def orchestrator(self) -> Orchestrator:
+        return self.launcher.orchestrator
+
+    @property
+    def bus(self) -> CommandBus:
+        return self.publisher.bus
 
 
 def install(app: Starlette, state: AppState) -> None:

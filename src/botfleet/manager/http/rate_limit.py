@@ -312,12 +312,13 @@ class RateLimit:
         limiter = state.rate_limiter
         lane = lane_of(scope["path"])
         failures = failure_bucket(state, scope)
-        if failures is not None and not _known(state, token):
-            wait = limiter.refused_until(failures.key)
-            if wait:  # this address' failures are spent: no database read for an unknown token
-                LIMITED.labels("auth_failure").inc()
-                await _refusal(Verdict(False, wait, "auth_failure"))(scope, receive, send)
-                return
+        # This address' failures spent: no database read for a token not already known. Asked
+        # in that order: the token's digest is worth computing only for a blocked address.
+        wait = limiter.refused_until(failures.key) if failures is not None else 0
+        if wait and not _known(state, token):
+            LIMITED.labels("auth_failure").inc()
+            await _refusal(Verdict(False, wait, "auth_failure"))(scope, receive, send)
+            return
         buckets = buckets_for(
             state.settings,
             method=scope["method"],

@@ -27,6 +27,7 @@ from redis.exceptions import RedisError
 from starlette.requests import Request
 
 from botfleet.manager.http.deps import app_state
+from botfleet.manager.http.rate_limit import client_address
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,9 @@ def cross_origin(request: Request) -> str | None:
 
 
 def _failures_key(request: Request) -> str:
-    return FAILURES_PREFIX + (request.client.host if request.client else "unknown")
+    """Counted by the address as the API's failure budget counts it (an IPv6 client by its /64:
+    one host cannot rotate addresses inside its own network to get new tries)."""
+    return FAILURES_PREFIX + (client_address(request.scope) or "unknown")
 
 
 def _window_s(request: Request) -> tuple[int, int] | None:
