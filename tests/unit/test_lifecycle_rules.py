@@ -134,13 +134,7 @@ OVERDUE_CASES = [
         "",
         Outcome(FAILED, "heartbeat_lost", None, "no heartbeat for 30s"),
     ),
-    (
-        Overdue.HEARTBEAT,
-        False,
-        137,
-        "",
-        Outcome(FAILED, "heartbeat_lost", None, "no heartbeat for 30s"),
-    ),
+    (Overdue.HEARTBEAT, False, 137, "", None),  # recorded stopping; it ends once gone
     (
         Overdue.LEAVE,
         True,

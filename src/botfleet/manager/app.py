@@ -178,7 +178,7 @@ async def _start(stack: AsyncExitStack, settings: Settings) -> AppState:
     loops = _loops(
         settings,
         lease,
-        reconciler=parts.reconciler(),
+        reconciler=parts.reconciler(heartbeats.buffer),
         housekeeping=parts.housekeeping(),
         sender=sender,
         heartbeats=heartbeats,

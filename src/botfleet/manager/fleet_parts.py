@@ -15,6 +15,7 @@ from botfleet.manager.background.reconciler import Context, Reconciler
 from botfleet.manager.core.sealing import SecretBox
 from botfleet.manager.core.settings import Settings
 from botfleet.manager.hot_path.credentials import CredentialCache
+from botfleet.manager.hot_path.heartbeat_batches import HeartbeatBuffer
 from botfleet.manager.messaging.bot_acl import BotRedisUsers
 from botfleet.manager.messaging.command_bus import CommandBus
 from botfleet.manager.services.bot_requests import BotRequests
@@ -51,10 +52,10 @@ class FleetParts:
             sessions=self.sessions, settings=self.settings, launcher=self.launcher, bots=self.bots
         )
 
-    def reconciler(self) -> Reconciler:
-        return Reconciler(
-            sessions=self.sessions, settings=self.settings, launcher=self.launcher, bots=self.bots
-        )
+    def reconciler(self, heard: HeartbeatBuffer | None = None) -> Reconciler:
+        """`heard`: this replica's heartbeat buffer (heard, not stored yet: never silence)."""
+        return Reconciler(sessions=self.sessions, settings=self.settings,
+                          launcher=self.launcher, bots=self.bots, heard=heard)  # fmt: skip
 
     def housekeeping(self) -> Housekeeping:
         return Housekeeping(

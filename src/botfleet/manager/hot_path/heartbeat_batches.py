@@ -17,6 +17,10 @@ A batch that cannot be written (the database is down) stays in memory and goes w
 so an outage swallows no heartbeat and cannot make the reconciler fail live bots afterwards.
 The map holds one entry per bot and is capped (`BOTFLEET_HEARTBEAT_BUFFER_MAX`); past the cap a
 heartbeat is refused with 503 and the runtime's next one comes anyway.
+
+What waits here was heard all the same: the reconciler asks `unstored_age` before calling a bot
+silent, and `writes_failing` tells it this replica cannot store what it hears (a full disk, a
+write lock held by a backup), when it judges no silence at all (`background/reconciler`).
 """
 
 from __future__ import annotations
@@ -80,6 +84,9 @@ class HeartbeatBuffer:
     def __init__(self, max_entries: int) -> None:
         self.max_entries = max_entries
         self._latest: dict[str, tuple[str, float]] = {}  # bot id → (token digest, monotonic)
+        self._writing: dict[str, tuple[str, float]] = {}  # the batch being written now
+        self._writing_since: float | None = None  # monotonic, while a batch is being written
+        self._failed = False  # the last batch could not be written (and waits for the next)
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -92,28 +99,54 @@ class HeartbeatBuffer:
                 raise BufferFull
             self._latest[bot_id] = (digest, now)
 
+    def unstored_age(self, bot_id: str) -> float | None:
+        """Seconds since this process last heard `bot_id`, for a heartbeat not stored yet
+        (waiting, or in the batch being written); None when none is."""
+        with self._lock:
+            heard = self._latest.get(bot_id) or self._writing.get(bot_id)
+        return None if heard is None else time.monotonic() - heard[1]
+
+    def writes_failing(self, stalled_after_s: float) -> bool:
+        """Whether this process cannot store heartbeats now: its last batch failed, or the one
+        being written has waited longer than `stalled_after_s` (a lock it cannot get)."""
+        with self._lock:
+            began = self._writing_since
+            return self._failed or (
+                began is not None and time.monotonic() - began > stalled_after_s
+            )
+
     def flush(self, sessions: sessionmaker[Session]) -> int:
         """Write every waiting heartbeat in one transaction; the number written."""
+        began = time.monotonic()
         with self._lock:
             batch, self._latest = self._latest, {}
+            self._writing, self._writing_since = batch, began
         if not batch:
+            self._done(failed=None)
             return 0
-        began = time.monotonic()
         try:
             with transaction(sessions) as session:
                 now_db, now_mono = database_now(session), time.monotonic()
                 _write(session, batch, now_db, now_mono)
-        except Exception:
-            self._restore(batch)
+        except BaseException:
+            self._done(failed=batch)
             raise
+        self._done(failed=None)
         FLUSH_SECONDS.observe(time.monotonic() - began)
         WRITTEN.inc(len(batch))
         return len(batch)
 
-    def _restore(self, batch: dict[str, tuple[str, float]]) -> None:
-        """Put an unwritten batch back; a newer heartbeat of the same bot wins."""
+    def _done(self, *, failed: dict[str, tuple[str, float]] | None) -> None:
+        """The batch is stored (or nothing was to be), or it failed: then it goes back, a newer
+        heartbeat of the same bot winning, and the writes count as failing until one lands.
+        An empty batch says nothing of the database: the state of the last write stays."""
         with self._lock:
-            self._latest = batch | self._latest
+            if failed is not None:
+                self._latest = failed | self._latest
+                self._failed = True
+            elif self._writing:
+                self._failed = False
+            self._writing, self._writing_since = {}, None
 
 
 def _write(

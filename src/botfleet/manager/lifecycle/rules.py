@@ -27,6 +27,7 @@ S = BotStatus
 MAX_BACKOFF_S = 3600.0
 #: A runtime may not call a clean exit a crash: these reasons are replaced on a zero exit.
 _FAILURE_REASONS = frozenset({"crashed", "start_failed"})
+HEARTBEAT_LOST = "heartbeat_lost"
 
 
 class Move(NamedTuple):
@@ -110,11 +111,13 @@ def on_exit(bot: Bot, exit_code: int, reported_reason: str | None, detail: str =
         reason = default_reason
     if status not in (S.STARTING, S.ACTIVE, S.STOPPING):
         raise IllegalTransition(bot.id, status, target)
-    return Outcome(target, reason, exit_code, detail)
+    return kept_silent(bot, Outcome(target, reason, exit_code, detail))
 
 
 def on_workload_gone(bot: Bot, exit_code: int | None, detail: str = "") -> Outcome:
     """The engine confirms the workload is gone, without the runtime having said so."""
+    if stopped_for_silence(bot):
+        return Outcome(S.FAILED, HEARTBEAT_LOST, exit_code, detail)
     if bot.status == S.STARTING:
         return Outcome(S.FAILED, "exited_before_started", exit_code, detail)
     if bot.status == S.STOPPING:  # it was asked to leave: only a non-zero code is a failure
@@ -129,7 +132,7 @@ class Overdue(enum.Enum):
     """What the reconciler found late and killed the workload for: (status, reason, why)."""
 
     START = (S.FAILED, "start_timeout", "not started within {:g}s")
-    HEARTBEAT = (S.FAILED, "heartbeat_lost", "no heartbeat for {:g}s")
+    HEARTBEAT = (S.FAILED, HEARTBEAT_LOST, "no heartbeat for {:g}s")
     LEAVE = (S.COMPLETED, "killed_after_grace", "did not leave within {:g}s")
 
 
@@ -138,14 +141,33 @@ def on_overdue(
 ) -> Outcome | None:
     """No `started` within the start timeout, no heartbeat for too long, or no exit within the
     stop grace: the reconciler stopped the workload (`gone`: the engine confirms it ended, with
-    `exit_code`). A silent or late starter fails either way; a bot that outlived the stop
-    grace is `completed` only once its workload is confirmed gone (None: not yet)."""
-    if overdue == Overdue.LEAVE and not gone:
+    `exit_code`). A silent or late starter fails either way. A silent bot (recorded `stopping`
+    before it was signalled: `STOP_FOR_SILENCE`) and one that outlived the stop grace end only
+    once their workload is confirmed gone (None: not yet; the bot stays `stopping`)."""
+    if overdue != Overdue.START and not gone:
         return None
     target, reason, why = overdue.value
     return Outcome(
         target, reason, exit_code if gone else None, _joined(why.format(limit_s), detail)
     )
+
+
+#: The reconciler's decision about a silent bot, stored (`active → stopping`) before its workload
+#: is signalled: if it cannot be stored, nothing is signalled.
+STOP_FOR_SILENCE = Move(S.STOPPING, HEARTBEAT_LOST)
+
+
+def stopped_for_silence(bot: Bot) -> bool:
+    """The reconciler stopped this bot for silence and its workload has not ended yet."""
+    return bot.status == S.STOPPING and bot.status_reason == HEARTBEAT_LOST
+
+
+def kept_silent(bot: Bot, outcome: Outcome) -> Outcome:
+    """However the workload of a bot stopped for silence then ends (it exits on SIGTERM, it is
+    killed, it vanishes), the bot ends `heartbeat_lost`: what ended it, not how it went."""
+    if not stopped_for_silence(bot) or outcome.reason == HEARTBEAT_LOST:
+        return outcome
+    return Outcome(S.FAILED, HEARTBEAT_LOST, outcome.exit_code, outcome.detail)
 
 
 def heartbeat_lost(
@@ -154,14 +176,19 @@ def heartbeat_lost(
     listening_since: datetime | None,
     now: datetime | None,
     budget_s: float,
+    unstored_age_s: float | None = None,
 ) -> bool:
     """Whether a running bot has been silent for longer than `budget_s`, counting only the
     silence the manager could have heard: from the later of its last heartbeat and the moment
     the manager became able to record heartbeats again (`listening_since`: this replica became
-    leader, or the database came back). A bot is never failed for an outage of the manager's
-    own. All three times come from one clock (the database's); not knowing when listening
-    began, or what time it is, judges nothing."""
+    leader, the database came back, or its heartbeat writes work again). A bot is never failed
+    for an outage of the manager's own. All three times come from one clock (the database's);
+    not knowing when listening began, or what time it is, judges nothing. A heartbeat heard
+    `unstored_age_s` ago and not stored yet (it waits in this replica's buffer) was heard all
+    the same: silence is what the manager heard, not what it managed to write."""
     if listening_since is None or now is None:
+        return False
+    if unstored_age_s is not None and unstored_age_s <= budget_s:
         return False
     heard = listening_since
     if last_heartbeat_at is not None and last_heartbeat_at > heard:
@@ -206,7 +233,7 @@ def restart_trigger(bot: Bot, outcome: Outcome) -> str | None:
     if bot.status == S.STARTING:
         return "start_failed"
     if bot.status == S.ACTIVE:
-        return "heartbeat_lost" if outcome.reason == "heartbeat_lost" else "crash"
+        return "heartbeat_lost" if outcome.reason == HEARTBEAT_LOST else "crash"
     return None
 
 

@@ -51,7 +51,7 @@ TRANSITIONS: dict[tuple[BotStatus, BotStatus], str] = {
     (S.ACTIVE, S.STARTING): "restart policy relaunches after a failure",
     (S.STARTING, S.STARTING): "restart policy retries a failed start (restart.on start_failed)",
     (S.STOPPING, S.COMPLETED): "exited after leave, or killed after the stop grace",
-    (S.STOPPING, S.FAILED): "exited non-zero while leaving",
+    (S.STOPPING, S.FAILED): "exited non-zero while leaving, or stopped for silence",
 }
 
 

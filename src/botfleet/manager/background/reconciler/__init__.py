@@ -12,8 +12,9 @@ listing confirms it is gone): an engine that cannot be asked changes nothing.
 
 `Reconciler(...).run_once()` is one pass; it returns the errors it isolated (also kept in
 `last_errors`), so tests can see them. Silence is judged only from heartbeats this replica could
-have recorded: after it becomes leader (`on_lead`) and after its database stops answering, a
-bot's heartbeats count as lost only once a full budget has passed (`context.Listening`).
+have recorded: after it becomes leader (`on_lead`), after its database stops answering and while
+its heartbeat writes fail (`heard`, the replica's heartbeat buffer), a bot's heartbeats count as
+lost only once a full budget has passed (`context.Listening`).
 `tick()` is the same pass for the manager's loop: it raises when a whole step failed (a bot
 listing the database or the engine could not answer), so /readyz shows a reconciler that cannot
 work, but not one bot's error. Housekeeping (commands, sweeps, gauges, retention) is a loop of
@@ -40,6 +41,7 @@ from botfleet.manager.core import metrics
 from botfleet.manager.core.clock import database_now
 from botfleet.manager.core.models import LIVE_SQL, Bot
 from botfleet.manager.core.settings import Settings
+from botfleet.manager.hot_path.heartbeat_batches import HeartbeatBuffer
 from botfleet.manager.lifecycle import BotStatus, IllegalTransition
 from botfleet.manager.services.bot_requests import BotRequests
 from botfleet.manager.services.launcher import Launcher
@@ -56,6 +58,7 @@ YIELD_EVERY = 200
 SNAPSHOT = (
     Bot.id,
     Bot.status,
+    Bot.status_reason,  # a bot stopped for silence ends `heartbeat_lost` (rules.kept_silent)
     Bot.attempt,
     Bot.runtime_ref,
     Bot.start_at,
@@ -84,8 +87,11 @@ class Reconciler:
         settings: Settings,
         launcher: Launcher,
         bots: BotRequests,
+        heard: HeartbeatBuffer | None = None,
     ) -> None:
-        self.ctx = Context(sessions=sessions, settings=settings, launcher=launcher, bots=bots)
+        self.ctx = Context(
+            sessions=sessions, settings=settings, launcher=launcher, bots=bots, heard=heard
+        )
         self.last_errors: list[str] = []
         self.failed_steps: list[str] = []
 
@@ -144,13 +150,14 @@ class Reconciler:
 
     def _live_bots(self, status: BotStatus | None = None) -> Sequence[Bot]:
         """Every live bot (or those in `status`) in one query, through `ix_bots_live` (its
-        predicate, word for word), `SNAPSHOT`'s columns only; observes the database's clock
-        (`context.Listening`)."""
+        predicate, word for word), `SNAPSHOT`'s columns only; observes the database's clock and
+        whether this replica's heartbeats are being stored (`context.Listening`)."""
         query = select(*SNAPSHOT).where(text(LIVE_SQL))
         if status is not None:
             query = query.where(Bot.status == status)
         with self.ctx.sessions() as session:
-            self.ctx.listening.observe(database_now(session))
+            now = database_now(session)
+            self.ctx.listening.observe(now, storing=self.ctx.storing_heartbeats())
             # Plain rows, read like a Bot through SNAPSHOT's names: building ORM objects for
             # 10,000 live bots took 200-300 ms of the manager's CPU per tick; rows take ~50 ms,
             # read a slice at a time with the API's event loop let in between.

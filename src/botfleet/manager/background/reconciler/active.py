@@ -1,7 +1,10 @@
 """Running bots: a workload that vanished, a bot gone silent, one past its `max_duration_s`.
 
 Silence is judged on the database's clock and only from when this replica could hear
-heartbeats (`context.Listening`): an outage of the manager never fails a bot.
+heartbeats (`context.Listening`): an outage of the manager never fails a bot. A heartbeat this
+replica heard but could not write yet counts as heard, and while its writes fail nobody is
+judged silent (`Context.silent`). A silent bot is recorded `stopping` before its workload is
+signalled (`Context.stop_for_silence`).
 
 Like every per-state function, `reconcile_active` only judges the row it is given and returns
 the repair (None: nothing to do), so a pass judges its snapshot without a query per bot, and
@@ -14,7 +17,7 @@ from functools import partial
 from botfleet.manager.background.reconciler.context import Context, Repair, older_than
 from botfleet.manager.core.models import Bot
 from botfleet.manager.lifecycle import BotStatus, Source
-from botfleet.manager.lifecycle.rules import Overdue, heartbeat_lost, on_workload_gone
+from botfleet.manager.lifecycle.rules import on_workload_gone
 
 S = BotStatus
 
@@ -24,11 +27,8 @@ def reconcile_active(ctx: Context, bot: Bot) -> Repair | None:
     if final is not None:
         outcome = on_workload_gone(bot, final.exit_code, final.detail)
         return partial(ctx.end_if_still, bot.id, S.ACTIVE, outcome)
-    lost_after_s = ctx.settings.heartbeat_lost_after_s
-    listening = ctx.listening
-    if heartbeat_lost(bot.last_heartbeat_at, listening_since=listening.since,
-                      now=listening.now, budget_s=lost_after_s):  # fmt: skip
-        return partial(ctx.kill_overdue, bot, Overdue.HEARTBEAT, lost_after_s)
+    if ctx.silent(bot):
+        return partial(ctx.stop_for_silence, bot)
     if bot.max_duration_s and older_than(bot.active_at, bot.max_duration_s):
         return partial(
             ctx.bots.stop_bot,

@@ -1,7 +1,7 @@
 """What every per-state function of the reconciler shares: the database, the launcher and the
 stop requests (`BotRequests`), the engine's word on a
-workload (only when it positively knows: from the tick's one listing, else by asking), and
-storing an attempt's end if nothing moved first."""
+workload (only when it positively knows: from the tick's one listing, else by asking), what
+this replica heard (its heartbeat buffer), and storing an attempt's end if nothing moved first."""
 
 from __future__ import annotations
 
@@ -17,12 +17,23 @@ from botfleet.manager.core import metrics
 from botfleet.manager.core.db import transaction
 from botfleet.manager.core.models import Bot, utcnow
 from botfleet.manager.core.settings import Settings
+from botfleet.manager.hot_path.heartbeat_batches import HeartbeatBuffer
 from botfleet.manager.lifecycle import BotStatus, Source
-from botfleet.manager.lifecycle.rules import Outcome, Overdue, on_overdue
+from botfleet.manager.lifecycle.rules import (
+    HEARTBEAT_LOST,
+    STOP_FOR_SILENCE,
+    Outcome,
+    Overdue,
+    heartbeat_lost,
+    kept_silent,
+    next_attempt,
+    on_overdue,
+)
 from botfleet.manager.services import bots as bot_records
 from botfleet.manager.services.attempts import end_attempt
 from botfleet.manager.services.bot_requests import BotRequests
 from botfleet.manager.services.launcher import Launcher
+from botfleet.manager.services.transitions import transition
 from botfleet.orchestrators.base import (
     LABEL_BOT_ID,
     Orchestrator,
@@ -58,8 +69,10 @@ class Listening:
 
     Heartbeats sent while the manager was down, or while its database was unreachable, were
     never recorded: that silence is the manager's, not the bot's. So silence counts only from
-    `since`, which restarts when this replica becomes leader and when the database comes back
-    (`lost()`); `rules.heartbeat_lost` judges with it.
+    `since`, which restarts when this replica becomes leader, when the database comes back
+    (`lost()`) and when this replica's heartbeat writes work again (`observe(storing=False)`
+    while they fail: a heartbeat may have reached another replica whose writes fail the same
+    way); `rules.heartbeat_lost` judges with it.
     """
 
     def __init__(self) -> None:
@@ -67,11 +80,17 @@ class Listening:
         self.since: datetime | None = None
         self.now: datetime | None = None
 
-    def observe(self, now: datetime) -> None:
-        """The database answered at `now` (its clock): listening (re)starts if it had stopped."""
+    def observe(self, now: datetime, *, storing: bool = True) -> None:
+        """The database answered at `now` (its clock): listening (re)starts if it had stopped,
+        unless heartbeats cannot be stored (`storing` False): then it stops, as in `lost()`."""
         with self._mutex:
             self.now = now
-            if self.since is None:
+            if not storing:
+                if self.since is not None:
+                    log.warning("heartbeats cannot be written: no bot is judged silent until "
+                                "they can, and a heartbeat budget after")  # fmt: skip
+                self.since = None
+            elif self.since is None:
                 self.since = now
                 log.info("reconciler listening for heartbeats from %s", now.isoformat())
 
@@ -121,12 +140,28 @@ class Context:
     settings: Settings
     launcher: Launcher  # launches, relaunches, the engine's listings
     bots: BotRequests  # a stop the reconciler decides (max_duration) goes the API's way
+    heard: HeartbeatBuffer | None = None  # this replica's heartbeats not stored yet
     listening: Listening = field(default_factory=Listening)
     listing: Listing | None = None
 
     @property
     def orchestrator(self) -> Orchestrator:
         return self.launcher.orchestrator
+
+    def storing_heartbeats(self) -> bool:
+        """Whether this replica's heartbeat writes work: none failed since the last that
+        landed, and none has waited longer than a heartbeat interval (a held lock)."""
+        return self.heard is None or not self.heard.writes_failing(self.settings.heartbeat_s)
+
+    def silent(self, bot: Bot) -> bool:
+        """Whether `bot` is silent past its budget, by what this replica heard: the stored
+        heartbeat, one waiting in its buffer, and only while it could listen
+        (`rules.heartbeat_lost`, `Listening`)."""
+        listening = self.listening
+        unstored_s = None if self.heard is None else self.heard.unstored_age(bot.id)
+        return heartbeat_lost(bot.last_heartbeat_at, listening_since=listening.since,
+                              now=listening.now, budget_s=self.settings.heartbeat_lost_after_s,
+                              unstored_age_s=unstored_s)  # fmt: skip
 
     def reread(self, bot_id: str, expected: BotStatus) -> Bot | None:
         """The bot as it is now; None (logged) when it left `expected` since it was listed."""
@@ -191,22 +226,57 @@ class Context:
 
     def kill_overdue(self, bot: Bot, overdue: Overdue, limit_s: float) -> None:
         """Stop a workload that is late (`rules.Overdue`) and end its attempt as
-        `rules.on_overdue` says, with the exit code the engine reports for the stop."""
+        `rules.on_overdue` says, with the exit code the engine reports for the stop (a bot
+        stopped for silence keeps `heartbeat_lost`: `rules.kept_silent`)."""
         kill = self.force_stop(bot)
         outcome = on_overdue(overdue, limit_s, gone=kill.gone, exit_code=kill.exit_code,
                              detail=kill.detail)  # fmt: skip
         if outcome is not None:
-            self.end_if_still(bot.id, bot.status, outcome, bot.attempt)
+            self.end_if_still(bot.id, bot.status, kept_silent(bot, outcome), bot.attempt)
+
+    def stop_for_silence(self, bot: Bot) -> None:
+        """A silent bot: the decision is stored first, judged again under the bot's row lock,
+        and only once it is stored is the workload signalled; a database that cannot be
+        written raises here, and nothing is signalled. The decision is the restart policy's
+        next attempt (`active → starting`, the old attempt's workload then an orphan whatever
+        the engine answers) or `active → stopping` (`heartbeat_lost`) until the workload is
+        confirmed gone (`rules.STOP_FOR_SILENCE`, `rules.kept_silent`)."""
+        limit_s = self.settings.heartbeat_lost_after_s
+        detail = f"no heartbeat for {limit_s:g}s"
+        with transaction(self.sessions) as session:
+            locked = bot_records.lock_bot(session, bot.id)
+            if locked.status != BotStatus.ACTIVE or locked.attempt != bot.attempt:
+                return
+            if not self.silent(locked):
+                log.info("bot %s was heard from meanwhile; not stopped", bot.id)
+                return
+            old_ref = locked.runtime_ref
+            lost = Outcome(BotStatus.FAILED, HEARTBEAT_LOST, None, detail)
+            if next_attempt(locked, lost) is not None:
+                end_attempt(session, locked, lost, source=Source.RECONCILER)
+            else:
+                target, reason = STOP_FOR_SILENCE
+                transition(session, locked, target, reason=reason, source=Source.RECONCILER,
+                           detail=detail)  # fmt: skip
+        log.warning("bot %s: %s (heartbeat_lost); stopping its workload", bot.id, locked.status)
+        if locked.status == BotStatus.STARTING:  # restarting: the old attempt's workload goes
+            self.force_stop_ref(bot.id, old_ref)
+        else:
+            self.kill_overdue(locked, Overdue.HEARTBEAT, limit_s)  # as stored
 
     def force_stop(self, bot: Bot) -> Kill:
         """Stop the bot's workload (SIGTERM, then kill after `kill_after_s`); never raises for
         an engine that cannot be asked (then nothing is known)."""
-        if not bot.runtime_ref:
+        return self.force_stop_ref(bot.id, bot.runtime_ref)
+
+    def force_stop_ref(self, bot_id: str, runtime_ref: str | None) -> Kill:
+        """`force_stop` of one workload by its reference (an attempt the record has left)."""
+        if not runtime_ref:
             return Kill()
         try:
-            final = self.orchestrator.stop(bot.runtime_ref, grace_s=self.settings.kill_after_s)
+            final = self.orchestrator.stop(runtime_ref, grace_s=self.settings.kill_after_s)
         except OrchestratorError as exc:
-            log.warning("could not stop bot %s: %s", bot.id, exc)
+            log.warning("could not stop bot %s: %s", bot_id, exc)
             return Kill()
         if not final.is_gone:
             return Kill(detail=final.detail or "")
