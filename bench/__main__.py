@@ -10,6 +10,7 @@ Figures (issue 8), each beside its floor measured in the same run:
 6. the reconciler's tick, 10,000 / 100,000 records (bench/reconciler_tick.py), per database
 9. fairness: a polite user's p99 during a flood      (bench/fairness.py)
 10. telegram bots: updates answered per second       (bench/telegram.py)
+11. containment: another user's p99 during attacks  (bench/containment.py)
 
 The services (PostgreSQL, a Docker Engine, the images) must be up: `make bench` starts them.
 Timings are reported, never asserted; a figure that cannot be measured is reported as such and
@@ -32,6 +33,7 @@ from typing import Any, TypeVar
 from bench import (
     burst,
     commands,
+    containment,
     fairness,
     load,
     memory,
@@ -44,7 +46,7 @@ from bench.common import LOGS, RESULTS, Figure, bench_manager, machine_info, med
 from tests.support import RedisServer
 
 T = TypeVar("T")
-FAMILIES = ("process", "docker", "load", "reconciler", "fairness", "telegram")
+FAMILIES = ("process", "docker", "load", "reconciler", "fairness", "telegram", "containment")
 ORDER = [
     "start_latency_process",
     "start_latency_docker",
@@ -59,6 +61,7 @@ ORDER = [
     "reconciler_tick",
     "reconciler_tick_sqlite",
     "fairness_flood",
+    "containment",
     "telegram_updates",
 ]
 
@@ -197,6 +200,9 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--ticks", type=int, default=5)
     parser.add_argument("--fairness-seconds", type=float, default=20.0, help="each phase")
+    parser.add_argument(
+        "--containment-seconds", type=float, default=8.0, help="each attack of figure 11"
+    )
     parser.add_argument("--telegram-bots", type=int, default=20, help="the telegram fleet")
     parser.add_argument(
         "--telegram-updates", type=int, default=300, help="one telegram bot's backlog"
@@ -235,11 +241,19 @@ def main() -> int:
             if "fairness" in args.only:
                 run.attempt(
                     "fairness_flood",
+                    "containment",
                     lambda: fairness.run(
                         tmp,
                         redis_server.url,
                         connections=args.connections,
                         duration_s=args.fairness_seconds,
+                    ),
+                )
+            if "containment" in args.only:
+                run.attempt(
+                    "containment",
+                    lambda: containment.run(
+                        tmp, redis_server.url, seconds=args.containment_seconds
                     ),
                 )
             if "telegram" in args.only:

@@ -162,8 +162,8 @@ class SimulatedBots:
     channel, acking each command over HTTP with that bot's token, as the runtime does. Records
     when each ack was answered (the command is `acked` in the database by then)."""
 
-    def __init__(self, manager_url: str, redis_url: str, tokens: dict[str, str]) -> None:
-        self.manager_url, self.redis_url, self.tokens = manager_url, redis_url, tokens
+    def __init__(self, callback_url: str, redis_url: str, tokens: dict[str, str]) -> None:
+        self.callback_url, self.redis_url, self.tokens = callback_url, redis_url, tokens
         self.acked: dict[str, float] = {}
         self.failed_acks = 0
         self._cond = threading.Condition()
@@ -195,7 +195,7 @@ class SimulatedBots:
         for start in range(0, len(channels), 500):
             await pubsub.subscribe(*channels[start : start + 500])
         limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-        async with httpx.AsyncClient(base_url=self.manager_url, limits=limits) as http:
+        async with httpx.AsyncClient(base_url=self.callback_url, limits=limits) as http:
             self._ready.set()
             pending: set[asyncio.Task[None]] = set()
             while not self._stop.is_set():
@@ -239,10 +239,10 @@ def simulated_samples(
 
 
 def measure_simulated(
-    client: httpx.Client, manager_url: str, redis_url: str, tokens: dict[str, str], count: int
+    client: httpx.Client, callback_url: str, redis_url: str, tokens: dict[str, str], count: int
 ) -> Figure:
     """The round trip with `len(tokens)` simulated bots (figure 3b); its floor is figure 3's."""
-    with SimulatedBots(manager_url, redis_url, tokens) as simulated:
+    with SimulatedBots(callback_url, redis_url, tokens) as simulated:
         simulated_samples(client, simulated, 10)  # warm-up
         samples, lost, errors = simulated_samples(client, simulated, count)
     values = latency_stats(samples, 50, 99) | {

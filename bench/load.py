@@ -147,7 +147,7 @@ def _summary(result: LoadResult) -> dict[str, Any]:
 def _touch(manager: Manager, tokens: dict[str, str]) -> None:
     """One heartbeat per new record (32 at a time), so the manager has seen each of them."""
     seconds = max(3.0, len(tokens) / 400)
-    run_load(manager.url, warm_requests(tokens), connections=32, duration_s=seconds)
+    run_load(manager.callback_url, warm_requests(tokens), connections=32, duration_s=seconds)
 
 
 def _settle(manager: Manager) -> int:
@@ -158,13 +158,18 @@ def _settle(manager: Manager) -> int:
 
 
 def _streams(
-    tokens: dict[str, str], api_key: str, *, connections: int, heartbeats_per_s: float | None
+    tokens: dict[str, str],
+    api_key: str,
+    *,
+    connections: int,
+    heartbeats_per_s: float | None,
+    callback_url: str | None,
 ) -> list[Stream]:
-    """Heartbeats (closed loop over `connections`, or paced at `heartbeats_per_s`) and a user's
-    paced reads."""
-    beats = Stream(heartbeat_requests(tokens), connections=connections)
+    """Heartbeats to the bots' listener (closed loop over `connections`, or paced at
+    `heartbeats_per_s`) and a user's paced reads."""
+    beats = Stream(heartbeat_requests(tokens), connections=connections, url=callback_url)
     if heartbeats_per_s:
-        beats = Stream(heartbeat_requests(tokens), rate_per_s=heartbeats_per_s)
+        beats = Stream(heartbeat_requests(tokens), rate_per_s=heartbeats_per_s, url=callback_url)
     return [
         beats,
         Stream(get_requests(list(tokens), api_key), rate_per_s=USER_GETS_PER_S),
@@ -173,14 +178,20 @@ def _streams(
 
 
 def _phases(
-    url: str, tokens: dict[str, str], api_key: str, connections: int, duration_s: float
+    url: str,
+    tokens: dict[str, str],
+    api_key: str,
+    connections: int,
+    duration_s: float,
+    callback_url: str | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Two phases, each with a user reading meanwhile: the heartbeats as fast as the server
     absorbs them ("flood"), then at the rate the simulated fleet really sends them ("fleet")."""
     fleet_rate = len(tokens) / float(BENCH_ENV["BOTFLEET_HEARTBEAT_S"])
     out: dict[str, dict[str, Any]] = {}
     for phase, rate in (("flood", None), ("fleet", fleet_rate)):
-        streams = _streams(tokens, api_key, connections=connections, heartbeats_per_s=rate)
+        streams = _streams(tokens, api_key, connections=connections, heartbeats_per_s=rate,
+                           callback_url=callback_url)  # fmt: skip
         beats, gets, lists = run_streams(url, streams, duration_s=duration_s)
         out[phase] = {
             "heartbeats": _summary(beats),
@@ -242,12 +253,13 @@ def run(
                 _touch(manager, new)
                 tokens |= new
                 rss[str(step)] = mib(_settle(manager))
-            measured = _phases(manager.url, tokens, user["api_key"], connections, duration_s)
+            measured = _phases(manager.url, tokens, user["api_key"], connections, duration_s,
+                               manager.callback_url)  # fmt: skip
             assert manager.proc is not None
             rss["after_load"] = mib(rss_bytes(manager.proc.pid))
             simulated = dict(list(tokens.items())[:SIMULATED_COMMAND_BOTS])
             round_trip = commands.measure_simulated(
-                client, manager.url, redis_url, simulated, count=commands_count
+                client, manager.callback_url, redis_url, simulated, count=commands_count
             )
             if database != "postgresql":
                 round_trip.key += f"_{database}"

@@ -67,6 +67,7 @@ class Stream:
     connections: int = 32
     rate_per_s: float | None = None
     ok: set[int] = field(default_factory=lambda: {200})
+    url: str | None = None  # http://host:port when not the run's (bots' callbacks: their port)
 
 
 async def _exchange(
@@ -151,12 +152,12 @@ async def _run(host: str, port: int, streams: list[Stream], duration_s: float) -
     stop_at = time.perf_counter() + duration_s
     workers = []
     for stream, result in zip(streams, results, strict=True):
+        where = _host_port(stream.url) if stream.url else (host, port)
         if stream.rate_per_s:
-            workers.append(_paced_worker(host, port, stream, result, stop_at))
+            workers.append(_paced_worker(*where, stream, result, stop_at))
         else:
             workers += [
-                _closed_worker(host, port, stream, result, stop_at)
-                for _ in range(stream.connections)
+                _closed_worker(*where, stream, result, stop_at) for _ in range(stream.connections)
             ]
     began = time.perf_counter()
     await asyncio.gather(*workers)
@@ -168,8 +169,12 @@ async def _run(host: str, port: int, streams: list[Stream], duration_s: float) -
 def run_streams(url: str, streams: list[Stream], *, duration_s: float = 10.0) -> list[LoadResult]:
     """Run every stream against `url` (http://host:port) at once for `duration_s` seconds;
     one result per stream."""
+    return asyncio.run(_run(*_host_port(url), streams, duration_s))
+
+
+def _host_port(url: str) -> tuple[str, int]:
     host, port = url.removeprefix("http://").rstrip("/").split(":")
-    return asyncio.run(_run(host, int(port), streams, duration_s))
+    return host, int(port)
 
 
 def run_load(

@@ -298,8 +298,10 @@ class Manager:
     extra_env: dict[str, str] = field(default_factory=dict)
     backend: str = "process"
     proc: subprocess.Popen[bytes] | None = None
-    # Its port, held for its whole life (restarts included): see PortHold.
+    # Its ports, held for its whole life (restarts included): see PortHold. Bots' callbacks
+    # (/internal/…) are served on their own port; the API's answers them 404.
     hold: PortHold = field(default_factory=PortHold, repr=False)
+    callback_hold: PortHold = field(default_factory=PortHold, repr=False)
 
     @property
     def port(self) -> int:
@@ -310,6 +312,15 @@ class Manager:
         return f"http://127.0.0.1:{self.port}"
 
     @property
+    def callback_port(self) -> int:
+        return self.callback_hold.port
+
+    @property
+    def callback_url(self) -> str:
+        """Where bots call back (`/internal/…`): the manager's callback listener."""
+        return f"http://127.0.0.1:{self.callback_port}"
+
+    @property
     def log_path(self) -> Path:
         return self.data_dir / "manager.log"
 
@@ -317,6 +328,7 @@ class Manager:
         env = user_env(**FAST_SETTINGS)
         env.update(
             BOTFLEET_PORT=str(self.port),
+            BOTFLEET_CALLBACK_PORT=str(self.callback_port),
             BOTFLEET_HOST="127.0.0.1",
             BOTFLEET_DATA_DIR=str(self.data_dir),
             BOTFLEET_DATABASE_URL=self.database_url,
@@ -330,9 +342,9 @@ class Manager:
     def start(self) -> Manager:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         STARTED_MANAGERS.append(self)
-        listener = self.hold.listener()
-        fd = str(listener.fileno())
-        with listener, self.log_path.open("ab") as log:
+        listener, callbacks = self.hold.listener(), self.callback_hold.listener()
+        fd, callback_fd = str(listener.fileno()), str(callbacks.fileno())
+        with listener, callbacks, self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 [
                     sys.executable,
@@ -343,12 +355,14 @@ class Manager:
                     "info",
                     "--fd",
                     fd,
+                    "--callback-fd",
+                    callback_fd,
                 ],
                 env=self.env(),
                 cwd=REPO,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                pass_fds=(listener.fileno(),),
+                pass_fds=(listener.fileno(), callbacks.fileno()),
             )
         wait_until(self._healthy, timeout=60, what=f"manager on {self.url}")
         return self
@@ -409,9 +423,10 @@ class Manager:
         self.loop_runs("reconciler", after=led + timedelta(seconds=budget), timeout=budget + 60)
 
     def release(self) -> None:
-        """Stop for good: the port goes back to the kernel."""
+        """Stop for good: the ports go back to the kernel."""
         self.stop()
         self.hold.release()
+        self.callback_hold.release()
 
     def log_tail(self, lines: int = 60) -> str:
         try:
@@ -569,14 +584,25 @@ def detached(
     env: dict[str, str],
     log: Path,
     listener: socket.socket | None = None,
+    callbacks: socket.socket | None = None,
 ) -> Iterator[subprocess.Popen]:
     """Run `command` from the repository in its own session, output to `log`; at the end,
     SIGTERM its whole process group (`make` and what it started) and wait for it.
 
-    `listener` (from `PortHold.listener`) is handed to `botfleet serve --fd` and closed here."""
-    fds = (listener.fileno(),) if listener else ()
+    `listener` (from `PortHold.listener`) is handed to `botfleet serve --fd` and closed here;
+    `callbacks` likewise to `--callback-fd` (with a listener and no `callbacks`, a socket on a
+    port the kernel picks now is handed instead: bots learn it from the manager)."""
+    if listener and callbacks is None:
+        callbacks = _reusable_socket()
+        callbacks.bind(("127.0.0.1", 0))
+        callbacks.listen(128)
+    fds: tuple[int, ...] = ()
     if listener:
         command = [*command, "--fd", str(listener.fileno())]
+        fds += (listener.fileno(),)
+    if callbacks:
+        command = [*command, "--callback-fd", str(callbacks.fileno())]
+        fds += (callbacks.fileno(),)
     with log.open("w") as handle:
         proc = subprocess.Popen(
             command,
@@ -587,8 +613,9 @@ def detached(
             start_new_session=True,
             pass_fds=fds,
         )
-    if listener:
-        listener.close()
+    for sock in (listener, callbacks):
+        if sock:
+            sock.close()
     try:
         yield proc
     finally:

@@ -94,7 +94,12 @@ def make_run(tmp_path: Path) -> Iterator[tuple[dict[str, str], Path]]:
     try:
         for _ in range(3):
             port = str(unassigned_port())
-            env = user_env(BOTFLEET_DATA_DIR=str(data_dir), BOTFLEET_PORT=port, HOME=str(tmp_path))
+            env = user_env(
+                BOTFLEET_DATA_DIR=str(data_dir),
+                BOTFLEET_PORT=port,
+                BOTFLEET_CALLBACK_PORT="0",  # a free port the manager binds itself
+                HOME=str(tmp_path),
+            )
             with detached(["make", "--no-print-directory", "run"], env=env, log=out) as proc:
                 exports = wait_until(
                     lambda proc=proc: _exports(out.read_text()) if proc.poll() is None else "ended",

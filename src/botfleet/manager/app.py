@@ -41,6 +41,7 @@ from botfleet.manager.http.docs import install_docs
 from botfleet.manager.http.rate_limit import RateLimit, RateLimiter
 from botfleet.manager.http.routes import admin, bots, events, health, internal, webhooks
 from botfleet.manager.messaging.bot_acl import BotRedisUsers
+from botfleet.manager.messaging.bot_acl import converge as converge_redis_users
 from botfleet.manager.messaging.embedded_redis import EmbeddedRedis
 from botfleet.manager.messaging.event_feed import EventWaker
 from botfleet.manager.ui import install as install_ui
@@ -119,6 +120,7 @@ async def _start(stack: AsyncExitStack, settings: Settings) -> AppState:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     # Before any bot can run: host-networked bots must not reach the database.
     await asyncio.to_thread(apply_bot_firewall, settings)
+    embedded: EmbeddedRedis | None = None
     if settings.redis_url is None:
         embedded = EmbeddedRedis(settings.data_dir)
         embedded_url = embedded.start()
@@ -148,6 +150,8 @@ async def _start(stack: AsyncExitStack, settings: Settings) -> AppState:
     redis_users = BotRedisUsers(redis_url) if settings.bot_redis_acl else None
     if redis_users is not None:
         stack.callback(redis_users.close)
+        if embedded is not None:  # a restarted embedded Redis has forgotten the bots' users
+            embedded.after_restart = lambda: converge_redis_users(sessions, redis_users)
     credentials = _credentials(stack, settings)
     key_usage = KeyUsage(sessions)
     heartbeats = Heartbeats(sessions, HeartbeatBuffer(settings.heartbeat_buffer_max), credentials)

@@ -10,11 +10,10 @@ import sys
 from pathlib import Path
 
 import typer
-import uvicorn
 from rich.console import Console
 from rich.panel import Panel
 
-from botfleet.manager.core.settings import get_settings
+from botfleet.manager.core.settings import Settings, get_settings
 
 app = typer.Typer(help="botfleet: a control plane for fleets of bots.", no_args_is_help=True)
 console = Console(stderr=True)
@@ -45,39 +44,48 @@ def serve(
     log_level: str = typer.Option("info", help="debug, info, warning or error."),
     welcome: bool = typer.Option(False, help="Print the admin token, a user key and a curl line."),
     fd: int | None = typer.Option(None, "--fd", hidden=True),
+    callback_fd: int | None = typer.Option(None, "--callback-fd", hidden=True),
 ) -> None:
     """Serve the API (migrating first unless BOTFLEET_MIGRATE_ON_START=false)."""
     from botfleet.manager.app import create_app
+    from botfleet.manager.core.listener_health import raise_descriptor_limit
+    from botfleet.manager.http.serving import bind_callback_socket, serve_manager
 
     _logging(log_level)
+    descriptors = raise_descriptor_limit()  # first: every connection and bot log costs one
     settings = get_settings()
     _private_data_dir(settings.data_dir)
+    # `--fd` / `--callback-fd`: sockets the caller bound and listens on (the tests, which then
+    # know the ports without racing anyone for them); BOTFLEET_PORT must name the API's.
+    # The callback port is read from its socket (BOTFLEET_CALLBACK_PORT=0 picks a free one),
+    # so the URL handed to bots names the port really listened on.
+    callback_socket = bind_callback_socket(settings, callback_fd)
+    settings = settings.model_copy(update={"callback_port": int(callback_socket.getsockname()[1])})
     if settings.migrate_on_start:
         from botfleet.manager.migrate import upgrade
 
         upgrade(settings.resolved_database_url(), settings=settings)
     if welcome:
         _welcome()
-    from botfleet.manager.http.shutdown import StoppingServer
-
-    api = create_app(settings)
-    config = uvicorn.Config(
-        api,
-        host=settings.host,
-        port=settings.port,
-        log_level=log_level,
-        access_log=False,
-        # uvicorn believes X-Forwarded-For from 127.0.0.1 by default: bots on this host could
-        # then pick any address for the per-address limits. Only the configured proxies count.
-        proxy_headers=bool(settings.forwarded_allow_ips),
-        forwarded_allow_ips=settings.forwarded_allow_ips or "",
+    logging.getLogger("botfleet.manager").info(
+        "botfleet serving the API on %s:%s and bots' callbacks on %s (port %s); "
+        "descriptor limit %s, connection caps %s (API) and %s (callbacks)",
+        settings.host,
+        settings.port,
+        settings.resolved_callback_url(),
+        settings.callback_port,
+        descriptors,
+        settings.api_max_connections,
+        settings.callback_max_connections,
     )
-    # `--fd`: a socket the caller bound and listens on (the tests, which then know the port
-    # without racing anyone for it); BOTFLEET_PORT must name the same port.
-    listening = [socket.socket(fileno=fd)] if fd is not None else None
-    for sock in listening or []:
-        sock.set_inheritable(False)  # the bots it starts must not hold the port
-    StoppingServer(config, api).run(sockets=listening)
+    api = create_app(settings)
+    serve_manager(
+        api,
+        settings,
+        log_level=log_level,
+        api_sockets=[socket.socket(fileno=fd)] if fd is not None else None,
+        callback_socket=callback_socket,
+    )
 
 
 def _private_data_dir(data_dir: Path) -> None:
@@ -108,7 +116,7 @@ def _welcome() -> None:
         Panel.fit(
             f"admin token : [bold]{token}[/]\n"
             f"user        : {user.name} (max {user.max_concurrent_bots} bots)\n"
-            f"API key     : [bold]{key}[/]",
+            f"API key     : [bold]{key}[/]" + _containment_line(settings),
             title=f"botfleet on {base}",
         )
     )
@@ -129,6 +137,18 @@ def _welcome() -> None:
         f"Dashboard: {base}/ui   (sign in with the API key or the admin token)",
     ]
     print("\n".join(lines) + "\n", flush=True)
+
+
+def _containment_line(settings: Settings) -> str:
+    """What fences each bot in, on the process backend (the others' engines say it)."""
+    if settings.orchestrator != "process":
+        return ""
+    from rich.markup import escape
+
+    from botfleet.orchestrators.process import ProcessOrchestratorConfig, containment
+
+    config = ProcessOrchestratorConfig.from_manager(settings)
+    return f"\ncontainment : {escape(containment.describe(config))}"
 
 
 def _cli_dir_missing_from_path() -> str | None:

@@ -136,6 +136,9 @@ class WorkloadStatus:
     state: WorkloadState
     exit_code: int | None = None
     detail: str = ""
+    #: A failure the engine itself diagnosed for an ended workload (`out_of_memory`), which the
+    #: lifecycle records as the bot's reason; None: the exit code tells.
+    reason: str | None = None
 
     @property
     def is_gone(self) -> bool:
@@ -264,6 +267,11 @@ class Orchestrator(abc.ABC):
 
     def delete_logs(self, bot_id: str) -> None:  # noqa: B027 - engines that keep none
         """Forget every log file of a bot whose record is deleted (no-op by default)."""
+
+    def containment(self) -> dict[str, str]:
+        """What fences each bot in on this engine, as stable codes (for /readyz); {}: the
+        engine's own, not described here."""
+        return {}
 
     def check_health(self) -> None:  # noqa: B027 - most engines have nothing to check
         """Raise BackendUnavailable if the engine cannot be used now (for /readyz)."""

@@ -3,17 +3,16 @@
 A bot is untrusted code. When the manager runs as root, each bot runs under an unprivileged uid
 of its own (a dedicated range, one shared primary gid, no supplementary groups), so it cannot
 read another bot's /proc/PID/environ, memory or files, nor the manager's (its data folder is
-0700). The uid is claimed by creating the bot's working directory `<work_root>/<uid>`
-atomically (mkdir), so managers sharing a work root never hand one uid to two live bots; the
-directory is removed, and the uid freed, when the workload is removed. Every process of that
+0700). The pool of those uids (claimed by mkdir of the bot's working directory, never handed
+out while anything of the previous bot remains) is `process.uid_pool`. Every process of that
 uid is the bot's: stop and remove kill them all, wherever they moved (setsid cannot escape a
 uid). The uid and gids are switched by util-linux `setpriv` as the first prefix of the bot's
 command (Popen's own switch, used without `setpriv`, would make CPython fork the whole manager
 instead of vfork). Resource limits are set by util-linux `prlimit`, the next prefix, so they
 hold before the bot's first instruction (no preexec_fn, which is unsafe with threads); without
 `prlimit`, `resource.prlimit` sets them on the pid right after the spawn (a short window).
-cgroups are not used: they are not available to this backend in general (no delegated cgroup
-v2 subtree); RLIMIT_AS/NPROC/NOFILE are what it enforces.
+Memory, pids and CPU/IO weight per bot (all its processes together) come from a cgroup per bot
+where one can be made (process/cgroups.py); elsewhere RLIMIT_AS/NPROC/NOFILE are what holds.
 
 Secrets (the bot token, its secrets, a Redis URL with a password) never enter the environment:
 they go through a pipe whose read end the child inherits (`botfleet.runtime.env.SECRET_ENV_FD`).
@@ -24,7 +23,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import math
 import os
 import resource
 import select
@@ -150,77 +148,6 @@ def ensure_traversable_root(root: Path, mode: int = 0o711) -> None:
             path.chmod(mode)
     if root.stat().st_mode & 0o777 != mode and root.stat().st_uid == os.geteuid():
         root.chmod(mode)
-
-
-class UidClaims:
-    """Hands out the bots' uids: one no live process holds, with its new working directory (0700,
-    owned by it). mkdir is atomic, so two launches (or two managers) never get the same uid.
-
-    Finding a free uid must not cost a burst of launches a scan of every process per launch (a
-    thousand bots: a thousand /proc reads each, and mkdir failing on every claimed uid from the
-    start of the range). So the scan of live processes is reused for `scan_ttl_s`, and the search
-    starts after the last uid claimed. Reusing a scan is safe: a uid free in it and without a
-    directory can only gain a process through a claim (mkdir, which fails for the second
-    claimer); the one way to leave processes behind without a directory is a removal whose
-    sweep failed, and `taint` keeps such a uid busy here until a fresh scan shows it free (another
-    manager's such uid is seen at its next scan, at most `scan_ttl_s` later).
-    """
-
-    def __init__(
-        self, work_root: Path, uid_base: int, uid_count: int, gid: int, *, scan_ttl_s: float = 1.0
-    ) -> None:
-        self.work_root, self.uid_base, self.uid_count, self.gid = (
-            work_root,
-            uid_base,
-            uid_count,
-            gid,
-        )
-        self.scan_ttl_s = scan_ttl_s
-        self._lock = threading.Lock()
-        self._busy: set[int] = set()
-        self._scanned_at = -math.inf
-        self._tainted: set[int] = set()
-        self._next = uid_base
-        self._root_ready = False
-
-    def taint(self, uid: int) -> None:
-        """`uid` still has processes although its bot was removed: never hand it out until a scan
-        finds none."""
-        with self._lock:
-            self._tainted.add(uid)
-
-    def claim(self) -> tuple[int, Path]:
-        with self._lock:
-            if not self._root_ready:
-                ensure_traversable_root(self.work_root)
-                self._root_ready = True
-            now = time.monotonic()
-            if now - self._scanned_at > self.scan_ttl_s:
-                self._busy = uids_in_use(self.uid_base, self.uid_base + self.uid_count)
-                self._tainted &= self._busy
-                self._scanned_at = now
-            end = self.uid_base + self.uid_count
-            for offset in range(self.uid_count):
-                uid = self.uid_base + (self._next - self.uid_base + offset) % self.uid_count
-                if uid in self._busy or uid in self._tainted:
-                    continue
-                path = self.work_root / str(uid)
-                try:
-                    path.mkdir(mode=0o700)
-                except FileExistsError:
-                    continue
-                except FileNotFoundError:  # the root was removed meanwhile: make it again
-                    ensure_traversable_root(self.work_root)
-                    path.mkdir(mode=0o700)
-                try:
-                    os.chown(path, uid, self.gid)
-                    path.chmod(0o700)
-                except OSError:
-                    path.rmdir()
-                    raise
-                self._next = uid + 1 if uid + 1 < end else self.uid_base
-                return uid, path
-        raise OSError(f"every uid of {self.uid_base}..{end - 1} is taken")
 
 
 def hand_over_tree(path: Path, uid: int, gid: int) -> None:

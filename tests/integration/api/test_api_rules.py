@@ -209,7 +209,7 @@ def test_illegal_moves_are_409_and_change_nothing(manager: Manager) -> None:
     wait_for_status(client, bot["id"], {"stopping"})
     before = transitions(client, bot["id"])
     late = httpx.post(
-        f"{manager.url}/internal/bots/{bot['id']}/callbacks",
+        f"{manager.callback_url}/internal/bots/{bot['id']}/callbacks",
         json={"event": "started"},
         headers={"Authorization": f"Bearer {token}"},
     )
@@ -241,7 +241,7 @@ def test_a_bots_token_works_on_its_own_paths_only(manager: Manager) -> None:
     active = wait_for_status(client, first["id"], {"active"})
     wait_for_status(client, second["id"], {"active"})
     token = {"Authorization": f"Bearer {bot_token(active['runtime_ref'])}"}
-    base = f"{manager.url}/internal/bots"
+    base = f"{manager.callback_url}/internal/bots"
 
     own = httpx.post(f"{base}/{first['id']}/callbacks", json={"event": "heartbeat"}, headers=token)
     assert own.status_code == 200

@@ -141,7 +141,7 @@ def test_the_manager_refuses_a_large_result_from_any_runtime(manager: Manager) -
     token = runtime_env(bot["runtime_ref"])["BOTFLEET_BOT_TOKEN"]
     command = send(client, bot["id"], "wait").json()
     ack = httpx.post(
-        f"{manager.url}/internal/bots/{bot['id']}/commands/{command['id']}/ack",
+        f"{manager.callback_url}/internal/bots/{bot['id']}/commands/{command['id']}/ack",
         json={"ok": True, "result": {"blob": "y" * 70_000}},
         headers={"Authorization": f"Bearer {token}"},
         timeout=10,

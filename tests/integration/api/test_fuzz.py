@@ -49,6 +49,7 @@ def credentials(manager: Manager) -> dict[str, str]:
         "user": str(client.headers["Authorization"]),
         "bot": f"Bearer {env['BOTFLEET_BOT_TOKEN']}",
         "admin": f"Bearer {ADMIN_TOKEN}",
+        "callback_url": manager.callback_url,
     }
 
 
@@ -74,6 +75,7 @@ def test_every_endpoint(case: Any, credentials: dict[str, str]) -> None:
     # Valid-looking data may still be refused on its meaning (an unknown bot name, an illegal
     # state): so no "positive data must be accepted" check; every other check applies.
     case.call_and_validate(
+        base_url=credentials["callback_url"] if role == "bot" else None,  # bots' own port
         headers={"Authorization": credentials[role]},
         excluded_checks=[positive_data_acceptance],
         **({"timeout": (10, 2)} if streaming else {}),

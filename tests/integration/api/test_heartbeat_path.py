@@ -48,7 +48,7 @@ def two_replicas(tmp_path: Path, redis_server: RedisServer) -> Iterator[tuple[Ma
 
 def _heartbeat(manager: Manager, bot_id: str, token: str) -> httpx.Response:
     return httpx.post(
-        f"{manager.url}/internal/bots/{bot_id}/callbacks",
+        f"{manager.callback_url}/internal/bots/{bot_id}/callbacks",
         json={"event": "heartbeat"},
         headers={"Authorization": f"Bearer {token}"},
         timeout=10,

@@ -47,7 +47,7 @@ def test_a_bots_own_reason_is_other_in_metrics_and_real_in_its_history(
     bot = wait_for_status(client, created.json()["id"], {"active"})
     token = runtime_env(bot["runtime_ref"])["BOTFLEET_BOT_TOKEN"]
     said = httpx.post(
-        f"{manager.url}/internal/bots/{bot['id']}/callbacks",
+        f"{manager.callback_url}/internal/bots/{bot['id']}/callbacks",
         json={"event": "leaving", "reason": "zz_unknown_123", "detail": HOSTILE},
         headers={"Authorization": f"Bearer {token}"},
     )

@@ -97,7 +97,7 @@ def test_a_deep_body_is_refused_on_a_bots_callback(
 ) -> None:
     bot, client, token = live_bot
     callbacks = httpx.Client(
-        base_url=manager.url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+        base_url=manager.callback_url, headers={"Authorization": f"Bearer {token}"}, timeout=30
     )
     path = f"/internal/bots/{bot['id']}/callbacks"
     report = '{"event": "report", "data": {"x": ' + nested(depth) + "}}"
@@ -126,7 +126,7 @@ def test_non_finite_numbers_are_refused(
     command = '{"action": "echo", "payload": {"n": [' + number + "]}}"
     assert_refused(post_raw(client, f"/bots/{bot['id']}/commands", command), "non_finite_number")
     report = '{"event": "report", "data": {"n": ' + number + "}}"
-    callback = f"/internal/bots/{bot['id']}/callbacks"
+    callback = f"{manager.callback_url}/internal/bots/{bot['id']}/callbacks"
     refused = post_raw(client, callback, report, Authorization=f"Bearer {token}")
     assert_refused(refused, "non_finite_number")
     # The same words inside strings are data, and a large finite float is a float.

@@ -280,14 +280,15 @@ def test_the_runtime_reads_every_page_of_its_pending_commands(
     ids = add_commands(database, bot["id"], 250, status="pending")
 
     async def read() -> list[str]:
-        runtime = ManagerClient(base_url=manager.url, bot_id=bot["id"], token=token)
+        runtime = ManagerClient(base_url=manager.callback_url, bot_id=bot["id"], token=token)
         try:
             return [c.id for c in await runtime.pending_commands()]
         finally:
             await runtime.aclose()
 
     assert asyncio.run(read()) == ids, "every pending command once, oldest first"
-    as_bot = httpx.Client(base_url=manager.url, headers={"Authorization": f"Bearer {token}"})
+    bearer = {"Authorization": f"Bearer {token}"}
+    as_bot = httpx.Client(base_url=manager.callback_url, headers=bearer)
     with as_bot:
         pages = follow(as_bot, f"/internal/bots/{bot['id']}/commands", limit=100, pending=1)
     assert [len(p) for p in pages] == [100, 100, 50]

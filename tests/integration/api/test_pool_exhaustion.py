@@ -51,7 +51,7 @@ def test_flooding_users_get_503_while_heartbeats_land(tiny_pool_manager: Manager
     beating = client.post("/bots", json={"bot": "demo", "config": {}}).json()
     ref = wait_for_status(client, beating["id"], {"active"})["runtime_ref"]
     bot_auth = {"Authorization": f"Bearer {runtime_env(ref)['BOTFLEET_BOT_TOKEN']}"}
-    callback = f"{manager.url}/internal/bots/{beating['id']}/callbacks"
+    callback = f"{manager.callback_url}/internal/bots/{beating['id']}/callbacks"
 
     answers: list[httpx.Response] = []
     done = threading.Event()

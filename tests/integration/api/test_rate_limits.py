@@ -100,7 +100,7 @@ def test_bots_callbacks_work_while_their_user_is_limited(limited: Manager) -> No
     ref = wait_active(watcher, bot["id"])["runtime_ref"]
     token = runtime_env(ref)["BOTFLEET_BOT_TOKEN"]
     assert_rate_limited(drain(client)[-1])
-    callback = f"{limited.url}/internal/bots/{bot['id']}/callbacks"
+    callback = f"{limited.callback_url}/internal/bots/{bot['id']}/callbacks"
     auth = {"Authorization": f"Bearer {token}"}
     answers = [httpx.post(callback, json={"event": "heartbeat"}, headers=auth) for _ in range(20)]
     assert {r.status_code for r in answers} == {200}, answers[-1].text

@@ -57,7 +57,7 @@ def live_demo(client: httpx.Client, **config: Any) -> dict[str, Any]:
 
 def report(manager: Manager, bot_id: str, token: str, body: Any) -> httpx.Response:
     return httpx.post(
-        f"{manager.url}/internal/bots/{bot_id}/callbacks",
+        f"{manager.callback_url}/internal/bots/{bot_id}/callbacks",
         json=body,
         headers={"Authorization": f"Bearer {token}"},
         timeout=10,

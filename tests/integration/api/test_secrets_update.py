@@ -159,7 +159,7 @@ def test_only_the_bots_own_token_reads_its_secrets(manager: Manager) -> None:
     other = live_answers(client, {"api_key": "the-other-bots"})
     token = runtime_env(bot["runtime_ref"])["BOTFLEET_BOT_TOKEN"]
     other_token = runtime_env(other["runtime_ref"])["BOTFLEET_BOT_TOKEN"]
-    url = f"{manager.url}/internal/bots/{bot['id']}/secrets"
+    url = f"{manager.callback_url}/internal/bots/{bot['id']}/secrets"
 
     own = httpx.get(url, headers={"Authorization": f"Bearer {token}"})
     assert own.status_code == 200 and own.json() == {"api_key": OLD}

@@ -26,6 +26,7 @@ from botfleet.orchestrators import OrchestratorError
 from botfleet.orchestrators import process_isolation as isolation
 from botfleet.orchestrators.base import LaunchSpec
 from botfleet.orchestrators.process import ProcessOrchestrator, ProcessOrchestratorConfig
+from botfleet.orchestrators.process.uid_pool import UidClaims
 from tests.support import Manager, wait_until
 
 ROOT = pytest.mark.skipif(os.geteuid() != 0, reason="bots get uids of their own as root")
@@ -101,7 +102,7 @@ def test_a_uid_held_by_a_live_process_is_never_handed_out(tmp_path: Path) -> Non
     """The attack: a process left under a uid whose directory is gone (a removal whose sweep
     failed). A fresh scan skips it, and so does a reused scan once the uid is tainted."""
     root = tmp_path / "bots"
-    claims = isolation.UidClaims(root, UID_BASE + 100, 3, GID, scan_ttl_s=3600)
+    claims = UidClaims(root, UID_BASE + 100, 3, GID, scan_ttl_s=3600)
     switch = isolation.setpriv_prefix(UID_BASE + 100, GID)
     assert switch is not None
     squatter = subprocess.Popen([*switch, "sleep", "60"])

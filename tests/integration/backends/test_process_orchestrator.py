@@ -43,11 +43,12 @@ def make(tmp_path):
     """Builds orchestrators over one data dir; kills every process they launched afterwards."""
     made: list[ProcessOrchestrator] = []
 
-    def _make(script: str | None = None, command: list[str] | None = None):
+    def _make(script: str | None = None, command: list[str] | None = None, **settings):
         cfg = ProcessOrchestratorConfig(
             data_dir=tmp_path / "data",
             command=command or [sys.executable, "-c", script or SLEEPER],
             kill_wait_s=5,
+            **settings,
         )
         made.append(ProcessOrchestrator(cfg))
         return made[-1]
@@ -149,7 +150,8 @@ def test_second_instance_finds_and_stops_a_running_bot(make):
 
 
 def test_bad_executable_raises_launch_failed(make, tmp_path):
-    orch = make(command=[str(tmp_path / "no-such-binary")])
+    # bot_uids off: as root, `auto` refuses first (the uid probe cannot run it either)
+    orch = make(command=[str(tmp_path / "no-such-binary")], bot_uids="off")
     with pytest.raises(LaunchFailed) as info:
         orch.launch(spec())
     assert info.value.code == "launch_failed"

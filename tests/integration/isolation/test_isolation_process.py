@@ -52,7 +52,8 @@ REFUSED = {"EACCES", "EPERM"}
 def open_root() -> Iterator[Path]:
     """A folder every uid may traverse (pytest's tmp_path is 0700): only the data folder's own
     mode and its files' modes then stand between a bot and the manager's files."""
-    root = Path(tempfile.mkdtemp(prefix="bf-isolation-"))
+    # not under /tmp: each bot has a private /tmp (sandbox.py), where the files would be absent
+    root = Path(tempfile.mkdtemp(prefix="bf-isolation-", dir="/var/tmp"))
     root.chmod(0o755)
     yield root
     shutil.rmtree(root, ignore_errors=True)
@@ -219,7 +220,8 @@ def test_bot_uids_on_fails_clearly_where_a_uid_cannot_run_the_bot(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """An interpreter the bots' uids cannot reach (pytest's tmp_path is 0700): `on` refuses to
-    launch, `auto` warns loudly and runs the bot as the manager's user."""
+    launch, and so does `auto` in a root manager (on main it warned and ran the bot as root);
+    `off` runs it as the manager's user."""
     hidden = tmp_path / "python"
     hidden.symlink_to(sys.executable)
 
@@ -234,10 +236,15 @@ def test_bot_uids_on_fails_clearly_where_a_uid_cannot_run_the_bot(
     assert refused.value.code == "isolation_unavailable"
     assert f"as uid {UID_BASE + UID_COUNT - 1}" in str(refused.value)  # says what failed
 
-    with caplog.at_level(logging.WARNING, logger="botfleet.orchestrators.process"):
-        _, record = _verdict(backend("auto"), _spec(tmp_path))
-    assert record["uid"] is None
+    warnings = caplog.at_level(logging.WARNING, logger="botfleet.orchestrators.process")
+    with warnings, pytest.raises(LaunchFailed) as refused:
+        backend("auto").launch(_spec(tmp_path))
+    assert refused.value.code == "isolation_unavailable"
+    assert "BOTFLEET_PROCESS_BOT_UIDS=off" in str(refused.value)
     assert "CANNOT run under their own uids" in caplog.text and "setfacl" in caplog.text
+    assert not list((tmp_path / "auto" / "workloads").glob("*.json")), "nothing launched"
+    _, record = _verdict(backend("off"), _spec(tmp_path))
+    assert record["uid"] is None
 
 
 LEAVES_A_CHILD = """
@@ -250,16 +257,19 @@ print("child:", child.pid, flush=True)
 @pytest.mark.parametrize("mode", ["off", "on"])
 def test_children_die_with_a_bot_that_already_exited(tmp_path: Path, mode: str) -> None:
     """The bot exits at once, leaving `sleep 120` in its group: on main, stop saw the bot gone
-    and signalled nothing, and the child lived on."""
+    and signalled nothing, and the child lived on. The workload runs while the child does."""
     config = ProcessOrchestratorConfig(
         data_dir=tmp_path, command=[sys.executable, "-c", LEAVES_A_CHILD], bot_uids=mode
     )
     backend = ProcessOrchestrator(config)
     spec = _spec(tmp_path)
     ref = backend.launch(spec)
-    wait_until(lambda: backend.inspect(ref).is_gone, timeout=20, what="the bot's exit")
+    main = json.loads((tmp_path / "workloads" / f"{ref}.json").read_text())["pid"]
+    wait_until(lambda: "child: " in backend.logs(ref, bot_id=spec.bot_id, tail=5), timeout=20)
     child = int(backend.logs(ref, bot_id=spec.bot_id, tail=5).split("child: ", 1)[1].split()[0])
+    wait_until(lambda: not _alive(main), timeout=20, what="the bot's exit")
     assert _alive(child), "the child outlives its parent until the stop"
+    assert not backend.inspect(ref).is_gone, "a workload with a live process is not gone"
     assert backend.stop(ref, grace_s=1).exit_code == 0
     wait_until(lambda: not _alive(child), timeout=10, what="the child killed by the stop")
     backend.remove(ref)

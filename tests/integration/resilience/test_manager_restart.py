@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import signal
+import struct
+import termios
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,6 +34,18 @@ def bot_log(manager: Manager, bot_id: str, *, lines: int = 30) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+def unread_output(manager: Manager, bot_id: str) -> int:
+    """Bytes the bot wrote that no manager read yet (FIONREAD on its pipes: nothing consumed)."""
+    pending = 0
+    for pipe in (manager.data_dir / "log-pipes").glob(f"{bot_id}~*.fifo"):
+        fd = os.open(pipe, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            pending += struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4))[0]
+        finally:
+            os.close(fd)
+    return pending
+
+
 def pid_alive(runtime_ref: str) -> bool:
     """Running, and not a zombie waiting for a parent to reap it."""
     try:
@@ -48,17 +64,24 @@ def test_bots_survive_a_manager_restart(restartable: Manager, how: signal.Signal
 
     logged = {bot_id: len(bot_log(restartable, bot_id, lines=10_000)) for bot_id in ids}
     restartable.stop(how)
-    # Each bot heartbeats on into the void after the stop: its log says so (retrying, giving up).
+    # Each bot heartbeats on into the void after the stop: it says so (retrying, giving up)
+    # into its output pipe, which waits for the next manager (process/log_pipes.py).
     for bot_id in ids:
         wait_until(
-            lambda bot_id=bot_id: (
-                "heartbeat callback" in bot_log(restartable, bot_id, lines=10_000)[logged[bot_id] :]
-            ),
+            lambda bot_id=bot_id: unread_output(restartable, bot_id),
             timeout=30,
             what=f"bot {bot_id} to heartbeat after its manager stopped",
         )
     assert all(pid_alive(ref) for ref in refs), "bots must outlive their manager"
     restartable.start()
+    for bot_id in ids:  # the new manager took the pipes over: what they held is in the logs
+        wait_until(
+            lambda bot_id=bot_id: (
+                "heartbeat callback" in bot_log(restartable, bot_id, lines=10_000)[logged[bot_id] :]
+            ),
+            timeout=30,
+            what=f"bot {bot_id}'s output of the pause in its log",
+        )
 
     # A full heartbeat budget after the new lead: the bots reconnected and kept heartbeating.
     restartable.judged_a_heartbeat_budget_after_leading()

@@ -10,9 +10,11 @@ a decision it cannot store is no kill, and a bot stopped for silence ends `heart
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sqlite3
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,6 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from botfleet.manager.background.reconciler.workloads import exit_grace_s
 from botfleet.manager.core.clock import database_now
 from botfleet.manager.core.db import make_engine, make_session_factory, transaction
+from botfleet.manager.core.listener_health import ListenerHealth
 from botfleet.manager.core.models import Bot, BotAttempt, BotTransition, utcnow
 from botfleet.manager.core.settings import Settings
 from botfleet.manager.hot_path.heartbeat_batches import HeartbeatBuffer
@@ -153,6 +156,32 @@ def test_no_silence_is_judged_while_heartbeat_writes_fail_nor_a_budget_after(
 
     listening = reconciler.ctx.listening
     listening.since -= timedelta(seconds=fleet.settings.heartbeat_lost_after_s + 1)
+    reconciler.run_once()
+    assert (read(fleet, bot_id).status, read(fleet, bot_id).status_reason) == (
+        "failed",
+        "heartbeat_lost",
+    )
+
+
+def test_no_silence_is_judged_while_the_bots_listener_turns_connections_away(
+    fleet: FleetParts,
+) -> None:
+    """Another bot holds every place of the bots' listener: a heartbeat refused at the door is
+    not silence, until a full budget has been heard after the listener had room again."""
+    bot_id = active_bot(fleet)
+    reconciler = listening_for_a_minute(fleet)
+    door = ListenerHealth()
+    reconciler.ctx = dataclasses.replace(reconciler.ctx, callback_listener=door)
+    door.configure(cap=10)
+    door.turned_away()
+    silent_for(fleet, bot_id, 60)
+    reconciler.run_once()
+    assert read(fleet, bot_id).status == "active", "refused at the door: silence is not judged"
+
+    door.turned_away(now=time.monotonic() - fleet.settings.heartbeat_s - 1)  # room again
+    reconciler.run_once()
+    assert read(fleet, bot_id).status == "active", "a budget after the listener had room"
+    reconciler.ctx.listening.since -= timedelta(seconds=fleet.settings.heartbeat_lost_after_s + 1)
     reconciler.run_once()
     assert (read(fleet, bot_id).status, read(fleet, bot_id).status_reason) == (
         "failed",

@@ -17,6 +17,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from botfleet.manager.core.disk_full import disk_full
 from botfleet.manager.core.statuses import IllegalTransition
 
 
@@ -42,6 +43,7 @@ class ErrorCode(enum.StrEnum):
     # A dependency (database, engine) that cannot serve now, or a backend that never can.
     DATABASE_BUSY = "database_busy"
     DATABASE_UNAVAILABLE = "database_unavailable"
+    DISK_FULL = "disk_full"
     BACKEND_UNAVAILABLE = "backend_unavailable"
     ORCHESTRATOR_ERROR = "orchestrator_error"
     NOT_SUPPORTED = "not_supported"
@@ -60,6 +62,7 @@ class ErrorCode(enum.StrEnum):
     RATE_LIMITED = "rate_limited"
     TOO_MANY_AUTH_FAILURES = "too_many_auth_failures"
     TOO_MANY_STREAMS = "too_many_streams"
+    LISTENER_FULL = "listener_full"
     HEARTBEATS_FULL = "heartbeats_full"
     REPORTS_FULL = "reports_full"
     # Unknown, or another user's.
@@ -161,7 +164,8 @@ ERROR_DESCRIPTIONS = {
     422: "Invalid input",
     429: "Over the user's concurrency limit, or over a rate limit (with Retry-After)",
     501: "Not supported by this backend",
-    503: "A dependency (database, engine) is unreachable or saturated (with Retry-After)",
+    503: "A dependency (database, engine) is unreachable or saturated, or the disk is full "
+    "(with Retry-After)",
 }
 
 
@@ -190,6 +194,24 @@ def database_busy() -> JSONResponse:
         error_body(ErrorCode.DATABASE_BUSY, "the database is saturated; retry shortly"),
         503,
         headers={"Retry-After": str(BUSY_RETRY_AFTER_S)},
+    )
+
+
+#: Seconds a client is told to wait when the data disk is full: space comes back when someone
+#: frees it, not in a moment.
+DISK_FULL_RETRY_AFTER_S = 10
+
+
+def disk_full_answer() -> JSONResponse:
+    """503 `disk_full`: the database (or the manager's data folder) has no space left. Reads
+    still answer; writes do again, with no restart, once space is freed."""
+    return JSONResponse(
+        error_body(
+            ErrorCode.DISK_FULL,
+            "the manager's disk is full: reads work, writes are refused until space is freed",
+        ),
+        503,
+        headers={"Retry-After": str(DISK_FULL_RETRY_AFTER_S)},
     )
 
 
@@ -302,6 +324,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(DBAPIError)
     async def _database(_: Request, exc: DBAPIError) -> JSONResponse:
+        if disk_full(exc):
+            return disk_full_answer()
         if not exc.connection_invalidated and not isinstance(exc, OperationalError):
             raise exc
         return JSONResponse(

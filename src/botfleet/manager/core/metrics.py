@@ -13,7 +13,7 @@ KNOWN_REASONS = frozenset(
         "started", "bot_leaving", "exited_before_started", "finished", "left", "crashed",
         "start_failed", "exited", "workload_vanished", "start_timeout", "heartbeat_lost",
         "killed_after_grace", "cancelled", "restarting", "launching", "schedule_missed",
-        "secrets_unreadable", "max_duration", "stop_requested",
+        "secrets_unreadable", "max_duration", "stop_requested", "out_of_memory",
         # orchestrators: OrchestratorError and LaunchFailed codes
         "launch_failed", "orchestrator_error", "workload_not_found", "backend_unavailable",
         "not_supported", "image_not_found", "network_unavailable", "name_conflict",

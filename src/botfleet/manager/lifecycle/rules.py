@@ -114,10 +114,15 @@ def on_exit(bot: Bot, exit_code: int, reported_reason: str | None, detail: str =
     return kept_silent(bot, Outcome(target, reason, exit_code, detail))
 
 
-def on_workload_gone(bot: Bot, exit_code: int | None, detail: str = "") -> Outcome:
-    """The engine confirms the workload is gone, without the runtime having said so."""
+def on_workload_gone(
+    bot: Bot, exit_code: int | None, detail: str = "", engine_reason: str | None = None
+) -> Outcome:
+    """The engine confirms the workload is gone, without the runtime having said so. A
+    failure the engine diagnosed itself (`engine_reason`: `out_of_memory`) is the reason."""
     if stopped_for_silence(bot):
         return Outcome(S.FAILED, HEARTBEAT_LOST, exit_code, detail)
+    if engine_reason is not None:
+        return Outcome(S.FAILED, engine_reason, exit_code, detail)
     if bot.status == S.STARTING:
         return Outcome(S.FAILED, "exited_before_started", exit_code, detail)
     if bot.status == S.STOPPING:  # it was asked to leave: only a non-zero code is a failure

@@ -96,7 +96,12 @@ class DockerOrchestrator(Orchestrator):
         """The container of this attempt (containers.py), its state volume and its network."""
         volume = None
         if spec.state is not None:
-            volume = ensure_volume(self.client, self._volume_name(spec.state), spec.state)
+            volume = ensure_volume(
+                self.client,
+                self._volume_name(spec.state),
+                spec.state,
+                size_mb=self.config.state_volume_mb,
+            )
         args = create_args(self.config, spec, name=self._name(spec), state_volume=volume)
         return args | self._network.container_args()
 

@@ -34,6 +34,17 @@ class DockerOrchestratorConfig(BackendConfig):
     pids_limit: int | None = Field(256, gt=0, description="Process limit per bot.")
     user: str = Field("10001:10001", description="uid:gid the bot runs as (never root).")
     tmpfs_mb: int = Field(64, gt=0, description="Size of the writable /tmp.")
+    shm_mb: int = Field(
+        64, gt=0, description="Size of each container's private /dev/shm (Docker's shm_size)."
+    )
+    state_volume_mb: int = Field(
+        0,
+        ge=0,
+        description="Size cap of each new `state_key` volume (the local driver's `size` option). "
+        "The engine applies it only where /var/lib/docker/volumes is on xfs mounted with "
+        "pquota; elsewhere every launch with a state_key fails with state_unavailable. "
+        "0: no cap (a bot can fill the engine's disk through its state volume).",
+    )
     api_timeout_s: float = Field(30.0, gt=0, description="Timeout of one Docker API call.")
     name_prefix: str = Field("botfleet-", description="Container names are prefix + bot id.")
 

@@ -2,7 +2,8 @@
 
 Created with the bot's whole environment (secrets too: only the container reads it), labels that
 identify botfleet, the bot and the user (never the environment), an init as PID 1, the engine's
-own log rotation, and the shared hardening policy (orchestrators/hardening.py) in Docker's terms.
+own log rotation, a capped /dev/shm, and the shared hardening policy (orchestrators/hardening.py:
+a capped tmpfs /tmp among it) in Docker's terms.
 """
 
 from __future__ import annotations
@@ -26,8 +27,11 @@ def container_status(container: Container) -> WorkloadStatus:
     if status in ("running", "paused", "restarting"):
         return WorkloadStatus(WorkloadState.RUNNING)
     if status in ("exited", "dead"):
-        detail = "out of memory (OOMKilled)" if state.get("OOMKilled") else state.get("Error", "")
-        return WorkloadStatus(WorkloadState.EXITED, exit_code=state.get("ExitCode"), detail=detail)
+        code = state.get("ExitCode")
+        if state.get("OOMKilled"):  # the reason every backend gives an OOM kill
+            oom = "out of memory (OOMKilled)"
+            return WorkloadStatus(WorkloadState.EXITED, code, detail=oom, reason="out_of_memory")
+        return WorkloadStatus(WorkloadState.EXITED, exit_code=code, detail=state.get("Error", ""))
     if status == "removing":
         return WorkloadStatus(WorkloadState.EXITED, exit_code=state.get("ExitCode"))
     return WorkloadStatus(WorkloadState.UNKNOWN, detail=f"docker state {status!r}")
@@ -69,11 +73,13 @@ def create_args(
         "init": True,  # a real PID 1 that forwards SIGTERM and reaps children
         "stop_signal": "SIGTERM",
         "ulimits": [Ulimit(name="nofile", soft=4096, hard=4096)],
-        # The engine rotates the bot's output itself: size and count from the manager.
+        # The engine rotates the bot's output itself, as it writes: size and count from the
+        # manager (BOTFLEET_LOG_FILE_MAX_BYTES, BOTFLEET_LOG_FILES).
         "log_config": LogConfig(
             type="json-file",
             config={"max-size": str(config.log_file_max_bytes), "max-file": str(config.log_files)},
         ),
+        "shm_size": f"{config.shm_mb}m",  # a private /dev/shm of its own, capped
         **hardening_args(config.hardening()),
     }
     if state_volume is not None:

@@ -14,8 +14,10 @@ Stop and remove kill the bot's children too, also after the bot itself exited.
 
 Modules: `backend` (the Orchestrator), `config` (`BOTFLEET_PROCESS_*`), `spawn` (starting one
 bot), `records` (the workload records), `status` (exit codes and reaping), `uids` (the bot-uid
-decision, the uid pool, killing what a bot left), `state` (`state_key` folders) and `logs` (log
-files, their tails, followers and rotation).
+decision, killing and removing what a bot left), `uid_pool` (which uid a bot gets, never one
+with `leftovers`: files in shared places, IPC objects), `state` (`state_key` folders),
+`logs` (log files, their tails, followers and rotation), `log_pipes` (each bot's output pipe,
+read into its log within the cap) and `sandbox` (each bot's private, capped /tmp and /dev/shm).
 """
 
 from botfleet.orchestrators.process.backend import ProcessOrchestrator

@@ -23,6 +23,7 @@ from botfleet.orchestrators.base import (
     WorkloadState,
     WorkloadStatus,
 )
+from botfleet.orchestrators.process import containment
 from botfleet.orchestrators.process.config import ProcessOrchestratorConfig
 from botfleet.orchestrators.process.logs import BotLogs
 from botfleet.orchestrators.process.records import Record, WorkloadRecords, proc_stat
@@ -48,6 +49,7 @@ class ProcessOrchestrator(Orchestrator):
         self._children = Children(self._records)
         self._uids = BotUids(config)
         self._state = StateFolders(config)
+        self._cgroups = containment.BotCgroups(config)
 
     # -- launch -------------------------------------------------------------------------------
 
@@ -59,11 +61,11 @@ class ProcessOrchestrator(Orchestrator):
         try:
             self._records.ensure_dir()
             self._logs.ensure_dir()
-            # 0600: the bot writes through the descriptor it inherits, never by opening the file
-            log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            # a pipe the manager reads into the log, within its cap (process/log_pipes.py)
+            log_file = self._logs.open_stream(spec.bot_id)
         except OSError as exc:
             raise BackendUnavailable(f"cannot prepare {self.config.data_dir}: {exc}") from exc
-        with os.fdopen(log_fd, "ab") as log_file:
+        with log_file:
             log_file.write(f"--- attempt {spec.attempt} started at {started} ---\n".encode())
             log_file.flush()
             try:
@@ -81,13 +83,18 @@ class ProcessOrchestrator(Orchestrator):
                 message = f"cannot prepare the bot's state directory: {exc}"
                 raise LaunchFailed(message, code="state_unavailable") from exc
             limits = self._uids.limits(own_uid=uid is not None)
+            cgroup = None
             try:
+                cgroup = self._cgroups.create(spec)
                 proc = spawn(
-                    self.config, spec, log_file=log_file, uid=uid, workdir=workdir, limits=limits
-                )
+                    self.config, spec, log_file=log_file, uid=uid, workdir=workdir,
+                    limits=limits, cgroup=cgroup,
+                )  # fmt: skip
             except LaunchFailed as exc:
                 log_file.write(f"--- attempt {spec.attempt} failed to start: {exc} ---\n".encode())
                 isolation.remove_dir(workdir)
+                if cgroup is not None:
+                    cgroup.remove()
                 raise
         stat = proc_stat(proc.pid)  # readable even if it already exited: it is not reaped yet
         starttime = stat[1] if stat else 0
@@ -105,6 +112,9 @@ class ProcessOrchestrator(Orchestrator):
             "launched_at": started,
             "exit_code": None,
             "exit_detail": "",
+            "ended": False,  # once none of its processes remain (process/status.py)
+            "cgroup": cgroup.to_record() if cgroup is not None else None,
+            "memory_mib": self.config.rlimit_as_mb if cgroup is not None else None,
         }
         try:
             if stat is None:
@@ -113,6 +123,7 @@ class ProcessOrchestrator(Orchestrator):
         except OSError as exc:  # an unrecorded bot would be an orphan nobody can find: kill it
             kill_group(proc.pid, starttime, signal.SIGKILL)
             proc.wait()
+            containment.remove(record)
             self._uids.sweep(record)
             isolation.remove_dir(workdir)
             raise BackendUnavailable(f"cannot record workload of bot {spec.bot_id}: {exc}") from exc
@@ -127,7 +138,10 @@ class ProcessOrchestrator(Orchestrator):
             record = self._records.load(runtime_ref)
             if record is None:
                 return _NO_RECORD
-            return self._children.status(runtime_ref, record)
+            status = self._children.status(runtime_ref, record)
+        if status.is_gone:  # its last lines are in the log before its end is reported
+            self._logs.drain(record["bot_id"])
+        return status
 
     def stop(self, runtime_ref: str, *, grace_s: float) -> WorkloadStatus:
         """The shared ladder on the process group; then whatever the bot left is killed (its
@@ -141,15 +155,20 @@ class ProcessOrchestrator(Orchestrator):
         engine = Engine(
             inspect=partial(self.inspect, runtime_ref),
             terminate=partial(kill_group, pgid, starttime, signal.SIGTERM),
-            kill=partial(self._uids.sweep, record),
+            kill=partial(self._kill_all, record),
             wait_gone=partial(self._children.wait_gone, runtime_ref, inspect=self.inspect),
         )
         status = stop_workload(
             engine, grace_s=grace_s, kill_wait_s=self.config.kill_wait_s, kill_leftovers=True
         )
         if status.is_gone:
-            self._uids.sweep(record)
+            self._kill_all(record)
         return status
+
+    def _kill_all(self, record: Record) -> None:
+        """Every process of the workload: its cgroup's, then its group's and its uid's."""
+        containment.kill_all(record)
+        self._uids.sweep(record)
 
     def list_workloads(self, labels: Mapping[str, str] | None = None) -> list[Workload]:
         wanted = dict(labels or {})
@@ -162,6 +181,8 @@ class ProcessOrchestrator(Orchestrator):
                 if any(record["labels"].get(k) != v for k, v in wanted.items()):
                     continue
                 status = self._children.status(ref, record)
+            if status.is_gone:
+                self._logs.drain(record["bot_id"])
             workloads.append(Workload(ref, record["bot_id"], record["labels"], status))
         return workloads
 
@@ -173,8 +194,15 @@ class ProcessOrchestrator(Orchestrator):
                 return
             if not self._children.status(runtime_ref, record).is_gone:
                 raise OrchestratorError(f"workload {runtime_ref} is still running; stop it first")
-            # children it left; its uid is free again only once they are gone
-            self._uids.sweep(record)
+            # children, files and IPC objects it left; its uid is free only once they are gone
+            containment.kill_all(record)
+            self._uids.release(record)
+            try:  # its end (oom_kill count included) was recorded by the status above
+                containment.remove(record)
+            except OSError as exc:
+                raise BackendUnavailable(
+                    f"cannot remove the cgroup of {runtime_ref}: {exc}"
+                ) from exc
             if record.get("workdir"):
                 try:
                     self._state.take_back(record)
@@ -206,15 +234,30 @@ class ProcessOrchestrator(Orchestrator):
         return self._logs.follow(bot_id, tail)
 
     def rotate_logs(self) -> None:
-        """copytruncate, as logrotate does (process/logs.py): no rename would follow the
-        O_APPEND descriptor a bot writes its log through."""
+        """The manager rotates the logs it writes as it writes them (process/log_pipes.py);
+        this takes over pipes nobody reads and copytruncates older bots' files (logs.py)."""
         self._logs.rotate()
 
     def delete_logs(self, bot_id: str) -> None:
         self._logs.delete(bot_id)
 
+    def close(self) -> None:
+        """Stop reading the bots' output pipes (they keep running; the next manager reads on)."""
+        self._logs.close()
+
+    def containment(self) -> dict[str, str]:
+        """`resources`: cgroup_v2, cgroup_v1, rlimits or refused (BOTFLEET_PROCESS_CGROUPS=on
+        without cgroups); `uids`: own, shared, or refused (root without a way to switch)."""
+        try:
+            uids = "own" if self._uids.enabled() else "shared"
+        except LaunchFailed:
+            uids = "refused"
+        return {"resources": self._cgroups.mode(), "uids": uids}
+
     def check_health(self) -> None:
-        """Ready when the data directory is writable (records and logs go there)."""
+        """Ready when the data directory is writable (records and logs go there) and the
+        cgroups asked for can be made (BOTFLEET_PROCESS_CGROUPS=on)."""
+        self._cgroups.check()
         probe = self.config.data_dir / f".health-{os.getpid()}"
         try:
             self._records.ensure_dir()

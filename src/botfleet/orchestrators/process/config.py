@@ -28,9 +28,11 @@ class ProcessOrchestratorConfig(BackendConfig):
     bot_uids: Literal["auto", "on", "off"] = Field(
         "auto",
         description="Run each bot under an unprivileged uid of its own. `auto`: when the manager "
-        "is root and a probe shows such a uid can run the bot command (else a warning, and bots "
-        "run as the manager's user); `on`: required, launches fail with isolation_unavailable "
-        "when impossible; `off`: bots run as the manager's user (trusted bots only).",
+        "is root (a manager that is not root runs bots as its own user); a root manager whose "
+        "probe shows such a uid cannot run the bot command refuses launches "
+        "(isolation_unavailable) rather than run bots as root; `on`: required, also refused "
+        "when the manager is not root; `off`: bots run as the manager's user (trusted bots "
+        "only).",
     )
     uid_base: int = Field(200000, ge=1000, description="First uid of the bots' dedicated range.")
     uid_count: int = Field(10000, ge=1, description="How many uids the range holds.")
@@ -49,16 +51,57 @@ class ProcessOrchestratorConfig(BackendConfig):
         "and key. Default /var/lib/botfleet/state with bot uids (bot uids cannot enter the "
         "0700 data folder), else <data_dir>/state.",
     )
+    cgroups: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="A cgroup per bot (memory for all its processes, pids, CPU and IO weight; "
+        "stop kills every process in it). `auto`: where one can be made (a delegated cgroup v2 "
+        "subtree, else writable cgroup v1 hierarchies), else per-process rlimits only; `on`: "
+        "required, launches fail with isolation_unavailable (and /readyz answers 503) where "
+        "none can be made; `off`: per-process rlimits only.",
+    )
+    cgroup_parent: Path | None = Field(
+        None,
+        description="A cgroup v2 directory delegated to the manager (it offers memory and "
+        "pids), under which bots' cgroups are made (`botfleet/<scope>/<bot>`). Default: the "
+        "manager's own cgroup (it moves itself into a `botfleet-manager` leaf when v2 requires "
+        "it), else its own cgroup in each v1 hierarchy.",
+    )
     rlimit_as_mb: int = Field(
-        2048, ge=0, description="RLIMIT_AS (address space) of each bot in MiB; 0: unchanged."
+        2048,
+        ge=0,
+        description="Memory of each bot in MiB. With cgroups: all its processes together "
+        "(memory.max, no swap; over it the kernel's OOM killer ends the bot, `out_of_memory`). "
+        "Without: RLIMIT_AS (address space) of each of its processes. 0: unlimited.",
     )
     rlimit_nproc: int = Field(
         256,
         ge=0,
-        description="RLIMIT_NPROC (processes and threads) of each bot; only with bot uids, "
-        "where the count is the bot's own; 0: unchanged.",
+        description="Processes and threads of each bot. With cgroups: pids.max of its cgroup; "
+        "and with bot uids also RLIMIT_NPROC, whose count is the bot uid's own. 0: unlimited.",
+    )
+    cpu_weight: int = Field(
+        100,
+        ge=1,
+        le=10000,
+        description="Each bot's CPU weight in its cgroup (cpu.weight; v1 cpu.shares = weight "
+        "x 10.24): bots share contended CPUs in proportion.",
+    )
+    io_weight: int = Field(
+        100,
+        ge=1,
+        le=10000,
+        description="Each bot's IO weight (io.weight; v1 blkio.weight, 10..1000), where the "
+        "kernel's IO scheduler offers one (else not set).",
     )
     rlimit_nofile: int = Field(1024, ge=0, description="RLIMIT_NOFILE of each bot; 0: unchanged.")
+    tmp_mb: int = Field(
+        64,
+        ge=0,
+        description="Size in MiB of each bot's private /tmp, and of its private /dev/shm: "
+        "tmpfs mounted in a mount namespace of the bot's own (util-linux `unshare`; the manager "
+        "must be root, else a warning and bots share the host's). A bot writing more gets "
+        "ENOSPC; what it leaves there goes with it. 0: bots share the host's /tmp and /dev/shm.",
+    )
     nice: int = Field(
         10,
         ge=0,

@@ -1,10 +1,11 @@
 """Whether bots run under uids of their own, the pool of those uids, and what a bot leaves behind.
 
 When the manager is root (and a probe shows an unprivileged uid can run the bot command), each
-bot gets a uid of the dedicated range with its own working directory (`process_isolation`
-claims both atomically); otherwise bots share the manager's user, for development and trusted
-bots only. Stop and remove kill the bot's process group and, with its own uid, every process of
-that uid (setsid escapes a group, never a uid).
+bot gets a uid of the dedicated range with its own working directory (`uid_pool` claims both
+atomically); otherwise bots share the manager's user, for development and trusted bots only.
+Stop and remove kill the bot's process group and, with its own uid, every process of that uid
+(setsid escapes a group, never a uid); removal then deletes what the uid left in the shared
+places and its IPC objects before the uid is freed (`release`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from botfleet.orchestrators import process_isolation as isolation
 from botfleet.orchestrators.base import LaunchFailed, OrchestratorError
 from botfleet.orchestrators.process.config import ProcessOrchestratorConfig
 from botfleet.orchestrators.process.spawn import inherited_env
+from botfleet.orchestrators.process.uid_pool import UidClaims
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +43,14 @@ class BotUids:
         self.config = config
         self._lock = threading.Lock()
         self._decision: tuple[bool, str] | None = None  # (bot uids on, why not)
-        self._claims: isolation.UidClaims | None = None  # made with the decision
+        # also for a restarted manager removing its predecessor's bots before any launch
+        self._claims = UidClaims(
+            self.work_root(True),
+            config.uid_base,
+            config.uid_count,
+            config.bot_gid,
+            keep=(config.state_root or isolation.DEFAULT_STATE_ROOT,),
+        )
 
     def limits(self, *, own_uid: bool) -> dict[int, int]:
         """RLIMIT_NPROC counts every process of a uid: only a bot's own uid makes it per bot."""
@@ -55,20 +64,18 @@ class BotUids:
 
     def enabled(self) -> bool:
         """Whether bots run under their own uids; decided (and probed) on first use. Raises
-        LaunchFailed (`isolation_unavailable`) when they must (`bot_uids=on`) and cannot."""
+        LaunchFailed (`isolation_unavailable`) when they must and cannot: `bot_uids=on`, or
+        `auto` in a root manager (which would otherwise run bots as root)."""
         with self._lock:
             if self._decision is None:
                 self._decision = self._decide()
-                self._claims = isolation.UidClaims(
-                    self.work_root(True),
-                    self.config.uid_base,
-                    self.config.uid_count,
-                    self.config.bot_gid,
-                )
             enabled, why_not = self._decision
-        if not enabled and self.config.bot_uids == "on":
+        mode = self.config.bot_uids
+        if not enabled and (mode == "on" or (mode == "auto" and os.geteuid() == 0)):
             raise LaunchFailed(
-                f"bots cannot run under their own uids (BOTFLEET_PROCESS_BOT_UIDS=on): {why_not}",
+                f"bots cannot run under their own uids (BOTFLEET_PROCESS_BOT_UIDS={mode}): "
+                f"{why_not}; set BOTFLEET_PROCESS_BOT_UIDS=off to run trusted bots as the "
+                "manager's user",
                 code="isolation_unavailable",
             )
         return enabled
@@ -104,11 +111,11 @@ class BotUids:
             return True, ""
         if mode == "auto":
             log.warning(
-                "process backend: bots CANNOT run under their own uids, so they run as root and "
-                "can read every other bot and the manager's secrets. The probe failed: %s. Fix: "
-                "let gid %d traverse every directory above the interpreter and the installed "
-                "botfleet (e.g. `setfacl -m g:%d:x <dir>`, see README), or set "
-                "BOTFLEET_PROCESS_BOT_UIDS=off to run trusted bots only and silence this.",
+                "process backend: bots CANNOT run under their own uids, so every launch is "
+                "refused (as root they could read every other bot and the manager's secrets). "
+                "The probe failed: %s. Fix: let gid %d traverse every directory above the "
+                "interpreter and the installed botfleet (e.g. `setfacl -m g:%d:x <dir>`, see "
+                "README), or set BOTFLEET_PROCESS_BOT_UIDS=off to run trusted bots as root.",
                 why_not,
                 self.config.bot_gid,
                 self.config.bot_gid,
@@ -124,7 +131,6 @@ class BotUids:
         """The bot's own working directory, and its uid when it gets one."""
         root = self.work_root(own_uid)
         if own_uid:
-            assert self._claims is not None  # made by enabled()
             return self._claims.claim()
         isolation.private_dir(root)
         return None, Path(tempfile.mkdtemp(prefix=f"{bot_id}-", dir=root))
@@ -137,5 +143,13 @@ class BotUids:
         uid = record.get("uid")
         if uid is not None and not isolation.kill_uid(uid):
             log.warning("processes of bot uid %s survived SIGKILL", uid)
-            if self._claims is not None:
-                self._claims.taint(uid)
+            self._claims.taint(uid)
+
+    def release(self, record: Mapping[str, Any]) -> None:
+        """Before a removed bot's uid is freed: `sweep`, then delete the uid's files in the
+        shared places and its SysV IPC objects, so the next bot given the uid finds nothing of
+        this one. A uid something of which survives is tainted (and logged)."""
+        self.sweep(record)
+        uid = record.get("uid")
+        if uid is not None:
+            self._claims.clean(uid)

@@ -12,9 +12,10 @@ listing confirms it is gone): an engine that cannot be asked changes nothing.
 
 `Reconciler(...).run_once()` is one pass; it returns the errors it isolated (also kept in
 `last_errors`), so tests can see them. Silence is judged only from heartbeats this replica could
-have recorded: after it becomes leader (`on_lead`), after its database stops answering and while
-its heartbeat writes fail (`heard`, the replica's heartbeat buffer), a bot's heartbeats count as
-lost only once a full budget has passed (`context.Listening`).
+have recorded: after it becomes leader (`on_lead`), after its database stops answering, while
+its heartbeat writes fail (`heard`, the replica's heartbeat buffer) and while the bots' listener
+turns connections away (`core.listener_health`), a bot's heartbeats count as lost only once a
+full budget has passed (`context.Listening`).
 `tick()` is the same pass for the manager's loop: it raises when a whole step failed (a bot
 listing the database or the engine could not answer), so /readyz shows a reconciler that cannot
 work, but not one bot's error. Housekeeping (commands, sweeps, gauges, retention) is a loop of
@@ -157,7 +158,7 @@ class Reconciler:
             query = query.where(Bot.status == status)
         with self.ctx.sessions() as session:
             now = database_now(session)
-            self.ctx.listening.observe(now, storing=self.ctx.storing_heartbeats())
+            self.ctx.listening.observe(now, hearing=self.ctx.hearing())
             # Plain rows, read like a Bot through SNAPSHOT's names: building ORM objects for
             # 10,000 live bots took 200-300 ms of the manager's CPU per tick; rows take ~50 ms,
             # read a slice at a time with the API's event loop let in between.

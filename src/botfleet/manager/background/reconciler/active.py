@@ -25,7 +25,7 @@ S = BotStatus
 def reconcile_active(ctx: Context, bot: Bot) -> Repair | None:
     final = ctx.gone(bot)
     if final is not None:
-        outcome = on_workload_gone(bot, final.exit_code, final.detail)
+        outcome = on_workload_gone(bot, final.exit_code, final.detail, final.reason)
         return partial(ctx.end_if_still, bot.id, S.ACTIVE, outcome)
     if ctx.silent(bot):
         return partial(ctx.stop_for_silence, bot)

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from botfleet.manager.core import metrics
 from botfleet.manager.core.db import transaction
+from botfleet.manager.core.listener_health import CALLBACK_LISTENER, ListenerHealth
 from botfleet.manager.core.models import Bot, utcnow
 from botfleet.manager.core.settings import Settings
 from botfleet.manager.hot_path.heartbeat_batches import HeartbeatBuffer
@@ -70,9 +71,9 @@ class Listening:
     Heartbeats sent while the manager was down, or while its database was unreachable, were
     never recorded: that silence is the manager's, not the bot's. So silence counts only from
     `since`, which restarts when this replica becomes leader, when the database comes back
-    (`lost()`) and when this replica's heartbeat writes work again (`observe(storing=False)`
-    while they fail: a heartbeat may have reached another replica whose writes fail the same
-    way); `rules.heartbeat_lost` judges with it.
+    (`lost()`) and when this replica can hear again (`observe(hearing=False)` while its
+    heartbeat writes fail, or its bots' listener turns connections away: a heartbeat may have
+    reached another replica in the same state); `rules.heartbeat_lost` judges with it.
     """
 
     def __init__(self) -> None:
@@ -80,15 +81,16 @@ class Listening:
         self.since: datetime | None = None
         self.now: datetime | None = None
 
-    def observe(self, now: datetime, *, storing: bool = True) -> None:
+    def observe(self, now: datetime, *, hearing: bool = True) -> None:
         """The database answered at `now` (its clock): listening (re)starts if it had stopped,
-        unless heartbeats cannot be stored (`storing` False): then it stops, as in `lost()`."""
+        unless heartbeats cannot be heard or stored (`hearing` False, `Context.hearing`): then
+        it stops, as in `lost()`."""
         with self._mutex:
             self.now = now
-            if not storing:
+            if not hearing:
                 if self.since is not None:
-                    log.warning("heartbeats cannot be written: no bot is judged silent until "
-                                "they can, and a heartbeat budget after")  # fmt: skip
+                    log.warning("heartbeats cannot be heard or stored: no bot is judged silent "
+                                "until they can, and a heartbeat budget after")  # fmt: skip
                 self.since = None
             elif self.since is None:
                 self.since = now
@@ -141,6 +143,7 @@ class Context:
     launcher: Launcher  # launches, relaunches, the engine's listings
     bots: BotRequests  # a stop the reconciler decides (max_duration) goes the API's way
     heard: HeartbeatBuffer | None = None  # this replica's heartbeats not stored yet
+    callback_listener: ListenerHealth = field(default_factory=lambda: CALLBACK_LISTENER)
     listening: Listening = field(default_factory=Listening)
     listing: Listing | None = None
 
@@ -148,10 +151,15 @@ class Context:
     def orchestrator(self) -> Orchestrator:
         return self.launcher.orchestrator
 
-    def storing_heartbeats(self) -> bool:
-        """Whether this replica's heartbeat writes work: none failed since the last that
-        landed, and none has waited longer than a heartbeat interval (a held lock)."""
-        return self.heard is None or not self.heard.writes_failing(self.settings.heartbeat_s)
+    def hearing(self) -> bool:
+        """Whether this replica can hear and keep heartbeats now: its heartbeat writes work
+        (none failed since the last that landed, none waited longer than a heartbeat
+        interval: a held lock) and the bots' listener has not turned a connection away for
+        lack of room within a heartbeat interval (a heartbeat refused at the door)."""
+        interval = self.settings.heartbeat_s
+        if self.heard is not None and self.heard.writes_failing(interval):
+            return False
+        return not self.callback_listener.saturated_within(interval)
 
     def silent(self, bot: Bot) -> bool:
         """Whether `bot` is silent past its budget, by what this replica heard: the stored

@@ -40,7 +40,7 @@ def reconcile_starting(ctx: Context, bot: Bot) -> Repair | None:
         return None
     final = ctx.gone(bot)
     if final is not None:
-        outcome = on_workload_gone(bot, final.exit_code, final.detail)
+        outcome = on_workload_gone(bot, final.exit_code, final.detail, final.reason)
         return partial(ctx.end_if_still, bot.id, S.STARTING, outcome, bot.attempt)
     return None
 

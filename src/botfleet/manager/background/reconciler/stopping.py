@@ -22,7 +22,7 @@ def reconcile_stopping(ctx: Context, bot: Bot) -> Repair | None:
         return None
     final = ctx.gone(bot)
     if final is not None:
-        outcome = on_workload_gone(bot, final.exit_code, final.detail)
+        outcome = on_workload_gone(bot, final.exit_code, final.detail, final.reason)
         return partial(ctx.end_if_still, bot.id, S.STOPPING, outcome)
     if older_than(bot.stop_requested_at, grace_s):
         return partial(ctx.kill_overdue, bot, Overdue.LEAVE, grace_s)

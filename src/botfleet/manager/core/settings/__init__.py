@@ -42,7 +42,9 @@ class Settings(
         return f"sqlite:///{(self.data_dir / 'botfleet.db').resolve()}"
 
     def resolved_callback_url(self) -> str:
-        return self.callback_url or f"http://{self.host}:{self.port}"
+        """Where bots call back: the callback listener (never the API's port, which answers
+        /internal/… with 404)."""
+        return self.callback_url or f"http://{self.host}:{self.callback_port}"
 
 
 @lru_cache

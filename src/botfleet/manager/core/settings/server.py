@@ -28,7 +28,49 @@ class ServerSettings(SettingsArea):
     )
     callback_url: str | None = Field(
         None,
-        description="Base URL bots use to call the manager back; http://HOST:PORT when unset.",
+        description="Base URL bots use to call the manager back; http://HOST:CALLBACK_PORT "
+        "when unset.",
+    )
+    callback_port: int = Field(
+        8081,
+        ge=0,
+        le=65535,
+        description="Port bots' callbacks (/internal/…) are served on, apart from the API's "
+        "port (which answers them 404); 0: a free port the kernel picks at start.",
+    )
+    api_max_connections: int = Field(
+        1000,
+        ge=1,
+        description="Open connections the API port holds at most; past it a new connection "
+        "is answered 503 and closed.",
+    )
+    callback_max_connections: int = Field(
+        10000,
+        ge=1,
+        description="Open connections the bots' callback port holds at most; past it a new "
+        "connection is answered 503 and closed, and no bot is judged silent meanwhile.",
+    )
+    callback_max_connections_per_address: int = Field(
+        0,
+        ge=0,
+        description="Open connections one client address holds at most on the callback port "
+        "(0: no such cap). Useful where bots have their own addresses (a Docker bridge "
+        "network, Nomad); on the process backend and host networking every bot is 127.0.0.1.",
+    )
+    callback_connections_per_bot: int = Field(
+        4,
+        ge=1,
+        description="Connections a bot keeps open to the callback port: a connection is the "
+        "bot's once a request of its own was answered; past this many, the answer closes it.",
+    )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds a connection has to send a whole request head (on both ports), "
+        "counted from when it opens or its previous answer ended; then it is closed.",
+    )
+    keep_alive_s: float = Field(
+        5.0, gt=0, description="Seconds an idle keep-alive connection stays open (both ports)."
     )
     fleet_id: str | None = Field(
         None,

@@ -13,6 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from botfleet.manager.core.listener_health import CALLBACK_LISTENER, descriptor_limit
 from botfleet.manager.http.deps import AppStateDep
 from botfleet.orchestrators.base import BackendUnavailable
 
@@ -72,6 +73,13 @@ def readyz(state: AppStateDep) -> JSONResponse:
             "status": "ok" if ready else "unavailable",
             "checks": checks,
             "loops": {h.name: h.as_dict() for h in loops},
+            # What fences each bot in (the process backend: cgroups or rlimits, uids).
+            "containment": state.orchestrator.containment(),
+            # The descriptor limit raised at start, and the bots' listener against its cap.
+            "connections": {
+                "descriptor_limit": descriptor_limit(),
+                "callbacks": CALLBACK_LISTENER.as_dict(),
+            },
         },
         status_code=200 if ready else 503,
     )
