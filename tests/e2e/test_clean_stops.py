@@ -95,11 +95,9 @@ def test_clean_stops_are_never_orphan_repairs(manager: Manager) -> None:
             unclean.append({"id": bot["id"], "attempts": attempts})
     not_zero = {bot_id: c for bot_id, c in codes.items() if c != [0]}
     if exits is not None:
-        for bot in ended:  # how long a container lives on after its runtime reported `exited`
-            reported = datetime.fromisoformat(bot["ended_at"]).timestamp()
-            figure(
-                "`exited` reported → container gone (docker)", exits.died_at[bot["id"]] - reported
-            )
+        for bot in ended:  # a bot ends once its container is gone (the exit watch): how soon
+            recorded = datetime.fromisoformat(bot["ended_at"]).timestamp()
+            figure("container gone → end recorded (docker)", recorded - exits.died_at[bot["id"]])
     manager.loop_runs("reconciler")  # any orphan repair after the last exit is made by now
     stopped_as_orphans = orphan_repairs(manager) - repairs_before
     lines = orphan_lines(manager, log_start)

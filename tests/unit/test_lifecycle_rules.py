@@ -13,6 +13,7 @@ from botfleet.manager.lifecycle import TERMINAL, TRANSITIONS, BotStatus, Illegal
 from botfleet.manager.lifecycle.rules import (
     ACCEPTS_COMMANDS,
     MAX_BACKOFF_S,
+    ExitReport,
     Move,
     Outcome,
     Overdue,
@@ -108,6 +109,26 @@ def test_on_workload_gone(
 ) -> None:
     outcome = on_workload_gone(bot(status), code, "engine detail")
     assert (outcome.target, outcome.reason, outcome.exit_code) == (target, reason, code)
+
+
+# The runtime reported `exited` (its code, its reason), then its workload went (killed: 137,
+# out of memory): the report is the outcome, as the callback alone used to decide it.
+REPORTED_GONE_CASES = [
+    (S.ACTIVE, ExitReport(0), COMPLETED, "finished", 0),
+    (S.ACTIVE, ExitReport(3, "crashed", "boom"), FAILED, "crashed", 3),
+    (S.STOPPING, ExitReport(0, "left"), COMPLETED, "left", 0),
+    (S.STOPPING, ExitReport(1), FAILED, "crashed", 1),
+    (S.STARTING, ExitReport(0), FAILED, "exited_before_started", 0),
+]
+
+
+@pytest.mark.parametrize(("status", "report", "target", "reason", "code"), REPORTED_GONE_CASES)
+def test_on_workload_gone_after_a_report(
+    status: BotStatus, report: ExitReport, target: BotStatus, reason: str, code: int
+) -> None:
+    outcome = on_workload_gone(bot(status), 137, "killed", "out_of_memory", report=report)
+    assert (outcome.target, outcome.reason, outcome.exit_code) == (target, reason, code)
+    assert outcome.detail == report.detail
 
 
 # The reconciler stopped an overdue workload: (what was late, the engine confirms it gone,

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from botfleet.manager.backends import create_orchestrator
+from botfleet.manager.background.exit_watch import ExitWatch
 from botfleet.manager.background.housekeeping import Housekeeping
 from botfleet.manager.background.leader import LeaderLease
 from botfleet.manager.background.loops import IntervalLoop
@@ -179,6 +180,10 @@ async def _start(stack: AsyncExitStack, settings: Settings) -> AppState:
     stack.callback(lease.release)
     sender = WebhookSender(sessions, settings, box=box)
     stack.callback(sender.close)
+    # Every replica watches the exits its bots reported to it (not leader-only).
+    exit_watch = ExitWatch(sessions=sessions, settings=settings, launcher=parts.launcher)
+    exit_watch.start()
+    stack.callback(exit_watch.close)
     loops = _loops(
         settings,
         lease,
@@ -215,6 +220,7 @@ async def _start(stack: AsyncExitStack, settings: Settings) -> AppState:
         event_waker=waker,
         rate_limiter=limiter,
         loops=loops,
+        exit_watch=exit_watch,
     )
 
 

@@ -253,6 +253,7 @@ def test_a_bot_stopped_for_silence_ends_heartbeat_lost_however_its_workload_goes
             bot = bot_records.lock_bot(session, bot_id)
             apply_callback(session, bot, CallbackIn(event="leaving", reason="sigterm"))
             apply_callback(session, bot, CallbackIn(event="exited", exit_code=0))
+        orchestrator.exit(ref, 0)  # as a real runtime: its process ends after its report
     else:
         with transaction(fleet.sessions) as session:
             at = utcnow() - timedelta(seconds=fleet.settings.stop_grace_s + 1)

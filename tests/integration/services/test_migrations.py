@@ -66,3 +66,31 @@ def test_the_migration_seals_secrets_stored_in_clear(tmp_path: Path) -> None:
         assert row["secret"] == clear and "secret_sealed" not in row
     finally:
         engine.dispose()
+
+
+def test_exit_reports_on_attempts_upgrade_and_downgrade(tmp_path: Path) -> None:
+    """0014 adds the runtime's exit report to each attempt, and its partial index; its
+    downgrade drops both."""
+    from alembic import command
+    from sqlalchemy import inspect
+
+    url = fresh_database_url(tmp_path)
+    upgrade(url, "0014")
+    engine = make_engine(url)
+    try:
+        columns = {c["name"] for c in inspect(engine).get_columns("bot_attempts")}
+        assert {
+            "reported_exit_code",
+            "reported_reason",
+            "reported_detail",
+            "reported_at",
+        } <= columns
+        indexes = {i["name"] for i in inspect(engine).get_indexes("bot_attempts")}
+        assert "ix_bot_attempts_exit_pending" in indexes
+        command.downgrade(alembic_config(url), "0013")
+        engine.dispose()
+        columns = {c["name"] for c in inspect(engine).get_columns("bot_attempts")}
+        assert not any(name.startswith("reported_") for name in columns)
+        upgrade(url, "0014")
+    finally:
+        engine.dispose()

@@ -23,12 +23,11 @@ from botfleet.manager.core.models import Bot, BotAttempt, BotTransition, Command
 from botfleet.manager.core.sealing import SecretBox
 from botfleet.manager.core.settings import Settings
 from botfleet.manager.lifecycle import BotStatus, Source
-from botfleet.manager.schemas.api import BotCreate, CallbackIn
+from botfleet.manager.schemas.api import BotCreate
 from botfleet.manager.services import bots as bot_records
-from botfleet.manager.services.callbacks import apply_callback
 from botfleet.manager.services.users import create_user
 from tests.fakes import FakeOrchestrator, launch_failed
-from tests.fleet_parts import FleetParts, build_fleet
+from tests.fleet_parts import FleetParts, build_fleet, exited, finish_exit, post_callback
 from tests.support import RedisServer
 
 
@@ -111,9 +110,14 @@ def launched_bot(fleet: FleetParts, *, active: bool = True) -> tuple[str, str]:
 
 
 def callback(fleet: FleetParts, bot_id: str, event: str, **fields: object) -> None:
-    with transaction(fleet.sessions) as session:
-        bot = bot_records.lock_bot(session, bot_id)
-        apply_callback(session, bot, CallbackIn(event=event, **fields))
+    """A callback as a real runtime sends it: after `exited`, its workload exits with the code
+    it reported and the exit watch ends the bot (`tests.fleet_parts.exited`)."""
+    if event == "exited":
+        code = fields.pop("exit_code")
+        assert isinstance(code, int)
+        exited(fleet, bot_id, code, **fields)
+    else:
+        post_callback(fleet, bot_id, event, **fields)
 
 
 def read(fleet: FleetParts, bot_id: str) -> Bot:
@@ -419,14 +423,16 @@ def test_a_workload_exiting_after_its_clean_stop_is_no_orphan(
     fleet: FleetParts, reconciler: StrictReconciler, orchestrator: FakeOrchestrator
 ) -> None:
     """The runtime reports `exited 0`, then its process takes a moment to go: the race of
-    issue 12 (item 3), where the orphan pass used to SIGTERM it and count a repair."""
+    issue 12 (item 3), where the orphan pass used to SIGTERM it and count a repair. The bot
+    stays `stopping` until its workload is gone (issue 27), and ends as its report says."""
     bot_id, ref = launched_bot(fleet)
     fleet.bots.stop_bot(bot_id=bot_id, user_id=None)
-    callback(fleet, bot_id, "exited", exit_code=0)  # the process still runs
+    assert post_callback(fleet, bot_id, "exited", exit_code=0)  # the process still runs
     before = orphans_stopped()
     reconciler.run_once()
     assert orchestrator.calls["stop"] == 0 and orchestrator.running() == [ref]
     assert orphans_stopped() == before
+    assert read(fleet, bot_id).status == "stopping", "not ended while its workload runs"
     orchestrator.exit(ref, 0)  # it exits on its own
     reconciler.run_once()
     assert ref not in orchestrator.workloads, "removed once gone"
@@ -435,35 +441,98 @@ def test_a_workload_exiting_after_its_clean_stop_is_no_orphan(
     assert orphans_stopped() == before
 
 
-def test_a_workload_outliving_its_exit_grace_is_an_orphan_and_the_reported_code_stays(
-    fleet: FleetParts, reconciler: StrictReconciler, orchestrator: FakeOrchestrator
+def backdate_report(fleet: FleetParts, bot_id: str, attempt: int, seconds: float) -> None:
+    with transaction(fleet.sessions) as session:
+        row = session.get(BotAttempt, (bot_id, attempt))
+        assert row is not None and row.reported_at is not None
+        row.reported_at -= timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize("status", ["active", "stopping"])
+def test_a_workload_outliving_its_exit_report_is_stopped_and_the_reported_code_stays(
+    fleet: FleetParts, reconciler: StrictReconciler, orchestrator: FakeOrchestrator, status: str
 ) -> None:
+    """The backstop of the exit watch (a manager restarted, another replica got the report):
+    a bot whose runtime reported `exited` while a process it left runs on is stopped after the
+    exit grace, and ends as its report said, never `workload_vanished` or with the kill's 137."""
     bot_id, ref = launched_bot(fleet)
-    fleet.bots.stop_bot(bot_id=bot_id, user_id=None)
-    callback(fleet, bot_id, "exited", exit_code=0)
-    backdate(fleet, bot_id, reconciler.exit_grace_s + 1, "ended_at")
-    backdate_attempt(fleet, bot_id, 1, reconciler.exit_grace_s + 1)
+    if status == "stopping":
+        fleet.bots.stop_bot(bot_id=bot_id, user_id=None)
+    assert post_callback(fleet, bot_id, "exited", exit_code=0)
+    reconciler.run_once()
+    assert (read(fleet, bot_id).status, orchestrator.running()) == (status, [ref])
+    backdate_report(fleet, bot_id, 1, reconciler.exit_grace_s + 1)
     before = orphans_stopped()
-    reconciler.reconcile_workloads()
-    assert orchestrator.workloads[ref].status.exit_code == 137, "stopped: it hung after exiting"
-    assert orphans_stopped() == before + 1
-    reconciler.reconcile_workloads()
-    assert ref not in orchestrator.workloads
+    reconciler.run_once()
+    assert orchestrator.workloads[ref].status.is_gone, "stopped: a process it left ran on"
+    reconciler.run_once()
+    assert ref not in orchestrator.workloads, "removed once ended"
+    assert orphans_stopped() == before, "the bot's own workload, not an orphan"
     bot = read(fleet, bot_id)
+    reason = "left" if status == "stopping" else "finished"
+    assert (bot.status, bot.status_reason, bot.exit_code) == ("completed", reason, 0)
     assert bot.exit_code == 0, "the runtime's own report, not the engine's 137 from the stop"
     with fleet.sessions() as session:
         attempt = session.get(BotAttempt, (bot_id, 1))
     assert attempt is not None and attempt.exit_code == 0
+    assert last_transition(fleet, bot_id).source == "runtime"
 
 
-def test_an_older_attempt_gets_the_exit_grace_then_is_an_orphan(
+def test_the_reconciler_ends_a_reported_exit_with_the_report_once_its_workload_is_gone(
+    fleet: FleetParts, reconciler: StrictReconciler, orchestrator: FakeOrchestrator
+) -> None:
+    """No exit watch ran (the report reached a replica that then died): the reconciler alone
+    ends the bot when the workload goes, with the runtime's outcome (`crashed`, exit 3), not
+    `workload_vanished` and not the engine's code; its silence meanwhile is no
+    `heartbeat_lost`."""
+    bot_id, ref = launched_bot(fleet)
+    assert post_callback(fleet, bot_id, "exited", exit_code=3, reason="crashed")
+    backdate(fleet, bot_id, 3600, "last_heartbeat_at")
+    reconciler.reconciler.ctx.listening.since = utcnow() - timedelta(hours=2)
+    reconciler.run_once()
+    bot = read(fleet, bot_id)
+    assert (bot.status, orchestrator.calls["stop"]) == ("active", 0), "its exit is awaited"
+    orchestrator.exit(ref, 137)
+    reconciler.run_once()
+    bot = read(fleet, bot_id)
+    assert (bot.status, bot.status_reason, bot.exit_code) == ("failed", "crashed", 3)
+    assert [(t.from_status, t.to_status, t.source) for t in _transitions(fleet, bot_id)][-1] == (
+        "active",
+        "failed",
+        "runtime",
+    )
+
+
+def test_a_crashed_attempt_is_relaunched_only_once_its_workload_is_gone(
     fleet: FleetParts, reconciler: StrictReconciler, orchestrator: FakeOrchestrator
 ) -> None:
     bot_id = new_bot(fleet, restart={"max_retries": 1, "backoff_s": 0})
     fleet.launcher.launch(bot_id)
     first = read(fleet, bot_id).runtime_ref or ""
     callback(fleet, bot_id, "started")
-    callback(fleet, bot_id, "exited", exit_code=1, reason="crashed")  # still exiting
+    awaited = post_callback(fleet, bot_id, "exited", exit_code=1, reason="crashed")
+    assert awaited is not None  # its process still runs
+    reconciler.run_once()
+    assert (read(fleet, bot_id).attempt, orchestrator.running()) == (1, [first])
+    orchestrator.exit(first, 1)
+    finish_exit(fleet, awaited)
+    bot = read(fleet, bot_id)
+    assert (bot.status, bot.attempt, bot.exit_code) == ("starting", 2, 1)
+
+
+def test_an_older_attempt_gets_the_exit_grace_then_is_an_orphan(
+    fleet: FleetParts, reconciler: StrictReconciler, orchestrator: FakeOrchestrator
+) -> None:
+    """An attempt ended while its workload ran on (a start timeout the engine could not carry
+    out): the next attempt runs, and the old workload is left its exit grace, then stopped."""
+    restart = {"max_retries": 1, "backoff_s": 0, "on": ["start_failed"]}
+    bot_id = new_bot(fleet, restart=restart)
+    fleet.launcher.launch(bot_id)
+    first = read(fleet, bot_id).runtime_ref or ""
+    backdate(fleet, bot_id, 31, "started_at")
+    orchestrator.ignores_stop = True
+    reconciler.reconcile_starting()  # start_timeout: attempt 1 ends, its workload runs on
+    orchestrator.ignores_stop = False
     reconciler.run_once()  # relaunches attempt 2
     second = read(fleet, bot_id).runtime_ref
     assert second and second != first

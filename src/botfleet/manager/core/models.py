@@ -307,10 +307,24 @@ class BotLabel(Base):
     value: Mapped[str] = mapped_column(String(300))
 
 
+#: Attempts whose runtime reported `exited` and whose workload is not confirmed gone yet: the
+#: reconciler reads them each tick through `ix_bot_attempts_exit_pending` (this predicate).
+EXIT_PENDING_SQL = "reported_at IS NOT NULL AND ended_at IS NULL"
+
+
 class BotAttempt(Base):
-    """One launch of a bot: each attempt keeps its own workload reference and exit code."""
+    """One launch of a bot: each attempt keeps its own workload reference and exit code, and
+    the runtime's `exited` report (`reported_*`) until its workload is gone and it ends."""
 
     __tablename__ = "bot_attempts"
+    __table_args__ = (
+        Index(
+            "ix_bot_attempts_exit_pending",
+            "bot_id",
+            postgresql_where=text(EXIT_PENDING_SQL),
+            sqlite_where=text(EXIT_PENDING_SQL),
+        ),
+    )
 
     bot_id: Mapped[str] = mapped_column(ForeignKey("bots.id", ondelete="CASCADE"), primary_key=True)
     attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -319,6 +333,10 @@ class BotAttempt(Base):
     outcome: Mapped[str | None] = mapped_column(String(64))
     launched_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    reported_exit_code: Mapped[int | None] = mapped_column(Integer)
+    reported_reason: Mapped[str | None] = mapped_column(String(64))
+    reported_detail: Mapped[str | None] = mapped_column(Text)
+    reported_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class BotTransition(Base):

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.applications import Starlette
 from starlette.requests import HTTPConnection
 
+from botfleet.manager.background.exit_watch import ExitWatch
 from botfleet.manager.background.loops import IntervalLoop
 from botfleet.manager.core.sealing import SecretBox
 from botfleet.manager.core.settings import Settings
@@ -51,6 +52,7 @@ class AppState:
     event_waker: EventWaker
     rate_limiter: RateLimiter
     loops: tuple[IntervalLoop, ...]  # every periodic job, for /readyz and the health page
+    exit_watch: ExitWatch  # bots whose runtime reported `exited`, until their workload is gone
 
     # Derived, not held twice: the parts that own them say which.
     @property

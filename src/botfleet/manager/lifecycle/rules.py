@@ -114,11 +114,29 @@ def on_exit(bot: Bot, exit_code: int, reported_reason: str | None, detail: str =
     return kept_silent(bot, Outcome(target, reason, exit_code, detail))
 
 
+@dataclass(frozen=True)
+class ExitReport:
+    """What the runtime's `exited` said, kept on the attempt until its workload is gone: the
+    bot ends only once none of its processes remain, with the outcome the report gives."""
+
+    exit_code: int
+    reason: str | None = None
+    detail: str = ""
+
+
 def on_workload_gone(
-    bot: Bot, exit_code: int | None, detail: str = "", engine_reason: str | None = None
+    bot: Bot,
+    exit_code: int | None,
+    detail: str = "",
+    engine_reason: str | None = None,
+    report: ExitReport | None = None,
 ) -> Outcome:
-    """The engine confirms the workload is gone, without the runtime having said so. A
-    failure the engine diagnosed itself (`engine_reason`: `out_of_memory`) is the reason."""
+    """The engine confirms the workload is gone. The runtime's `report`, when it sent one, is
+    the outcome (`on_exit`: the code its bot ended with, not how its leftovers were killed);
+    else a failure the engine diagnosed itself (`engine_reason`: `out_of_memory`) is the
+    reason."""
+    if report is not None:
+        return on_exit(bot, report.exit_code, report.reason, report.detail)
     if stopped_for_silence(bot):
         return Outcome(S.FAILED, HEARTBEAT_LOST, exit_code, detail)
     if engine_reason is not None:

@@ -44,6 +44,7 @@ from botfleet.manager.core.models import LIVE_SQL, Bot
 from botfleet.manager.core.settings import Settings
 from botfleet.manager.hot_path.heartbeat_batches import HeartbeatBuffer
 from botfleet.manager.lifecycle import BotStatus, IllegalTransition
+from botfleet.manager.services.attempts import PendingExit, pending_exits
 from botfleet.manager.services.bot_requests import BotRequests
 from botfleet.manager.services.launcher import Launcher
 
@@ -102,12 +103,14 @@ class Reconciler:
         `where: error` lines."""
         self.failed_steps = []
         errors: list[str] = []
+        exits: dict[str, PendingExit] = {}
         try:
-            live = self._live_bots()
+            live, exits = self._live_bots()
         except Exception as exc:
             live = None
             errors.append(self._step_failed("read_live_bots", exc))
-        ctx = replace(self.ctx, listing=Listing.of(self.ctx.launcher))  # after the rows: Listing
+        listing = Listing.of(self.ctx.launcher)  # after the rows: Listing
+        ctx = replace(self.ctx, listing=listing, exits=exits)
         if live is not None:
             for status in PER_STATE:
                 seen = [bot for bot in live if bot.status == status]
@@ -126,11 +129,11 @@ class Reconciler:
         """Every bot in `status` (one step of a pass, for tests); returns the errors of those
         that raised."""
         try:
-            live = self._live_bots(status)
+            live, exits = self._live_bots(status)
         except Exception as exc:
             return [self._step_failed(f"reconcile_{status.value}", exc)]
         listing = Listing.of(self.ctx.launcher)
-        return self._reconcile(replace(self.ctx, listing=listing), status, live)
+        return self._reconcile(replace(self.ctx, listing=listing, exits=exits), status, live)
 
     def reconcile_workloads(self) -> list[str]:
         """Orphans, lost launches' workloads and ended workloads; returns the errors."""
@@ -149,10 +152,14 @@ class Reconciler:
         if repair is not None:
             repair()
 
-    def _live_bots(self, status: BotStatus | None = None) -> Sequence[Bot]:
+    def _live_bots(
+        self, status: BotStatus | None = None
+    ) -> tuple[Sequence[Bot], dict[str, PendingExit]]:
         """Every live bot (or those in `status`) in one query, through `ix_bots_live` (its
-        predicate, word for word), `SNAPSHOT`'s columns only; observes the database's clock and
-        whether this replica's heartbeats are being stored (`context.Listening`)."""
+        predicate, word for word), `SNAPSHOT`'s columns only, and the few whose runtime
+        reported `exited` while their workload may run (`attempts.pending_exits`); observes
+        the database's clock and whether this replica's heartbeats are being stored
+        (`context.Listening`)."""
         query = select(*SNAPSHOT).where(text(LIVE_SQL))
         if status is not None:
             query = query.where(Bot.status == status)
@@ -168,7 +175,7 @@ class Reconciler:
             ).partitions():
                 rows.extend(cast(Sequence[Row[Any]], part))
                 time.sleep(0)
-            return cast(Sequence[Bot], rows)
+            return cast(Sequence[Bot], rows), pending_exits(session)
 
     def _reconcile(self, ctx: Context, status: BotStatus, bots: Sequence[Bot]) -> list[str]:
         step, errors = f"reconcile_{status.value}", []

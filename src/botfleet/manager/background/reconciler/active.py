@@ -23,6 +23,9 @@ S = BotStatus
 
 
 def reconcile_active(ctx: Context, bot: Bot) -> Repair | None:
+    pending = ctx.reported(bot)
+    if pending is not None:  # it reported `exited`: it ends once none of its processes remain
+        return ctx.after_report(bot, pending)
     final = ctx.gone(bot)
     if final is not None:
         outcome = on_workload_gone(bot, final.exit_code, final.detail, final.reason)

@@ -1,15 +1,17 @@
 """What every per-state function of the reconciler shares: the database, the launcher and the
 stop requests (`BotRequests`), the engine's word on a
 workload (only when it positively knows: from the tick's one listing, else by asking), what
-this replica heard (its heartbeat buffer), and storing an attempt's end if nothing moved first."""
+this replica heard (its heartbeat buffer), the runtimes' `exited` reports still waiting for
+their workload to go (`exits`), and storing an attempt's end if nothing moved first."""
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -29,9 +31,10 @@ from botfleet.manager.lifecycle.rules import (
     kept_silent,
     next_attempt,
     on_overdue,
+    on_workload_gone,
 )
 from botfleet.manager.services import bots as bot_records
-from botfleet.manager.services.attempts import end_attempt
+from botfleet.manager.services.attempts import PendingExit, end_attempt, exit_report
 from botfleet.manager.services.bot_requests import BotRequests
 from botfleet.manager.services.launcher import Launcher
 from botfleet.manager.services.transitions import transition
@@ -52,6 +55,15 @@ Repair = Callable[[], object]
 
 def older_than(moment: datetime | None, seconds: float) -> bool:
     return moment is not None and moment < utcnow() - timedelta(seconds=seconds)
+
+
+def exit_grace_s(settings: Settings) -> float:
+    """How long the workload of an attempt that reported `exited` (or ended) may take to go on
+    its own before it is stopped: as long as a stopped bot may live, the stop grace plus the
+    time SIGTERM may take. A runtime reports `exited` before its process or container has gone
+    (a container takes a second or more under load), and the engine may still be carrying out
+    a stop the manager ordered."""
+    return settings.stop_grace_s + settings.kill_after_s
 
 
 @dataclass(frozen=True)
@@ -146,6 +158,9 @@ class Context:
     callback_listener: ListenerHealth = field(default_factory=lambda: CALLBACK_LISTENER)
     listening: Listening = field(default_factory=Listening)
     listing: Listing | None = None
+    #: Live bots whose runtime reported `exited` (`attempts.pending_exits`), read with the pass's
+    #: rows: each ends, with its report, once its workload is gone.
+    exits: Mapping[str, PendingExit] = field(default_factory=dict)
 
     @property
     def orchestrator(self) -> Orchestrator:
@@ -187,15 +202,22 @@ class Context:
         """Store `outcome` as the end of the bot's attempt if the bot is still in `expected`
         (and, given `attempt`, still at that attempt) under its row lock: a callback may have
         moved it meanwhile, or ended the attempt and restarted it (`starting → starting` keeps
-        the status): then nothing changes."""
+        the status): then nothing changes. An attempt whose runtime reported `exited` ends as
+        its report says (`rules.on_workload_gone`), as the runtime's."""
+        source, repair = Source.RECONCILER, outcome.reason
         with transaction(self.sessions) as session:
             bot = bot_records.lock_bot(session, bot_id)
             if bot.status != expected or (attempt is not None and bot.attempt != attempt):
                 log.info("bot %s is now %s (attempt %s); no %s repair",
                          bot_id, bot.status, bot.attempt, outcome.reason)  # fmt: skip
                 return
-            end_attempt(session, bot, outcome, source=Source.RECONCILER)
-        metrics.RECONCILER_REPAIRS.labels(outcome.reason).inc()
+            report = exit_report(session, bot)
+            if report is not None:
+                outcome = on_workload_gone(bot, outcome.exit_code, outcome.detail, report=report)
+                # a bot's own reason is no metric label: bots could make as many as they like
+                source, repair = Source.RUNTIME, "reported_exit"
+            end_attempt(session, bot, outcome, source=source)
+        metrics.RECONCILER_REPAIRS.labels(repair).inc()
         log.warning("bot %s: %s → %s (%s) %s", bot_id, expected, outcome.target,
                     outcome.reason, outcome.detail)  # fmt: skip
 
@@ -232,6 +254,34 @@ class Context:
         status = self.confirmed_status(bot)
         return status if status is not None and status.is_gone else None
 
+    def reported(self, bot: Bot) -> PendingExit | None:
+        """The runtime's `exited` on the bot's current attempt, when one waits (as the pass
+        read it: `end_if_still` reads it again under the bot's lock)."""
+        pending = self.exits.get(bot.id)
+        return pending if pending is not None and pending.attempt == bot.attempt else None
+
+    def after_report(self, bot: Bot, pending: PendingExit) -> Repair | None:
+        """A bot whose runtime reported `exited`: it ends with its report once its workload is
+        gone; one that outlives the exit grace (a child it left behind) is stopped first. Its
+        silence, timeouts and `max_duration_s` no longer matter."""
+        final = self.gone(bot)
+        if final is not None:
+            outcome = on_workload_gone(bot, final.exit_code, final.detail, final.reason)
+            return partial(self.end_if_still, bot.id, bot.status, outcome, bot.attempt)
+        if older_than(pending.reported_at, exit_grace_s(self.settings)):
+            return partial(self.stop_after_report, bot)
+        return None
+
+    def stop_after_report(self, bot: Bot) -> None:
+        """Stop what a bot left running after its `exited`, and end it (with its report) once
+        the engine confirms the workload is gone."""
+        log.warning("bot %s: its workload outlived its exit report by %gs; stopping it",
+                    bot.id, exit_grace_s(self.settings))  # fmt: skip
+        kill = self.force_stop(bot)
+        if kill.gone:
+            outcome = on_workload_gone(bot, kill.exit_code, kill.detail)
+            self.end_if_still(bot.id, bot.status, outcome, bot.attempt)
+
     def kill_overdue(self, bot: Bot, overdue: Overdue, limit_s: float) -> None:
         """Stop a workload that is late (`rules.Overdue`) and end its attempt as
         `rules.on_overdue` says, with the exit code the engine reports for the stop (a bot
@@ -257,6 +307,9 @@ class Context:
                 return
             if not self.silent(locked):
                 log.info("bot %s was heard from meanwhile; not stopped", bot.id)
+                return
+            if exit_report(session, locked) is not None:
+                log.info("bot %s reported its exit meanwhile; not stopped for silence", bot.id)
                 return
             old_ref = locked.runtime_ref
             lost = Outcome(BotStatus.FAILED, HEARTBEAT_LOST, None, detail)

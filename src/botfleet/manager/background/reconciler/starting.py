@@ -31,6 +31,9 @@ def reconcile_starting(ctx: Context, bot: Bot) -> Repair | None:
         if bot.next_attempt_at <= utcnow():
             return partial(ctx.launcher.relaunch, bot.id)
         return None
+    pending = ctx.reported(bot)
+    if pending is not None:  # it reported `exited`: it ends once none of its processes remain
+        return ctx.after_report(bot, pending)
     timeout_s = ctx.settings.start_timeout_s
     if older_than(bot.started_at, timeout_s):
         return partial(ctx.kill_overdue, bot, Overdue.START, timeout_s)

@@ -20,6 +20,9 @@ def reconcile_stopping(ctx: Context, bot: Bot) -> Repair | None:
         if older_than(bot.stop_requested_at, grace_s):
             return partial(ctx.end_if_still, bot.id, S.STOPPING, on_stop_without_workload())
         return None
+    pending = ctx.reported(bot)
+    if pending is not None:  # it reported `exited`: it ends once none of its processes remain
+        return ctx.after_report(bot, pending)
     final = ctx.gone(bot)
     if final is not None:
         outcome = on_workload_gone(bot, final.exit_code, final.detail, final.reason)

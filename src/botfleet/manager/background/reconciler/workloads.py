@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from botfleet.manager.background.reconciler.context import Context, log, older_than
+from botfleet.manager.background.reconciler.context import Context, exit_grace_s, log, older_than
 from botfleet.manager.core import metrics
 from botfleet.manager.core.db import transaction
 from botfleet.manager.core.models import Bot, BotAttempt
@@ -22,14 +22,7 @@ from botfleet.orchestrators.log_tail import LogLimits, tail_text
 
 LAST_LOG_LINES = 200  # kept on the bot when its workload is removed
 
-
-def exit_grace_s(settings: Settings) -> float:
-    """How long the workload of an ended attempt may take to go on its own before it counts as
-    an orphan: as long as a stopped bot may live, the stop grace plus the time SIGTERM may
-    take. A runtime reports `exited` before its process or container has gone (a container
-    takes a second or more under load), and the engine may still be carrying out a stop the
-    manager ordered."""
-    return settings.stop_grace_s + settings.kill_after_s
+__all__ = ["LAST_LOG_LINES", "exit_grace_s", "kept_lines", "reconcile_workloads"]
 
 
 def reconcile_workloads(ctx: Context, on_error: Callable[[str, Exception], None]) -> None:
@@ -96,9 +89,10 @@ def _reconcile_workload(
         _record_end(ctx, workload, current=current)
         ctx.orchestrator.remove(workload.runtime_ref)
         return
-    # No record, an ended record, or an older attempt. An attempt that ended just now is
-    # exiting on its own: its runtime reported `exited` and its process or container takes a
-    # moment more to go, or the manager is stopping it.
+    # No record, an ended record, or an older attempt. An attempt that ended just now may be
+    # exiting still: one ended without its workload confirmed gone (a start timeout, a restart
+    # for silence, a cancel) while the engine carries out the stop the manager ordered. (An
+    # `exited` report ends its attempt only once the workload is gone: `Context.after_report`.)
     ended_at = attempt_ends.get((workload.bot_id, attempt or ""))
     if ended_at is None and this_attempt and not live:
         ended_at = record.ended_at  # ended without an attempt end (a cancel)

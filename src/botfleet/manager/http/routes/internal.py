@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
+from botfleet.manager.background.exit_watch import ExitWatch
 from botfleet.manager.core.errors import error_responses
 from botfleet.manager.http.deps import (
     AppStateDep,
@@ -22,8 +24,8 @@ from botfleet.manager.http.page_params import PageQuery
 from botfleet.manager.schemas.api import AckIn, CallbackIn, CallbackOut, CommandPublic, Page
 from botfleet.manager.services import auth
 from botfleet.manager.services import commands as command_records
-from botfleet.manager.services.callbacks import apply_callback
-from botfleet.manager.services.unit_of_work import unit_of_work
+from botfleet.manager.services.callbacks import apply_callback, awaited_exit
+from botfleet.manager.services.unit_of_work import after_commit, unit_of_work
 
 router = APIRouter(
     prefix="/internal/bots/{bot_id}",
@@ -49,15 +51,20 @@ async def callback(
     if body.event == "report" and body.data is not None:
         status = await state.reports.accept(token=token, bot_id=bot_id, data=body.data)
         return CallbackOut(status=status, changed=False)
-    return await run_in_threadpool(_apply, state.sessions, token, bot_id, body)
+    return await run_in_threadpool(_apply, state.sessions, token, bot_id, body, state.exit_watch)
 
 
 def _apply(
-    sessions: sessionmaker[Session], token: str, bot_id: str, body: CallbackIn
+    sessions: sessionmaker[Session], token: str, bot_id: str, body: CallbackIn, exits: ExitWatch
 ) -> CallbackOut:
+    """An `exited` is kept and the bot ends once its workload is gone: the watcher is told
+    once the report is committed (`background/exit_watch.py`)."""
     with unit_of_work(sessions) as session:
         bot = auth.bot_for_token(session, token=token, bot_id=bot_id, lock=True)
         changed = apply_callback(session, bot, body)
+        awaited = awaited_exit(bot, body)
+        if awaited is not None:
+            after_commit(session, partial(exits.watch, awaited))
         return CallbackOut(status=bot.status, changed=changed)
 
 
