@@ -8,7 +8,7 @@ another bot left there, and what it leaves there is gone with its last process. 
 memory: with a cgroup per bot they count against the bot's memory limit.
 
 Directories the bot needs that lie under /tmp or /dev/shm (its working directory, directories
-named in its environment, the interpreter's installation) are bound into its private ones at
+named in its environment, the interpreter's installation, the manager's import path) are bound into its private ones at
 the same paths. Where the manager is not root, or the namespace cannot be made (no `unshare`,
 a container without CAP_SYS_ADMIN), the decision says so once in the log and bots share the
 host's /tmp and /dev/shm.
@@ -21,6 +21,7 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -105,9 +106,12 @@ def _why_not(tmp_mb: int) -> str | None:
 
 
 def _kept_paths(workdir: Path, env: Mapping[str, str], command: Sequence[str]) -> Iterable[str]:
-    """Directories under /tmp or /dev/shm the bot needs, outermost only."""
+    """Directories under /tmp or /dev/shm the bot needs, outermost only: its working
+    directory, paths named in its environment, its interpreter's installation, and where the
+    manager imports from (an editable install's sources, which the bot's runtime imports too:
+    a checkout under /tmp would otherwise vanish from its view)."""
     points = [os.path.realpath(p) for p in PRIVATE_POINTS]
-    wanted = [str(workdir)]
+    wanted = [str(workdir), *sys.path]
     wanted += [part for value in env.values() for part in value.split(os.pathsep)]
     if command and os.path.isabs(command[0]):  # a virtualenv's root: <root>/bin/python
         wanted.append(os.path.dirname(os.path.dirname(command[0])))
