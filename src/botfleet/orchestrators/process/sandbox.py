@@ -8,10 +8,10 @@ another bot left there, and what it leaves there is gone with its last process. 
 memory: with a cgroup per bot they count against the bot's memory limit.
 
 Directories the bot needs that lie under /tmp or /dev/shm (its working directory, directories
-named in its environment, the interpreter's installation, the manager's import path) are bound into its private ones at
-the same paths. Where the manager is not root, or the namespace cannot be made (no `unshare`,
-a container without CAP_SYS_ADMIN), the decision says so once in the log and bots share the
-host's /tmp and /dev/shm.
+named in its environment, the interpreter's installation, the manager's import path) are bound
+into its private ones at the same paths. Where the manager is not root, or the namespace cannot
+be made (no `unshare`, a container without CAP_SYS_ADMIN), the decision says so once in the log
+and bots share the host's /tmp and /dev/shm.
 """
 
 from __future__ import annotations
