@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test test-fast test-pg test-sqlite lint bench fuzz clean
+.PHONY: run test test-fast test-node test-pg test-sqlite lint bench fuzz clean
 
 # Two distributions from this tree: botfleet-runtime (runtime/) and
 # botfleet-server (here), both editable.
@@ -30,12 +30,21 @@ test: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	rm -rf $(RESULTS)
+	$(MAKE) test-node
 	$(MAKE) test-pg test-sqlite
 	$(BIN)/python -m tests.slowest $(RESULTS)/*.xml
 
 ## test-fast: the unit tier alone (tests/unit: no services, no processes), in seconds
 test-fast: $(STAMP)
 	$(BIN)/pytest -p no:cacheprovider tests/unit
+
+## test-node: the Node.js SDK's own tests (sdk/node, `node --test`); needs node 20 or later
+test-node:
+	@if command -v node >/dev/null 2>&1; then \
+		cd sdk/node && node --test test/*.test.js; \
+	else \
+		echo "SKIPPED: the Node.js SDK tests (sdk/node): no 'node' on PATH (install node >= 18)"; \
+	fi
 
 # Two workers, a test module on one worker (its manager is started once); the tests marked
 # `serial` (they restart PostgreSQL, which every other test uses) run alone afterwards.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Builds botfleet-runtime and botfleet-manager, tagged :latest and :<version> (pyproject.toml's;
-# the nomad backend's default image is the versioned one, since Nomad's docker driver pulls a
-# `:latest` image on every start), without network inside the builds:
+# Builds botfleet-runtime, botfleet-manager and botfleet-node-runtime, tagged :latest and
+# :<version> (pyproject.toml's; the nomad backend's default image is the versioned one, since
+# Nomad's docker driver pulls a `:latest` image on every start), without network inside the
+# Python builds (the Node one gets Debian's nodejs from the mirror):
 # a wheelhouse is made on the host (docker/wheels) and the Dockerfiles install from it. With no
 # registry reachable, the base is the local debootstrap image (scripts/build-base-image.sh);
 # BASE_IMAGE=python:3.11-slim picks the normal one. Idempotent; prints the image names.
@@ -59,12 +60,16 @@ build() {
   docker build -q --force-rm --network host --build-arg BASE_IMAGE="$base" "$@" . >/dev/null
 }
 image_id() { docker image inspect -f '{{.Id}}' "$1" 2>/dev/null || true; }
-for name in runtime manager; do
+# node-runtime (Node bots of an `exec` kind) has one stage; its apt layer (Debian's nodejs, from
+# the mirror through --network host) stays cached, so only a changed sdk/node rebuilds it.
+for name in runtime manager node-runtime; do
   tags=("botfleet-$name:latest" "botfleet-$name:$version")
-  [ -z "$classic" ] || tags+=("botfleet-build:$name")
+  staged=
+  [ -z "$classic" ] || ! grep -q ' AS build$' "docker/$name.Dockerfile" || staged=1
+  [ -z "$staged" ] || tags+=("botfleet-build:$name")
   previous=()
   for tag in "${tags[@]}"; do previous+=("$(image_id "$tag")"); done
-  [ -z "$classic" ] || build -f "docker/$name.Dockerfile" --target build -t "botfleet-build:$name"
+  [ -z "$staged" ] || build -f "docker/$name.Dockerfile" --target build -t "botfleet-build:$name"
   build -f "docker/$name.Dockerfile" -t "botfleet-$name:latest" -t "botfleet-$name:$version"
   for id in "${previous[@]}"; do
     # Replaced (no tag names it any more): remove it.

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.doc_shell import Shell
 from tests.support import (
     REPO,
     detached,
@@ -49,37 +48,6 @@ def walk_lines(readme: str) -> list[str]:
             if line.strip() and not line.lstrip().startswith("#"):
                 commands.append(line.strip())
     return commands
-
-
-class Shell:
-    """One bash that keeps its variables between commands, like a terminal."""
-
-    def __init__(self, env: dict[str, str], cwd: Path) -> None:
-        self.proc = subprocess.Popen(
-            ["bash", "--noprofile", "--norc"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=cwd,
-            text=True,
-        )
-
-    def run(self, command: str) -> tuple[int, str]:
-        marker = f"__walk_done_{uuid.uuid4().hex}__"
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(f"{command}\nprintf '\\n{marker}%s\\n' $?\n")
-        self.proc.stdin.flush()
-        output: list[str] = []
-        for line in self.proc.stdout:
-            if line.startswith(marker):
-                return int(line[len(marker) :]), "".join(output)
-            output.append(line)
-        raise AssertionError(f"bash ended while running {command!r}: {''.join(output)}")
-
-    def close(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
 
 
 @pytest.fixture

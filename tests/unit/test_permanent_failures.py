@@ -34,13 +34,14 @@ def test_platform_unauthorized_is_permanent() -> None:
     assert "platform_unauthorized" in PERMANENT_FAILURE_REASONS
 
 
+@pytest.mark.parametrize("reason", ["platform_unauthorized", "invalid_config", "missing_secret"])
 @pytest.mark.parametrize("status", [S.STARTING, S.ACTIVE])
 def test_a_permanent_failure_is_stored_with_its_reason_and_not_restarted(
-    status: BotStatus,
+    status: BotStatus, reason: str
 ) -> None:
     row = bot(status)
-    outcome = on_exit(row, 1, "platform_unauthorized", "401 Unauthorized")
-    assert (outcome.target, outcome.reason) == (S.FAILED, "platform_unauthorized")
+    outcome = on_exit(row, 1, reason, "refused")
+    assert (outcome.target, outcome.reason) == (S.FAILED, reason)
     assert restart_trigger(row, outcome) is None
     assert next_attempt(row, outcome) is None
 

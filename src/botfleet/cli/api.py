@@ -229,6 +229,23 @@ class ApiClient:
             params.append(("limit", limit))
         return self._json("GET", "/admin/audit", params=params)
 
+    # ---- kinds (writes with the admin token) -------------------------------------------------
+
+    def list_kinds(self) -> list[Json]:
+        return self._all("/kinds")
+
+    def get_kind(self, name: str) -> Json:
+        return self._json("GET", f"/kinds/{name}")
+
+    def register_kind(self, document: Json) -> Json:
+        return self._json("POST", "/admin/kinds", json=document)
+
+    def update_kind(self, name: str, document: Json) -> Json:
+        return self._json("PUT", f"/admin/kinds/{name}", json=document)
+
+    def retire_kind(self, name: str) -> None:
+        self._request("DELETE", f"/admin/kinds/{name}")
+
     # ---- events ------------------------------------------------------------------------------
 
     def events(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from botfleet.cli import help_format
-from botfleet.cli.commands import audit, bots, events, users
+from botfleet.cli.commands import audit, bots, dev, events, kinds, users
 from botfleet.cli.config import Connection
 from botfleet.manager.server_commands import app as manager_app
 
@@ -41,6 +41,9 @@ def root(
 app.registered_commands.extend(map(help_format.adopt, manager_app.registered_commands))
 app.add_typer(bots.app, name="bots")
 app.add_typer(users.app, name="users")
+kinds.app.command("export")(dev.export_kind)
+app.add_typer(kinds.app, name="kinds")
+app.add_typer(dev.app, name="dev")
 app.command("events")(events.events)
 app.command("audit")(audit.audit)
 

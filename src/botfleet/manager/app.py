@@ -40,7 +40,7 @@ from botfleet.manager.http.app_state import install as install_app_state
 from botfleet.manager.http.body_guard import JsonBodyGuard
 from botfleet.manager.http.docs import install_docs
 from botfleet.manager.http.rate_limit import RateLimit, RateLimiter
-from botfleet.manager.http.routes import admin, bots, events, health, internal, webhooks
+from botfleet.manager.http.routes import admin, bots, events, health, internal, kinds, webhooks
 from botfleet.manager.messaging.bot_acl import BotRedisUsers
 from botfleet.manager.messaging.bot_acl import converge as converge_redis_users
 from botfleet.manager.messaging.embedded_redis import EmbeddedRedis
@@ -307,7 +307,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_docs(app)
     install_error_handlers(app)
-    for module in (bots, webhooks, events, internal, admin, health):
+    for module in (bots, webhooks, events, internal, admin, kinds, health):
         app.include_router(module.router)
     install_ui(app)  # the web dashboard at /ui
     app.add_middleware(JsonBodyGuard, max_depth=settings.max_json_depth)  # inside BodySizeLimit

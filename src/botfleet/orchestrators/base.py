@@ -16,7 +16,7 @@ import enum
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import ClassVar, Self
+from typing import Any, ClassVar, Self
 
 from botfleet.orchestrators.config import BackendConfig, ManagerSettings
 
@@ -45,6 +45,17 @@ class LaunchFailed(OrchestratorError):
     def __init__(self, message: str, *, code: str = "launch_failed") -> None:
         super().__init__(message)
         self.code = code
+
+
+class KindEnvFailed(LaunchFailed):
+    """A kind's virtualenv could not be built (pip failed, timed out, or the env is too big);
+    `output_tail` is the end of pip's output, which says why (its last lines are in the
+    message too)."""
+
+    def __init__(self, message: str, *, output_tail: str = "") -> None:
+        last = output_tail[-800:]
+        super().__init__(f"{message}:\n{last}" if last else message, code="kind_env_failed")
+        self.output_tail = output_tail
 
 
 class WorkloadNotFound(OrchestratorError):
@@ -102,6 +113,12 @@ class LaunchSpec:
     fleet: str = ""
     #: The bot's persistent directory, mounted or made where `Orchestrator.state_dir` said.
     state: StateRef | None = None
+    #: An `exec` kind's argv, run instead of the backend's runtime command with the same
+    #: environment and isolation; None: the backend's runtime command.
+    command: tuple[str, ...] | None = None
+    #: The interpreter to run `-m botfleet.runtime` with (a kind's own virtualenv on the process
+    #: backend); None: the backend's own.
+    python: str | None = None
 
     def environment(self) -> dict[str, str]:
         """The whole environment, for engines that hand both parts to the workload alike."""
@@ -201,6 +218,9 @@ class Orchestrator(abc.ABC):
     name: ClassVar[str]
     #: The backend's settings model (`BOTFLEET_<BACKEND>_*`); its field descriptions document them.
     config_class: ClassVar[type[BackendConfig]]
+    #: Whether kinds with a `package` run in a virtualenv this backend builds (`kind_python`,
+    #: `build_kind_env`); False: the package is the image's business.
+    builds_kind_envs: ClassVar[bool] = False
 
     @classmethod
     def from_settings(cls, settings: ManagerSettings) -> Self:
@@ -225,6 +245,16 @@ class Orchestrator(abc.ABC):
     @abc.abstractmethod
     def list_workloads(self, labels: Mapping[str, str] | None = None) -> list[Workload]:
         """Every botfleet workload the engine knows (matching `labels`), live or exited."""
+
+    def kind_python(self, name: str, version: int, package: Mapping[str, Any]) -> str | None:
+        """The interpreter of the kind's virtualenv if it is built and ready now, else None.
+        Cheap and non-blocking: the manager asks it under a bot's row lock."""
+        return None
+
+    def build_kind_env(self, name: str, version: int, package: Mapping[str, Any]) -> str:
+        """Build (or reuse) the kind's virtualenv and return its interpreter; blocks for as long
+        as the build takes (bounded by the backend). Raises KindEnvFailed."""
+        raise CapabilityNotSupported(f"the {self.name} backend builds no kind environments")
 
     def remove(self, runtime_ref: str) -> None:  # noqa: B027 - optional capability
         """Forget an ended workload once its exit code and logs are recorded (no-op by default)."""

@@ -94,3 +94,45 @@ def test_exit_reports_on_attempts_upgrade_and_downgrade(tmp_path: Path) -> None:
         upgrade(url, "0014")
     finally:
         engine.dispose()
+
+
+def test_kinds_upgrade_and_downgrade(tmp_path: Path) -> None:
+    """0015 adds the kinds table and each bot's kind version (built-in bots get 1, a raw
+    `module:Class` keeps NULL); its downgrade drops both."""
+    from alembic import command
+    from sqlalchemy import inspect
+
+    url = fresh_database_url(tmp_path)
+    upgrade(url, "0014")
+    engine = make_engine(url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO users (id, name, max_concurrent_bots, created_at) "
+                    "VALUES ('u1', 'old', 1, CURRENT_TIMESTAMP)"
+                )
+            )
+            for bot_id, bot in (("b1", "demo"), ("b2", "mine.bots:Bot")):
+                connection.execute(
+                    text(
+                        "INSERT INTO bots (id, user_id, status, attempt, orchestrator, bot, "
+                        "config, config_version, labels, restart_max_retries, "
+                        "restart_backoff_s, created_at, updated_at) VALUES (:id, 'u1', "
+                        "'completed', 0, 'process', :bot, '{}', 1, '{}', 0, 5.0, "
+                        "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                    ),
+                    {"id": bot_id, "bot": bot},
+                )
+        upgrade(url, "0015")
+        assert "kinds" in inspect(engine).get_table_names()
+        with engine.connect() as connection:
+            versions = dict(connection.execute(text("SELECT id, kind_version FROM bots")).all())
+        assert versions == {"b1": 1, "b2": None}
+        command.downgrade(alembic_config(url), "0014")
+        engine.dispose()
+        assert "kinds" not in inspect(engine).get_table_names()
+        assert "kind_version" not in {c["name"] for c in inspect(engine).get_columns("bots")}
+        upgrade(url, "0015")
+    finally:
+        engine.dispose()

@@ -600,3 +600,12 @@ def test_one_bots_error_is_reported_and_the_others_are_still_reconciled(
     assert errors == [f"{broken}: a bug in a backend"]
     assert read(fleet, broken).status == "active"
     assert read(fleet, other).status_reason == "workload_vanished"
+
+
+def test_a_bot_deleted_underneath_the_reconciler_is_no_error(fleet: FleetParts) -> None:
+    """The reconciler listed the bot, then a DELETE (or retention) removed it before its visit:
+    the visit has nothing to do, and no error is reported for it."""
+    bot_id, _ = launched_bot(fleet)
+    with transaction(fleet.sessions) as session:
+        session.delete(bot_records.lock_bot(session, bot_id))
+    assert fleet.reconciler().ctx.reread(bot_id, BotStatus.ACTIVE) is None

@@ -100,8 +100,9 @@ def test_start_watch_reconfigure_command_stop(manager: Manager, browser: Any) ->
         config = api.get(f"/bots/{bot_id}").json()["config"]
         assert config == {"lang": "de", "n": 3, "report_every_s": 1}
 
-        # A custom command, and its result as the bot answered it.
-        _fill(browser, "command-action", "echo")
+        # A custom command (the kind's first, `echo`: a JSON payload), and its result.
+        picked = Select(browser.find_element(By.ID, "command-pick")).first_selected_option
+        assert picked.get_attribute("value") == "echo"
         _fill(browser, "command-payload", '{"text": "hello from the dashboard"}')
         click(browser, "#send-command")
         wait_text(browser, ".flash.notice", "Command sent")
@@ -125,7 +126,9 @@ def test_start_watch_reconfigure_command_stop(manager: Manager, browser: Any) ->
         assert (status, result) == ("acked", {"text": "hello from the dashboard"})
         assert browser.execute_script(MARKED), "the result needed a reload"
 
-        # An unknown action: the bot's error shows on the row.
+        # An unknown action (demo takes any: "another action"): the bot's error shows on the row.
+        Select(browser.find_element(By.ID, "command-pick")).select_by_value("-other")
+        wait_for(browser, lambda d: "command=-other" in d.current_url, what="the free form")
         _fill(browser, "command-action", "dance")
         _fill(browser, "command-payload", "{}")
         click(browser, "#send-command")

@@ -6,8 +6,19 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+from botfleet.runtime.declare import (
+    INVALID_CONFIG,
+    MISSING_SECRET,
+    CommandSpec,
+    Refused,
+    check_config_model,
+    collect_commands,
+    declared_secrets,
+    validate,
+)
+from botfleet.runtime.declare import command as command  # `from botfleet.runtime.bot import …`
 from botfleet.runtime.protocol import MAX_REPORT_BYTES, UNKNOWN_ACTION, json_size
 
 # Leave reasons the runtime reports in its `leaving` callback.
@@ -49,9 +60,11 @@ class Bot:
     config.
 
     ``on_command(action, payload)`` answers a custom command: its JSON return value becomes the
-    command's ``result`` (at most 64 KiB), raising fails the command with the error's message,
-    and the default raises ``UnknownAction``. ``on_secrets(secrets)`` receives the bot's new
-    secrets after ``PUT /bots/{id}/secrets``; ``self.secrets`` is the new set afterwards.
+    command's ``result`` (at most 64 KiB), raising fails the command with the error's message.
+    The default calls the method declared with ``@command(action)``
+    (``botfleet.runtime.declare``) and raises ``UnknownAction`` for any other action.
+    ``on_secrets(secrets)`` receives the bot's new secrets after ``PUT /bots/{id}/secrets``;
+    ``self.secrets`` is the new set afterwards.
     ``await self.report({...})`` tells the operator something (latest wins; at most 16 KiB).
 
     Example::
@@ -63,10 +76,24 @@ class Bot:
             async def on_leave(self) -> None:
                 await self.session.hang_up()
 
+    Declarations (read by the runtime and exported by ``python -m botfleet.runtime kind``):
+    ``Config = MyConfig`` (a pydantic model) makes ``self.config`` the validated model instance
+    (and ``on_reconfigure`` receive one); a config it refuses ends the start with
+    ``invalid_config`` and refuses a reconfigure with the errors in the ack. Without ``Config``,
+    ``self.config`` is the JSON object as given. ``self.raw_config`` is always the JSON object.
+    ``secrets = ("api_key",)`` on the class names the secrets the bot needs (a start without
+    one ends ``missing_secret``); on the instance, ``self.secrets`` is the dict of values.
+    The class docstring is the kind's description.
+
     Set ``callbacks_enabled = False`` (on the class, or in ``__init__``) to run without
     ever calling the manager back: no events, no pending-command reads, no acks.
     """
 
+    #: The config model (a pydantic BaseModel, or any class with model_validate and
+    #: model_json_schema); None: the config is a plain dict.
+    Config: ClassVar[Any] = None
+    #: The custom commands declared with `@command`, by action (filled per subclass).
+    declared_commands: ClassVar[dict[str, CommandSpec]] = {}
     callbacks_enabled: bool = True
     #: The bot's persistent directory (`BOTFLEET_STATE_DIR`, from the bot's `state_key`): kept
     #: across restarts and relaunches with the same key; None without one. Set by the runtime.
@@ -81,7 +108,11 @@ class Bot:
         logger: logging.Logger,
     ) -> None:
         self.bot_id = bot_id
-        self.config = config
+        self.raw_config: dict[str, Any] = config
+        self.config: Any = self.parse_config(config)
+        if missing := [n for n in declared_secrets(type(self)) if n not in secrets]:
+            errors = [{"path": f"/{n}", "message": "required secret is missing"} for n in missing]
+            raise Refused(MISSING_SECRET, errors)
         self.secrets = secrets
         self.log = logger
         self._leave = asyncio.Event()
@@ -89,6 +120,21 @@ class Bot:
         self.leave_detail: str | None = None
         # Set by the runtime: sends a `report` callback; None while the bot runs without one.
         self._send_report: Callable[[dict[str, Any]], Awaitable[bool]] | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Check the declarations once, when the class is defined, not at the first command."""
+        super().__init_subclass__(**kwargs)
+        check_config_model(cls)
+        declared_secrets(cls)
+        cls.declared_commands = collect_commands(cls)
+
+    @classmethod
+    def parse_config(cls, config: dict[str, Any]) -> Any:
+        """The config as the bot sees it: the `Config` model's instance (raising `Refused`
+        with code `invalid_config` and each error's path), or the dict without a model."""
+        if cls.Config is None:
+            return config
+        return validate(cls.Config, config, INVALID_CONFIG)
 
     async def on_start(self) -> None:
         """Join the meeting or connect; return when running. Raising means the start failed."""
@@ -98,12 +144,17 @@ class Bot:
         await self.wait_for_leave()
         return None
 
-    async def on_reconfigure(self, config: dict[str, Any]) -> None:
-        """Apply a new config. Raise to refuse it; the error text goes back in the ack."""
+    async def on_reconfigure(self, config: Any) -> None:
+        """Apply a new config (the model instance when `Config` is declared, else the dict).
+        Raise to refuse it; the error text goes back in the ack."""
 
     async def on_command(self, action: str, payload: dict[str, Any]) -> Any:
-        """Answer a custom command with a JSON value (its `result`); raise to fail it."""
-        raise UnknownAction(action)
+        """Answer a custom command with a JSON value (its `result`); raise to fail it. The
+        default runs the `@command` method declared for `action`."""
+        declared = type(self).declared_commands.get(action)
+        if declared is None:
+            raise UnknownAction(action)
+        return await declared.invoke(self, payload)
 
     async def on_secrets(self, secrets: dict[str, str]) -> None:
         """Apply new secrets (reconnect with a new key); raise to fail the `secrets` command."""

@@ -118,11 +118,13 @@ class CommandRouter:
             )
             return True, None, None
         try:
-            await self.bot.on_reconfigure(msg.config)
+            # With a `Config` model: the errors' paths in the ack, and the bot sees an instance.
+            config = self.bot.parse_config(msg.config)
+            await self.bot.on_reconfigure(config)
         except Exception as exc:
             log.warning("command %s: reconfigure refused: %s", msg.id, describe_error(exc))
             return False, str(exc) or type(exc).__name__, None
-        self.bot.config = msg.config
+        self.bot.config, self.bot.raw_config = config, msg.config
         self._config_version = max(self._config_version, version)
         return True, None, None
 

@@ -19,6 +19,7 @@ from typing import Any
 from botfleet.runtime.bot import LEAVE_BY_BOT, LEAVE_SIGINT, LEAVE_SIGTERM, Bot, BotFailed
 from botfleet.runtime.client import ManagerClient, SilentClient
 from botfleet.runtime.commands import CommandRouter
+from botfleet.runtime.declare import Refused, describe_errors
 from botfleet.runtime.env import RuntimeConfigError, RuntimeEnv, with_secret_env
 from botfleet.runtime.loader import load_bot_class
 from botfleet.runtime.protocol import (
@@ -289,25 +290,45 @@ class Runner:
             return None
 
 
+def create_bot(bot_class: type[Bot], env: RuntimeEnv) -> Bot:
+    """The bot instance for `env`; raises what its constructor raises (`Refused` for a config
+    or secret set it declares otherwise)."""
+    bot = bot_class(
+        bot_id=env.bot_id,
+        config=env.config,
+        secrets=env.secrets,
+        logger=logging.getLogger(f"bot.{env.bot}"),
+    )
+    bot.state_dir = Path(env.state_dir) if env.state_dir else None
+    return bot
+
+
+def creation_failure(exc: BaseException) -> tuple[str, str]:
+    """The `exited` reason and detail of a bot that could not be created: the declaration's
+    own code (`invalid_config`, `missing_secret`) with each error's path, else `start_failed`."""
+    if isinstance(exc, Refused):
+        return exc.code, describe_errors(exc.errors)
+    return "start_failed", describe_error(exc)
+
+
+def _traceback_of(exc: BaseException) -> BaseException | None:
+    """A refused config is the user's input, not a bug: no traceback in the log."""
+    return None if isinstance(exc, Refused) else exc
+
+
 async def _amain(env: RuntimeEnv) -> int:
     def manager() -> ManagerClient:
         return ManagerClient(base_url=env.callback_url, bot_id=env.bot_id, token=env.token)
 
     try:
-        bot_class = load_bot_class(env.bot)
-        bot = bot_class(
-            bot_id=env.bot_id,
-            config=env.config,
-            secrets=env.secrets,
-            logger=logging.getLogger(f"bot.{env.bot}"),
-        )
-        bot.state_dir = Path(env.state_dir) if env.state_dir else None
+        bot = create_bot(load_bot_class(env.bot), env)
     except Exception as exc:
-        log.error("cannot create bot %r: %s", env.bot, describe_error(exc), exc_info=exc)
+        reason, detail = creation_failure(exc)
+        log.error("cannot create bot %r: %s: %s", env.bot, reason, detail,
+                  exc_info=_traceback_of(exc))  # fmt: skip
         callbacks = manager()
         try:
-            await callbacks.send_event(EVENT_EXITED, exit_code=1, reason="start_failed",
-                                       detail=describe_error(exc))  # fmt: skip
+            await callbacks.send_event(EVENT_EXITED, exit_code=1, reason=reason, detail=detail)
         finally:
             await callbacks.aclose()
         return 1

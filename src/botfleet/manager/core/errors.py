@@ -71,6 +71,7 @@ class ErrorCode(enum.StrEnum):
     KEY_NOT_FOUND = "key_not_found"
     COMMAND_NOT_FOUND = "command_not_found"
     WEBHOOK_NOT_FOUND = "webhook_not_found"
+    KIND_NOT_FOUND = "kind_not_found"
     DELIVERY_NOT_FOUND = "delivery_not_found"
     # Illegal in the current state, or a duplicate.
     ILLEGAL_TRANSITION = "illegal_transition"
@@ -78,6 +79,9 @@ class ErrorCode(enum.StrEnum):
     DUPLICATE_BOT = "duplicate_bot"
     DUPLICATE_USER = "duplicate_user"
     STATE_IN_USE = "state_in_use"
+    KIND_EXISTS = "kind_exists"
+    KIND_RETIRED = "kind_retired"
+    KIND_BUILTIN = "kind_builtin"
     IDEMPOTENCY_IN_PROGRESS = "idempotency_in_progress"
     # Input the models accept but the manager refuses.
     IDEMPOTENCY_MISMATCH = "idempotency_mismatch"
@@ -90,6 +94,12 @@ class ErrorCode(enum.StrEnum):
     EXIT_CODE_REQUIRED = "exit_code_required"
     BOT_NOT_ALLOWED = "bot_not_allowed"
     UNKNOWN_BOT = "unknown_bot"
+    # A body that does not match its kind (detail.errors: [{path, message}], JSON pointers).
+    INVALID_CONFIG = "invalid_config"
+    INVALID_PAYLOAD = "invalid_payload"
+    MISSING_SECRET = "missing_secret"
+    UNKNOWN_ACTION = "unknown_action"
+    INVALID_SCHEMA = "invalid_schema"
     IMAGE_NOT_ALLOWED = "image_not_allowed"
     STATE_NOT_SUPPORTED = "state_not_supported"
     WEBHOOK_URL_REFUSED = "webhook_url_refused"

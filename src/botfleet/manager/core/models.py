@@ -223,6 +223,8 @@ class Bot(Base):
     relaunch_of: Mapped[str | None] = mapped_column(String(36))
     # The persistent directory this bot holds (one live bot per user and key).
     state_key: Mapped[str | None] = mapped_column(String(200))
+    # The version of its kind (core/kind_models.py) the bot runs; None: a raw `module:Class`.
+    kind_version: Mapped[int | None] = mapped_column(Integer)
 
     token_hash: Mapped[str | None] = mapped_column(String(64), index=True)
     stop_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -33,7 +33,10 @@ __all__ = [
 #: Exit reasons a bot declares permanent (`botfleet.runtime.bot.BotFailed`): a relaunch would fail
 #: the same way, so no restart policy retries them. `platform_unauthorized`: the platform
 #: refused the bot's credentials (a revoked token); only a bot started with new ones helps.
-PERMANENT_FAILURE_REASONS: frozenset[str] = frozenset({"platform_unauthorized"})
+#: `invalid_config`, `missing_secret`: the bot's own declarations refused what it was given.
+PERMANENT_FAILURE_REASONS: frozenset[str] = frozenset(
+    {"platform_unauthorized", "invalid_config", "missing_secret"}
+)
 
 S = BotStatus
 #: (from, to) → the typical cause. Anything not listed is illegal. Every move into `starting`

@@ -5,7 +5,10 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import text
 
-from botfleet.manager.core import webhook_models  # noqa: F401  (registers its tables)
+from botfleet.manager.core import (
+    kind_models,  # noqa: F401  (registers its table)
+    webhook_models,  # noqa: F401  (registers its tables)
+)
 from botfleet.manager.core.db import make_engine
 from botfleet.manager.core.models import Base
 

@@ -26,7 +26,7 @@ from botfleet.manager.schemas.bounds import (
 from botfleet.manager.schemas.list_page import Page
 from botfleet.manager.schemas.restart import RestartPolicy, RestartPublic
 
-BOT_REF = re.compile(r"^(?:[a-z][a-z0-9_]*|[A-Za-z_][\w.]*:[A-Za-z_]\w*)$")
+BOT_REF = re.compile(r"^(?:[a-z][a-z0-9_-]*|[A-Za-z_][\w.]*:[A-Za-z_]\w*)$")
 LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,62}$")
 MAX_LABELS = 32
 # A Docker/OCI image reference: [registry[:port]/]path[:tag][@digest], lower-case path.
@@ -137,6 +137,7 @@ class BotPublic(BaseModel):
     max_duration_s: int | None = None
     restart: RestartPublic | None = None
     state_key: str | None = None
+    kind_version: int | None = Field(None, description="The version of its kind the bot runs.")
     relaunch_of: str | None = Field(None, description="The ended bot this one relaunches.")
     report: dict[str, Any] | None = Field(
         None, description="The bot's latest report (a JSON object it sent with `self.report`)."

@@ -21,9 +21,10 @@ from botfleet.manager.core.models import Bot, Command, utcnow
 from botfleet.manager.core.sealing import SecretBox
 from botfleet.manager.core.settings import Settings
 from botfleet.manager.lifecycle import Source
-from botfleet.manager.schemas.api import BotCreate
+from botfleet.manager.schemas.api import BotCreate, RestartPolicy
 from botfleet.manager.services import bots as bot_records
 from botfleet.manager.services import commands as command_records
+from botfleet.manager.services import kind_checks, kinds
 from botfleet.manager.services import webhook_endpoints as webhooks
 from botfleet.manager.services.audit import actor_for
 from botfleet.manager.services.command_publisher import CommandPublisher
@@ -31,7 +32,6 @@ from botfleet.manager.services.images import allowed_patterns, check_image
 from botfleet.manager.services.launcher import Launcher
 from botfleet.manager.services.unit_of_work import after_commit, unit_of_work
 from botfleet.orchestrators.base import StateRef
-from botfleet.runtime.loader import BUILTIN_BOTS
 
 
 class BotRequests:
@@ -64,9 +64,21 @@ class BotRequests:
         self, session: Session, *, user_id: str, data: BotCreate, relaunch_of: Bot | None = None
     ) -> Bot:
         """Record a `requested` bot; once committed, launch it (unless it starts later). A
-        relaunch keeps its predecessor's secrets sealed as they are: never opened to copy."""
-        self._check_allowed(data.bot)
+        relaunch keeps its predecessor's secrets sealed as they are: never opened to copy.
+
+        A kind's bot is checked against the kind before anything is stored (422 with the path
+        of each error): its config, and the secrets it needs; it gets the kind's restart policy
+        when it asks for none, and keeps the kind's version (`kind_version`). A relaunch runs
+        its predecessor's version, unless the kind is retired (409 `kind_retired`)."""
+        kind = self._kind_to_start(session, data.bot, relaunch_of)
         check_image(data.image, self.allowed_images)
+        if kind is not None:
+            kind_checks.check_config(kind, data.config)
+            if relaunch_of is None:
+                kind_checks.check_secrets(kind, data.secrets)
+            if data.restart is None and kind.restart is not None:
+                restart = RestartPolicy.model_validate(kind.restart, strict=False)
+                data = data.model_copy(update={"restart": restart})
         if data.state_key is not None:
             self.launcher.check_state_supported(StateRef(user_id, data.state_key))
         if relaunch_of is not None:
@@ -81,6 +93,7 @@ class BotRequests:
             sealed_secrets=sealed,
             relaunch_of=relaunch_of.id if relaunch_of is not None else None,
         )
+        bot.kind_version = kind.version if kind is not None else None
         if bot.start_at is None or bot.start_at <= utcnow():
             after_commit(session, partial(self.launcher.submit, self.launcher.launch, bot.id))
         return bot
@@ -95,14 +108,26 @@ class BotRequests:
         webhooks.copy_override(session, from_bot_id=old.id, to_bot_id=bot.id, user_id=old.user_id)
         return bot
 
+    def _kind_to_start(
+        self, session: Session, bot: str, relaunch_of: Bot | None
+    ) -> kind_checks.KindDoc | None:
+        """The kind version a new bot runs (a relaunch: its predecessor's); None for a raw
+        `module:Class`, which only a module the operator allowed may be."""
+        if ":" in bot:
+            self._check_allowed(bot)
+            return None
+        latest = kinds.find(session, bot)
+        if latest is None:
+            known = ", ".join(kinds.live_names(session))
+            raise Invalid(ErrorCode.UNKNOWN_BOT, f"no kind {bot!r}; kinds: {known}")
+        kinds.refuse_retired(latest)
+        if relaunch_of is None:
+            return latest
+        return kinds.kind_of_bot(session, relaunch_of) or latest
+
     def _check_allowed(self, bot: str) -> None:
-        """Built-in bots, or `module:Class` from a module the operator allowed: users share the
-        runtime image, so they must not run just any module in it."""
-        if ":" not in bot:
-            if bot not in BUILTIN_BOTS:
-                known = ", ".join(sorted(BUILTIN_BOTS))
-                raise Invalid(ErrorCode.UNKNOWN_BOT, f"no built-in bot {bot!r}; built-in: {known}")
-            return
+        """`module:Class` from a module the operator allowed: users share the runtime image,
+        so they must not run just any module in it."""
         module = bot.split(":", 1)[0]
         allowed = self.settings.allowed_bot_modules
         if "*" in allowed or any(module == m or module.startswith(m + ".") for m in allowed):
@@ -175,6 +200,9 @@ class BotRequests:
                 ttl_s=self.settings.command_ttl_s,
                 retry_s=self.settings.command_retry_s,
             )
+            kind = kinds.kind_of_bot(session, bot)  # the version it runs; 422 rolls back
+            if kind is not None:
+                kind_checks.check_config(kind, command.config or {})
             after_commit(session, partial(self.publisher.publish, command))
         return command
 
@@ -192,6 +220,9 @@ class BotRequests:
             ttl_s=self.settings.command_ttl_s,
             retry_s=self.settings.command_retry_s,
         )
+        kind = kinds.kind_of_bot(session, bot)
+        if kind is not None:
+            kind_checks.check_command(kind, action, payload)
         after_commit(session, partial(self.publisher.publish, command))
         return command
 
@@ -208,5 +239,8 @@ class BotRequests:
             ttl_s=self.settings.command_ttl_s,
             retry_s=self.settings.command_retry_s,
         )
+        kind = kinds.kind_of_bot(session, bot)
+        if kind is not None:  # after the state check (409 first); a 422 rolls it all back
+            kind_checks.check_secrets(kind, secrets)
         after_commit(session, partial(self.publisher.publish, command))
         return command

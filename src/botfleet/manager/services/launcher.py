@@ -7,12 +7,15 @@ checked under the bot's row lock right before it happens, so a stop recorded mea
 
 from __future__ import annotations
 
+import enum
 import logging
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import timedelta
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -26,8 +29,9 @@ from botfleet.manager.core.settings import Settings
 from botfleet.manager.lifecycle import TERMINAL, BotStatus, Source
 from botfleet.manager.lifecycle.rules import on_launch_failed
 from botfleet.manager.messaging.bot_acl import BotRedisUsers, bot_url
-from botfleet.manager.services import attempts
+from botfleet.manager.services import attempts, kinds
 from botfleet.manager.services import bots as bot_records
+from botfleet.manager.services.kind_checks import KindDoc
 from botfleet.manager.services.transitions import transition
 from botfleet.orchestrators.base import (
     LABEL_FLEET,
@@ -42,6 +46,20 @@ from botfleet.runtime.env import RuntimeEnv
 from botfleet.runtime.protocol import command_channel
 
 log = logging.getLogger(__name__)
+
+#: A bot whose kind's virtualenv could not be built fails with this reason (the build's tail as
+#: its detail), before any attempt when it was `requested`.
+KIND_ENV_FAILED = "kind_env_failed"
+#: Threads that build kinds' virtualenvs, apart from the launch workers they would block.
+ENV_BUILDERS = 2
+
+
+class _Building(enum.Enum):
+    BUILDING = "building"
+
+
+#: `_env_python`'s answer while the env is being built: the bot waits, not launched.
+_BUILDING: Final = _Building.BUILDING
 
 
 class Launcher:
@@ -66,8 +84,16 @@ class Launcher:
         self.box = box  # opens the bots' sealed secrets into their launch environment
         self.redis_users = redis_users  # None: bots get the shared Redis URL
         self._pool = ThreadPoolExecutor(settings.launch_workers, thread_name_prefix="fleet")
+        self._env_pool = ThreadPoolExecutor(ENV_BUILDERS, thread_name_prefix="kind-env")
+        #: Envs being built, (kind, version) → the bots waiting for each, with what launches
+        #: them once it is ready (`launch` or `relaunch`).
+        self._env_waiting: dict[tuple[str, int], dict[str, Callable[[str], None]]] = {}
+        self._env_lock = threading.Lock()
 
     def close(self) -> None:
+        # A build is not waited for (pip is bounded, its bots stay `requested` for the next
+        # manager's reconciler); the launches are.
+        self._env_pool.shutdown(wait=False, cancel_futures=True)
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def submit(self, fn: Callable[..., object], *args: Any) -> None:
@@ -86,7 +112,8 @@ class Launcher:
 
     def launch(self, bot_id: str) -> None:
         """Launch a `requested` bot. The status is checked under the row lock right before
-        launching, so a stop recorded meanwhile wins and nothing is started."""
+        launching, so a stop recorded meanwhile wins and nothing is started. A kind whose
+        virtualenv is not built yet keeps its bot `requested` while it builds (`_await_env`)."""
         with transaction(self.sessions) as session:
             bot = bot_records.lock_bot(session, bot_id)
             if bot.status != BotStatus.REQUESTED:
@@ -105,10 +132,14 @@ class Launcher:
                     detail=f"start_at {bot.start_at.isoformat()} passed more than {miss_s:g}s ago",
                 )
                 return
+            kind = kinds.kind_of_bot(session, bot)
+            python = self._env_python(kind, bot_id, self.launch)
+            if python is _BUILDING:
+                return
             transition(  # the move into starting counts the attempt
                 session, bot, BotStatus.STARTING, reason="launching", source=Source.ORCHESTRATOR
             )
-            spec = self._prepare_attempt(session, bot)
+            spec = self._prepare_attempt(session, bot, kind, python)
             token_hash = bot.token_hash
         if spec is not None:
             self._open_redis_user(spec.bot_id, token_hash)
@@ -116,21 +147,28 @@ class Launcher:
 
     def relaunch(self, bot_id: str) -> None:
         """Launch the next attempt of a bot the restart policy sent back to `starting`, once its
-        backoff is over. The bot is already `starting`: no transition, a new token."""
+        backoff is over. The bot is already `starting`: no transition, a new token. An env to
+        build first leaves `next_attempt_at` as it is: the reconciler asks again meanwhile."""
         with transaction(self.sessions) as session:
             bot = bot_records.lock_bot(session, bot_id)
             due = bot.next_attempt_at is not None and bot.next_attempt_at <= utcnow()
             if bot.status != BotStatus.STARTING or bot.runtime_ref is not None or not due:
                 return
+            kind = kinds.kind_of_bot(session, bot)
+            python = self._env_python(kind, bot_id, self.relaunch)
+            if python is _BUILDING:
+                return
             bot.next_attempt_at = None
             bot.started_at = utcnow()  # the start timeout counts from the real launch
-            spec = self._prepare_attempt(session, bot)
+            spec = self._prepare_attempt(session, bot, kind, python)
             token_hash = bot.token_hash
         if spec is not None:
             self._open_redis_user(spec.bot_id, token_hash)
             self._launch_workload(spec)
 
-    def _prepare_attempt(self, session: Session, bot: Bot) -> LaunchSpec | None:
+    def _prepare_attempt(
+        self, session: Session, bot: Bot, kind: KindDoc | None, python: str | None
+    ) -> LaunchSpec | None:
         """A fresh token and an attempt row for the launch about to happen; None (and the bot
         failed) when its secrets cannot be unsealed with the configured keys."""
         token = new_secret(BOT_TOKEN_PREFIX)
@@ -138,7 +176,7 @@ class Launcher:
         bot.runtime_ref = None
         attempts.begin_attempt(session, bot)
         try:
-            return self.launch_spec(bot, token)
+            spec = self.launch_spec(bot, token, kind=kind)
         except SecretsUnreadable as exc:
             transition(
                 session,
@@ -149,6 +187,86 @@ class Launcher:
                 detail=f"{exc}; see SECURITY.md",
             )
             return None
+        return spec if python is None else replace(spec, python=python)
+
+    # ---- kinds' environments -----------------------------------------------------------------
+
+    def _env_python(
+        self, kind: KindDoc | None, bot_id: str, retry: Callable[[str], None]
+    ) -> str | _Building | None:
+        """The interpreter of the kind's env when the backend builds one and it is ready; None
+        when the bot needs none; `_BUILDING` when it is being built: `retry(bot_id)` follows
+        its success. Cheap (under the bot's row lock): a dict, then a stat."""
+        if kind is None or not kind.package or not self.orchestrator.builds_kind_envs:
+            return None
+        key = (kind.name, kind.version)
+        with self._env_lock:
+            waiting = self._env_waiting.get(key)
+            if waiting is not None:
+                waiting[bot_id] = retry
+                return _BUILDING
+            python = self.orchestrator.kind_python(kind.name, kind.version, kind.package)
+            if python is not None:
+                return python
+            self._env_waiting[key] = {bot_id: retry}
+        log.info("bot %s waits for the env of kind %s v%s", bot_id, kind.name, kind.version)
+        try:
+            self._env_pool.submit(self._build_env, kind.name, kind.version, dict(kind.package))
+        except RuntimeError:  # closed: the manager is stopping; the next one's reconciler builds
+            with self._env_lock:
+                self._env_waiting.pop(key, None)
+        return _BUILDING
+
+    def _build_env(self, name: str, version: int, package: dict[str, Any]) -> None:
+        """Build one env (on its own threads: minutes of pip never hold a launch worker), then
+        launch the bots that wait for it, or fail them with the build's last words."""
+        failure = None
+        began = time.monotonic()
+        try:
+            self.orchestrator.build_kind_env(name, version, package)
+        except Exception as exc:  # an OSError or a bug must not leave the bots waiting
+            failure = str(exc)[-4000:] or type(exc).__name__
+            log.warning("the env of kind %s v%s failed: %s", name, version, failure)
+        else:
+            log.info("the env of kind %s v%s is ready (%.1fs)", name, version,
+                     time.monotonic() - began)  # fmt: skip
+        key = (name, version)
+        while True:  # waiters that come while these are failed join them, not a new build
+            with self._env_lock:
+                waiting = self._env_waiting.pop(key, {})
+                if not waiting or failure is None:
+                    break
+                self._env_waiting[key] = {}
+            for bot_id, retry in waiting.items():
+                self._env_failed(bot_id, retry, failure)
+        for bot_id, retry in waiting.items():
+            try:
+                self.submit(retry, bot_id)
+            except RuntimeError:  # closed: the manager is stopping; the reconciler launches
+                return
+
+    def _env_failed(self, bot_id: str, retry: Callable[[str], None], detail: str) -> None:
+        """A bot whose env could not be built: `requested` → failed, or its restart attempt
+        ended failed (the restart policy may try again); a bot gone elsewhere meanwhile is
+        left alone."""
+        try:
+            with transaction(self.sessions) as session:
+                bot = bot_records.lock_bot(session, bot_id)
+                if retry == self.launch and bot.status == BotStatus.REQUESTED:
+                    transition(session, bot, BotStatus.FAILED, reason=KIND_ENV_FAILED,
+                               source=Source.ORCHESTRATOR, detail=detail)  # fmt: skip
+                    return
+                waits = bot.runtime_ref is None and bot.next_attempt_at is not None
+                if retry != self.relaunch or bot.status != BotStatus.STARTING or not waits:
+                    return
+                bot.next_attempt_at = None
+                bot.started_at = utcnow()
+                attempts.begin_attempt(session, bot)
+                outcome = on_launch_failed(bot, KIND_ENV_FAILED, detail)
+                if outcome is not None:
+                    attempts.end_attempt(session, bot, outcome, source=Source.ORCHESTRATOR)
+        except Exception:
+            log.exception("bot %s: recording its env's failure failed", bot_id)
 
     def _open_redis_user(self, bot_id: str, token_hash: str | None) -> None:
         """The attempt's Redis user, written before its runtime can connect. Best effort: with
@@ -156,9 +274,10 @@ class Launcher:
         if self.redis_users is not None and token_hash:
             self.redis_users.open_for(bot_id, token_hash)
 
-    def launch_spec(self, bot: Bot, token: str) -> LaunchSpec:
-        """The runtime's environment (runtime/env.py renders it, public and secret apart),
-        and nothing else."""
+    def launch_spec(self, bot: Bot, token: str, *, kind: KindDoc | None = None) -> LaunchSpec:
+        """The runtime's environment (runtime/env.py renders it, public and secret apart), and
+        what the bot's kind says to run: BOTFLEET_BOT is a Python kind's `module:Class`, an
+        `exec` kind's argv replaces the runtime's command, its image is the default."""
         settings = self.settings
         state = StateRef(bot.user_id, bot.state_key) if bot.state_key else None
         rendered = RuntimeEnv(
@@ -167,7 +286,7 @@ class Launcher:
             callback_url=settings.resolved_callback_url(),
             redis_url=self._bot_redis_url(bot.id, token),
             command_channel=command_channel(bot.id),
-            bot=bot.bot,
+            bot=kind.bot_ref if kind is not None else bot.bot,
             config=bot.config,
             secrets=self.box.open(bot.secrets_sealed) if bot.secrets_sealed else {},
             heartbeat_s=settings.heartbeat_s,
@@ -178,12 +297,13 @@ class Launcher:
             bot_id=bot.id,
             user_id=bot.user_id,
             attempt=bot.attempt,
-            image=bot.image or None,
+            image=bot.image or (kind.image if kind is not None else None) or None,
             env=rendered.env,
             secret_env=rendered.secret_env,
             labels=dict(bot.labels or {}),
             fleet=self.fleet_id,
             state=state,
+            command=kind.command if kind is not None else None,
         )
 
     def _bot_redis_url(self, bot_id: str, token: str) -> str:

@@ -13,7 +13,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Scope
 
-from botfleet.manager.ui import admin, bot, fleet, health, session
+from botfleet.manager.ui import admin, admin_kinds, bot, fleet, health, session, start_form
 from botfleet.manager.ui.session import SignInRequired, UiForbidden, UiRateLimited, ui_rate_limit
 from botfleet.manager.ui.templating import STATIC_DIR, ActionRefused, render, secure
 
@@ -21,7 +21,9 @@ router = APIRouter(prefix="/ui", include_in_schema=False, dependencies=[Depends(
 router.include_router(session.router)
 router.add_api_route("", fleet.fleet_page, methods=["GET"])  # /ui itself (no empty sub-path)
 router.include_router(fleet.router)
+router.include_router(start_form.router)  # /bots/new before /bots/{bot_id}
 router.include_router(bot.router)
+router.include_router(admin_kinds.router)  # /admin/kinds before any /admin/{...}
 router.include_router(admin.router)
 router.include_router(health.router)
 

@@ -1,5 +1,5 @@
-"""A bot's page (`/ui/bots/{id}`: fields, timeline, commands, report, logs, actions) and the
-start form (`/ui/bots/new`).
+"""A bot's page (`/ui/bots/{id}`: fields, timeline, commands, report, logs, actions); the start
+form (`/ui/bots/new`) is ui/start_form.py.
 
 Every action calls the service the API route calls, in the request's one transaction, so
 limits, rules, audit and error messages are the API's. A refused action shows the API's
@@ -11,31 +11,40 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from botfleet.manager.core.errors import BotfleetError, ErrorCode, Forbidden, Invalid
+from botfleet.manager.core.errors import BotfleetError, ErrorCode, Invalid
 from botfleet.manager.http.body_guard import refusal
 from botfleet.manager.http.deps import AppStateDep, BotRequestsDep, SessionDep, app_state
 from botfleet.manager.http.log_follow import followed_logs
 from botfleet.manager.messaging.outbox import latest_event_id
-from botfleet.manager.schemas.api import BotCreate, CommandCreate
-from botfleet.manager.services import attempts, retention
+from botfleet.manager.schemas.api import CommandCreate
+from botfleet.manager.services import attempts, kinds, retention
 from botfleet.manager.services import bots as bot_records
 from botfleet.manager.services import commands as command_records
 from botfleet.manager.services import logs as bot_logs
 from botfleet.manager.services.keyset import PageRequest
-from botfleet.manager.ui import timeline
+from botfleet.manager.ui import kind_forms, timeline
+from botfleet.manager.ui.command_form import (
+    OTHER,
+    CommandForm,
+    CommandState,
+    command_form,
+    read_payload,
+    refused_state,
+    shown_form,
+)
 from botfleet.manager.ui.session import CsrfCallerDep, UiCaller, UiCallerDep
+from botfleet.manager.ui.start_form import SubmittedDep, user_only
 from botfleet.manager.ui.templating import ActionRefused, render, secure
-from botfleet.runtime.loader import BUILTIN_BOTS
 
 router = APIRouter()
 
-KINDS = sorted(BUILTIN_BOTS)  # offered in the form; `module:Class` may be typed too
 NOTICES = {
     "started": "Bot started.",
     "stopping": "Stop requested: the bot is asked to leave.",
@@ -72,111 +81,6 @@ def _json_object(text: str, what: str, *, max_depth: int) -> dict[str, Any]:
     return value
 
 
-def _user_only(caller: UiCaller, what: str) -> str:
-    """The API lets only a user's key do this (the admin token may read, stop and delete)."""
-    if caller.user_id is None:
-        raise Forbidden(
-            ErrorCode.USER_KEY_REQUIRED, f"{what} needs a user's API key, not the admin token"
-        )
-    return caller.user_id
-
-
-# ---- start form -----------------------------------------------------------------------------
-
-
-@router.get("/bots/new")
-def start_form(request: Request, caller: UiCallerDep) -> Response:
-    return render(request, "start.html", title="Start a bot", kinds=KINDS, form={})
-
-
-@router.post("/bots/new")
-def start_submit(
-    request: Request,
-    caller: CsrfCallerDep,
-    session: SessionDep,
-    bots: BotRequestsDep,
-    bot: Annotated[str, Form(max_length=200)] = "",
-    name: Annotated[str, Form(max_length=300)] = "",
-    config: Annotated[str, Form(max_length=70_000)] = "",
-    labels: Annotated[str, Form(max_length=10_000)] = "",
-    start_at: Annotated[str, Form(max_length=64)] = "",
-    max_retries: Annotated[str, Form(max_length=8)] = "",
-    backoff_s: Annotated[str, Form(max_length=16)] = "",
-    on_crash: Annotated[str, Form(max_length=8)] = "",
-    on_heartbeat_lost: Annotated[str, Form(max_length=8)] = "",
-    on_start_failed: Annotated[str, Form(max_length=8)] = "",
-) -> Response:
-    form = {
-        "bot": bot, "name": name, "config": config, "labels": labels, "start_at": start_at,
-        "max_retries": max_retries, "backoff_s": backoff_s, "on_crash": on_crash,
-        "on_heartbeat_lost": on_heartbeat_lost, "on_start_failed": on_start_failed,
-    }  # fmt: skip
-    try:
-        user_id = _user_only(caller, "starting a bot")
-        created = bots.start_bot(
-            session,
-            user_id=user_id,
-            data=_start_request(form, max_depth=bots.settings.max_json_depth),
-        )
-    except BotfleetError as exc:
-        code, message = exc.status_code, exc.message
-
-        def page(request: Request) -> Response:
-            return render(
-                request, "start.html", code, title="Start a bot", kinds=KINDS, form=form,
-                error=message,
-            )  # fmt: skip
-
-        raise ActionRefused(page) from exc
-    return secure(RedirectResponse(f"/ui/bots/{created.id}?notice=started", status_code=303))
-
-
-def _start_request(form: dict[str, str], *, max_depth: int) -> BotCreate:
-    """The form as POST /bots' body, validated by the same model."""
-    labels: dict[str, str] = {}
-    for line in form.get("labels", "").replace(",", "\n").splitlines():
-        if not line.strip():
-            continue
-        key, sep, value = line.partition("=")
-        if not sep:
-            key, sep, value = line.partition(":")
-        if not sep or not key.strip():
-            raise Invalid(
-                ErrorCode.INVALID_LABELS, f"label {line.strip()!r} must look like key=value"
-            )
-        labels[key.strip()] = value.strip()
-    data: dict[str, Any] = {
-        "bot": form.get("bot", "").strip(),
-        "config": _json_object(form.get("config", ""), "config", max_depth=max_depth),
-        "labels": labels,
-    }
-    if form.get("name", "").strip():
-        data["name"] = form["name"].strip()
-    if form.get("start_at", "").strip():
-        data["start_at"] = form["start_at"].strip()
-    retries = form.get("max_retries", "").strip()
-    if retries:
-        if not retries.isdigit():
-            raise Invalid(ErrorCode.INVALID_RESTART, "max retries must be a whole number")
-        restart: dict[str, Any] = {"max_retries": int(retries)}
-        backoff = form.get("backoff_s", "").strip()
-        if backoff:
-            try:
-                restart["backoff_s"] = float(backoff)
-            except ValueError as exc:
-                raise Invalid(
-                    ErrorCode.INVALID_RESTART, "backoff must be a number of seconds"
-                ) from exc
-        on = [t for t in ("crash", "heartbeat_lost", "start_failed") if form.get(f"on_{t}")]
-        if on:
-            restart["on"] = on
-        data["restart"] = restart
-    try:
-        return BotCreate.model_validate_json(json.dumps(data))
-    except ValidationError as exc:
-        raise Invalid(ErrorCode.INVALID_INPUT, _validation_message(exc)) from exc
-
-
 # ---- a bot's page ---------------------------------------------------------------------------
 
 
@@ -189,6 +93,7 @@ def _page(
     status_code: int = 200,
     error: str | None = None,
     notice: str | None = None,
+    command: CommandState | None = None,
 ) -> Response:
     events_since = latest_event_id(session)  # before the reads: later changes are streamed
     try:
@@ -206,6 +111,9 @@ def _page(
     )
     status = _status(bot.status)
     config = command_records.latest_config(session, bot)
+    command = command or CommandState()
+    drawn = command_form(kinds.kind_of_bot(session, bot), command.chosen)
+    values = command.values or kind_forms.initial_values(list(drawn.payload.fields))
     return render(
         request,
         "bot.html",
@@ -218,6 +126,9 @@ def _page(
         transitions=moves,
         timeline=timeline.build(bot.created_at, moves, launches),
         commands=commands,
+        command_form=drawn,
+        command_values=values,
+        command_errors=command.errors,
         error=error,
         notice=notice,
         events_since=events_since,
@@ -231,13 +142,16 @@ def bot_page(
     caller: UiCallerDep,
     session: SessionDep,
     notice: Annotated[str, Query(max_length=20)] = "",
+    command: Annotated[str, Query(max_length=64)] = "",
 ) -> Response:
-    return _page(request, caller, session, bot_id, notice=NOTICES.get(notice))
+    """`?command=` chooses the command whose payload form is drawn."""
+    shown = CommandState(chosen=command)
+    return _page(request, caller, session, bot_id, notice=NOTICES.get(notice), command=shown)
 
 
-def _refused(bot_id: str, exc: BotfleetError) -> ActionRefused:
+def _refused(bot_id: str, exc: BotfleetError, command: CommandState | None = None) -> ActionRefused:
     """The bot's page again, with the API's message and status code, read afresh once the
-    refused action's transaction has rolled back."""
+    refused action's transaction has rolled back (a refused command's form kept filled)."""
 
     def page(request: Request) -> Response:
         with app_state(request).sessions() as session:
@@ -248,6 +162,7 @@ def _refused(bot_id: str, exc: BotfleetError) -> ActionRefused:
                 bot_id,
                 status_code=exc.status_code,
                 error=exc.message,
+                command=command,
             )
 
     return ActionRefused(page)
@@ -284,7 +199,7 @@ def reconfigure(
     mode: Annotated[str, Form(max_length=10)] = "replace",
 ) -> Response:
     def run() -> None:
-        user_id = _user_only(caller, "reconfiguring")
+        user_id = user_only(caller, "reconfiguring")
         bots.reconfigure(
             session,
             bot_id=bot_id,
@@ -303,29 +218,32 @@ def command(
     caller: CsrfCallerDep,
     session: SessionDep,
     bots: BotRequestsDep,
-    action: Annotated[str, Form(max_length=64)] = "",
-    payload: Annotated[str, Form(max_length=70_000)] = "",
+    submitted: SubmittedDep,
 ) -> Response:
-    def run() -> None:
-        user_id = _user_only(caller, "sending a command")
+    """The command form: a declared command's drawn payload, or any action and a JSON payload;
+    refused (by the kind too) → the page again, each error beside its field."""
+    shown: CommandForm | None = None
+    try:
+        user_id = user_only(caller, "sending a command")
+        bot = bot_records.get_bot(session, bot_id, user_id=caller.user_id)
+        shown = shown_form(kinds.kind_of_bot(session, bot), submitted)
+        payload = read_payload(shown, submitted, max_depth=bots.settings.max_json_depth)
+        action = submitted.get("action", "").strip()
         try:
             body = CommandCreate.model_validate_json(
-                json.dumps(
-                    {
-                        "action": action.strip(),
-                        "payload": _json_object(
-                            payload, "payload", max_depth=bots.settings.max_json_depth
-                        ),
-                    }
-                )
+                json.dumps({"action": action, "payload": payload})
             )
         except ValidationError as exc:
             raise Invalid(ErrorCode.INVALID_INPUT, _validation_message(exc)) from exc
         bots.send_command(
             session, bot_id=bot_id, user_id=user_id, action=body.action, payload=body.payload
         )
-
-    return _act(bot_id, run, "command")
+    except BotfleetError as exc:
+        raise _refused(bot_id, exc, refused_state(shown, submitted, exc)) from exc
+    where = f"&command={quote(shown.chosen or OTHER)}"
+    return secure(
+        RedirectResponse(f"/ui/bots/{bot_id}?notice=command{where}#command-form", status_code=303)
+    )
 
 
 @router.post("/bots/{bot_id}/relaunch")
@@ -333,7 +251,7 @@ def relaunch(
     request: Request, bot_id: str, caller: CsrfCallerDep, session: SessionDep, bots: BotRequestsDep
 ) -> Response:
     def run() -> str:
-        user_id = _user_only(caller, "relaunching")
+        user_id = user_only(caller, "relaunching")
         return str(bots.relaunch_bot(session, bot_id=bot_id, user_id=user_id).id)
 
     return _act(bot_id, run, "relaunched")

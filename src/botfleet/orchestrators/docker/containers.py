@@ -3,7 +3,8 @@
 Created with the bot's whole environment (secrets too: only the container reads it), labels that
 identify botfleet, the bot and the user (never the environment), an init as PID 1, the engine's
 own log rotation, a capped /dev/shm, and the shared hardening policy (orchestrators/hardening.py:
-a capped tmpfs /tmp among it) in Docker's terms.
+a capped tmpfs /tmp among it) in Docker's terms. An `exec` kind's argv replaces the image's
+entrypoint (the runtime image's is `python -m botfleet.runtime`), under the same settings.
 """
 
 from __future__ import annotations
@@ -82,6 +83,9 @@ def create_args(
         "shm_size": f"{config.shm_mb}m",  # a private /dev/shm of its own, capped
         **hardening_args(config.hardening()),
     }
+    if spec.command is not None:  # an `exec` kind: its argv instead of the image's entrypoint
+        args["entrypoint"] = list(spec.command)
+        args["command"] = []
     if state_volume is not None:
         args["mounts"] = [Mount(target=STATE_MOUNT, source=state_volume, type="volume")]
     return args

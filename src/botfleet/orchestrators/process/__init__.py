@@ -17,7 +17,8 @@ bot), `records` (the workload records), `status` (exit codes and reaping), `uids
 decision, killing and removing what a bot left), `uid_pool` (which uid a bot gets, never one
 with `leftovers`: files in shared places, IPC objects), `state` (`state_key` folders),
 `logs` (log files, their tails, followers and rotation), `log_pipes` (each bot's output pipe,
-read into its log within the cap) and `sandbox` (each bot's private, capped /tmp and /dev/shm).
+read into its log within the cap), `sandbox` (each bot's private, capped /tmp and /dev/shm) and
+`kind_envs` (a virtualenv per kind that brings its own package, with `runtime_wheel`).
 """
 
 from botfleet.orchestrators.process.backend import ProcessOrchestrator

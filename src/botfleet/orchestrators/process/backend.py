@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from botfleet.orchestrators import process_isolation as isolation
 from botfleet.orchestrators.base import (
@@ -25,6 +25,7 @@ from botfleet.orchestrators.base import (
 )
 from botfleet.orchestrators.process import containment
 from botfleet.orchestrators.process.config import ProcessOrchestratorConfig
+from botfleet.orchestrators.process.kind_envs import KindEnvs
 from botfleet.orchestrators.process.logs import BotLogs
 from botfleet.orchestrators.process.records import Record, WorkloadRecords, proc_stat
 from botfleet.orchestrators.process.spawn import spawn
@@ -41,6 +42,7 @@ class ProcessOrchestrator(Orchestrator):
 
     name: ClassVar[str] = "process"
     config_class: ClassVar[type[ProcessOrchestratorConfig]] = ProcessOrchestratorConfig
+    builds_kind_envs: ClassVar[bool] = True
 
     def __init__(self, config: ProcessOrchestratorConfig) -> None:
         self.config = config
@@ -50,6 +52,17 @@ class ProcessOrchestrator(Orchestrator):
         self._uids = BotUids(config)
         self._state = StateFolders(config)
         self._cgroups = containment.BotCgroups(config)
+        #: The virtualenvs of kinds with a `package` (their bots' `LaunchSpec.python`).
+        self.kind_envs = KindEnvs.from_config(config)
+
+    # -- kinds' virtualenvs (kind_envs.py) ----------------------------------------------------
+
+    def kind_python(self, name: str, version: int, package: Mapping[str, Any]) -> str | None:
+        python = self.kind_envs.ready(name, version, package)
+        return None if python is None else str(python)
+
+    def build_kind_env(self, name: str, version: int, package: Mapping[str, Any]) -> str:
+        return str(self.kind_envs.ensure(name, version, dict(package)))
 
     # -- launch -------------------------------------------------------------------------------
 

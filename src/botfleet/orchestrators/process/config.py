@@ -111,6 +111,26 @@ class ProcessOrchestratorConfig(BackendConfig):
         "first; bots get every cycle the manager leaves. 0: the manager's own priority.",
     )
 
+    kind_env_root: Path | None = Field(
+        None,
+        description="Where the virtualenvs of kinds with a `package` are built, one per kind "
+        "and version (orchestrators/process/kind_envs.py). Default /var/lib/botfleet/kind-envs "
+        "when the manager is root (bot uids must read them: 0755, root-owned), else "
+        "<data_dir>/kind-envs.",
+    )
+    kind_env_timeout_s: float = Field(
+        300,
+        gt=0,
+        description="Longest a kind's virtualenv build may take (venv, pip install, check); "
+        "pip is then killed and the build fails with kind_env_failed.",
+    )
+    kind_env_max_mb: int = Field(
+        1024,
+        ge=0,
+        description="Largest a kind's virtualenv may grow, in MiB: a build over it is stopped, "
+        "removed and fails with kind_env_failed. 0: unlimited.",
+    )
+
     @property
     def bot_gid(self) -> int:
         return self.uid_base if self.gid is None else self.gid

@@ -5,6 +5,9 @@ The prefixes compose, each a list run before the next: enter the cgroup (as root
 uid (`setpriv`), set the rlimits (`prlimit`), then the bot's command. With a cgroup holding the
 bot's memory, RLIMIT_AS is left out: the cgroup bounds what all its processes use together, and
 an address-space limit would only break threads and allocators that reserve much and use little.
+The bot's command is the backend's (`BOTFLEET_PROCESS_COMMAND`), the runtime under its kind's
+own virtualenv (`LaunchSpec.python`), or an `exec` kind's argv (`LaunchSpec.command`): all three
+get the same prefixes, environment and secret pipe.
 
 The environment a bot gets is its launch spec's plus a few of the manager's variables the
 interpreter needs (`INHERITED_ENV`), never a secret: the token and secrets reach the runtime
@@ -36,6 +39,18 @@ def inherited_env() -> dict[str, str]:
     return {k: os.environ[k] for k in INHERITED_ENV if k in os.environ}
 
 
+def bot_command(config: ProcessOrchestratorConfig, spec: LaunchSpec) -> list[str]:
+    """An `exec` kind's argv; else the runtime under a kind's own interpreter (its virtualenv,
+    kind_envs.py); else the backend's command."""
+    if spec.command is not None:
+        if not spec.command:
+            raise LaunchFailed("cannot start the bot process: its kind's command is empty")
+        return list(spec.command)
+    if spec.python is not None:
+        return [spec.python, "-m", "botfleet.runtime"]
+    return list(config.command)
+
+
 def spawn(
     config: ProcessOrchestratorConfig,
     spec: LaunchSpec,
@@ -47,7 +62,7 @@ def spawn(
     cgroup: Cgroup | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start the bot with its output appended to `log_file`; LaunchFailed when it cannot be."""
-    command = config.command
+    command = bot_command(config, spec)
     if shutil.which(command[0]) is None:
         raise LaunchFailed(
             f"cannot start the bot process {command[0]!r}: No such file or executable"
@@ -56,7 +71,10 @@ def spawn(
         limits = {k: v for k, v in limits.items() if k != resource.RLIMIT_AS}
     prefix = isolation.prlimit_prefix(limits)
     read_fd, write_fd = os.pipe()
-    env = inherited_env() | dict(spec.env)
+    inherited = inherited_env()
+    if spec.command is not None or spec.python is not None:
+        inherited.pop("PYTHONPATH", None)  # the manager's packages are not a kind's business
+    env = inherited | dict(spec.env)
     env |= {"HOME": str(workdir), SECRET_ENV_FD: str(read_fd)}
     # The uid switch: by `setpriv` in the child when there is one, else by Popen itself.
     # Popen's own switch makes CPython fork() the whole manager (page tables of its every

@@ -17,6 +17,12 @@ import time
 from typing import Any
 
 from botfleet.runtime.bot import Bot
+from botfleet.runtime.declare import command
+
+SLEEP_PAYLOAD = {
+    "type": "object",
+    "properties": {"s": {"type": "number", "minimum": 0, "maximum": 3600}},
+}
 
 
 class DemoCrash(RuntimeError):
@@ -24,6 +30,8 @@ class DemoCrash(RuntimeError):
 
 
 class DemoBot(Bot):
+    """Idles until told to leave; its config makes it misbehave on request."""
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         # `silent`: the runtime never calls the manager back for this bot.
@@ -90,16 +98,19 @@ class DemoBot(Bot):
             count += 1
             await self.report({"n": count})
 
-    async def on_command(self, action: str, payload: dict[str, Any]) -> Any:
-        if action == "echo":
-            return payload
-        if action == "sleep":
-            seconds = float(payload.get("s", 1))
-            if not 0 <= seconds <= 3600:
-                raise ValueError("sleep: `s` must be between 0 and 3600 seconds")
-            await asyncio.sleep(seconds)
-            return {"slept_s": seconds}
-        return await super().on_command(action, payload)
+    @command("echo", payload={"type": "object"})
+    async def echo(self, payload: dict[str, Any]) -> Any:
+        """Answers with the payload it was sent."""
+        return payload
+
+    @command("sleep", payload=SLEEP_PAYLOAD)
+    async def sleep(self, payload: dict[str, Any]) -> Any:
+        """Answers after `s` seconds (default 1)."""
+        seconds = float(payload.get("s", 1))
+        if not 0 <= seconds <= 3600:
+            raise ValueError("sleep: `s` must be between 0 and 3600 seconds")
+        await asyncio.sleep(seconds)
+        return {"slept_s": seconds}
 
     async def on_secrets(self, secrets: dict[str, str]) -> None:
         _say(f"demo bot received new secrets ({len(secrets)} names)")  # never the values

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from botfleet.manager.core import metrics
 from botfleet.manager.core.db import transaction
+from botfleet.manager.core.errors import NotFound
 from botfleet.manager.core.listener_health import CALLBACK_LISTENER, ListenerHealth
 from botfleet.manager.core.models import Bot, utcnow
 from botfleet.manager.core.settings import Settings
@@ -187,9 +188,14 @@ class Context:
                               unstored_age_s=unstored_s)  # fmt: skip
 
     def reread(self, bot_id: str, expected: BotStatus) -> Bot | None:
-        """The bot as it is now; None (logged) when it left `expected` since it was listed."""
+        """The bot as it is now; None (logged) when it left `expected` since it was listed, or
+        was deleted meanwhile (`DELETE /bots/{id}`, retention)."""
         with self.sessions() as session:
-            bot = bot_records.get_bot(session, bot_id, user_id=None)
+            try:
+                bot = bot_records.get_bot(session, bot_id, user_id=None)
+            except NotFound:
+                log.info("bot %s was deleted underneath the reconciler", bot_id)
+                return None
         if bot.status != expected:
             log.info("bot %s changed underneath the reconciler: %s, no longer %s",
                      bot_id, bot.status, expected)  # fmt: skip

@@ -1,13 +1,19 @@
-// Form guards shared by every page: a JSON field that does not parse to an object stops its
-// form before anything is sent (the server checks again), and dangerous actions ask first.
+// Form guards shared by every page: a JSON field that does not parse to an object (or, marked
+// data-json="value", to any JSON value) stops its form before anything is sent (the server
+// checks again), and dangerous actions ask first. A select marked data-autosubmit submits its
+// form when changed (its "Choose" button is for pages without JavaScript).
 "use strict";
 (function () {
   function checkJson(field) {
     const out = document.querySelector('[data-error-for="' + field.id + '"]');
+    const anyValue = field.dataset.json === "value";
     let message = "";
     try {
-      const value = JSON.parse(field.value.trim() === "" ? "{}" : field.value);
-      if (value === null || typeof value !== "object" || Array.isArray(value)) {
+      const empty = field.value.trim() === "";
+      const value = JSON.parse(empty ? "{}" : field.value);
+      if (anyValue) {
+        // any JSON value (empty: not given)
+      } else if (value === null || typeof value !== "object" || Array.isArray(value)) {
         message = "must be a JSON object, like {\"key\": \"value\"}";
       }
     } catch (err) {
@@ -31,6 +37,17 @@
       event.preventDefault();
     }
   });
+
+  document.addEventListener("change", function (event) {
+    const field = event.target;
+    if (field.matches && field.matches("select[data-autosubmit]") && field.form) {
+      field.form.submit();
+    }
+  });
+
+  for (const button of document.querySelectorAll("[data-autosubmit-button]")) {
+    button.hidden = true;
+  }
 
   document.addEventListener("input", function (event) {
     const field = event.target;

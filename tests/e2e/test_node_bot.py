@@ -1,0 +1,136 @@
+"""A Node.js bot (sdk/node/examples/echo.mjs) as an `exec` kind on the process and docker backends:
+it starts, reconfigures, answers a custom command, reports, keeps a command sent while Redis
+restarts, and leaves; all through the public API, as a team bringing its own Node bot would.
+
+On docker the kind names the Node runtime image (docker/node-runtime.Dockerfile: Debian's nodejs
+and the SDK; scripts/build-images.sh builds it) and runs the example copied into it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import (
+    RedisServer,
+    running_manager,
+    wait_for_command,
+    wait_for_status,
+    wait_until,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+ECHO = REPO / "sdk" / "node" / "examples" / "echo.mjs"
+NODE = shutil.which("node")
+VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+NODE_IMAGE = os.environ.get("BOTFLEET_TEST_NODE_IMAGE", f"botfleet-node-runtime:{VERSION}")
+
+KIND = {
+    "name": "node-echo",
+    "description": "The Node SDK's echo example",
+    "config_schema": {
+        "type": "object",
+        "properties": {"greeting": {"type": "string"}},
+        "additionalProperties": False,
+    },
+    "commands": {
+        "echo": {"type": "object"},
+        "count": {"type": "object", "additionalProperties": False},
+    },
+}
+
+
+# Where the kind's argv runs: node on this host, or the image's node and its copy of the example.
+RUN: dict[str, dict[str, Any]] = {
+    "process": {"run": {"exec": [NODE or "node", str(ECHO)]}},
+    "docker": {
+        "run": {"exec": ["node", "/opt/botfleet/examples/echo.mjs"]},
+        "image": NODE_IMAGE,
+    },
+}
+
+
+@pytest.fixture
+def node_image(docker_engine: None) -> str:
+    """The Node runtime image, built by `make test`: missing, the docker case fails, never skips."""
+    import docker
+
+    client = docker.from_env(timeout=10)
+    try:
+        client.images.get(NODE_IMAGE)
+    except docker.errors.ImageNotFound:
+        pytest.fail(f"image {NODE_IMAGE} missing; run scripts/build-images.sh", pytrace=False)
+    finally:
+        client.close()
+    return NODE_IMAGE
+
+
+@pytest.mark.parametrize(
+    "backend",
+    [
+        pytest.param(
+            "process",
+            marks=pytest.mark.skipif(NODE is None, reason="needs node (>= 20) on PATH"),
+        ),
+        "docker",
+    ],
+)
+def test_a_node_bot_of_an_exec_kind_lives_a_whole_life(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    if backend == "docker":
+        request.getfixturevalue("node_image")
+    redis_server = RedisServer(tmp_path / "redis")
+    redis_server.start()
+    try:
+        with running_manager(tmp_path, redis_server.url, backend=backend) as manager:
+            with manager.admin() as admin:
+                registered = admin.post("/admin/kinds", json={**KIND, **RUN[backend]})
+                assert registered.status_code == 201, registered.text
+            _, client = manager.new_user()
+            created = client.post("/bots", json={"bot": "node-echo", "config": {"greeting": "hej"}})
+            assert created.status_code == 201, created.text
+            bot_id = created.json()["id"]
+            active = wait_for_status(client, bot_id, {"active", "failed", "completed"})
+            assert active["status"] == "active", manager.log_tail()
+
+            def report() -> dict[str, object] | None:
+                return client.get(f"/bots/{bot_id}").json().get("report")
+
+            assert wait_until(lambda: report() == {"phase": "started", "greeting": "hej"})
+
+            patched = client.patch(f"/bots/{bot_id}/config", json={"config": {"greeting": "hallo"}})
+            assert patched.status_code == 202, patched.text
+            applied = wait_for_command(client, bot_id, patched.json()["id"], {"acked", "failed"})
+            assert applied["status"] == "acked", applied
+            assert client.get(f"/bots/{bot_id}").json()["config"] == {"greeting": "hallo"}
+            assert wait_until(lambda: report() == {"phase": "reconfigured", "greeting": "hallo"})
+
+            echo = client.post(
+                f"/bots/{bot_id}/commands", json={"action": "echo", "payload": {"text": "é 1.0"}}
+            )
+            assert echo.status_code == 202, echo.text
+            answered = wait_for_command(client, bot_id, echo.json()["id"], {"acked", "failed"})
+            assert answered["status"] == "acked" and answered["result"] == {"text": "é 1.0"}
+
+            # Redis restarts (without the bots' ACL users); a command sent meanwhile still arrives.
+            redis_server.stop()
+            count = client.post(f"/bots/{bot_id}/commands", json={"action": "count", "payload": {}})
+            assert count.status_code == 202, count.text
+            redis_server.start()
+            counted = wait_for_command(
+                client, bot_id, count.json()["id"], {"acked", "failed"}, timeout=60
+            )
+            assert counted["status"] == "acked" and counted["result"] == {"answered": 1}
+            assert client.get(f"/bots/{bot_id}").json()["status"] == "active"
+
+            assert client.post(f"/bots/{bot_id}/stop").status_code == 202
+            done = wait_for_status(client, bot_id, {"completed", "failed"})
+            assert done["status"] == "completed" and done["exit_code"] == 0, done
+            assert done["status_reason"] == "left", done
+    finally:
+        redis_server.stop()
