@@ -136,6 +136,45 @@ def test_non_finite_numbers_are_refused(
 
 
 @pytest.mark.usefixtures("log_since")
+@pytest.mark.parametrize("escape", ["\\u0000", "\\ud800", "\\udfff", "x\\ud83dy"])
+def test_text_no_database_stores_is_refused(
+    manager: Manager, live_bot: tuple[dict[str, Any], httpx.Client, str], escape: str
+) -> None:
+    """PostgreSQL stores neither NUL nor half a surrogate pair (a 500 from the fuzzer on
+    POST /admin/kinds): every JSON body holding one gets 422 `unstorable_text`, on any database."""
+    bot, client, token = live_bot
+    assert_refused(
+        post_raw(client, "/bots", '{"bot": "demo", "config": {"a": "' + escape + '"}}'),
+        "unstorable_text",
+    )
+    assert_refused(
+        post_raw(client, "/bots", '{"bot": "demo", "labels": {"' + escape + '": "v"}}'),
+        "unstorable_text",
+    )
+    admin = manager.admin()
+    kind = '{"name": "k", "run": {"exec": ["x' + escape + '"]}}'
+    assert_refused(post_raw(admin, "/admin/kinds", kind), "unstorable_text")
+    report = '{"event": "report", "data": {"s": "' + escape + '"}}'
+    callback = f"{manager.callback_url}/internal/bots/{bot['id']}/callbacks"
+    refused = post_raw(client, callback, report, Authorization=f"Bearer {token}")
+    assert_refused(refused, "unstorable_text")
+    # An escaped backslash before the letters is text; a whole surrogate pair is one character.
+    # The same holds for a NUL in a URL (its path or its query) and in a dashboard form.
+    for url in ["/bots?label=a:%00", "/bots/%00", "/webhook/deliveries?bot_id=%00"]:
+        assert_refused(client.get(url), "unstorable_text")
+    assert_refused(admin.get("/admin/audit", params={"user_id": "\0"}), "unstorable_text")
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    assert_refused(
+        client.post("/ui/bots/new", content=b"bot=demo%00", headers=form), "unstorable_text"
+    )
+    fine = '{"bot": "demo", "config": {"a": "\\\\u0000", "b": "\\ud83d\\ude00"}}'
+    created = post_raw(client, "/bots", fine)
+    assert created.status_code == 201, created.text
+    stored = client.get(f"/bots/{created.json()['id']}").json()["config"]
+    assert stored == {"a": "\\u0000", "b": "\U0001f600"}
+
+
+@pytest.mark.usefixtures("log_since")
 def test_label_filters_are_capped(manager: Manager) -> None:
     _, client = manager.new_user()
     many = [("label", f"k{n}:v") for n in range(1_000)]

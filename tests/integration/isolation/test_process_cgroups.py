@@ -92,8 +92,8 @@ def test_two_processes_over_the_bots_memory_end_it_out_of_memory(manager: Manage
     ).json()
     ended = wait_for_status(client, hog["id"], {"failed", "completed"}, timeout=60)
     assert (ended["status"], ended["status_reason"]) == ("failed", "out_of_memory"), ended
-    logs = client.get(f"/bots/{hog['id']}/logs").text
-    assert logs.count("holds 100") <= 1, logs  # never both at once
+    # Both children may have printed "holds 100": the OOM killer ended the first as the second
+    # grew. Each fits a per-process limit; only a limit on the whole bot ends it.
     history = client.get(f"/bots/{hog['id']}/transitions").json()["items"]
     assert "OOM killer" in history[-1]["detail"], history[-1]
 

@@ -75,11 +75,11 @@ def on_small_disk(
 def fill(disk: Path) -> Path:
     """Write a file until the disk refuses more (bounded by the disk's size)."""
     filler = disk / "filler"
-    with filler.open("wb") as handle:
+    # Unbuffered: a buffered file's close flushes what the full disk refused, and raises.
+    with filler.open("wb", buffering=0) as handle:
         for _ in range(DISK_BYTES // 65536 + 1):
             try:
                 handle.write(b"\0" * 65536)
-                handle.flush()
             except OSError:
                 break
         else:

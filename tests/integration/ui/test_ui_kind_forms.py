@@ -317,8 +317,14 @@ def test_a_telegram_bot_started_and_commanded_from_the_dashboard(
         _fill(browser, "[name='secret.bot_token']", token)
         click(browser, "#start")
 
-        api_url_id = browser.find_element(By.NAME, "config.api_url").get_attribute("id")
-        shown = wait_text(browser, f"#{api_url_id}-error", "does not match")
+        def api_url_error(driver: Any) -> str | None:
+            """The refusal beside the field, once the answer's page is the one shown (until
+            then a found element may belong to the page being left)."""
+            field_id = driver.find_element(By.NAME, "config.api_url").get_attribute("id")
+            text: str = driver.find_element(By.ID, f"{field_id}-error").text
+            return text if "does not match" in text else None
+
+        shown = wait_for(browser, api_url_error, what="the api_url refusal beside its field")
         assert "^https?://" in shown
         assert token not in browser.page_source and token.split(":")[1] not in browser.page_source
         assert browser.find_element(By.NAME, "secret.bot_token").get_attribute("value") == ""

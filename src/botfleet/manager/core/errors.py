@@ -38,6 +38,7 @@ class ErrorCode(enum.StrEnum):
     INVALID_JSON = "invalid_json"
     JSON_TOO_DEEP = "json_too_deep"
     NON_FINITE_NUMBER = "non_finite_number"
+    UNSTORABLE_TEXT = "unstorable_text"
     TOO_MANY_REQUESTS = "too_many_requests"
     HTTP_ERROR = "http_error"
     # A dependency (database, engine) that cannot serve now, or a backend that never can.

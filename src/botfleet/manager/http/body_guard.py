@@ -11,15 +11,20 @@ and in passes that run at C speed over the raw bytes:
    or more unclosed openings than the limit allows, is too deep (422 `json_too_deep`);
 3. outside strings, `NaN`, `Infinity` and numbers too large for a float (`1e999`) are refused
    (422 `non_finite_number`): Python's json accepts them, no other JSON reader does, and the
-   database would store what no client can read back.
+   database would store what no client can read back;
+4. inside strings, the escapes `\u0000` and an unpaired surrogate (`\ud800` alone) are refused
+   (422 `unstorable_text`): PostgreSQL stores neither in text or jsonb, and the same body must
+   get the same answer on SQLite.
 
-Only what FastAPI would parse as JSON is scanned (`application/json`, `application/*+json`,
-or no Content-Type); the dashboard's forms are not JSON. Installed inside `BodySizeLimit`, so a
-scanned body is never larger than BOTFLEET_MAX_BODY_BYTES.
+Only what FastAPI would parse as JSON is scanned so (`application/json`, `application/*+json`,
+or no Content-Type). A NUL in a URL (`%00` in its path or query) or in a dashboard form's field
+gets the same 422 `unstorable_text`. Installed inside `BodySizeLimit`, so a scanned body is never
+larger than BOTFLEET_MAX_BODY_BYTES.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 
@@ -42,6 +47,39 @@ _RISKY_FLOAT = re.compile(
     rb"[0-9]+(?:\.[0-9]*)?[eE]\+?0*[1-9][0-9]{2,}"
     rb"|[0-9]{100,}(?:\.[0-9]*(?:[eE][+-]?[0-9]+)?|[eE][+-]?[0-9]+)"
 )
+
+
+FORM = "application/x-www-form-urlencoded"
+_UNSTORABLE = (
+    ErrorCode.UNSTORABLE_TEXT,
+    "text may not hold \\u0000 (%00) or an unpaired surrogate: no database stores them",
+)
+
+
+#: An escape that may make a string unstorable: NUL or half of a surrogate pair. Checked only in
+#: the (rare) strings that hold one, by decoding them.
+_RISKY_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F][0-9a-fA-F]{2})")
+
+
+def unstorable(body: bytes) -> bool:
+    """Whether a string of the body decodes to U+0000 or an unpaired surrogate."""
+    if _RISKY_ESCAPE.search(body) is None:
+        return False
+    for match in _STRING.finditer(body):
+        token = match[0]
+        if _RISKY_ESCAPE.search(token) is None:
+            continue
+        try:
+            text = json.loads(token)
+        except ValueError:  # unterminated or malformed: the parser will say so
+            continue
+        if "\0" in text:
+            return True
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+    return False
 
 
 def too_deep(outside_strings: bytes, limit: int) -> bool:
@@ -83,6 +121,8 @@ def refusal(body: bytes, *, max_depth: int) -> tuple[ErrorCode, str] | None:
             ErrorCode.NON_FINITE_NUMBER,
             "NaN, Infinity and numbers too large for a float are not JSON",
         )
+    if unstorable(body):
+        return _UNSTORABLE
     return None
 
 
@@ -92,15 +132,28 @@ def read_as_json(content_type: str | None) -> bool:
     return not content_type or is_json_media_type(content_type)
 
 
+def nul_in_url(scope: Scope) -> bool:
+    """Whether the path or the query string decodes to a NUL."""
+    return "\0" in scope["path"] or b"%00" in scope.get("query_string", b"")
+
+
 class JsonBodyGuard:
-    """ASGI middleware: buffers a JSON body, refuses it (422) when `refusal` says so, else
-    hands the same bytes on to the app."""
+    """ASGI middleware: buffers a JSON body (or a form), refuses it (422) when `refusal` says
+    so, else hands the same bytes on to the app."""
 
     def __init__(self, app: ASGIApp, max_depth: int) -> None:
         self.app, self.max_depth = app, max_depth
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not read_as_json(Headers(scope=scope).get("content-type")):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if nul_in_url(scope):
+            await JSONResponse(error_body(*_UNSTORABLE), 422)(scope, receive, send)
+            return
+        content_type = Headers(scope=scope).get("content-type")
+        form = (content_type or "").split(";")[0].strip().lower() == FORM
+        if not form and not read_as_json(content_type):
             await self.app(scope, receive, send)
             return
         chunks: list[bytes] = []
@@ -113,7 +166,10 @@ class JsonBodyGuard:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
-        refused = refusal(body, max_depth=self.max_depth) if body else None
+        if form:
+            refused = _UNSTORABLE if b"%00" in body else None
+        else:
+            refused = refusal(body, max_depth=self.max_depth) if body else None
         if refused is not None:
             response = JSONResponse(error_body(*refused), 422)
             await response(scope, receive, send)

@@ -5,13 +5,17 @@ Each limit is a GCRA (a leaky bucket that schedules instead of refusing): `acqui
 the message may go (per chat a little under the limit, to absorb the jitter between our clock
 and the server's). Concurrent senders (the update loop, automatic steps, a broadcast) share one
 pacer, so together they stay within the limits.
+
+A schedule is only as good as the event loop that keeps it: when the loop stalls (a busy host,
+a starved CPU share), every sender whose slot passed meanwhile wakes at once. So the bot-wide
+limit is also checked against when sends really left: no more than the limit in any second.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 
 # A little under Telegram's one a second: right after a burst, a send paced to the exact limit
 # reaches the server a few milliseconds early by its clock as often as late, and is refused.
@@ -51,6 +55,8 @@ class FloodPacer:
         # The bot-wide limit allows no burst: with one, a window of one second could see
         # burst + rate messages, above what Telegram allows.
         self._bot = _Gcra(per_bot_per_s, 1)
+        self._per_bot = max(1, int(per_bot_per_s))
+        self._sent: deque[float] = deque(maxlen=self._per_bot)  # when the last sends left
         self._hold_until = 0.0
 
     def hold(self, seconds: float) -> None:
@@ -66,6 +72,10 @@ class FloodPacer:
         await _sleep_until(self._chat(chat_id).reserve(time.monotonic()))
         await self.wait_hold()
         await _sleep_until(self._bot.reserve(time.monotonic()))
+        # A late wake-up (the loop stalled past the slot) must not let a backlog out at once.
+        while len(self._sent) == self._per_bot and (free := self._sent[0] + 1.0) > time.monotonic():
+            await _sleep_until(free)
+        self._sent.append(time.monotonic())
 
     def _chat(self, chat_id: int) -> _Gcra:
         bucket = self._chats.get(chat_id)
