@@ -1,20 +1,26 @@
-"""A Node.js bot (sdk/node/examples/echo.mjs) as an `exec` kind on the process and docker backends:
+"""A Node.js bot (sdk/node/examples/echo.mjs) as an `exec` kind on the process, docker and nomad
+backends:
 it starts, reconfigures, answers a custom command, reports, keeps a command sent while Redis
 restarts, and leaves; all through the public API, as a team bringing its own Node bot would.
 
 On docker the kind names the Node runtime image (docker/node-runtime.Dockerfile: Debian's nodejs
-and the SDK; scripts/build-images.sh builds it) and runs the example copied into it."""
+and the SDK; scripts/build-images.sh builds it) and runs the example copied into it. On nomad
+(the stand-in, tests/nomad_standin/, docker driver) the job's `entrypoint` is the kind's argv and
+the stand-in runs it on this host: what it proves is the job we submit and that the bot lives
+through it; that Docker runs `entrypoint` in the image is Nomad's drivers/docker/config.go."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.nomad_standin import StandIn
 from tests.support import (
     RedisServer,
     running_manager,
@@ -51,7 +57,23 @@ RUN: dict[str, dict[str, Any]] = {
         "run": {"exec": ["node", "/opt/botfleet/examples/echo.mjs"]},
         "image": NODE_IMAGE,
     },
+    "nomad": {"run": {"exec": [NODE or "node", str(ECHO)]}, "image": NODE_IMAGE},
 }
+NOMAD_TOKEN = "nomad-acl-token-for-tests"
+
+
+@pytest.fixture
+def nomad_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """The Nomad stand-in, and the manager settings that point at it."""
+    standin = StandIn(tmp_path / "nomad", token=NOMAD_TOKEN, datacenter="dc-test").start()
+    try:
+        yield {
+            "BOTFLEET_NOMAD_ADDRESS": standin.url,
+            "BOTFLEET_NOMAD_TOKEN": NOMAD_TOKEN,
+            "BOTFLEET_NOMAD_DATACENTERS": '["dc-test"]',
+        }
+    finally:
+        standin.stop()
 
 
 @pytest.fixture
@@ -77,6 +99,10 @@ def node_image(docker_engine: None) -> str:
             marks=pytest.mark.skipif(NODE is None, reason="needs node (>= 20) on PATH"),
         ),
         "docker",
+        pytest.param(
+            "nomad",
+            marks=pytest.mark.skipif(NODE is None, reason="needs node (>= 20) on PATH"),
+        ),
     ],
 )
 def test_a_node_bot_of_an_exec_kind_lives_a_whole_life(
@@ -84,10 +110,13 @@ def test_a_node_bot_of_an_exec_kind_lives_a_whole_life(
 ) -> None:
     if backend == "docker":
         request.getfixturevalue("node_image")
+    extra_env = request.getfixturevalue("nomad_env") if backend == "nomad" else {}
     redis_server = RedisServer(tmp_path / "redis")
     redis_server.start()
     try:
-        with running_manager(tmp_path, redis_server.url, backend=backend) as manager:
+        with running_manager(
+            tmp_path, redis_server.url, backend=backend, extra_env=extra_env
+        ) as manager:
             with manager.admin() as admin:
                 registered = admin.post("/admin/kinds", json={**KIND, **RUN[backend]})
                 assert registered.status_code == 201, registered.text

@@ -40,11 +40,13 @@ def run_task(cluster: Cluster, job: Job, alloc: Alloc) -> None:
         env |= _nomad_env(cluster, job, alloc, task_dir)
         env |= dict(task.get("Env") or {})
         env |= template_env
-        if task["Driver"] == "docker":
-            command = list(cluster.image_command)
-        else:
-            config = task["Config"]
+        config = task["Config"]
+        if task["Driver"] != "docker":
             command = [config["command"], *config.get("args", [])]
+        elif config.get("entrypoint"):  # Docker: the entrypoint, then the args as its Cmd
+            command = [*config["entrypoint"], *config.get("args", [])]
+        else:
+            command = list(cluster.image_command)
         name = task["Name"]
         try:
             with (

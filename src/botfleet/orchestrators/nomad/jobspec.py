@@ -140,9 +140,13 @@ def _resources(policy: Hardening) -> dict[str, int]:
 def _driver_config(
     cfg: NomadOrchestratorConfig, spec: LaunchSpec, policy: Hardening
 ) -> dict[str, Any]:
-    """The docker driver renders the shared hardening policy; exec tasks run a command."""
+    """The docker driver renders the shared hardening policy; exec tasks run a command. An
+    `exec` kind's argv replaces the runtime command: as the exec driver's `command` and `args`,
+    or as the docker driver's `entrypoint` (a list; drivers/docker/config.go `Entrypoint`) with
+    no `args`, so the image's own entrypoint and command are both set aside."""
     if cfg.driver != "docker":
-        return {"command": cfg.command[0], "args": list(cfg.command[1:])}
+        argv = list(spec.command) if spec.command is not None else list(cfg.command)
+        return {"command": argv[0], "args": argv[1:]}
     mounts: list[dict[str, Any]] = [
         {
             "type": "tmpfs",
@@ -168,6 +172,9 @@ def _driver_config(
         "cap_drop": list(policy.cap_drop),
         "mount": mounts,
     }
+    if spec.command is not None:
+        config["entrypoint"] = list(spec.command)
+        config["args"] = []
     if cfg.network_mode:  # host networking is opt-in, never the default
         config["network_mode"] = cfg.network_mode
     if policy.no_new_privileges:
