@@ -46,23 +46,21 @@ test-node:
 		echo "SKIPPED: the Node.js SDK tests (sdk/node): no 'node' on PATH (install node >= 18)"; \
 	fi
 
-# Three workers on two cores (most tests wait on bots, engines and timers: two workers kept the
-# CPU half idle), a test module on one worker (its manager is started once); the tests marked
+# Two workers, a test module on one worker (its manager is started once); the tests marked
 # `serial` (they restart PostgreSQL, which every other test uses) run alone afterwards.
-TEST_WORKERS ?= 3
-PYTEST_N := $(BIN)/pytest -p no:cacheprovider -n $(TEST_WORKERS) --dist loadscope
+PYTEST_2 := $(BIN)/pytest -p no:cacheprovider -n 2 --dist loadscope
 RESULTS  := .botfleet/test-results
 
 # Every tier (tests/unit, tests/integration, tests/e2e) on PostgreSQL.
 test-pg: $(STAMP)
-	BOTFLEET_TEST_DATABASE=postgresql $(PYTEST_N) -m "not serial" --junitxml=$(RESULTS)/pg.xml
+	BOTFLEET_TEST_DATABASE=postgresql $(PYTEST_2) -m "not serial" --junitxml=$(RESULTS)/pg.xml
 	BOTFLEET_TEST_DATABASE=postgresql $(BIN)/pytest -p no:cacheprovider -m serial \
 		--junitxml=$(RESULTS)/pg-serial.xml
 
 # Only the tests that exercise SQL (marker `sql`, set by folder in tests/conftest.py) run again on
 # SQLite; fleet tests that merely need a manager run once, above.
 test-sqlite: $(STAMP)
-	BOTFLEET_TEST_DATABASE=sqlite $(PYTEST_N) -m "sql and not serial" --junitxml=$(RESULTS)/sqlite.xml
+	BOTFLEET_TEST_DATABASE=sqlite $(PYTEST_2) -m "sql and not serial" --junitxml=$(RESULTS)/sqlite.xml
 
 ## fuzz: the schemathesis run of every endpoint, with many more examples than `make test`
 fuzz: $(STAMP)

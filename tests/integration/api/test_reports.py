@@ -111,6 +111,7 @@ def test_a_chatty_bot_is_coalesced_and_the_latest_wins(manager: Manager) -> None
         for n in range(2, 41):  # 39 more, far faster than one per interval
             answer = report(manager, bot["id"], token, {"event": "report", "data": {"n": n}})
             assert answer.status_code == 200, answer.text
+        sending_s = time.monotonic() - sent_at
         # Within the interval nothing more was written...
         if time.monotonic() - sent_at < INTERVAL_S * 0.75:
             assert client.get(f"/bots/{bot['id']}").json()["report"] == {"n": 1}
@@ -128,7 +129,11 @@ def test_a_chatty_bot_is_coalesced_and_the_latest_wins(manager: Manager) -> None
             for e in listener.until(lambda e: e[1] == "report" and e[2]["report"] == {"n": 40})
             if e[1] == "report"
         ]
-        assert reports == [1, 40], "40 reports must cost two writes, the first and the latest"
+        # Two writes, the first and the latest; a busy host that took longer than an interval to
+        # send the 39 saw one more write per interval passed meanwhile, never one per report.
+        allowed = 2 + int(sending_s / INTERVAL_S)
+        assert reports[0] == 1 and reports[-1] == 40 and reports == sorted(reports), reports
+        assert len(reports) <= allowed, f"{reports}: at most {allowed} writes in {sending_s:.1f} s"
     finally:
         listener.close()
 
