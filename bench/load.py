@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -38,7 +39,7 @@ from bench.common import (
     rss_bytes,
 )
 from bench.loadgen import LoadResult, Stream, each_once, picker, run_load, run_streams
-from tests.support import REPO, Manager, free_port, wait_until
+from tests.support import REPO, Manager, wait_until
 
 #: Heartbeats that never come must not fail the inserted rows during the phase.
 LOAD_ENV = {"BOTFLEET_HEARTBEAT_S": "3600"}
@@ -51,24 +52,27 @@ SIMULATED_COMMAND_BOTS = 1000
 
 @contextmanager
 def floor_server() -> Iterator[str]:
-    """`bench.floor_app` served by uvicorn on a free loopback port; its URL."""
-    port = free_port()
+    """`bench.floor_app` served by uvicorn on a loopback socket bound here (port 0: the kernel
+    picks, nothing can take it between); its URL."""
+    listener = socket.create_server(("127.0.0.1", 0), backlog=2048)
+    listener.set_inheritable(True)
+    port = listener.getsockname()[1]
     proc = subprocess.Popen(
         [
             sys.executable,
             "-m",
             "uvicorn",
             "bench.floor_app:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
+            "--fd",
+            str(listener.fileno()),
             "--log-level",
             "warning",
             "--no-access-log",
         ],
         cwd=REPO,
+        pass_fds=[listener.fileno()],
     )
+    listener.close()  # the server holds its own copy
     url = f"http://127.0.0.1:{port}"
 
     def up() -> bool:
