@@ -47,7 +47,10 @@ KIND = {
         "echo": {"type": "object"},
         "count": {"type": "object", "additionalProperties": False},
     },
+    # In place of each backend's per-bot defaults (checked below, as each engine was asked).
+    "resources": {"cpu": 0.5, "memory_mb": 300},
 }
+MEMORY_BYTES = 300 * 1024 * 1024
 
 
 # Where the kind's argv runs: node on this host, or the image's node and its copy of the example.
@@ -63,17 +66,76 @@ NOMAD_TOKEN = "nomad-acl-token-for-tests"
 
 
 @pytest.fixture
-def nomad_env(tmp_path: Path) -> Iterator[dict[str, str]]:
-    """The Nomad stand-in, and the manager settings that point at it."""
+def nomad_standin(tmp_path: Path) -> Iterator[StandIn]:
     standin = StandIn(tmp_path / "nomad", token=NOMAD_TOKEN, datacenter="dc-test").start()
     try:
-        yield {
-            "BOTFLEET_NOMAD_ADDRESS": standin.url,
-            "BOTFLEET_NOMAD_TOKEN": NOMAD_TOKEN,
-            "BOTFLEET_NOMAD_DATACENTERS": '["dc-test"]',
-        }
+        yield standin
     finally:
         standin.stop()
+
+
+def _nomad_env(standin: StandIn) -> dict[str, str]:
+    """The manager settings that point at the stand-in."""
+    return {
+        "BOTFLEET_NOMAD_ADDRESS": standin.url,
+        "BOTFLEET_NOMAD_TOKEN": NOMAD_TOKEN,
+        "BOTFLEET_NOMAD_DATACENTERS": '["dc-test"]',
+    }
+
+
+def _cgroup_file(pid: int, controller: str, name: str) -> Path | None:
+    """`name` in the pid's cgroup of `controller` (v1), or of the unified hierarchy (v2)."""
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if controller in controllers.split(",") or controllers == "":
+            for root in (controller, "cpu,cpuacct", ""):
+                found = Path("/sys/fs/cgroup", root, path.lstrip("/"), name)
+                if found.exists():
+                    return found
+    return None
+
+
+def _assert_own_resources(backend: str, runtime_ref: str, bot_id: str, standin: Any) -> None:
+    """The kind's CPU and memory, as each engine was asked for them."""
+    if backend == "docker":
+        import docker
+
+        engine = docker.from_env(timeout=10)
+        try:
+            host = engine.containers.get(runtime_ref).attrs["HostConfig"]
+        finally:
+            engine.close()
+        assert (host["Memory"], host["NanoCpus"]) == (MEMORY_BYTES, 500_000_000), host
+    elif backend == "nomad":
+        resources = standin.job(runtime_ref).spec["TaskGroups"][0]["Tasks"][0]["Resources"]
+        assert (resources["MemoryMB"], resources["CPU"]) == (300, 500), resources
+    else:
+        marker = f"BOTFLEET_BOT_ID={bot_id}".encode()
+        pid = next(
+            int(p.name)
+            for p in Path("/proc").iterdir()
+            if p.name.isdigit() and _environ_has(p, marker)
+        )
+        memory = _cgroup_file(pid, "memory", "memory.limit_in_bytes") or _cgroup_file(
+            pid, "memory", "memory.max"
+        )
+        if memory is None:  # no cgroup per bot here: the address-space limit says it
+            assert f"{MEMORY_BYTES}" in Path(f"/proc/{pid}/limits").read_text()
+            return
+        assert int(memory.read_text()) == MEMORY_BYTES
+        quota = _cgroup_file(pid, "cpu", "cpu.cfs_quota_us")
+        cpu_max = _cgroup_file(pid, "cpu", "cpu.max")
+        if quota is not None:
+            assert int(quota.read_text()) == 50_000
+        elif cpu_max is not None:
+            assert cpu_max.read_text().split() == ["50000", "100000"]
+
+
+def _environ_has(proc: Path, marker: bytes) -> bool:
+    try:
+        return marker in (proc / "environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
 
 
 @pytest.fixture
@@ -110,7 +172,8 @@ def test_a_node_bot_of_an_exec_kind_lives_a_whole_life(
 ) -> None:
     if backend == "docker":
         request.getfixturevalue("node_image")
-    extra_env = request.getfixturevalue("nomad_env") if backend == "nomad" else {}
+    standin = request.getfixturevalue("nomad_standin") if backend == "nomad" else None
+    extra_env = _nomad_env(standin) if standin is not None else {}
     redis_server = RedisServer(tmp_path / "redis")
     redis_server.start()
     try:
@@ -126,6 +189,7 @@ def test_a_node_bot_of_an_exec_kind_lives_a_whole_life(
             bot_id = created.json()["id"]
             active = wait_for_status(client, bot_id, {"active", "failed", "completed"})
             assert active["status"] == "active", manager.log_tail()
+            _assert_own_resources(backend, active["runtime_ref"], bot_id, standin)
 
             def report() -> dict[str, object] | None:
                 return client.get(f"/bots/{bot_id}").json().get("report")

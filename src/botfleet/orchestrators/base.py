@@ -92,6 +92,22 @@ class StateRef:
 
 
 @dataclass(frozen=True)
+class Resources:
+    """One bot's own CPU and memory (its kind's `resources`), in place of the backend's
+    per-bot defaults; None keeps that default."""
+
+    cpu: float | None = None  # CPUs
+    memory_mb: int | None = None
+
+    @classmethod
+    def of(cls, data: Mapping[str, Any] | None) -> Resources | None:
+        if not data or (data.get("cpu") is None and data.get("memory_mb") is None):
+            return None
+        cpu, memory = data.get("cpu"), data.get("memory_mb")
+        return cls(float(cpu) if cpu is not None else None, int(memory) if memory else None)
+
+
+@dataclass(frozen=True)
 class LaunchSpec:
     """Everything a backend needs to start one bot attempt.
 
@@ -119,6 +135,8 @@ class LaunchSpec:
     #: The interpreter to run `-m botfleet.runtime` with (a kind's own virtualenv on the process
     #: backend); None: the backend's own.
     python: str | None = None
+    #: Its kind's CPU and memory in place of the backend's per-bot defaults; None: the defaults.
+    resources: Resources | None = None
 
     def environment(self) -> dict[str, str]:
         """The whole environment, for engines that hand both parts to the workload alike."""

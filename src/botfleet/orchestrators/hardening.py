@@ -4,13 +4,19 @@ Docker (orchestrators/docker/containers.py) and Nomad's docker driver
 (orchestrators/nomad/jobspec.py) both render this model, so a bot is confined the same way
 whichever engine runs it: a non-root user, a read-only root with a small writable /tmp, every
 capability dropped, no new privileges, and CPU, memory and process limits. The operator sets the
-limits through the backend's settings (`BOTFLEET_DOCKER_*`, `BOTFLEET_NOMAD_*`); the rest is
-policy, not a setting.
+limits through the backend's settings (`BOTFLEET_DOCKER_*`, `BOTFLEET_NOMAD_*`), and a kind's
+`resources` replace its bots' CPU and memory (`with_resources`); the rest is policy, not a
+setting.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from botfleet.orchestrators.base import Resources
 
 
 class Hardening(BaseModel):
@@ -26,6 +32,17 @@ class Hardening(BaseModel):
     cpus: float | None = Field(1.0, gt=0, description="CPU limit per bot, in CPUs.")
     cap_drop: tuple[str, ...] = ("ALL",)
     no_new_privileges: bool = True
+
+    def with_resources(self, resources: Resources | None) -> Hardening:
+        """This policy with one bot's own CPU and memory (its kind's) in place of the defaults."""
+        if resources is None:
+            return self
+        update: dict[str, object] = {}
+        if resources.cpu is not None:
+            update["cpus"] = resources.cpu
+        if resources.memory_mb is not None:
+            update["memory_mb"] = resources.memory_mb
+        return self.model_copy(update=update)
 
     @property
     def tmpfs_bytes(self) -> int:

@@ -88,6 +88,7 @@ class ErrorCode(enum.StrEnum):
     IDEMPOTENCY_MISMATCH = "idempotency_mismatch"
     INVALID_CURSOR = "invalid_cursor"
     INVALID_STATUS = "invalid_status"
+    INVALID_ID = "invalid_id"
     INVALID_LABEL_FILTER = "invalid_label_filter"
     TOO_MANY_LABEL_FILTERS = "too_many_label_filters"
     INVALID_LAST_EVENT_ID = "invalid_last_event_id"

@@ -56,7 +56,7 @@ class PackageRequirements(Strict):
 
 class Resources(Strict):
     cpu: float | None = Field(None, gt=0, le=256)
-    memory_mb: int | None = Field(None, gt=0, le=1024 * 1024)
+    memory_mb: int | None = Field(None, ge=16, le=1024 * 1024)
 
 
 class KindDefinition(Strict):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import cast
 
@@ -184,15 +185,30 @@ def parse_label_filters(raw: Sequence[str]) -> list[tuple[str, str]]:
     return pairs
 
 
+#: What `id_part` may be: a piece of a UUID (hex digits and dashes), at least 4 long.
+ID_PART = re.compile(r"[0-9a-f-]{4,36}")
+#: How many of an id's last characters the CLI and the dashboard show (its random part).
+SHORT_ID_CHARS = 8
+
+
+def short_id(bot_id: str) -> str:
+    """The id as the CLI and the dashboard show it: its last characters, random (its first ones
+    are the time it was made, the same for every bot made in the same minute)."""
+    return bot_id[-SHORT_ID_CHARS:]
+
+
 def list_bots(
     session: Session,
     *,
     user_id: str | None,
     statuses: Sequence[str] = (),
     labels: Sequence[tuple[str, str]] = (),
+    id_part: str | None = None,
     page: PageRequest = PageRequest(),
 ) -> tuple[list[Bot], str | None]:
-    """A page of bots, newest first (ids are time-ordered), and the cursor of the next page."""
+    """A page of bots, newest first (ids are time-ordered), and the cursor of the next page.
+    `id_part`: the bots whose id starts or ends with it (a prefix, or the short id that the CLI
+    and the dashboard show: `short_id`)."""
     unknown = set(statuses) - {s.value for s in BotStatus}
     if unknown:
         raise Invalid(ErrorCode.INVALID_STATUS, f"unknown status {sorted(unknown)[0]!r}")
@@ -201,6 +217,13 @@ def list_bots(
         query = query.where(Bot.user_id == user_id)
     if statuses:
         query = query.where(Bot.status.in_(list(statuses)))
+    if id_part is not None:
+        part = id_part.lower()
+        if not ID_PART.fullmatch(part):
+            raise Invalid(ErrorCode.INVALID_ID, "an id, or 4 or more of its hex digits and dashes")
+        query = query.where(
+            Bot.id.startswith(part, autoescape=True) | Bot.id.endswith(part, autoescape=True)
+        )
     for key, value in labels:
         query = query.where(
             select(BotLabel.bot_id)

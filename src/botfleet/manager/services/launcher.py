@@ -39,6 +39,7 @@ from botfleet.orchestrators.base import (
     LaunchSpec,
     Orchestrator,
     OrchestratorError,
+    Resources,
     StateRef,
     Workload,
 )
@@ -304,6 +305,7 @@ class Launcher:
             fleet=self.fleet_id,
             state=state,
             command=kind.command if kind is not None else None,
+            resources=Resources.of(kind.resources) if kind is not None else None,
         )
 
     def _bot_redis_url(self, bot_id: str, token: str) -> str:

@@ -81,7 +81,7 @@ def create_args(
             config={"max-size": str(config.log_file_max_bytes), "max-file": str(config.log_files)},
         ),
         "shm_size": f"{config.shm_mb}m",  # a private /dev/shm of its own, capped
-        **hardening_args(config.hardening()),
+        **hardening_args(config.hardening().with_resources(spec.resources)),
     }
     if spec.command is not None:  # an `exec` kind: its argv instead of the image's entrypoint
         args["entrypoint"] = list(spec.command)

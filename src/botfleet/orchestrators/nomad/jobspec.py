@@ -71,7 +71,7 @@ def build_job(
 ) -> dict[str, Any]:
     """The JSON job; `secret_names` are kept out of its Env and rendered from the Variable."""
     secret_names = sorted(secret_names)
-    policy = cfg.hardening()
+    policy = cfg.hardening().with_resources(spec.resources)
     meta = {meta_key(k): v for k, v in spec.workload_labels().items()}
     env = {k: v for k, v in spec.env.items() if k not in secret_names}
     task: dict[str, Any] = {

@@ -95,7 +95,8 @@ class ProcessOrchestrator(Orchestrator):
                 isolation.remove_dir(workdir)
                 message = f"cannot prepare the bot's state directory: {exc}"
                 raise LaunchFailed(message, code="state_unavailable") from exc
-            limits = self._uids.limits(own_uid=uid is not None)
+            memory_mb = spec.resources.memory_mb if spec.resources else None
+            limits = self._uids.limits(own_uid=uid is not None, memory_mb=memory_mb)
             cgroup = None
             try:
                 cgroup = self._cgroups.create(spec)

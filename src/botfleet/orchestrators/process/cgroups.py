@@ -36,6 +36,8 @@ V2_MOUNT = Path("/sys/fs/cgroup")
 V1_REQUIRED = ("memory", "pids")
 V1_OPTIONAL = ("cpu", "blkio", "freezer")
 _KILL_ROUNDS = 50
+#: The CFS period a CPU cap is a quota of (the kernel's default, 100 ms).
+CPU_PERIOD_US = 100_000
 _UNIFIED = "unified"
 
 
@@ -47,6 +49,8 @@ class Limits:
     pids: int
     cpu_weight: int
     io_weight: int
+    #: A hard cap in CPUs (a kind's `resources.cpu`): the CFS quota per period.
+    cpu_max: float = 0.0
 
 
 # -- one bot's cgroup ---------------------------------------------------------------------------
@@ -243,6 +247,8 @@ def _limit_v2(path: Path, limits: Limits) -> None:
         _write(path / "pids.max", str(limits.pids))
     if limits.cpu_weight:
         _write_if_there(path / "cpu.weight", str(limits.cpu_weight))
+    if limits.cpu_max:
+        _write_if_there(path / "cpu.max", f"{_quota_us(limits.cpu_max)} {CPU_PERIOD_US}")
     if limits.io_weight:
         _write_if_there(path / "io.weight", str(limits.io_weight))
 
@@ -256,8 +262,16 @@ def _limit_v1(dirs: Mapping[str, Path], limits: Limits) -> None:
         _write(dirs["pids"] / "pids.max", str(limits.pids))
     if limits.cpu_weight and "cpu" in dirs:  # cpu.shares: 1024 is v2's weight 100
         _write_if_there(dirs["cpu"] / "cpu.shares", str(max(2, limits.cpu_weight * 1024 // 100)))
+    if limits.cpu_max and "cpu" in dirs:
+        _write_if_there(dirs["cpu"] / "cpu.cfs_period_us", str(CPU_PERIOD_US))
+        _write_if_there(dirs["cpu"] / "cpu.cfs_quota_us", str(_quota_us(limits.cpu_max)))
     if limits.io_weight and "blkio" in dirs:
         _write_if_there(dirs["blkio"] / "blkio.weight", str(min(1000, max(10, limits.io_weight))))
+
+
+def _quota_us(cpus: float) -> int:
+    """CPUs as microseconds of CPU time per period (at least the kernel's minimum, 1 ms)."""
+    return max(1000, round(cpus * CPU_PERIOD_US))
 
 
 def enable_v2_subtree(scope: Path) -> None:

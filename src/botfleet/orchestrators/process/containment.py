@@ -13,7 +13,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from botfleet.orchestrators.base import BackendUnavailable, LaunchFailed, LaunchSpec
+from botfleet.orchestrators.base import BackendUnavailable, LaunchFailed, LaunchSpec, Resources
 from botfleet.orchestrators.process import cgroups
 from botfleet.orchestrators.process.cgroups import Cgroup, CgroupTree
 from botfleet.orchestrators.process.config import ProcessOrchestratorConfig
@@ -92,10 +92,13 @@ class BotCgroups:
             "to run bots with per-process limits only"
         )
 
-    def limits(self) -> cgroups.Limits:
+    def limits(self, resources: Resources | None = None) -> cgroups.Limits:
+        """The backend's per-bot limits, with a kind's own memory and CPU cap in their place."""
         c = self.config
+        memory_mb = (resources.memory_mb if resources else None) or c.rlimit_as_mb
+        cpu_max = (resources.cpu if resources else None) or 0.0
         return cgroups.Limits(
-            c.rlimit_as_mb * 1024 * 1024, c.rlimit_nproc, c.cpu_weight, c.io_weight
+            memory_mb * 1024 * 1024, c.rlimit_nproc, c.cpu_weight, c.io_weight, cpu_max
         )
 
     def create(self, spec: LaunchSpec) -> Cgroup | None:
@@ -106,7 +109,8 @@ class BotCgroups:
                 raise LaunchFailed(self._refusal(), code="isolation_unavailable")
             return None
         try:
-            return tree.create(cgroups.leaf_name(spec.bot_id, spec.attempt), self.limits())
+            limits = self.limits(spec.resources)
+            return tree.create(cgroups.leaf_name(spec.bot_id, spec.attempt), limits)
         except OSError as exc:
             raise LaunchFailed(
                 f"cannot make the bot's cgroup under {tree.scopes}: {exc}",

@@ -52,10 +52,11 @@ class BotUids:
             keep=(config.state_root or isolation.DEFAULT_STATE_ROOT,),
         )
 
-    def limits(self, *, own_uid: bool) -> dict[int, int]:
-        """RLIMIT_NPROC counts every process of a uid: only a bot's own uid makes it per bot."""
+    def limits(self, *, own_uid: bool, memory_mb: int | None = None) -> dict[int, int]:
+        """RLIMIT_NPROC counts every process of a uid: only a bot's own uid makes it per bot.
+        `memory_mb`: a kind's own memory in place of BOTFLEET_PROCESS_RLIMIT_AS_MB."""
         wanted = {
-            resource.RLIMIT_AS: self.config.rlimit_as_mb * 1024 * 1024,
+            resource.RLIMIT_AS: (memory_mb or self.config.rlimit_as_mb) * 1024 * 1024,
             resource.RLIMIT_NOFILE: self.config.rlimit_nofile,
         }
         if own_uid:

@@ -72,6 +72,15 @@ def list_bots(
     user_id: Annotated[
         str | None, Query(max_length=36, description="Admin token only: this user's bots.")
     ] = None,
+    id_: Annotated[
+        str | None,
+        Query(
+            alias="id",
+            max_length=36,
+            description="The bots whose id starts or ends with this (4 or more hex digits): a "
+            "prefix, or the short id the CLI and the dashboard show (the last 8).",
+        ),
+    ] = None,
 ) -> BotPage:
     statuses = [s for item in status_ for s in item.split(",") if s]
     rows, next_cursor = bot_records.list_bots(
@@ -79,6 +88,7 @@ def list_bots(
         user_id=user_id if viewer.is_admin else viewer.user_id,
         statuses=statuses,
         labels=bot_records.parse_label_filters(label),
+        id_part=id_,
         page=page,
     )
     return BotPage(items=[BotPublic.model_validate(b) for b in rows], next_cursor=next_cursor)
