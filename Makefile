@@ -2,20 +2,28 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-stamp
+# Two install steps: what running needs (`make run`), then the test toolchain on top of it
+# (`make test`, lint, bench, fuzz, docs), so a first `make run` never waits for the test tools.
+RUN_STAMP := $(VENV)/.run-stamp
+STAMP     := $(VENV)/.dev-stamp
+SITE      := .botfleet/site
 
-.PHONY: run test test-fast test-node test-pg test-sqlite lint bench fuzz clean
+.PHONY: run test test-fast test-node test-pg test-sqlite lint docs bench fuzz clean
 
-# Two distributions from this tree: botfleet-runtime (runtime/) and
-# botfleet-server (here), both editable.
-$(STAMP): pyproject.toml runtime/pyproject.toml
+# Two distributions from this tree: botfleet-runtime (runtime/) and botfleet-server (here), both
+# editable. The telegram kind's aiogram comes with the dev extra (botfleet-runtime[telegram]).
+$(RUN_STAMP): pyproject.toml runtime/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ./runtime -e .
+	touch $(RUN_STAMP)
+
+# The `dev` extra: pytest, ruff, mypy, schemathesis, selenium, matplotlib, mkdocs-material...
+$(STAMP): $(RUN_STAMP)
 	$(BIN)/pip install --quiet -e ./runtime -e '.[dev]'
 	touch $(STAMP)
 
 ## run: the manager on the embedded default (SQLite, embedded Redis, process backend)
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(BIN)/botfleet migrate
 	$(BIN)/botfleet serve --welcome
 
@@ -29,6 +37,7 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/mkdocs build --strict --quiet --site-dir $(SITE)
 	rm -rf $(RESULTS)
 	$(MAKE) test-node
 	$(MAKE) test-pg test-sqlite
@@ -72,6 +81,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+## docs: the documentation site (mkdocs.yml, docs/), built strictly into .botfleet/site;
+## `$(BIN)/mkdocs serve` shows it while you edit
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --site-dir $(SITE)
 
 ## bench: the benchmark suite (start latency, bursts, command round trip, load, memory,
 ## reconciler tick), each figure beside its floor: bench/results/latest.{json,md}, latencies.png

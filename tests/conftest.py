@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from botfleet.manager.core.db import make_engine, make_session_factory
 from botfleet.manager.migrate import upgrade
 from tests import support
+from tests.listeners import Receiver
 from tests.support import RUNTIME_IMAGE, Manager, RedisServer, fresh_database_url, running_manager
 
 # The dashboard's browser fixture (`browser`) and helpers, shared by tests/integration/ui.
@@ -161,3 +162,11 @@ def any_backend_manager(
     env = getattr(request.module, "MANAGER_ENV", None)
     with running_manager(root, redis_server.url, backend=request.param, extra_env=env) as m:
         yield m
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[Receiver]:
+    """A webhook receiver on 127.0.0.1 (port 0, the kernel's pick), recording what arrives."""
+    instance = Receiver()
+    yield instance
+    instance.close()

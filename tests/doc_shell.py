@@ -1,5 +1,5 @@
 """One bash that keeps its variables and directory between commands, like a terminal: how the
-README walk (tests/e2e/test_readme_walk.py) and the guide (tests/e2e/test_byob_guide.py) run
+tutorial's walk (tests/e2e/test_readme_walk.py) and the guide (tests/e2e/test_byob_guide.py) run
 their documents' blocks line by line."""
 
 from __future__ import annotations

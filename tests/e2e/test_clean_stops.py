@@ -7,6 +7,7 @@ in that moment as often as it can.
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from typing import Any
 
@@ -23,6 +24,10 @@ MANAGER_ENV = {"BOTFLEET_RECONCILE_INTERVAL_S": "0.1", "BOTFLEET_STOP_GRACE_S": 
 STOPS = 50
 BATCH = 10  # bots started and stopped together
 CLEAN = ("completed", "left", 0)
+# The runtime's last line; a line logged after it (a 401 once the manager revoked the token)
+# would come within moments of it.
+LAST_WORD = "exiting with code 0"
+SETTLE_S = 3.0
 ORPHAN_METRIC = 'botfleet_reconciler_repairs_total{reason="orphan_stopped"}'
 
 
@@ -106,3 +111,45 @@ def test_clean_stops_are_never_orphan_repairs(manager: Manager) -> None:
         f"{len(not_zero)} containers exited non-zero {not_zero}; "
         f"{stopped_as_orphans:g} counted as orphan repairs; orphan log lines {lines[:5]}"
     )
+
+
+def alarms_in_log(client: httpx.Client, bot_id: str) -> tuple[list[str], str]:
+    """The ERROR and WARNING lines of an ended bot's log, read until it has been quiet for
+    SETTLE_S after the runtime's last line; and the log."""
+
+    def log() -> str:
+        return client.get(f"/bots/{bot_id}/logs", params={"tail": 500}).text
+
+    wait_until(lambda: LAST_WORD in log(), timeout=30, what="the runtime's last line")
+    time.sleep(SETTLE_S)
+    text = log()
+    found = [line for line in text.splitlines() if "ERROR" in line or "WARNING" in line]
+    return found, text
+
+
+def test_a_clean_exit_leaves_no_error_in_the_bots_log(manager: Manager) -> None:
+    """Issue 29, point 6: a clean leave or finish leaves no ERROR or WARNING in the bot's log.
+
+    Once a bot has ended, the manager revokes its token and deletes its Redis user; a runtime
+    still following commands then logged the lost connection and a 401 at ERROR. The manager
+    now ends a bot only once its workload is gone, and the runtime stops following commands
+    before it reports `exited` (the race itself, with a manager that ends the bot at once:
+    tests/integration/runtime/test_runtime_process.py); here, the whole path, as users read it."""
+    _, client = manager.new_user(max_bots=2)
+    stopped = client.post("/bots", json={"bot": "demo", "config": {}}).json()
+    finishing = client.post("/bots", json={"bot": "demo", "config": {"finish_after_s": 3}})
+    assert finishing.status_code == 201, finishing.text
+    finished = finishing.json()
+    wait_for_status(client, stopped["id"], {"active"}, timeout=90)
+    assert client.post(f"/bots/{stopped['id']}/stop").status_code == 202
+    ends = {
+        bot["id"]: wait_for_status(client, bot["id"], {"completed", "failed"}, timeout=60)
+        for bot in (stopped, finished)
+    }
+    assert [(b["status"], b["status_reason"]) for b in ends.values()] == [
+        ("completed", "left"),
+        ("completed", "finished"),
+    ]
+    for bot_id in ends:
+        found, text = alarms_in_log(client, bot_id)
+        assert found == [], f"bot {bot_id} ({manager.backend}) logged:\n{text}"

@@ -1,8 +1,9 @@
-"""The README's walk runs as written: `make run`, its printed exports, then every block.
+"""The tutorial (docs/tutorial.md) runs as written: `make run`, its printed exports, then every
+block (the file keeps its old name: the walk began in the README).
 
-The README marks the blocks a new user pastes with `<!-- walk -->`. This test starts `make run`
+The tutorial marks the blocks a new user pastes with `<!-- walk -->`. This test starts `make run`
 on a fresh data folder (SQLite, the embedded Redis, the process backend: the embedded default),
-pastes the `export` lines it printed into one bash, then runs each README line in order, waiting
+pastes the `export` lines it printed into one bash, then runs each tutorial line in order, waiting
 between lines as a person would (until no bot is on its way somewhere and no command is in
 flight). A line fails the test when it exits non-zero; curl is made to fail on HTTP errors.
 Lines that follow forever (`--watch`, `-f`, `botfleet events`) run for a few seconds.
@@ -34,10 +35,10 @@ TRANSIENT_BOTS = {"requested", "starting", "stopping"}
 TRANSIENT_COMMANDS = {"pending", "delivered"}
 
 
-def walk_lines(readme: str) -> list[str]:
+def walk_lines(page: str) -> list[str]:
     """The commands of every block marked `<!-- walk -->`, continuation lines joined."""
     commands: list[str] = []
-    for block in re.findall(re.escape(MARK) + r"\s*```bash\n(.*?)```", readme, re.S):
+    for block in re.findall(re.escape(MARK) + r"\s*```bash\n(.*?)```", page, re.S):
         pending = ""
         for raw in block.splitlines():
             line = pending + raw
@@ -123,12 +124,11 @@ def settle(client: httpx.Client) -> None:
     wait_until(quiet, timeout=60, interval=0.2, what="the walk's bots to settle")
 
 
-def test_the_readme_walk_runs_as_written(make_run: tuple[dict[str, str], Path]) -> None:
+def test_the_tutorial_runs_as_written(make_run: tuple[dict[str, str], Path]) -> None:
     exports, make_output = make_run
-    readme = (REPO / "README.md").read_text()
-    lines = walk_lines(readme)
-    assert any(line.startswith("curl") for line in lines), "the README lost its curl walk"
-    assert any(line.startswith("botfleet") for line in lines), "the README lost its CLI walk"
+    lines = walk_lines((REPO / "docs" / "tutorial.md").read_text())
+    assert any(line.startswith("curl") for line in lines), "the tutorial lost its curl walk"
+    assert any(line.startswith("botfleet") for line in lines), "the tutorial lost its CLI walk"
     assert "PATH_PREFIX" in exports or os.access(REPO / ".venv/bin/botfleet", os.X_OK)
 
     env = user_env(HOME=str(make_output.parent))
@@ -150,7 +150,7 @@ def test_the_readme_walk_runs_as_written(make_run: tuple[dict[str, str], Path]) 
             following = bool(FOLLOWING.search(line))
             status, output = shell.run(f"timeout 3 {line}" if following else line)
             ok = status in (0, 124) if following else status == 0
-            assert ok, f"README line failed (exit {status}):\n$ {line}\n{output}"
+            assert ok, f"tutorial line failed (exit {status}):\n$ {line}\n{output}"
             settle(client)
         bots = client.get("/bots", params={"limit": 100}).json()["items"]
         assert bots, "the walk started no bot"

@@ -5,7 +5,7 @@
 // within a budget, then gives up and logs: the bot keeps running even if the manager is away.
 // Other 4xx are final (409: the manager refused the transition; 401/403: the token is no longer
 // valid): retrying would not change the answer.
-import { EVENT_HEARTBEAT, EVENT_REPORT, MAX_TEXT, parseCommand } from './protocol.js';
+import { EVENT_EXITED, EVENT_HEARTBEAT, EVENT_REPORT, MAX_TEXT, parseCommand } from './protocol.js';
 import { Backoff, sleep } from './backoff.js';
 
 export const LIFECYCLE_BUDGET_S = 60;
@@ -23,6 +23,9 @@ export class ManagerClient {
     this.log = log;
     this.timeoutS = timeoutS;
     this.budgets = { lifecycle: LIFECYCLE_BUDGET_S, heartbeat: HEARTBEAT_BUDGET_S, report: REPORT_BUDGET_S, ...budgets };
+    // Once `exited` is accepted the manager revokes the token: a call after it (nothing should
+    // make one) hears 401, which is then the expected end, not an error.
+    this.exited = false;
   }
 
   /** POST one callback; true once the manager accepted it. */
@@ -38,7 +41,9 @@ export class ManagerClient {
         : event === EVENT_REPORT
           ? this.budgets.report
           : this.budgets.lifecycle;
-    return (await this.call('POST', '/callbacks', `${event} callback`, budget, body, signal)) !== null;
+    const accepted = (await this.call('POST', '/callbacks', `${event} callback`, budget, body, signal)) !== null;
+    if (event === EVENT_EXITED && accepted) this.exited = true;
+    return accepted;
   }
 
   /** Commands not yet acked, oldest first, every page read before any is applied; [] when the
@@ -125,6 +130,10 @@ export class ManagerClient {
         continue;
       }
       const text = await response.text().catch(() => '');
+      if ((response.status === 401 || response.status === 403) && this.exited) {
+        this.log.info(`${what}: token revoked since the bot exited (HTTP ${response.status})`);
+        return null;
+      }
       if (response.status >= 400) {
         const hint = { 401: 'token rejected', 403: 'token rejected', 409: 'transition refused' }[response.status];
         this.log.error(`${what}: HTTP ${response.status} (${hint || 'not retried'}): ${text.slice(0, 500)}`);

@@ -131,9 +131,12 @@ export class Subscription {
         ? { path: target.path }
         : { host: target.host, port: target.port, servername: target.tls ? target.host : undefined };
       const socket = target.tls ? tls.connect(options) : net.connect(options);
+      // close() while connecting (the bot is ending) destroys the socket: no `error` follows.
+      const onClose = () => onError(new Error('closed while connecting'));
       const cleanup = () => {
         clearTimeout(timer);
         socket.off('error', onError);
+        socket.off('close', onClose);
         socket.off(event, onConnect);
       };
       const onConnect = () => {
@@ -141,6 +144,7 @@ export class Subscription {
         resolve();
       };
       socket.once('error', onError);
+      socket.once('close', onClose);
       socket.once(event, onConnect);
       this.socket = socket;
     });

@@ -22,6 +22,7 @@ export const RUN_RETURN_S = 5; // how long run() may take to return after onLeav
 export const REPORT_FLUSH_S = 10; // how long earlier events may hold up `exited`
 export const REDIS_POLL_S = 15; // also the health-check period of the Redis connection
 export const EXIT_CONFIG_ERROR = 2; // no callback possible: a non-zero exit without `exited`
+export const LISTENER_STOP_S = 3; // how long the command listener may take to stop at the end
 
 /** A promise with its outcome readable once settled. */
 function track(start) {
@@ -49,6 +50,7 @@ export class Runner {
     this.closing = new AbortController(); // aborted once the outcome is decided
     this.heartbeatTimer = null;
     this.subscription = null;
+    this.listener = null; // the command listener's promise, while it runs
     this.commandKey = null;
     this.exitSent = false;
   }
@@ -56,7 +58,7 @@ export class Runner {
   /** Start, supervise and stop the bot; resolve to the exit code that was reported. */
   async run() {
     const removeSignals = this.installSignalHandlers();
-    const listener = this.listenForCommands().catch((err) =>
+    this.listener = this.listenForCommands().catch((err) =>
       this.log.warn(`command listener ended with ${describeError(err)}`),
     );
     try {
@@ -78,13 +80,26 @@ export class Runner {
       if (await this.leaveFirst(work)) return await this.leave(work);
       return await this.finished(work);
     } finally {
-      this.closing.abort();
-      this.stopHeartbeats();
-      this.router.cancelRunning();
-      this.subscription?.close();
-      await Promise.race([listener, sleep(3000)]);
+      await this.stopCommands(); // done by exit() already, unless it never ran
       removeSignals();
     }
+  }
+
+  /** No command is read or answered from here on: heartbeats, custom commands being answered
+   * and the command listener stop. Called before `exited` is sent: a manager may end the bot as
+   * soon as it has it, revoking the token and deleting the bot's Redis user, and a listener still
+   * running would see its connection drop, read the pending commands and log the 401. */
+  async stopCommands() {
+    this.closing.abort();
+    this.stopHeartbeats();
+    this.router.cancelRunning();
+    this.subscription?.close();
+    const listener = this.listener;
+    this.listener = null;
+    if (listener === null) return;
+    const waited = new AbortController();
+    await Promise.race([listener, sleep(LISTENER_STOP_S * 1000, waited.signal)]);
+    waited.abort(); // no timer left behind
   }
 
   /** Wait for `task` or a leave request; true if a leave was requested. */
@@ -146,6 +161,7 @@ export class Runner {
     await Promise.race([flushed, new Promise((resolve) => late.signal.addEventListener('abort', resolve))]);
     clearTimeout(timer);
     this.cancelReports.abort();
+    await this.stopCommands(); // no command read or ack may follow `exited` either
     this.exitSent = true;
     await this.client.sendEvent(EVENT_EXITED, { exitCode: code, reason, detail });
     return code;
@@ -319,8 +335,7 @@ async function runBot(BotClass, { environ, timings, readFd }) {
   try {
     const outcome = await Promise.race([runner.run().then((code) => ({ code })), fatal.then((err) => ({ err }))]);
     if ('code' in outcome) return outcome.code;
-    runner.closing.abort();
-    runner.stopHeartbeats();
+    await runner.stopCommands();
     if (!runner.exitSent) {
       runner.exitSent = true;
       await client.sendEvent(EVENT_EXITED, { exitCode: 1, reason: 'crashed', detail: describeError(outcome.err) });

@@ -30,6 +30,7 @@ export class FakeManager {
     this.secrets = {};
     this.pendingReads = 0;
     this.failNext = 0; // answer the next N requests 503
+    this.onExited = null; // awaited before `exited` is answered (the manager ending the bot)
     this.server = http.createServer((req, res) => this.handle(req, res));
   }
 
@@ -71,6 +72,7 @@ export class FakeManager {
     const body = raw ? JSON.parse(raw) : null;
     if (req.method === 'POST' && path === '/callbacks') {
       this.events.push(body);
+      if (body.event === 'exited' && this.onExited) await this.onExited();
       return reply(200, { status: 'active', changed: true });
     }
     if (req.method === 'GET' && path === '/commands') {
@@ -90,6 +92,21 @@ export class FakeManager {
     if (req.method === 'GET' && path === '/secrets') return reply(200, this.secrets);
     return reply(404, { detail: { code: 'not_found' } });
   }
+}
+
+/** What the manager does once a bot reported `exited`: it revokes the bot's token and deletes
+ * its Redis user, which drops the bot's connection; the answer to `exited` comes after. */
+export function endLikeTheManager(manager, redis) {
+  manager.onExited = async () => {
+    manager.token = 'revoked';
+    redis.dropConnections();
+    await new Promise((resolve) => setTimeout(resolve, 300)); // time for a listener to notice
+  };
+}
+
+/** The lines of a runtime's output logged at ERROR or WARNING. */
+export function alarms(output) {
+  return output.split('\n').filter((line) => / (ERROR|WARNING) /.test(line));
 }
 
 /** A Redis that knows AUTH, SELECT, SUBSCRIBE and PING, with a password and a user per bot. */

@@ -5,7 +5,7 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach, test } from 'node:test';
-import { BOT_ID, FakeManager, FakeRedis, TOKEN, waitFor } from './fakes.js';
+import { BOT_ID, FakeManager, FakeRedis, TOKEN, alarms, endLikeTheManager, waitFor } from './fakes.js';
 
 const ECHO = fileURLToPath(new URL('../examples/echo.mjs', import.meta.url));
 const CHANNEL = `bot_commands:${BOT_ID}`;
@@ -85,4 +85,14 @@ test('BotFailed on start: exit 1 with the reason; a bad environment: exit 2', as
   const broken = launch({ secretEnv: { BOTFLEET_REDIS_URL: redis.url } }); // no token
   assert.equal(await broken.exited, 2);
   assert.match(broken.output(), /BOTFLEET_BOT_TOKEN is required/);
+});
+
+test('a clean leave logs no ERROR or WARNING once the manager ends the bot', async () => {
+  endLikeTheManager(manager, redis);
+  const child = launch();
+  await waitFor(() => redis.subscribers(CHANNEL) === 1, { what: 'the bot to subscribe' });
+  child.kill('SIGTERM');
+  assert.equal(await child.exited, 0, child.output());
+  assert.deepEqual(manager.events.at(-1), { event: 'exited', exit_code: 0, reason: 'left' });
+  assert.deepEqual(alarms(child.output()), [], child.output());
 });

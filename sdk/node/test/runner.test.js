@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { afterEach, beforeEach, test } from 'node:test';
 import { Bot, BotFailed, run } from '../index.js';
-import { BOT_ID, FakeManager, FakeRedis, TOKEN, waitFor } from './fakes.js';
+import { BOT_ID, FakeManager, FakeRedis, TOKEN, alarms, endLikeTheManager, waitFor } from './fakes.js';
 
 const CHANNEL = `bot_commands:${BOT_ID}`;
 const FAST = { runReturnS: 0.5, reportFlushS: 1, redisPollS: 0.3, budgets: { lifecycle: 3, heartbeat: 1, report: 1 } };
@@ -337,4 +337,27 @@ test('a missing variable is exit 2, before any callback', async () => {
   const code = await run(Bot, { environ: { ...environ(), BOTFLEET_BOT_TOKEN: '' }, exit: false });
   assert.equal(code, 2);
   assert.deepEqual(manager.events, []);
+});
+
+test('a bot that finishes on its own logs no ERROR or WARNING once the manager ends it', async () => {
+  endLikeTheManager(manager, redis);
+  class Finishes extends Bot {
+    async run() {
+      await waitFor(() => redis.subscribers(CHANNEL) === 1, { what: 'the bot to subscribe' });
+    }
+  }
+  let output = '';
+  const write = process.stderr.write;
+  process.stderr.write = (chunk, ...rest) => {
+    output += chunk;
+    return write.call(process.stderr, chunk, ...rest);
+  };
+  try {
+    assert.equal(await start(Finishes), 0);
+  } finally {
+    process.stderr.write = write;
+  }
+  assert.deepEqual(manager.events.at(-1), { event: 'exited', exit_code: 0, reason: 'finished' });
+  assert.match(output, /exiting with code 0 \(finished\)/);
+  assert.deepEqual(alarms(output), [], output);
 });

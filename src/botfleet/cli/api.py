@@ -1,14 +1,23 @@
-"""`ApiClient`: one method per endpoint of the botfleet HTTP API (see /docs), sync httpx."""
+"""`ApiClient`: one method per endpoint of the botfleet HTTP API (see /docs), sync httpx.
+
+httpx is imported when a client is made, not with this module: `botfleet --help` needs none
+(httpx, httpcore and what they pull in are a third of a simple command's time).
+"""
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from collections.abc import Iterator
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from botfleet.cli.sse import Event, SSEParser
+
+if TYPE_CHECKING:
+    import ssl
+
+    import httpx
 
 Json = dict[str, Any]
 MAX_PAGE = 1000  # the API's largest `?limit=`
@@ -32,9 +41,12 @@ class Unreachable(Exception):
 
 class ApiClient:
     def __init__(self, url: str, token: str | None, *, timeout: float = 30) -> None:
+        httpx = _import_httpx()
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.url = url
-        self.http = httpx.Client(base_url=url, headers=headers, timeout=timeout)
+        self.http = httpx.Client(
+            base_url=url, headers=headers, timeout=timeout, verify=_verify_for(url)
+        )
 
     def __enter__(self) -> ApiClient:
         return self
@@ -45,6 +57,8 @@ class ApiClient:
     # ---- transport ---------------------------------------------------------------------------
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        import httpx
+
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
@@ -87,8 +101,13 @@ class ApiClient:
         limit: int | None = None,
         cursor: str | None = None,
         user_id: str | None = None,
+        id_part: str | None = None,
     ) -> Json:
+        """One page of bots; `id_part`: those whose id starts or ends with it (a prefix, or the
+        short id the CLI shows)."""
         params = _bot_filters(status, labels, limit, user_id)
+        if id_part:
+            params.append(("id", id_part))
         if cursor:
             params.append(("cursor", cursor))
         return self._json("GET", "/bots", params=params)
@@ -155,6 +174,8 @@ class ApiClient:
     def follow_logs(self, bot_id: str, *, tail: int) -> Iterator[str]:
         """The last `tail` lines, then each new line as the bot writes it, from one streamed
         `GET /bots/{id}/logs?follow=1` (no polling); ends when the bot's workload ends."""
+        import httpx
+
         params: dict[str, str | int] = {"tail": tail, "follow": 1}
         # A quiet bot sends nothing for a long time: no read timeout.
         timeout = httpx.Timeout(10, read=None)
@@ -256,6 +277,8 @@ class ApiClient:
         A dropped connection (or a 5xx) reconnects with exponential backoff and resumes after the
         last id seen, so a manager restart loses nothing; a 4xx is the caller's to fix and raises.
         """
+        import httpx
+
         backoff = 0.5
         while True:
             headers = {"Accept": "text/event-stream"}
@@ -300,6 +323,48 @@ def _bot_filters(
     return params
 
 
+#: What importing httpx and httpcore loads that a sync client never runs: httpx's own command line
+#: (click, pygments, rich.syntax: 40 ms here), and httpcore's support for async code under trio
+#: (80 ms, where trio is installed: selenium brings it into the dev environment).
+NEVER_RUN = ("httpx._main", "trio")
+
+
+def _import_httpx() -> Any:
+    """httpx with its transport (httpcore) imported, without the NEVER_RUN modules: each is
+    marked missing (None in sys.modules) for the import only, which both libraries allow for
+    (an ImportError they catch), then unmarked, so a later `import trio` works. Nothing happens
+    where httpx is imported already (the tests)."""
+    if "httpx" in sys.modules:
+        return sys.modules["httpx"]
+    marked = [name for name in NEVER_RUN if name not in sys.modules]
+    for name in marked:
+        sys.modules[name] = None  # type: ignore[assignment]  # "not installed", to an import
+    try:
+        import httpcore  # noqa: F401  (what httpx.Client imports when it is made)
+        import httpx
+    finally:
+        for name in marked:
+            if sys.modules.get(name, 0) is None:
+                del sys.modules[name]
+    return httpx
+
+
+def _verify_for(url: str) -> ssl.SSLContext | bool:
+    """httpx's `verify` for this URL. Left to httpx (True), it loads the whole CA bundle into a
+    new SSL context whenever a client is made (40 ms here), even for http://. A plain-http URL
+    gets instead a context that loads no certificate and so trusts none: TLS never happens
+    (httpx follows no redirect unless asked). Through a proxy from the environment, which may
+    be reached over TLS, the usual context."""
+    proxied = any(
+        os.environ.get(name) for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+    )
+    if proxied or not url.lower().startswith("http://"):
+        return True
+    import ssl
+
+    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+
+
 def _raise_for_error(response: httpx.Response) -> None:
     if not response.is_error:
         return
@@ -315,6 +380,8 @@ def _raise_for_error(response: httpx.Response) -> None:
 
 
 def _reason(exc: httpx.TransportError) -> str:
+    import httpx
+
     if isinstance(exc, httpx.ConnectError):
         return (
             "connection refused" if "refused" in str(exc).lower() else str(exc) or "cannot connect"

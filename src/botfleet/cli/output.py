@@ -253,7 +253,9 @@ def fields_table(record: dict[str, Any], names: list[str]) -> Table:
         if name == "status":
             table.add_row(name, styled(value))
             continue
-        if isinstance(value, dict):
+        if name == "labels" and isinstance(value, dict):
+            value = "  ".join(f"{key}:{text}" for key, text in value.items())  # as --label takes
+        elif isinstance(value, dict):
             value = json.dumps(value, ensure_ascii=False)
         elif name.endswith("_at"):
             value = clock(value)

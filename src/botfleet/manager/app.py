@@ -39,6 +39,7 @@ from botfleet.manager.http.app_state import AppState
 from botfleet.manager.http.app_state import install as install_app_state
 from botfleet.manager.http.body_guard import JsonBodyGuard
 from botfleet.manager.http.docs import install_docs
+from botfleet.manager.http.openapi import install_callbacks_document, operation_id
 from botfleet.manager.http.rate_limit import RateLimit, RateLimiter
 from botfleet.manager.http.routes import admin, bots, events, health, internal, kinds, webhooks
 from botfleet.manager.messaging.bot_acl import BotRedisUsers
@@ -295,20 +296,32 @@ def _flush_reports_at_exit(reports: Reports) -> None:
         log.warning("reports not written at exit: %s", exc)
 
 
+API_DESCRIPTION = (
+    "Start, watch, reconfigure and stop fleets of bots.\n\n"
+    "Every route but `/healthz` and `/readyz` needs a token: press **Authorize** and paste a "
+    "user's API key (`bf_...`), or the admin token (`bfa_...`) for the `/admin` routes. The "
+    "bots' own callbacks are not here: they are served on the callback port "
+    "(BOTFLEET_CALLBACK_PORT), with their document at `/internal/openapi.json` there."
+)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     app = FastAPI(
         title="botfleet",
         version="0.1.0",
-        description="Start, watch, reconfigure and stop fleets of bots.",
+        description=API_DESCRIPTION,
         lifespan=_lifespan(settings),
         docs_url=None,  # served from the package instead of a CDN: install_docs
         redoc_url=None,
+        generate_unique_id_function=operation_id,  # `start_bot`, not `start_bot_bots_post`
     )
     install_docs(app)
     install_error_handlers(app)
     for module in (bots, webhooks, events, internal, admin, kinds, health):
-        app.include_router(module.router)
+        # The bots' callbacks have their own document, on their own port (`http/openapi.py`).
+        app.include_router(module.router, include_in_schema=module is not internal)
+    install_callbacks_document(app, internal.router)
     install_ui(app)  # the web dashboard at /ui
     app.add_middleware(JsonBodyGuard, max_depth=settings.max_json_depth)  # inside BodySizeLimit
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)

@@ -8,15 +8,28 @@ import shutil
 import socket
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.panel import Panel
 
-from botfleet.manager.core.settings import Settings, get_settings
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from botfleet.manager.backup import Report
+    from botfleet.manager.core.settings import Settings
 
 app = typer.Typer(help="botfleet: a control plane for fleets of bots.", no_args_is_help=True)
 console = Console(stderr=True)
+
+
+def get_settings() -> Settings:
+    """The manager's settings, imported when a command runs: `botfleet --help` imports this
+    module to list these commands, and must not pay for pydantic-settings."""
+    from botfleet.manager.core.settings import get_settings as read_settings
+
+    return read_settings()
 
 
 def _logging(level: str) -> None:
@@ -196,6 +209,52 @@ def rotate_secrets() -> None:
         f"[green]re-sealed the secrets of {count} bots and {hooks} webhook endpoints "
         "with the newest key[/]"
     )
+
+
+@app.command("backup")
+def backup(
+    dest: Path = typer.Argument(..., help="The archive to write, or a folder to write it in."),
+) -> None:
+    """Write the database and the secrets keys into one archive (0600); safe while serving.
+
+    Keys given in BOTFLEET_SECRETS_KEYS cannot go in: keep them with the archive.
+    """
+    from botfleet.manager.backup import write_backup
+
+    os.umask(0o077)
+    _report(lambda: write_backup(get_settings(), dest))
+
+
+@app.command("restore")
+def restore(
+    archive: Path = typer.Argument(..., help="An archive `botfleet backup` wrote."),
+    force: bool = typer.Option(False, "--force", help="Replace a database that is not empty."),
+    migrate: bool = typer.Option(True, help="Bring an older archive's schema up to date."),
+) -> None:
+    """Put back the database and the secrets keys from a backup, then check that the keys open
+    the sealed secrets. Stop every manager on this database first."""
+    from botfleet.manager.backup import restore_backup
+
+    settings = get_settings()
+    _private_data_dir(settings.data_dir)
+    _report(lambda: restore_backup(settings, archive, force=force, migrate=migrate))
+
+
+def _report(run: Callable[[], Report]) -> None:
+    """Print what a backup or restore did; exit 1 when it stopped or left secrets unopened."""
+    from botfleet.manager.backup import BackupError
+
+    try:
+        report = run()
+    except BackupError as exc:
+        console.print(f"error: {exc}", style="red", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    for line in report.lines:
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+    for line in report.warnings:
+        console.print(line, style="yellow", markup=False, highlight=False, soft_wrap=True)
+    if report.failed:
+        raise typer.Exit(1)
 
 
 @app.command("create-user")

@@ -1,5 +1,8 @@
 """Property-based fuzzing of every endpoint with schemathesis, from the project's own OpenAPI
-schema, authenticated: no answer is a 5xx and every answer matches the schema.
+documents, authenticated: no answer is a 5xx and every answer matches the schema. The users' API
+comes from `/openapi.json` on the API port, the bots' callbacks from `/internal/openapi.json` on
+the callback port (each port serves only its own routes). Both declare bearer schemes, so
+schemathesis also checks that each operation refuses a call without the token, or with a wrong one.
 
 `make test` runs a bounded number of examples per operation; `make fuzz` runs many more
 (BOTFLEET_FUZZ_EXAMPLES).
@@ -34,7 +37,10 @@ def manager(
     tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer
 ) -> Iterator[Manager]:
     root = tmp_path_factory.mktemp("fuzz")
-    with running_manager(root, redis_server.url, extra_env=SPY_RUNTIME_ENV) as instance:
+    # The auth checks send a wrong token to every operation: 401s this test wants, not the
+    # 429 the failed-authentication limit answers past its burst.
+    env = {**SPY_RUNTIME_ENV, "BOTFLEET_AUTH_FAILURE_RATE_PER_S": "0"}
+    with running_manager(root, redis_server.url, extra_env=env) as instance:
         yield instance
 
 
@@ -58,16 +64,34 @@ def api_schema(manager: Manager) -> Any:
     return schemathesis.openapi.from_url(f"{manager.url}/openapi.json")
 
 
-schema = schemathesis.pytest.from_fixture("api_schema")
+@pytest.fixture(scope="module")
+def callbacks_schema(manager: Manager) -> Any:
+    return schemathesis.openapi.from_url(f"{manager.callback_url}/internal/openapi.json")
 
 
-@schema.parametrize()
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+api = schemathesis.pytest.from_fixture("api_schema")
+callbacks = schemathesis.pytest.from_fixture("callbacks_schema")
+FUZZ_SETTINGS = settings(
+    max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck)
+)
+
+
+@api.parametrize()
+@FUZZ_SETTINGS
 def test_every_endpoint(case: Any, credentials: dict[str, str]) -> None:
+    assert not case.path.startswith("/internal/"), "callbacks belong to the callback port"
+    call_and_validate(case, credentials, "admin" if case.path.startswith("/admin") else "user")
+
+
+@callbacks.parametrize()
+@FUZZ_SETTINGS
+def test_every_callback(case: Any, credentials: dict[str, str]) -> None:
+    assert case.path.startswith("/internal/"), case.path
+    call_and_validate(case, credentials, "bot")
+
+
+def call_and_validate(case: Any, credentials: dict[str, str], role: str) -> None:
     path: str = case.path
-    role = (
-        "admin" if path.startswith("/admin") else "bot" if path.startswith("/internal") else "user"
-    )
     # An event stream (`/events`, a followed log) never ends: schemathesis checks what arrived
     # until it goes quiet for the read timeout, 10 s by default, per example. The stream's first
     # event comes at once, so 2 s of quiet is as good a cut and keeps the run short.

@@ -102,7 +102,7 @@ def test_users_admin_commands(manager: Manager, run) -> None:
 def test_bot_lifecycle(run, user: dict[str, str]) -> None:
     started = run(
         "bots", "start", "demo", "--name", "standup", "-c", "lang=en", "-c", "n=3",
-        "--label", "team=sales", "--wait", **user,
+        "--label", "team:sales", "--wait", **user,
     )  # fmt: skip
     assert started.exit_code == 0, started.output
     bot_id = started.stdout.strip()
@@ -111,10 +111,10 @@ def test_bot_lifecycle(run, user: dict[str, str]) -> None:
     table = run("bots", "ls", **user)
     assert table.exit_code == 0 and bot_id[-8:] in table.stdout and "standup" in table.stdout
     page = json.loads(
-        run("bots", "ls", "--label", "team=sales", "--status", "active", "--json", **user).stdout
+        run("bots", "ls", "--label", "team:sales", "--status", "active", "--json", **user).stdout
     )
     assert [b["id"] for b in page["items"]] == [bot_id]
-    others = json.loads(run("bots", "ls", "--label", "team=ops", "--json", **user).stdout)
+    others = json.loads(run("bots", "ls", "--label", "team:ops", "--json", **user).stdout)
     assert others["items"] == []
     assert page["items"][0]["config"] == {"lang": "en", "n": 3}
     every = json.loads(run("bots", "ls", "--all", "--limit", "1", "--json", **user).stdout)
@@ -122,6 +122,7 @@ def test_bot_lifecycle(run, user: dict[str, str]) -> None:
 
     shown = run("bots", "show", bot_id, **user)
     assert shown.exit_code == 0 and "transitions" in shown.stdout
+    assert re.search(r"labels\s+team:sales\s", shown.stdout)  # as --label takes it
     assert "requested" in shown.stdout and "starting" in shown.stdout
     doc = json.loads(run("bots", "show", bot_id, "--json", **user).stdout)
     assert [t["to"] for t in doc["transitions"]] == ["starting", "active"]
@@ -207,7 +208,7 @@ def test_start_always_sends_a_config(run, sent: list[httpx.Request]) -> None:
     assert started.stdout.strip() == "bot-1"
     assert json.loads(sent[-1].content) == {"bot": "demo", "config": {}}
 
-    run("bots", "start", "demo", "-c", "n=3", "--label", "team=sales", **STAND_IN)
+    run("bots", "start", "demo", "-c", "n=3", "--label", "team:sales", **STAND_IN)
     assert json.loads(sent[-1].content) == {
         "bot": "demo",
         "config": {"n": 3},
@@ -215,19 +216,29 @@ def test_start_always_sends_a_config(run, sent: list[httpx.Request]) -> None:
     }
 
 
-def test_every_label_option_takes_key_equals_value(run, sent: list[httpx.Request]) -> None:
-    listed = run("bots", "ls", "--label", "team=sales", "-l", "url=http://x", **STAND_IN)
-    assert listed.exit_code == 0, listed.output
+def test_every_label_option_takes_key_colon_value(run, sent: list[httpx.Request]) -> None:
+    """`key:value`, the API's and the dashboard's syntax; the first `:` separates (a key has
+    none), so a value may hold `:` or `=`."""
+    listed = run("bots", "ls", "--label", "team:sales", "-l", "url:http://x", **STAND_IN)
+    assert listed.exit_code == 0 and listed.stderr == "", listed.output
     assert sent[-1].url.params.get_list("label") == ["team:sales", "url:http://x"]
+    started = run("bots", "start", "demo", "-l", "team:sales", "-l", "eq:a=b", **STAND_IN)
+    assert started.exit_code == 0 and started.stderr == "", started.output
+    assert json.loads(sent[-1].content)["labels"] == {"team": "sales", "eq": "a=b"}
 
-    # The API's own `key:value` spelling gets a hint and sends nothing, wherever it is given.
+    # The CLI's old `key=value` still works, wherever a label is typed, with a warning.
+    warning = "warning: write --label team:sales (key:value); key=value is the old spelling\n"
+    for command in (["bots", "ls"], ["bots", "start", "demo"], ["bots", "stop", "--yes"]):
+        warned = run(*command, "--label", "team=sales", **STAND_IN)
+        assert warned.exit_code == 0 and warned.stderr.startswith(warning), warned.output
+        if command[1] == "start":
+            assert json.loads(sent[-1].content)["labels"] == {"team": "sales"}
+        else:
+            assert sent[-1].url.params.get_list("label") == ["team:sales"]
     before = len(sent)
-    for command in (["bots", "ls"], ["bots", "start", "demo"]):
-        refused = run(*command, "--label", "team:sales", **STAND_IN)
-        assert refused.exit_code == 2
-        assert refused.stderr.strip() == "error: invalid_input: use --label team=sales (key=value)"
-        assert refused.stdout == ""
-    assert run("bots", "ls", "--label", "team", **STAND_IN).exit_code == 2
+    for bad in ("team", ":sales", "=sales"):
+        refused = run("bots", "ls", "--label", bad, **STAND_IN)
+        assert refused.exit_code == 2 and "expected --label key:value" in refused.stderr
     assert len(sent) == before
 
 
@@ -320,8 +331,9 @@ def test_help_shows_what_to_type_not_python_types(run) -> None:
         text[" ".join(page)] = shown.stdout
     assert re.search(r"--url\s+URL\s", text[""])
     assert re.search(r"--help\s+Show this message", text[""])  # a flag: nothing to type
-    assert re.search(r"--label\s+-l\s+KEY=VALUE\s", text["bots start"])
-    assert re.search(r"--label\s+-l\s+KEY=VALUE\s", text["bots ls"])
+    assert re.search(r"--label\s+-l\s+KEY:VALUE\s", text["bots start"])
+    assert re.search(r"--label\s+-l\s+KEY:VALUE\s", text["bots ls"])
+    assert re.search(r"--label\s+-l\s+KEY:VALUE\s", text["bots stop"])
     assert re.search(r"--wait\s+Wait until active", text["bots start"])
     assert re.search(r"--timeout\s+SECONDS\s", text["bots start"])
     assert re.search(r"--replace\s+Send the whole config", text["bots config"])

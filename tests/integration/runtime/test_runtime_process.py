@@ -5,6 +5,7 @@ through a real Redis."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import os
@@ -18,6 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+import redis
 
 from botfleet.runtime.bot import Bot
 from botfleet.runtime.env import RuntimeEnv
@@ -53,25 +55,33 @@ class FakeManager:
         self.acks: list[tuple[str, dict[str, Any]]] = []
         self.auth: set[str] = set()
         self.pending = pending or []
+        self.on_exited: Callable[[], None] | None = None  # run before `exited` is answered
+        self.revoked = False  # the token no longer works: every request answers 401
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 fake.auth.add(self.headers.get("Authorization", ""))
+                if fake.revoked:
+                    return self._answer({"detail": {"code": "invalid_token"}}, 401)
                 self._answer(fake.pending)
 
             def do_POST(self) -> None:
                 fake.auth.add(self.headers.get("Authorization", ""))
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if fake.revoked:
+                    return self._answer({"detail": {"code": "invalid_token"}}, 401)
                 if self.path.endswith("/callbacks"):
                     fake.events.append(body)
+                    if body["event"] == "exited" and fake.on_exited is not None:
+                        fake.on_exited()
                 else:
                     fake.acks.append((self.path.split("/")[-2], body))
                 self._answer({})
 
-            def _answer(self, payload: Any) -> None:
+            def _answer(self, payload: Any, status: int = 200) -> None:
                 data = json.dumps(payload).encode()
-                self.send_response(200)
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
@@ -267,3 +277,43 @@ def test_an_ended_bot_exits_even_when_the_redis_client_swallows_the_cancel(
 
     assert asyncio.run(go()) == 0
     assert swallowed, "the listener was never cancelled while reading: the test proves nothing"
+
+
+@pytest.mark.parametrize(("config", "reason"), [({}, "left"), ({"finish_after_s": 1}, "finished")])
+def test_a_clean_exit_logs_no_error_when_the_manager_ends_the_bot_at_once(
+    redis_url: str, config: dict[str, Any], reason: str
+) -> None:
+    """Issue 29, point 6: a manager that ends the bot as soon as it reports `exited` revokes
+    its token and deletes its Redis user, which drops its connection. The command listener,
+    still running then, read the pending commands and logged the 401 at ERROR (and the lost
+    connection at WARNING) after every clean exit. Today's manager ends a bot once its
+    workload is gone, which hides the race; the runtime must not rely on it."""
+    from botfleet.manager.messaging.bot_acl import BotRedisUsers, bot_url
+
+    users = BotRedisUsers(redis_url)
+    users.create({BOT_ID: hashlib.sha256(TOKEN.encode()).hexdigest()})
+    manager = FakeManager()
+
+    def end_the_bot() -> None:
+        manager.revoked = True
+        users.delete([BOT_ID])
+        time.sleep(0.5)  # time for a listener still running to notice, before the answer
+
+    manager.on_exited = end_the_bot
+    admin = redis.Redis.from_url(redis_url)
+    try:
+        proc = spawn(manager, config, redis_url=bot_url(redis_url, BOT_ID, TOKEN))
+        channel = command_channel(BOT_ID)
+        wait_until(lambda: dict(admin.pubsub_numsub(channel)).get(channel.encode()) == 1)
+        if reason == "left":
+            proc.send_signal(signal.SIGTERM)
+        code, _, err = finish(proc)
+    finally:
+        manager.server.shutdown()
+        users.delete([BOT_ID])
+        users.close()
+        admin.close()
+    assert code == 0, err
+    assert manager.lifecycle()[-1] == {"event": "exited", "exit_code": 0, "reason": reason}
+    alarms = [line for line in err.splitlines() if " ERROR " in line or " WARNING " in line]
+    assert alarms == [], err

@@ -62,7 +62,7 @@ def test_start_watch_reconfigure_command_stop(manager: Manager, browser: Any) ->
         browser.get(f"{manager.url}/ui/bots/new")
         _fill(browser, "name", "standup-ui")
         _fill(browser, "config", '{"lang": "en", "n": 3, "report_every_s": 1}')
-        _fill(browser, "labels", "team=sales\nregion=eu")
+        _fill(browser, "labels", "team:sales\nregion:eu")
         click(browser, "#start")
 
         wait_for(browser, lambda d: "/ui/bots/" in d.current_url and "new" not in d.current_url)

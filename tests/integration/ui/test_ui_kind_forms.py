@@ -139,7 +139,7 @@ def test_the_start_form_is_drawn_from_the_kind_and_fills_the_config(manager: Man
                 "secret.api_token": SECRET,
                 "state_key": f"drawn-{uuid.uuid4().hex[:6]}",
                 "max_duration_s": "600",
-                "labels": "team=forms",
+                "labels": "team:forms",
             },
         )
         assert started.status_code == 303, started.text[-2000:]

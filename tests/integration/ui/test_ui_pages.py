@@ -66,7 +66,7 @@ def test_the_start_form_shows_the_apis_refusals(manager: Manager) -> None:
         assert bad_kind.status_code == 422
         bad_labels = client.post("/ui/bots/new", data={**form, "labels": "no-equals-sign"})
         assert bad_labels.status_code == 422
-        assert "key=value" in bad_labels.text
+        assert "key:value" in bad_labels.text
         assert api.get("/bots").json()["items"] == []
 
         started = client.post(

@@ -41,13 +41,6 @@ MANAGER_ENV = {
 
 
 @pytest.fixture(scope="module")
-def receiver() -> Iterator[Receiver]:
-    instance = Receiver()
-    yield instance
-    instance.close()
-
-
-@pytest.fixture(scope="module")
 def manager(
     tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer
 ) -> Iterator[Manager]:

@@ -14,7 +14,13 @@ from typing import Any
 from urllib.parse import quote
 
 from botfleet.runtime.http import HttpClient, Response, TransportError
-from botfleet.runtime.protocol import EVENT_HEARTBEAT, EVENT_REPORT, CommandMessage, ProtocolError
+from botfleet.runtime.protocol import (
+    EVENT_EXITED,
+    EVENT_HEARTBEAT,
+    EVENT_REPORT,
+    CommandMessage,
+    ProtocolError,
+)
 from botfleet.runtime.retry import retry
 
 log = logging.getLogger("botfleet.runtime.client")
@@ -40,6 +46,9 @@ class ManagerClient:
             headers={"Authorization": f"Bearer {token}"},
             timeout_s=timeout_s,
         )
+        # Once `exited` is accepted the manager revokes the token: a call after it (nothing
+        # should make one) hears 401, which is then the expected end, not an error.
+        self._exited = False
 
     async def send_event(
         self,
@@ -63,7 +72,10 @@ class ManagerClient:
         budget = {EVENT_HEARTBEAT: HEARTBEAT_BUDGET_S, EVENT_REPORT: REPORT_BUDGET_S}.get(
             event, LIFECYCLE_BUDGET_S
         )
-        return await self._call("POST", "/callbacks", f"{event} callback", budget, body) is not None
+        accepted = await self._call("POST", "/callbacks", f"{event} callback", budget, body)
+        if event == EVENT_EXITED and accepted is not None:
+            self._exited = True
+        return accepted is not None
 
     async def pending_commands(self) -> list[CommandMessage]:
         """Commands not yet acked, oldest first; [] when the manager cannot be reached.
@@ -140,6 +152,9 @@ class ManagerClient:
             )
         except (TransportError, _Transient) as exc:
             log.error("%s: giving up (%s: %s)", what, type(exc).__name__, exc)
+            return None
+        if resp.is_error and self._exited and resp.status_code in (401, 403):
+            log.info("%s: token revoked since the bot exited (HTTP %s)", what, resp.status_code)
             return None
         if resp.is_error:
             hint = {401: "token rejected", 403: "token rejected", 409: "transition refused"}

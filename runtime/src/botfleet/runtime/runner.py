@@ -54,6 +54,7 @@ class Runner:
         self.router = CommandRouter(bot=bot, client=client)
         bot._send_report = self._send_report
         self._heartbeat: asyncio.Task[None] | None = None
+        self._listener: asyncio.Task[None] | None = None
         self._reports: list[asyncio.Task[bool]] = []  # lifecycle events, sent in order
         # Set once the outcome is decided: the command listener stops reconnecting.
         self._closing = asyncio.Event()
@@ -68,7 +69,7 @@ class Runner:
     async def run(self) -> int:
         """Start, supervise and stop the bot; return the exit code that was reported."""
         self._install_signal_handlers()
-        listener = asyncio.create_task(self._listen_for_commands(), name="commands")
+        self._listener = asyncio.create_task(self._listen_for_commands(), name="commands")
         try:
             start = asyncio.create_task(self.bot.on_start(), name="on_start")
             if await self._leave_first(start):
@@ -88,19 +89,28 @@ class Runner:
                 return await self._leave(work)
             return await self._finished(work)
         finally:
-            self._closing.set()
-            if self._heartbeat is not None:
-                self._heartbeat.cancel()
-            self.router.cancel_running()
+            await self._stop_commands()  # done by `_exit` already, unless it never ran
+
+    async def _stop_commands(self) -> None:
+        """No command is read or answered from here on: the heartbeat, the custom commands
+        being answered and the command listener stop. Called before `exited` is sent: a manager
+        may end the bot as soon as it has it, revoking the token and deleting the bot's Redis
+        user, and a listener still running would see its connection drop, read the pending
+        commands and log the 401."""
+        self._closing.set()
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+        self.router.cancel_running()
+        listener, self._listener = self._listener, None
+        if listener is not None:
             await self._stop_listener(listener)
 
     async def _stop_listener(self, listener: asyncio.Task[None]) -> None:
         """Cancel the command listener and wait for it, within a bound.
 
-        Once the manager has ended the bot it deletes the bot's Redis user, which drops the
-        listener's connection at about the moment it is cancelled; a cancellation that the Redis
-        client swallows there must not keep an exited bot alive until it is killed as an orphan.
-        So the listener also stops on `_closing`, the cancel is repeated, and the wait is bounded.
+        A cancellation that the Redis client swallows (its connection dropped at that moment)
+        must not keep an ending bot alive until it is killed as an orphan. So the listener also
+        stops on `_closing`, the cancel is repeated, and the wait is bounded.
         """
         deadline = asyncio.get_running_loop().time() + LISTENER_STOP_S
         while not listener.done():
@@ -181,6 +191,7 @@ class Runner:
             await asyncio.wait(unsent, timeout=REPORT_FLUSH_S)
             for task in unsent:
                 task.cancel()
+        await self._stop_commands()  # no command read or ack may follow `exited` either
         await self._report(EVENT_EXITED, exit_code=code, reason=reason, detail=detail)
         return code
 

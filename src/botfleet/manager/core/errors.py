@@ -83,6 +83,7 @@ class ErrorCode(enum.StrEnum):
     KIND_EXISTS = "kind_exists"
     KIND_RETIRED = "kind_retired"
     KIND_BUILTIN = "kind_builtin"
+    WEBHOOK_DISABLED = "webhook_disabled"
     IDEMPOTENCY_IN_PROGRESS = "idempotency_in_progress"
     # Input the models accept but the manager refuses.
     IDEMPOTENCY_MISMATCH = "idempotency_mismatch"

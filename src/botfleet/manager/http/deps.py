@@ -12,12 +12,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Header, Path, Request
+from fastapi import Depends, Path, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from botfleet.manager.core.errors import ErrorCode, Unauthorized
 from botfleet.manager.core.models import Bot
-from botfleet.manager.core.secrets import bearer_token, same
+from botfleet.manager.core.secrets import same
 from botfleet.manager.core.settings import Settings
 from botfleet.manager.http.app_state import AppState, app_state
 from botfleet.manager.services import audit, auth
@@ -62,15 +63,34 @@ def get_settings_dep(state: AppStateDep) -> Settings:
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 BotRequestsDep = Annotated[BotRequests, Depends(get_bot_requests)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
-AuthHeader = Annotated[str | None, Header(alias="Authorization", include_in_schema=False)]
 BotPath = Annotated[str, Path(max_length=64)]
 
+#: The scheme every user and admin route declares in the OpenAPI document, which gives `/docs`
+#: its Authorize button. `auto_error=False`: a missing token is our own 401, not FastAPI's 403.
+BEARER = HTTPBearer(
+    scheme_name="bearerAuth",
+    description="A user's API key (`bf_...`), or the admin token (`bfa_...`) for the `/admin` "
+    "routes and the whole fleet's bots. Sent as `Authorization: Bearer <token>`; in the "
+    "Authorize dialog paste the token alone.",
+    auto_error=False,
+)
+#: The bots' own tokens, declared in the callbacks' document (`/internal/openapi.json`).
+BOT_BEARER = HTTPBearer(
+    scheme_name="botToken",
+    description="The bot's own token (`BOTFLEET_BOT_TOKEN`, handed to the bot at launch), as "
+    "`Authorization: Bearer <token>`.",
+    auto_error=False,
+)
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]
+BotCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(BOT_BEARER)]
 
-def _token(authorization: str | None) -> str:
-    token = bearer_token(authorization)
-    if token is None:
+
+def _token(credentials: HTTPAuthorizationCredentials | None) -> str:
+    """The token of `Authorization: Bearer <token>` (HTTPBearer reads the header as
+    `core.secrets.bearer_token` does: scheme case-insensitive, token stripped)."""
+    if credentials is None:
         raise Unauthorized(ErrorCode.MISSING_TOKEN, "send Authorization: Bearer <api key>")
-    return token
+    return credentials.credentials
 
 
 bot_token = _token  # a bot sends its token the same way
@@ -89,13 +109,13 @@ def _key_caller(request: Request, state: AppState, session: Session, token: str)
 
 
 def get_current_user(
-    request: Request, state: AppStateDep, session: SessionDep, authorization: AuthHeader = None
+    request: Request, state: AppStateDep, session: SessionDep, credentials: Credentials
 ) -> auth.Caller:
-    return _key_caller(request, state, session, _token(authorization))
+    return _key_caller(request, state, session, _token(credentials))
 
 
 def authenticate_before_transaction(
-    request: Request, state: AppStateDep, authorization: AuthHeader = None
+    request: Request, state: AppStateDep, credentials: Credentials
 ) -> str:
     """The caller's user id, from a short read of its own that returns its connection at once.
 
@@ -104,22 +124,22 @@ def authenticate_before_transaction(
     caller must never make the manager do that I/O.
     """
     with state.sessions() as session:
-        return _key_caller(request, state, session, _token(authorization)).id
+        return _key_caller(request, state, session, _token(credentials)).id
 
 
-def require_admin(state: AppStateDep, authorization: AuthHeader = None) -> None:
-    if not same(_token(authorization), state.admin_token):
+def require_admin(state: AppStateDep, credentials: Credentials) -> None:
+    if not same(_token(credentials), state.admin_token):
         raise Unauthorized(ErrorCode.INVALID_TOKEN, "admin calls need the admin token")
 
 
-def get_calling_bot(session: SessionDep, bot_id: BotPath, authorization: AuthHeader = None) -> Bot:
+def get_calling_bot(session: SessionDep, bot_id: BotPath, credentials: BotCredentials) -> Bot:
     """The bot whose token this is, which must be the bot in the path (reads)."""
-    return auth.bot_for_token(session, token=_token(authorization), bot_id=bot_id, lock=False)
+    return auth.bot_for_token(session, token=_token(credentials), bot_id=bot_id, lock=False)
 
 
-def lock_calling_bot(session: SessionDep, bot_id: BotPath, authorization: AuthHeader = None) -> Bot:
+def lock_calling_bot(session: SessionDep, bot_id: BotPath, credentials: BotCredentials) -> Bot:
     """The calling bot with its row locked in the same statement (callbacks that change it)."""
-    return auth.bot_for_token(session, token=_token(authorization), bot_id=bot_id, lock=True)
+    return auth.bot_for_token(session, token=_token(credentials), bot_id=bot_id, lock=True)
 
 
 @dataclass(frozen=True)
@@ -135,11 +155,11 @@ class Viewing:
 
 
 def get_viewer(
-    request: Request, state: AppStateDep, session: SessionDep, authorization: AuthHeader = None
+    request: Request, state: AppStateDep, session: SessionDep, credentials: Credentials
 ) -> Viewing:
     """The admin token or a user's API key, for the routes both may call (reads, stop,
     delete); the admin's changes are attributed to `admin`."""
-    token = _token(authorization)
+    token = _token(credentials)
     if same(token, state.admin_token):
         audit.set_request_actor(session, audit.ADMIN)
         return Viewing(user_id=None)

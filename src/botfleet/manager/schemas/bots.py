@@ -16,6 +16,7 @@ from pydantic import (
     model_validator,
 )
 
+from botfleet.manager.core.statuses import BotStatus
 from botfleet.manager.schemas.bounds import (
     ShortText,
     Strict,
@@ -118,7 +119,7 @@ class BotPublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     id: str
-    status: str
+    status: BotStatus
     status_reason: str | None
     exit_code: int | None
     attempt: int
@@ -155,8 +156,8 @@ BotPage = Page[BotPublic]
 class TransitionPublic(BaseModel):
     model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
 
-    from_: str = Field(alias="from")
-    to: str
+    from_: BotStatus = Field(alias="from")
+    to: BotStatus
     reason: str
     source: str
     actor: str | None = Field(

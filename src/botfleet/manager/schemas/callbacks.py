@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, StringConstraints, field_validator, model_validator
 
+from botfleet.manager.core.statuses import BotStatus
 from botfleet.manager.schemas.bounds import MAX_CONFIG_DEPTH, Strict, json_depth, json_size
 
 MAX_RESULT_BYTES = 64 * 1024  # runtime/protocol.py says the same to the runtime
@@ -39,7 +40,7 @@ class CallbackIn(Strict):
 
 
 class CallbackOut(BaseModel):
-    status: str
+    status: BotStatus = Field(description="The bot's status after the callback.")
     changed: bool
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -63,10 +63,16 @@ class WebhookDeliveryPublic(BaseModel):
 
     id: str
     endpoint_id: str
-    bot_id: str
-    event_id: int = Field(description="The outbox event id (as in GET /events).")
+    bot_id: str = Field(
+        description="The bot the event is about; empty for a test event to the default endpoint."
+    )
+    event_id: int = Field(
+        description="The outbox event id (as in GET /events); 0 for a test event (it has none)."
+    )
     webhook_id: str = Field(description="The `webhook-id` header and the envelope's `id`.")
-    status: str = Field(description="`pending`, `delivered`, or `failed` (gave up).")
+    status: Literal["pending", "delivered", "failed"] = Field(
+        description="`pending`, `delivered`, or `failed` (gave up)."
+    )
     attempt_count: int
     next_attempt_at: datetime | None
     expires_at: datetime = Field(description="Failed attempts are retried until then.")

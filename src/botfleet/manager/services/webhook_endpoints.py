@@ -9,8 +9,8 @@ from sqlalchemy import Select, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from botfleet.manager.core.errors import ErrorCode, Invalid, NotFound
-from botfleet.manager.core.models import utcnow
+from botfleet.manager.core.errors import Conflict, ErrorCode, Invalid, NotFound
+from botfleet.manager.core.models import new_id, utcnow
 from botfleet.manager.core.sealing import SecretBox
 from botfleet.manager.core.webhook_models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from botfleet.manager.core.webhook_signing import new_secret
@@ -18,6 +18,9 @@ from botfleet.manager.messaging.outbox import latest_event_id
 from botfleet.manager.services import bots as bot_records
 from botfleet.manager.services.keyset import PageRequest, read_page
 from botfleet.manager.services.webhook_guard import UrlRefused, check_url
+
+#: The `type` of the event `send_test_event` queues.
+TEST_EVENT_TYPE = "webhook.test"
 
 
 def checked_url(url: str, *, allow_private: bool) -> str:
@@ -176,6 +179,54 @@ def redeliver(
     now = utcnow()
     delivery.status, delivery.next_attempt_at = "pending", now
     delivery.expires_at = now + timedelta(seconds=give_up_s)
+    return delivery
+
+
+def send_test_event(session: Session, *, user_id: str, endpoint_id: str) -> WebhookDelivery:
+    """Queue a `webhook.test` delivery to one of the user's endpoints, due now: the sender
+    signs, POSTs and records it like any delivery, on its next tick.
+
+    It is tried once (it expires as it is queued: a failed test is not retried for a day;
+    redeliver it or test again). It has no outbox event (`event_id` 0, so it is first in its
+    endpoint's queue) and, for the user's default endpoint, no bot (`bot_id` empty). An endpoint
+    its breaker paused is probed by the test at once: the user asked, and it is one request.
+    """
+    query = select(WebhookEndpoint).where(
+        WebhookEndpoint.id == endpoint_id, WebhookEndpoint.user_id == user_id
+    )
+    endpoint = session.scalar(query.with_for_update())
+    if endpoint is None:
+        raise NotFound(ErrorCode.WEBHOOK_NOT_FOUND, f"no webhook endpoint {endpoint_id}")
+    if not endpoint.enabled:
+        raise Conflict(
+            ErrorCode.WEBHOOK_DISABLED,
+            "this webhook endpoint is disabled: nothing is sent to it; enable it first",
+        )
+    now, delivery_id = utcnow(), new_id()
+    delivery = WebhookDelivery(
+        id=delivery_id,
+        endpoint_id=endpoint.id,
+        event_id=0,
+        bot_id=endpoint.bot_id or "",
+        payload={
+            "type": TEST_EVENT_TYPE,
+            "id": f"test_{delivery_id}",
+            "timestamp": now.isoformat(),
+            "data": {
+                "endpoint_id": endpoint.id,
+                "bot_id": endpoint.bot_id,
+                "message": "a test event, sent on request",
+            },
+        },
+        status="pending",
+        attempt_count=0,
+        next_attempt_at=now,
+        expires_at=now,
+        created_at=now,
+    )
+    session.add(delivery)
+    if endpoint.paused_until is not None and endpoint.paused_until > now:
+        endpoint.paused_until = now
     return delivery
 
 

@@ -106,8 +106,9 @@ def _resolve(host: str, port: int, *, allow_private: bool) -> list[Address]:
         address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
         if not allow_private and _refused_address(address):
             raise UrlRefused(
-                f"{host} resolves to {address}, a non-public address "
-                "(BOTFLEET_WEBHOOK_ALLOW_PRIVATE allows it)"
+                f"{host} resolves to {address}, a non-public address: refused unless the "
+                "manager runs with BOTFLEET_WEBHOOK_ALLOW_PRIVATE=true (a receiver on this "
+                "machine or network; see docs/how-to/webhooks.md)"
             )
         addresses.append(address)
     if not addresses:

@@ -30,6 +30,7 @@ from botfleet.manager.schemas.api import ApiKeyCreate, UserCreate, UserUpdate
 from botfleet.manager.services import audit, users
 from botfleet.manager.services.keyset import MAX_CURSOR_CHARS, MAX_LIMIT, PageRequest
 from botfleet.manager.services.user_usage import usage_by_user
+from botfleet.manager.ui.fleet import names_of_users
 from botfleet.manager.ui.session import UiCaller, check_csrf, ui_admin
 from botfleet.manager.ui.templating import render, secure
 
@@ -193,6 +194,7 @@ def audit_page(
             title="Admin log",
             error=_message(exc),
             entries=[],
+            names={},
             next_url=None,
             **context,
         )
@@ -206,6 +208,7 @@ def audit_page(
             {"row": row, "change": json.dumps(row.change, sort_keys=True, ensure_ascii=False)}
             for row in rows
         ],
+        names=names_of_users(session, (row.user_id for row in rows)),
         next_url=next_url,
         **context,
     )

@@ -40,19 +40,22 @@ from botfleet.manager.ui.command_form import (
     shown_form,
 )
 from botfleet.manager.ui.session import CsrfCallerDep, UiCaller, UiCallerDep
-from botfleet.manager.ui.start_form import SubmittedDep, user_only
+from botfleet.manager.ui.start_form import LABEL_SYNTAX_WARNING, SubmittedDep, user_only
 from botfleet.manager.ui.templating import ActionRefused, render, secure
 
 router = APIRouter()
 
 NOTICES = {
     "started": "Bot started.",
+    "started-labels": "Bot started.",
     "stopping": "Stop requested: the bot is asked to leave.",
     "reconfigured": "Reconfigure sent: the bot applies it when it acknowledges.",
     "command": "Command sent: its status and result appear under Commands.",
     "relaunched": "Relaunched as this new bot.",
     "deleted": "Bot deleted.",
 }
+#: A warning beside the notice: the bot started, but from a form written the old way.
+WARNINGS = {"started-labels": LABEL_SYNTAX_WARNING}
 LIVE = {"requested", "starting", "active", "stopping"}
 
 
@@ -93,6 +96,7 @@ def _page(
     status_code: int = 200,
     error: str | None = None,
     notice: str | None = None,
+    warning: str | None = None,
     command: CommandState | None = None,
 ) -> Response:
     events_since = latest_event_id(session)  # before the reads: later changes are streamed
@@ -118,7 +122,7 @@ def _page(
         request,
         "bot.html",
         status_code,
-        title=bot.name or bot.id,
+        title=bot.name or bot_records.short_id(bot.id),
         bot=bot,
         status=status,
         live=status in LIVE,
@@ -131,6 +135,7 @@ def _page(
         command_errors=command.errors,
         error=error,
         notice=notice,
+        warning=warning,
         events_since=events_since,
     )
 
@@ -146,7 +151,15 @@ def bot_page(
 ) -> Response:
     """`?command=` chooses the command whose payload form is drawn."""
     shown = CommandState(chosen=command)
-    return _page(request, caller, session, bot_id, notice=NOTICES.get(notice), command=shown)
+    return _page(
+        request,
+        caller,
+        session,
+        bot_id,
+        notice=NOTICES.get(notice),
+        warning=WARNINGS.get(notice),
+        command=shown,
+    )
 
 
 def _refused(bot_id: str, exc: BotfleetError, command: CommandState | None = None) -> ActionRefused:

@@ -1,14 +1,17 @@
 """The fleet page (`/ui`): the caller's bots (the admin's: everyone's, with a user filter),
-counts by status, filters by status and label; and `/ui/events`, the live event stream the
-dashboard's pages listen to (the API's `GET /events`, authenticated by the session cookie)."""
+counts by status, filters by status and label, a search by id (the short id the pages show,
+or a prefix: the listing's `id_part`); and `/ui/events`, the live event stream the dashboard's
+pages listen to (the API's `GET /events`, authenticated by the session cookie)."""
 
 from __future__ import annotations
 
 import weakref
+from collections.abc import Iterable
 from typing import Annotated
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Header, Query, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import RedirectResponse, Response, StreamingResponse
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -50,6 +53,15 @@ def user_names(session: Session) -> list[tuple[str, str]]:
     return [(row.id, row.name) for row in rows]
 
 
+def names_of_users(session: Session, user_ids: Iterable[str | None]) -> dict[str, str]:
+    """{id: name} of these users, for pages that show who (a name says more than an id)."""
+    wanted = {i for i in user_ids if i}
+    if not wanted:
+        return {}
+    rows = session.execute(select(User.id, User.name).where(User.id.in_(wanted)))
+    return {row.id: row.name for row in rows}
+
+
 def fleet_page(
     request: Request,
     caller: UiCallerDep,
@@ -59,8 +71,13 @@ def fleet_page(
     user_id: Annotated[str, Query(max_length=36)] = "",
     cursor: Annotated[str | None, Query(max_length=MAX_CURSOR_CHARS)] = None,
     notice: Annotated[str, Query(max_length=20)] = "",
+    id_: Annotated[str, Query(alias="id", max_length=100)] = "",
+    live: Annotated[str | None, Header(alias="X-Botfleet-Live", max_length=8)] = None,
 ) -> Response:
+    """`?id=`: a short id or an id's first characters; when exactly one bot matches, its page
+    (a search, not a filter: the live refresh of a list that shrank to one stays a list)."""
     owner = (user_id or None) if caller.is_admin else caller.user_id
+    id_part = id_.strip()
     events_since = latest_event_id(session)  # before the reads: later changes are streamed
     error = None
     bots: list[Bot] = []
@@ -72,11 +89,15 @@ def fleet_page(
             user_id=owner,
             statuses=[status] if status else [],
             labels=labels,
+            id_part=id_part or None,
             page=PageRequest(limit=PAGE_SIZE, cursor=cursor),
         )
     except BotfleetError as exc:
         error = exc.message
+    if id_part and len(bots) == 1 and cursor is None and live is None:
+        return secure(RedirectResponse(f"/ui/bots/{bots[0].id}", status_code=303))
     counts = count_by_status(session, user_id=owner)
+    users = user_names(session) if caller.is_admin else []
     return render(
         request,
         "fleet.html",
@@ -89,12 +110,22 @@ def fleet_page(
         status=status,
         label=label,
         user_id=user_id,
-        users=user_names(session) if caller.is_admin else [],
-        next_cursor=next_cursor,
+        users=users,
+        names=dict(users),
+        id_part=id_part,
+        next_url=_next_url(status, label, user_id, id_part, next_cursor),
         error=error,
         notice=NOTICES.get(notice),
         events_since=events_since,
     )
+
+
+def _next_url(status: str, label: str, user_id: str, id_part: str, cursor: str | None) -> str:
+    """The next page of the same listing, or "" on the last."""
+    if cursor is None:
+        return ""
+    shown = {"status": status, "label": label, "user_id": user_id, "id": id_part}
+    return "/ui?" + urlencode({**{k: v for k, v in shown.items() if v}, "cursor": cursor})
 
 
 @router.get("/events")

@@ -28,10 +28,12 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from botfleet.manager.core.errors import BotfleetError, ErrorCode
+from botfleet.manager.core.models import User
 from botfleet.manager.core.secrets import same
 from botfleet.manager.http.deps import READ_METHODS, SessionDep, app_state
 from botfleet.manager.http.rate_limit import buckets_for
@@ -77,6 +79,7 @@ class UiCaller:
     credential: str
     csrf_token: str
     key_id: str | None = None
+    user_name: str | None = None  # the header shows it (a user's id says nothing to a person)
 
     @property
     def is_admin(self) -> bool:
@@ -156,6 +159,7 @@ def authenticate(
         credential=credential,
         csrf_token=csrf_for(request, cookie),
         key_id=caller.key_id,
+        user_name=session.scalar(select(User.name).where(User.id == caller.id)),
     )
 
 

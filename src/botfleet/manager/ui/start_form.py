@@ -115,6 +115,7 @@ def _render(
     *,
     error: str | None = None,
     errors: dict[str, str] | None = None,
+    warning: str | None = None,
 ) -> Response:
     return render(
         request,
@@ -126,6 +127,7 @@ def _render(
         form=values,
         errors=errors or {},
         error=error,
+        warning=warning,
     )
 
 
@@ -164,12 +166,14 @@ def start_submit(
     except BotfleetError as exc:
         code, message = exc.status_code, exc.message
         shown = kind_forms.errors_by_input(exc, page.inputs, FIXED_INPUTS)
+        warning = LABEL_SYNTAX_WARNING if old_label_syntax(kept.get("labels", "")) else None
 
         def again(request: Request) -> Response:
-            return _render(request, page, kept, code, error=message, errors=shown)
+            return _render(request, page, kept, code, error=message, errors=shown, warning=warning)
 
         raise ActionRefused(again) from exc
-    return secure(RedirectResponse(f"/ui/bots/{created.id}?notice=started", status_code=303))
+    notice = "started-labels" if old_label_syntax(submitted.get("labels", "")) else "started"
+    return secure(RedirectResponse(f"/ui/bots/{created.id}?notice={notice}", status_code=303))
 
 
 def start_request(page: StartPage, form: dict[str, str], *, max_depth: int) -> BotCreate:
@@ -204,20 +208,39 @@ def start_request(page: StartPage, form: dict[str, str], *, max_depth: int) -> B
         raise Invalid(ErrorCode.INVALID_INPUT, message, errors=found) from exc
 
 
-def _labels(text: str) -> dict[str, str]:
-    labels: dict[str, str] = {}
+#: Shown after a start whose labels were written `key=value` (the CLI's old syntax).
+LABEL_SYNTAX_WARNING = (
+    "Labels are written key:value, as in the API and the fleet's filter; "
+    "key=value still works, for now."
+)
+
+
+def _label_items(text: str) -> list[tuple[str, str, str]]:
+    """(key, separator, value) of each line (or comma-separated item): the separator is the
+    first `:` or `=` (a key holds neither; a value may hold both, as a URL does)."""
+    items = []
     for line in text.replace(",", "\n").splitlines():
         if not line.strip():
             continue
-        key, sep, value = line.partition("=")
-        if not sep:
-            key, sep, value = line.partition(":")
-        if not sep or not key.strip():
+        at = min((i for i in (line.find(":"), line.find("=")) if i >= 0), default=-1)
+        if at < 0 or not line[:at].strip():
             raise Invalid(
-                ErrorCode.INVALID_LABELS, f"label {line.strip()!r} must look like key=value"
+                ErrorCode.INVALID_LABELS, f"label {line.strip()!r} must look like key:value"
             )
-        labels[key.strip()] = value.strip()
-    return labels
+        items.append((line[:at].strip(), line[at], line[at + 1 :].strip()))
+    return items
+
+
+def _labels(text: str) -> dict[str, str]:
+    return {key: value for key, _, value in _label_items(text)}
+
+
+def old_label_syntax(text: str) -> bool:
+    """Some label was written `key=value`: the page says to write `key:value`."""
+    try:
+        return any(sep == "=" for _, sep, _ in _label_items(text))
+    except Invalid:
+        return False
 
 
 def _restart(form: dict[str, str]) -> dict[str, Any] | None:

@@ -19,6 +19,8 @@ from fastapi import Request
 from fastapi.templating import Jinja2Templates
 from starlette.responses import Response
 
+from botfleet.manager.services.bots import short_id
+
 HERE = Path(__file__).parent
 TEMPLATES_DIR = HERE / "templates"
 STATIC_DIR = HERE / "static"
@@ -85,6 +87,9 @@ templates.env.filters["when"] = _when
 templates.env.filters["pretty_json"] = _pretty_json
 templates.env.filters["json_text"] = _json_text
 templates.env.filters["duration"] = duration
+# The short id of a bot or a user: its LAST characters (ids are UUIDv7, their first ones are
+# the time they were made: the same for everything made in the same minute). The CLI's rule.
+templates.env.filters["short_id"] = short_id
 
 
 def secure(response: Response) -> Response:

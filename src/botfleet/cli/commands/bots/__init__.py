@@ -1,14 +1,16 @@
 """`botfleet bots …`: start, list, show, reconfigure, stop and tail bots.
 
-`lifecycle` (ls, start, show, stop, relaunch, rm), `messages` (config, cmd, secrets: commands a
-running bot answers), `logs`; `inputs` reads the command line, `waiting` does `--wait`. The
-commands are registered here, in the order `botfleet bots --help` lists them.
+`lifecycle` (ls, start, show, relaunch), `batch` (stop, rm: one bot, several, or a label
+selector), `messages` (config, cmd, secrets: commands a running bot answers), `logs`; `inputs`
+reads the command line, `waiting` does `--wait`. Every command taking a bot id resolves a short
+id or a prefix (`botfleet.cli.targets`). The commands are registered here, in the order
+`botfleet bots --help` lists them.
 """
 
 from __future__ import annotations
 
 from botfleet.cli import help_format
-from botfleet.cli.commands.bots import lifecycle, messages
+from botfleet.cli.commands.bots import batch, lifecycle, messages
 from botfleet.cli.commands.bots import logs as log_commands
 from botfleet.cli.commands.bots.inputs import parse_labels, parse_pairs, parse_value
 from botfleet.cli.commands.bots.logs import new_lines
@@ -20,9 +22,9 @@ app = help_format.Typer(
 app.command("ls")(lifecycle.list_bots)
 app.command("start")(lifecycle.start)
 app.command("show")(lifecycle.show)
-app.command("stop")(lifecycle.stop)
+app.command("stop")(batch.stop)
 app.command("relaunch")(lifecycle.relaunch)
-app.command("rm")(lifecycle.remove)
+app.command("rm")(batch.remove)
 app.command("config")(messages.reconfigure)
 app.command("cmd")(messages.send_command)
 app.command("secrets")(messages.replace_secrets)

@@ -1,5 +1,5 @@
 """What `botfleet bots …` reads from its command line: the shared options, `key=value` pairs,
-`--label key=value`, and JSON files."""
+`--label key:value`, and JSON files."""
 
 from __future__ import annotations
 
@@ -15,7 +15,22 @@ JsonOpt = typer.Option(False, "--json", help="Print the API's JSON document, not
 WaitTimeout = typer.Option(
     120.0, "--timeout", metavar="SECONDS", help="Seconds --wait waits at most."
 )
-BotId = typer.Argument(..., metavar="ID", help="The bot's id.")
+BotId = typer.Argument(
+    ..., metavar="ID", help="The bot's id: whole, its short id (as `ls` shows), or a prefix."
+)
+BotIds = typer.Argument(
+    None,
+    metavar="ID",
+    help="Bots' ids: whole, short (as `ls` shows), or a prefix; or --label instead.",
+)
+LabelSelector = typer.Option(
+    [],
+    "--label",
+    "-l",
+    metavar="KEY:VALUE",
+    help="Every bot with this label (all of them when repeated), instead of ids.",
+)
+Yes = typer.Option(False, "--yes", "-y", help="Act on every bot --label matches without asking.")
 IdempotencyKey = typer.Option(
     None, "--idempotency-key", metavar="KEY", help="Retry safely: the same answer again."
 )
@@ -41,19 +56,21 @@ def parse_pairs(pairs: list[str], *, typed: bool) -> dict[str, Any]:
 
 
 def parse_labels(pairs: list[str]) -> list[tuple[str, str]]:
-    """`--label key=value`, the one syntax of every --label (the API's `?label=` filter says
-    `key:value`; the client translates). The other syntax gets a hint, never a guess."""
+    """`--label key:value`, the API's syntax (`?label=key:value`, the dashboard's filter).
+    `key=value`, the CLI's old one, still works, with a warning. A key holds neither `:` nor
+    `=`, so the first of them is the separator: `url:http://x` and `team:a=b` are key:value."""
     labels = []
     for pair in pairs:
-        key, found, value = pair.partition("=")
-        if not found:
-            old_key, colon, old_value = pair.partition(":")
-            if colon and old_key:
-                output.invalid(f"use --label {old_key}={old_value} (key=value)")
-        if not found or not key:
-            output.invalid(f"expected --label key=value, got {pair!r}")
-        if ":" in key:
-            output.invalid(f"a label key has no ':' (got {key!r}); use --label key=value")
+        cut = min((i for i in (pair.find(":"), pair.find("=")) if i >= 0), default=-1)
+        key, value = pair[:cut], pair[cut + 1 :]
+        if cut <= 0:
+            output.invalid(f"expected --label key:value, got {pair!r}")
+        if pair[cut] == "=":
+            output.err.print(
+                f"[yellow]warning:[/] write --label {output.escape(key)}:{output.escape(value)} "
+                "(key:value); key=value is the old spelling",
+                soft_wrap=True,
+            )
         labels.append((key, value))
     return labels
 

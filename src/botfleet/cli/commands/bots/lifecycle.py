@@ -1,4 +1,4 @@
-"""`botfleet bots ls|start|show|stop|relaunch|rm`: a bot's life, from start to deletion."""
+"""`botfleet bots ls|start|show|relaunch`: a bot's life (`batch`: stop and rm)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from rich.console import Group
 from rich.live import Live
 from rich.text import Text
 
-from botfleet.cli import output
+from botfleet.cli import output, targets
 from botfleet.cli.api import ApiClient
 from botfleet.cli.commands.bots.inputs import (
     BotId,
@@ -40,7 +40,7 @@ def list_bots(
         [], "--status", "-s", metavar="STATUS", help="Only this status; repeatable."
     ),
     label: list[str] = typer.Option(
-        [], "--label", "-l", metavar="KEY=VALUE", help="Only bots with this label; repeatable."
+        [], "--label", "-l", metavar="KEY:VALUE", help="Only bots with this label; repeatable."
     ),
     limit: int | None = typer.Option(
         None, "--limit", "-n", metavar="N", min=1, max=1000, help="Page size."
@@ -118,7 +118,7 @@ def start(
         [], "--secret", metavar="KEY=VALUE", help="Kept sealed; repeatable."
     ),
     label: list[str] = typer.Option(
-        [], "--label", "-l", metavar="KEY=VALUE", help="A label; repeatable."
+        [], "--label", "-l", metavar="KEY:VALUE", help="A label; repeatable."
     ),
     image: str | None = typer.Option(None, "--image", metavar="IMAGE", help="Runtime image."),
     start_at: str | None = typer.Option(
@@ -198,6 +198,7 @@ def _announce_new_bot(
 def show(ctx: typer.Context, bot_id: str = BotId, as_json: bool = JsonOpt) -> None:
     """A bot's fields and its lifecycle history (JSON: the bot plus `transitions`)."""
     with connect(ctx) as client:
+        bot_id = targets.resolve_or_fail(client, bot_id)
         bot = client.get_bot(bot_id)
         rows = client.transitions(bot_id)
     if as_json:
@@ -206,25 +207,6 @@ def show(ctx: typer.Context, bot_id: str = BotId, as_json: bool = JsonOpt) -> No
     output.console.print(output.fields_table(bot, SHOW_FIELDS))
     output.console.print()
     output.console.print(output.transitions_table(rows, width=output.console.width))
-
-
-def stop(
-    ctx: typer.Context,
-    bot_id: str = BotId,
-    wait: bool = typer.Option(False, "--wait", help="Wait until it ended (exit 1 if failed)."),
-    timeout: float = WaitTimeout,
-    as_json: bool = JsonOpt,
-) -> None:
-    """Ask a bot to leave; idempotent on a stopping or ended bot."""
-    with connect(ctx) as client:
-        bot = client.stop_bot(bot_id)
-        if wait:
-            bot = wait_for_bot(client, bot["id"], TERMINAL, timeout)
-            report_end(bot, as_json, "completed")
-        elif as_json:
-            output.print_json(bot)
-        else:
-            typer.echo(f"{bot['id']} {bot['status']}")
 
 
 def relaunch(
@@ -238,18 +220,6 @@ def relaunch(
     """Start an ended bot again as a new bot (same kind, config, secrets, labels, restart
     policy, state); print the new id. A live bot: stop it first (exit 4)."""
     with connect(ctx) as client:
+        bot_id = targets.resolve_or_fail(client, bot_id)
         created = client.relaunch_bot(bot_id, idempotency_key=idempotency_key)
         _announce_new_bot(client, created, wait=wait, timeout=timeout, as_json=as_json)
-
-
-def remove(
-    ctx: typer.Context,
-    bot_id: str = BotId,
-    purge_state: bool = typer.Option(
-        False, "--purge-state", help="Also delete its state directory (its --state-key)."
-    ),
-) -> None:
-    """Delete an ended bot with its history and logs (a live bot: stop it first, exit 4)."""
-    with connect(ctx) as client:
-        client.delete_bot(bot_id, purge_state=purge_state)
-    typer.echo(f"{bot_id} deleted")

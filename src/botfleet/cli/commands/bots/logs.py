@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from botfleet.cli import output
+from botfleet.cli import output, targets
 from botfleet.cli.commands.bots.inputs import BotId
 from botfleet.cli.session import connect
 
@@ -30,6 +30,7 @@ def logs(
 ) -> None:
     """A bot's recent output; with -f, keep printing new lines until the bot ends."""
     with connect(ctx) as client:
+        bot_id = targets.resolve_or_fail(client, bot_id)
         if not follow:
             for line in client.logs(bot_id, tail=tail).splitlines():
                 output.echo(line, multiline=True)

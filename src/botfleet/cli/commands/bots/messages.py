@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from botfleet.cli import output
+from botfleet.cli import output, targets
 from botfleet.cli.commands.bots.inputs import (
     BotId,
     JsonOpt,
@@ -45,6 +45,7 @@ def reconfigure(
         output.invalid("give either --file FILE.json or key=value pairs")
     config = read_json_object(config_file) if config_file else parse_pairs(pairs, typed=True)
     with connect(ctx) as client:
+        bot_id = targets.resolve_or_fail(client, bot_id)
         if replace:
             command = client.replace_config(bot_id, config)
         else:
@@ -84,6 +85,7 @@ def send_command(
         read_json_object(payload_file) if payload_file else parse_pairs(pairs or [], typed=True)
     )
     with connect(ctx) as client:
+        bot_id = targets.resolve_or_fail(client, bot_id)
         command = client.send_command(bot_id, action, payload)
         if wait:
             command = wait_for_answer(client, bot_id, command, timeout)
@@ -120,6 +122,7 @@ def replace_secrets(
     if not all(isinstance(v, str) for v in secrets.values()):
         output.invalid("every secret must be a string")
     with connect(ctx) as client:
+        bot_id = targets.resolve_or_fail(client, bot_id)
         command = client.replace_secrets(bot_id, secrets)
         if wait:
             command = wait_for_answer(client, bot_id, command, timeout)

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from botfleet.manager.core.errors import error_responses
 from botfleet.manager.core.secrets import bearer_token
+from botfleet.manager.core.statuses import BotStatus
 from botfleet.manager.http.deps import (
     AppStateDep,
     BotRequestsDep,
@@ -43,6 +44,9 @@ router = APIRouter(
     responses=error_responses(400, 401, 403, 404, 409, 413, 422, 429, 501, 503),
 )
 
+#: The `status` filter's values, in words: it takes them comma-separated, so it is no enum.
+STATUS_FILTER = "Repeatable, or comma-separated: " + ", ".join(BotStatus) + "."
+
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=BotPublic)
 def start_bot(
@@ -67,7 +71,7 @@ def list_bots(
     session: SessionDep,
     viewer: Viewer,
     page: PageQuery,
-    status_: Annotated[list[str], Query(alias="status")] = [],  # noqa: B006
+    status_: Annotated[list[str], Query(alias="status", description=STATUS_FILTER)] = [],  # noqa: B006
     label: Annotated[list[str], Query(description="key:value, repeatable")] = [],  # noqa: B006
     user_id: Annotated[
         str | None, Query(max_length=36, description="Admin token only: this user's bots.")

@@ -13,7 +13,7 @@ from botfleet.manager.background.exit_watch import ExitWatch
 from botfleet.manager.core.errors import error_responses
 from botfleet.manager.http.deps import (
     AppStateDep,
-    AuthHeader,
+    BotCredentials,
     BotPath,
     CallingBot,
     LockedCallingBot,
@@ -42,9 +42,9 @@ router = APIRouter(
 
 @router.post("/callbacks", response_model=CallbackOut)
 async def callback(
-    state: AppStateDep, bot_id: BotPath, body: CallbackIn, authorization: AuthHeader = None
+    state: AppStateDep, bot_id: BotPath, body: CallbackIn, credentials: BotCredentials
 ) -> CallbackOut:
-    token = bot_token(authorization)
+    token = bot_token(credentials)
     if body.event == "heartbeat":
         status = await state.heartbeats.accept(token=token, bot_id=bot_id)
         return CallbackOut(status=status, changed=False)

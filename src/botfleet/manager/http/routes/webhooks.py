@@ -208,3 +208,21 @@ def redeliver(
         give_up_s=settings.webhook_give_up_s,
     )
     return _deliveries(session, [delivery])[0]
+
+
+@router.post(
+    "/webhooks/{endpoint_id}/test",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=WebhookDeliveryPublic,
+    responses=error_responses(409),
+)
+def send_test_event(
+    endpoint_id: str, session: SessionDep, user: CurrentUser
+) -> WebhookDeliveryPublic:
+    """Send a `webhook.test` event to one of your endpoints (the `id` that GET /webhook or
+    GET /bots/{bot_id}/webhook shows) on the sender's next tick, signed and recorded like every
+    delivery: the answer is that delivery; GET /webhook/deliveries/{id} shows its attempt. It
+    is tried once; an endpoint its breaker paused is probed by it at once. 409
+    `webhook_disabled` for a disabled endpoint."""
+    delivery = service.send_test_event(session, user_id=user.id, endpoint_id=endpoint_id)
+    return _deliveries(session, [delivery])[0]
