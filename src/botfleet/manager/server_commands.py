@@ -133,7 +133,7 @@ def _welcome() -> None:
             title=f"botfleet on {base}",
         )
     )
-    # Plain lines outside the panel, so they copy and paste as they are (the README's walk
+    # Plain lines outside the panel, so they copy and paste as they are (the tutorial's walk
     # starts from them).
     body = '{"bot": "demo", "config": {}}'
     lines = [

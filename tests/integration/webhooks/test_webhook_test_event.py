@@ -291,3 +291,42 @@ def test_the_example_receiver_verifies_real_deliveries(
         assert all(line.startswith("refused a request to /") for line in example.errors)
     finally:
         example.close()
+
+
+def test_the_dashboard_lists_endpoints_and_sends_a_test_event(
+    manager: Manager, receiver: Receiver
+) -> None:
+    """The Webhooks page (issue 29): the user's endpoints with a "Send test event" button that
+    sends the same signed `webhook.test`, and the delivery listed once it arrived; another
+    user cannot test it."""
+    from tests.ui_browser import ui_client
+
+    user, client = manager.new_user()
+    endpoint = set_webhook(client, receiver.url("/ui-test"))
+    ui, csrf = ui_client(manager.url, user["api_key"])
+    page = ui.get("/ui/webhooks")
+    assert page.status_code == 200, page.text
+    assert receiver.url("/ui-test") in page.text
+    assert f'action="/ui/webhooks/{endpoint["id"]}/test"' in page.text
+
+    sent = ui.post(f"/ui/webhooks/{endpoint['id']}/test", data={"csrf_token": csrf})
+    assert sent.status_code == 303, sent.text
+    assert sent.headers["location"] == "/ui/webhooks?notice=test-sent"
+    [request] = receiver.wait_for("/ui-test", 1)
+    verify(endpoint["secret"], request["headers"], request["body"])  # raises unless signed
+    assert json.loads(request["body"])["type"] == "webhook.test"
+
+    def listed_delivered() -> bool:
+        shown = ui.get("/ui/webhooks").text
+        row = shown[shown.find('<table id="deliveries">') :]
+        return "webhook.test" in row and '<td class="delivery-status">delivered</td>' in row
+
+    assert wait_until(listed_delivered, what="the delivered test event on the page")
+
+    other, _ = manager.new_user()
+    other_ui, other_csrf = ui_client(manager.url, other["api_key"])
+    refused = other_ui.post(f"/ui/webhooks/{endpoint['id']}/test", data={"csrf_token": other_csrf})
+    assert refused.status_code == 404, refused.text
+    assert 'id="page-error"' in refused.text
+    assert receiver.url("/ui-test") not in refused.text  # nothing of another user's shown
+    assert len(receiver.got("/ui-test")) == 1

@@ -2,7 +2,7 @@
 
 The manager renders a `RuntimeEnv` into environment variables (`render`), the runtime parses them
 back (`from_environ`); both use the names below, so no side re-spells or guesses them. The table
-of variables is README.md's "Writing a bot" section. `render` also says which variables are
+of variables is docs/how-to/write-a-bot.md. `render` also says which variables are
 secret (the bot token, the bot's secrets, a Redis URL with a password), so that a backend puts
 them where only the workload can read them, never in labels, metadata, logs or a command line.
 

@@ -1,5 +1,5 @@
-"""Errors with a stable machine code, and the handlers that render them as the README's API
-section says: `{"detail": {"code": "...", "message": "..."}}`."""
+"""Errors with a stable machine code, and the handlers that render them as docs/how-to/api.md
+says: `{"detail": {"code": "...", "message": "..."}}`."""
 
 from __future__ import annotations
 

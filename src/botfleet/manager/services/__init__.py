@@ -13,6 +13,6 @@ The convention, which every module here follows:
   a thread pool) and `CommandPublisher` (`command_publisher.py`, Redis). Request methods take
   the session the same way and queue the side effect (a publish, a launch, a signal) with
   `after_commit`, so it runs only once the change is committed: database first, as the
-  README's "Architecture" section says. Everything that runs after a commit is registered in
+  docs/explanation/architecture.md says. Everything that runs after a commit is registered in
   one place: `manager/after_commit.py`.
 """

@@ -42,6 +42,13 @@ def _find(
     return session.scalar(query.with_for_update() if lock else query)
 
 
+def list_endpoints(session: Session, *, user_id: str) -> list[WebhookEndpoint]:
+    """The user's endpoints: the default one (no bot) first, then the bots' own, newest first."""
+    query = select(WebhookEndpoint).where(WebhookEndpoint.user_id == user_id)
+    rows = session.scalars(query.order_by(WebhookEndpoint.id.desc())).all()
+    return sorted(rows, key=lambda e: e.bot_id is not None)
+
+
 def get_endpoint(session: Session, *, user_id: str, bot_id: str | None) -> WebhookEndpoint:
     if bot_id is not None:
         bot_records.get_bot(session, bot_id, user_id=user_id)  # another user's bot: 404
@@ -151,6 +158,12 @@ def list_deliveries(
         query = query.where(WebhookDelivery.bot_id == bot_id)
     keys = [WebhookDelivery.event_id, WebhookDelivery.id]
     return read_page(session, query, keys=keys, page=page, descending=True)
+
+
+def latest_deliveries(session: Session, *, user_id: str, limit: int) -> list[WebhookDelivery]:
+    """The user's most recently queued deliveries (test events, numbered 0, among them)."""
+    query = _owned_deliveries(user_id).order_by(WebhookDelivery.created_at.desc())
+    return list(session.scalars(query.limit(limit)))
 
 
 def get_delivery(session: Session, *, user_id: str, delivery_id: str) -> WebhookDelivery:

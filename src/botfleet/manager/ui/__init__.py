@@ -13,7 +13,16 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Scope
 
-from botfleet.manager.ui import admin, admin_kinds, bot, fleet, health, session, start_form
+from botfleet.manager.ui import (
+    admin,
+    admin_kinds,
+    bot,
+    fleet,
+    health,
+    session,
+    start_form,
+    webhooks,
+)
 from botfleet.manager.ui.session import SignInRequired, UiForbidden, UiRateLimited, ui_rate_limit
 from botfleet.manager.ui.templating import STATIC_DIR, ActionRefused, render, secure
 
@@ -26,6 +35,7 @@ router.include_router(bot.router)
 router.include_router(admin_kinds.router)  # /admin/kinds before any /admin/{...}
 router.include_router(admin.router)
 router.include_router(health.router)
+router.include_router(webhooks.router)
 
 
 class SecureStaticFiles(StaticFiles):

@@ -116,7 +116,8 @@ class BotUids:
                 "refused (as root they could read every other bot and the manager's secrets). "
                 "The probe failed: %s. Fix: let gid %d traverse every directory above the "
                 "interpreter and the installed botfleet (e.g. `setfacl -m g:%d:x <dir>`, see "
-                "README), or set BOTFLEET_PROCESS_BOT_UIDS=off to run trusted bots as root.",
+                "docs/explanation/security.md), or set BOTFLEET_PROCESS_BOT_UIDS=off to run "
+                "trusted bots as root.",
                 why_not,
                 self.config.bot_gid,
                 self.config.bot_gid,

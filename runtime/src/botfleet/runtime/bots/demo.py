@@ -1,6 +1,6 @@
 """The built-in `demo` bot: idles until told to leave, and misbehaves on request.
 
-Config switches (listed in the README's walk), so every lifecycle path can be exercised without
+Config switches (listed in docs/tutorial.md), so every lifecycle path can be exercised without
 a real meeting: `fail_on_start`, `start_delay_s` (a slow join), `crash_after_s`, `finish_after_s`
 (+ `exit_code`), `freeze_after_s` (the process hangs: no heartbeats, deaf to SIGTERM),
 `refuse_reconfigure`, `ignore_leave`, `silent`, `report_every_s` (reports `{"n": <count>}`),
