@@ -31,6 +31,22 @@ SQL_AREAS = {
     "integration/webhooks",
     "integration/resilience",
 }
+# In those areas, the modules whose subject is not SQL run once too (`make test` must stay under
+# 20 minutes on 2 cores): the HTTP surface before any query (the fuzzer, the OpenAPI document,
+# the body guard), Redis (rate limits, auth floods, the embedded Redis, its outage), log files,
+# and signals.
+NOT_SQL = {
+    "integration/api/test_fuzz.py",
+    "integration/api/test_openapi.py",
+    "integration/api/test_input_limits.py",
+    "integration/api/test_rate_limits.py",
+    "integration/api/test_rate_limit_burst.py",
+    "integration/api/test_auth_floods.py",
+    "integration/api/test_logs_bounded.py",
+    "integration/resilience/test_embedded_redis.py",
+    "integration/resilience/test_redis_outage.py",
+    "integration/resilience/test_stop_signals.py",
+}
 
 
 @pytest.hookimpl(wrapper=True)
@@ -88,7 +104,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         parts = item.path.relative_to(TESTS).parts
         if parts[0] in TIERS:
             item.add_marker(parts[0])
-        if "/".join(parts[:2]) in SQL_AREAS:
+        if "/".join(parts[:2]) in SQL_AREAS and "/".join(parts[:3]) not in NOT_SQL:
             item.add_marker(pytest.mark.sql)
 
 

@@ -232,3 +232,30 @@ def test_a_kind_whose_env_cannot_be_built_fails_its_bot(manager: Manager) -> Non
     assert bot.status_code == 201, bot.text
     failed = wait_for_status(client, bot.json()["id"], {"failed", "active"}, timeout=300)
     assert failed["status"] == "failed" and failed["status_reason"] == "kind_env_failed", failed
+
+
+def test_kinds_are_listed_a_page_at_a_time_and_a_foreign_cursor_is_refused(
+    manager: Manager,
+) -> None:
+    """Pages by name; a cursor that is not one the API returned is 422 `invalid_cursor` (the
+    fuzzer found `?cursor=%08` answered with the first page: base64 skipped the byte)."""
+    with manager.admin() as admin:
+        for name in ("page-a", "page-b"):
+            made = admin.post("/admin/kinds", json={"name": name, "run": {"exec": ["true"]}})
+            assert made.status_code == 201, made.text
+    _, client = manager.new_user()
+    seen, cursor = [], None
+    while True:
+        params: dict[str, str | int] = {"limit": 1} | ({"cursor": cursor} if cursor else {})
+        answer = client.get("/kinds", params=params)
+        assert answer.status_code == 200, answer.text
+        seen += [k["name"] for k in answer.json()["items"]]
+        cursor = answer.json()["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == sorted(seen) and {"page-a", "page-b", "demo"} <= set(seen), seen
+    assert len(seen) == len(set(seen))
+    for foreign in ("\x08", "bm90LWpzb24", "W10"):  # junk, base64 of not-JSON, of []
+        refused = client.get("/kinds", params={"cursor": foreign})
+        assert refused.status_code == 422, (foreign, refused.text)
+        assert refused.json()["detail"]["code"] == "invalid_cursor"

@@ -5,11 +5,14 @@ log and the dashboard's live views never finish on their own, so each open tab h
 Ctrl-C (or a replica's SIGTERM) for the stream's whole keep-alive. `StoppingServer` tells the
 app when a stop begins, and `client_gone(request)`, which the streams poll between writes, then
 answers True: each stream ends within its poll interval and the stop completes.
+
+The flag is set from a signal handler, so it takes no lock: a `threading.Event` did, and a second
+signal arriving while the first handler was inside `Event.set` (`make` and its manager both
+signalled, Ctrl-C twice) re-entered it and deadlocked the main thread: the manager never exited.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Awaitable, Callable
 from types import FrameType
 
@@ -17,11 +20,24 @@ import uvicorn
 from fastapi import FastAPI, Request
 
 
-def stopping_flag(app: FastAPI) -> threading.Event:
+class StopFlag:
+    """Set once, read anywhere; safe to set from a signal handler (a plain attribute, no lock)."""
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+
+    def is_set(self) -> bool:
+        return self._set
+
+
+def stopping_flag(app: FastAPI) -> StopFlag:
     """The app's "a stop has begun" flag (created on first use)."""
     flag = getattr(app.state, "stopping", None)
     if flag is None:
-        flag = app.state.stopping = threading.Event()
+        flag = app.state.stopping = StopFlag()
     return flag
 
 

@@ -10,8 +10,6 @@ the admin log (`GET /admin/audit`), in the same transaction.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -23,7 +21,7 @@ from botfleet.manager.core.models import Bot, utcnow
 from botfleet.manager.schemas.kinds import KindCreate, KindDefinition
 from botfleet.manager.services import audit
 from botfleet.manager.services.builtin_kinds import BUILTIN_KINDS
-from botfleet.manager.services.keyset import MAX_CURSOR_CHARS, PageRequest
+from botfleet.manager.services.keyset import PageRequest, decode_cursor, encode_cursor
 from botfleet.manager.services.kind_checks import KindDoc, check_kind_schemas
 
 KIND_REGISTERED = "kind_registered"
@@ -188,23 +186,10 @@ def _live(session: Session, after: str | None = None, limit: int | None = None) 
 
 def list_live(session: Session, page: PageRequest) -> tuple[list[KindDoc], str | None]:
     """A page of the kinds users may start, by name (`?cursor=` is the last name shown)."""
-    after = _decode(page.cursor) if page.cursor else None
+    # The keyset cursor every list uses: a cursor that is not one of ours is 422 invalid_cursor.
+    after = str(decode_cursor(page.cursor, [str])[0]) if page.cursor else None
     kinds = _live(session, after=after, limit=page.limit + 1)
     more = len(kinds) > page.limit
     kinds = kinds[: page.limit]
-    next_cursor = _encode(kinds[-1].name) if more and kinds else None
+    next_cursor = encode_cursor([kinds[-1].name]) if more and kinds else None
     return kinds, next_cursor
-
-
-def _encode(name: str) -> str:
-    return base64.urlsafe_b64encode(name.encode()).decode().rstrip("=")
-
-
-def _decode(cursor: str) -> str:
-    refused = Invalid(ErrorCode.INVALID_CURSOR, "cursor is not one this API returned for this list")
-    if len(cursor) > MAX_CURSOR_CHARS:
-        raise refused
-    try:
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (ValueError, binascii.Error) as exc:
-        raise refused from exc
