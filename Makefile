@@ -54,7 +54,7 @@ test-fast: $(STAMP)
 ## test-node: the Node.js SDK's own tests (sdk/node, `node --test`); needs node 20 or later
 test-node:
 	@if command -v node >/dev/null 2>&1; then \
-		cd sdk/node && node --test test/*.test.js; \
+		cd sdk/node && timeout 300 node --test --test-timeout=60000 test/*.test.js; \
 	else \
 		echo "SKIPPED: the Node.js SDK tests (sdk/node): no 'node' on PATH (install node >= 18)"; \
 	fi

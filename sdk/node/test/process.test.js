@@ -12,6 +12,9 @@ const CHANNEL = `bot_commands:${BOT_ID}`;
 
 let manager;
 let redis;
+/** Every child a test started: killed after it, so a failed assertion never leaves one running
+ *  (a live child keeps `node --test` waiting for ever). */
+const children = new Set();
 
 beforeEach(async () => {
   manager = await new FakeManager().start();
@@ -19,6 +22,10 @@ beforeEach(async () => {
 });
 
 afterEach(async () => {
+  for (const child of children) {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  }
+  children.clear();
   await manager.stop();
   await redis.stop();
 });
@@ -45,12 +52,15 @@ function launch({ env = {}, secretEnv = { BOTFLEET_BOT_TOKEN: TOKEN, BOTFLEET_RE
   child.stdio[3].end(JSON.stringify(secretEnv));
   child.output = () => output;
   child.exited = once(child, 'exit').then(([code]) => code);
+  children.add(child);
   return child;
 }
 
 test('SIGTERM is a graceful leave: leaving (sigterm), exited 0', async () => {
   const child = launch();
   await waitFor(() => redis.subscribers(CHANNEL) === 1, { what: 'the bot to subscribe' });
+  // The first report may reach the manager just after the subscription.
+  await waitFor(() => manager.events.find((e) => e.event === 'report'), { what: 'the first report' });
   assert.deepEqual(manager.events.find((e) => e.event === 'report'), {
     event: 'report',
     data: { phase: 'started', greeting: 'hej' },
