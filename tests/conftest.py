@@ -34,7 +34,7 @@ SQL_AREAS = {
 # In those areas, the modules whose subject is not SQL run once too (`make test` must stay under
 # 20 minutes on 2 cores): the HTTP surface before any query (the fuzzer, the OpenAPI document,
 # the body guard), Redis (rate limits, auth floods, the embedded Redis, its outage), log files,
-# and signals.
+# signals, and bots outliving a manager restart.
 NOT_SQL = {
     "integration/api/test_fuzz.py",
     "integration/api/test_openapi.py",
@@ -46,6 +46,7 @@ NOT_SQL = {
     "integration/resilience/test_embedded_redis.py",
     "integration/resilience/test_redis_outage.py",
     "integration/resilience/test_stop_signals.py",
+    "integration/resilience/test_manager_restart.py",
 }
 
 
@@ -74,7 +75,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node: Any, error: Any) -> None:
-    """xdist (`make test` runs two workers): gather each worker's fault figures."""
+    """xdist (`make test` runs several workers): gather each worker's fault figures."""
     sent = json.loads(getattr(node, "workeroutput", {}).get("fault_figures", "{}"))
     for name, values in sent.get("figures", {}).items():
         support.FAULT_FIGURES.setdefault(name, []).extend(values)

@@ -82,7 +82,7 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:
-        """Quiet: twenty bots long-polling would flood the test output."""
+        """Quiet: a fleet of bots long-polling would flood the test output."""
 
     def setup(self) -> None:
         super().setup()

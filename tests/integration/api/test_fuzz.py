@@ -95,7 +95,7 @@ def call_and_validate(case: Any, credentials: dict[str, str], role: str) -> None
     path: str = case.path
     # An event stream (`/events`, a followed log) never ends: schemathesis checks what arrived
     # until it goes quiet for the read timeout, 10 s by default, per example. The stream's first
-    # event comes at once, so 2 s of quiet is as good a cut and keeps the run short.
+    # event comes at once, so 1 s of quiet is as good a cut and keeps the run short.
     streaming = path == "/events" or path.endswith("/logs")
     # Valid-looking data may still be refused on its meaning (an unknown bot name, an illegal
     # state): so no "positive data must be accepted" check; every other check applies.
@@ -108,5 +108,5 @@ def call_and_validate(case: Any, credentials: dict[str, str], role: str) -> None
         base_url=credentials["callback_url"] if role == "bot" else None,  # bots' own port
         headers={} if negative_header else {"Authorization": credentials[role]},
         excluded_checks=[positive_data_acceptance],
-        **({"timeout": (10, 2)} if streaming else {}),
+        **({"timeout": (10, 1)} if streaming else {}),
     )

@@ -193,7 +193,7 @@ def test_bots_outlive_a_manager_outage_longer_than_the_heartbeat_budget(
     restartable.start()
     client, ids = start_bots(restartable)
     restartable.stop(signal.SIGKILL)
-    time.sleep(BUDGET_S + 5)  # every bot's heartbeats went unheard for longer than the budget
+    time.sleep(BUDGET_S + 2)  # every bot's heartbeats went unheard for longer than the budget
     restartable.start()
     restartable.judged_a_heartbeat_budget_after_leading()
     assert_all_active(client, ids)
@@ -275,7 +275,7 @@ def test_bots_outlive_a_database_outage_longer_than_the_heartbeat_budget(
         manager.start()
         client, ids = start_bots(manager)
         proxy.cut()
-        time.sleep(BUDGET_S + 5)
+        time.sleep(BUDGET_S + 2)  # longer than the budget
         proxy.start()
         manager.judged_a_heartbeat_budget_after_leading()  # the loops back off after failures
         assert_all_active(client, ids)
