@@ -33,6 +33,8 @@ class Kind(Base):
     commands: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     resources: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     restart: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    # Health rules every bot of this version gets unless it names its own (CONTRACT v3).
+    health: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType)
     description: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # Set on every row of a retired kind: no new bot of it starts (running ones run on).

@@ -2,28 +2,25 @@
 
 from __future__ import annotations
 
-import os
-import threading
-import time
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
-    JSON,
     BigInteger,
-    DateTime,
+    Boolean,
+    Float,
     ForeignKey,
     Index,
     Integer,
     MetaData,
     String,
     Text,
-    TypeDecorator,
+    false,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, validates
 
+from botfleet.manager.core.column_types import JSONType, StatusType, UTCDateTime, new_id, utcnow
 from botfleet.manager.core.statuses import RESTART_ON_DEFAULT, BotStatus
 
 TERMINAL_SQL = "status IN ('completed', 'failed')"
@@ -31,75 +28,6 @@ TERMINAL_SQL = "status IN ('completed', 'failed')"
 #: when its WHERE clause says exactly this (PostgreSQL and SQLite prove coverage by matching).
 LIVE_SQL = f"NOT ({TERMINAL_SQL})"
 
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-_last_ms = 0
-_sequence = 0
-_id_lock = threading.Lock()
-
-
-def new_id() -> str:
-    """A time-ordered UUIDv7 string: ids sort by creation, which makes cursors simple.
-
-    Within one millisecond the 12-bit `rand_a` field counts up (RFC 9562's monotonic method), so
-    ids made by one process never sort out of order.
-    """
-    global _last_ms, _sequence
-    with _id_lock:
-        ms = time.time_ns() // 1_000_000
-        if ms > _last_ms:
-            _last_ms, _sequence = ms, int.from_bytes(os.urandom(2), "big") & 0x7FF
-        else:
-            ms, _sequence = _last_ms, _sequence + 1
-            if _sequence > 0xFFF:  # 4096 ids in one millisecond: borrow the next one
-                _last_ms = ms = ms + 1
-                _sequence = 0
-        seq = _sequence
-    rand_b = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
-    value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | seq << 64 | 0b10 << 62 | rand_b
-    h = f"{value:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """Timezone-aware UTC datetimes on every backend (SQLite forgets the zone)."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        return value.astimezone(UTC) if value is not None else None
-
-    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        return value
-
-
-_STATUS_BY_VALUE = {status.value: status for status in BotStatus}
-
-
-class StatusType(TypeDecorator[BotStatus]):
-    """A bot's status as `BotStatus`, stored as the plain string the migrations created
-    (VARCHAR(16)), so no schema change and the same on PostgreSQL and SQLite."""
-
-    impl = String(16)
-    cache_ok = True
-
-    def process_bind_param(self, value: str | None, dialect: Any) -> str | None:
-        return BotStatus(value).value if value is not None else None
-
-    def process_result_value(self, value: str | None, dialect: Any) -> BotStatus | None:
-        # A dict lookup: calling the Enum costs more than the rest of the row (a page of 100).
-        return _STATUS_BY_VALUE[value] if value is not None else None
-
-
-JSONType = JSON().with_variant(JSONB(), "postgresql")
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -134,6 +62,7 @@ class User(Base):
     disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # `{max_retries, backoff_s, on?}` applied to a POST /bots that names no `restart`; None: none.
     default_restart: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    queue_by_default: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     keys: Mapped[list[ApiKey]] = relationship(back_populates="user")
 
@@ -225,6 +154,14 @@ class Bot(Base):
     state_key: Mapped[str | None] = mapped_column(String(200))
     # The version of its kind (core/kind_models.py) the bot runs; None: a raw `module:Class`.
     kind_version: Mapped[int | None] = mapped_column(Integer)
+    # The queue: higher priority first, then first come; failed `queue_timeout` after the timeout.
+    priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    queue_timeout_s: Mapped[float | None] = mapped_column(Float)
+    queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    schedule_id: Mapped[str | None] = mapped_column(String(36), index=True)  # no FK: kept on delete
+    # Health rules (CONTRACT v3) and what they have seen so far (since when a field held a value).
+    health_rules: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType)
+    health_state: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
 
     token_hash: Mapped[str | None] = mapped_column(String(64), index=True)
     stop_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -47,4 +47,12 @@ class OrchestratorSettings(SettingsArea):
     reconcile_interval_s: float = Field(
         5.0, gt=0, description="How often the reconciler compares the database with the engine."
     )
+    timer_interval_s: float = Field(
+        0.5,
+        gt=0,
+        le=1.0,
+        description="How often the leader fires due timers (`start_at`, `max_duration_s`, restart "
+        "backoffs, queue timeouts, schedules, health rules): each fires within about this long "
+        "of its time, not on the reconciler's tick.",
+    )
     launch_workers: int = Field(16, gt=0, description="Threads that launch and stop workloads.")
