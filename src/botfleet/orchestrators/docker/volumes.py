@@ -57,10 +57,14 @@ def purge_volume(client: docker.DockerClient, name: str) -> None:
     are gone or going); a running one keeps it: OrchestratorError."""
     with engine_errors(f"removing the state volume {name}"):
         for summary in client.api.containers(all=True, filters={"volume": name}):
-            container = client.containers.get(summary["Id"])
-            if still_runs(container):
-                raise OrchestratorError(f"container {container.short_id} still uses {name}")
-            container.remove(force=True)
+            # The reconciler removes ended containers too: one gone meanwhile is no refusal.
+            try:
+                container = client.containers.get(summary["Id"])
+                if still_runs(container):
+                    raise OrchestratorError(f"container {container.short_id} still uses {name}")
+                container.remove(force=True)
+            except docker.errors.NotFound:
+                continue
         try:
             client.volumes.get(name).remove()
         except docker.errors.NotFound:
