@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds botfleet-runtime, botfleet-manager and botfleet-node-runtime, tagged :latest and
 # :<version> (pyproject.toml's; the nomad backend's default image is the versioned one, since
-# Nomad's docker driver pulls a `:latest` image on every start), without network inside the
-# Python builds (the Node one gets Debian's nodejs from the mirror):
+# Nomad's docker driver pulls a `:latest` image on every start), with no package index inside the
+# Python builds (only Debian's mirror, through --network host: nodejs for the Node image, the
+# PostgreSQL client for the manager's `botfleet backup`, each in a layer that stays cached):
 # a wheelhouse is made on the host (docker/wheels) and the Dockerfiles install from it. With no
 # registry reachable, the base is the local debootstrap image (scripts/build-base-image.sh);
 # BASE_IMAGE=python:3.11-slim picks the normal one. Idempotent; prints the image names.

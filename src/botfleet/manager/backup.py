@@ -34,6 +34,7 @@ from botfleet.manager.backup_database import (
     known_revision,
     pg_dump,
     pg_restore,
+    pg_restore_ready,
     sqlite_copy,
     sqlite_path,
     table_names,
@@ -100,7 +101,7 @@ def write_backup(settings: Settings, dest: Path) -> Report:
         raise BackupError(f"{dest} exists: a backup never replaces another, name a new file")
     if not dest.parent.is_dir():
         raise BackupError(f"no folder {dest.parent} to write the archive in")
-    report = Report()
+    report, dumped_by = Report(), None
     with tempfile.TemporaryDirectory(prefix="botfleet-backup-") as work:
         if kind == "sqlite":
             source = sqlite_path(url)
@@ -112,7 +113,7 @@ def write_backup(settings: Settings, dest: Path) -> Report:
         else:
             member, copy = PG_MEMBER, Path(work) / "botfleet.pgdump"
             revision = database_revision(url)
-            pg_dump(url, copy)
+            dumped_by = pg_dump(url, copy)
             if database_revision(url) != revision:
                 raise BackupError("a migration ran during the backup: run it again")
         files = [name for name in DATA_FILES if (settings.data_dir / name).is_file()]
@@ -122,6 +123,7 @@ def write_backup(settings: Settings, dest: Path) -> Report:
             "alembic_revision": revision,
             "database": kind,
             "database_member": member,
+            "pg_dump_version": dumped_by,  # pg_restore must be as new (PostgreSQL only)
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "data_files": files,
             "keys": _key_fingerprints(settings),
@@ -259,6 +261,8 @@ def _checked(
             f"the database {where(url)} is not empty ({len(tables)} tables): nothing was "
             "changed; stop its managers and pass --force to replace it"
         )
+    if kind == "postgresql":
+        pg_restore_ready(manifest.get("pg_dump_version"))
     files = [name for name in manifest.get("data_files", []) if name in DATA_FILES]
     return manifest, files, tables
 

@@ -5,6 +5,7 @@ while managers serve, and back in."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -124,9 +125,31 @@ def sqlite_copy(source: Path, target: Path) -> None:
         dst.close()
 
 
-def pg_dump(url: str, file: Path) -> None:
-    """The custom format: compressed, and pg_restore can restore it in one transaction."""
-    _pg_run(["pg_dump", "--format=custom", "--no-owner", "--no-privileges", "-f", str(file)], url)
+def pg_dump(url: str, file: Path) -> int | None:
+    """The custom format: compressed, and pg_restore can restore it in one transaction. Returns
+    pg_dump's major version (the manifest keeps it: an older pg_restore cannot read the file).
+
+    A pg_dump older than the server refuses it ("server version mismatch"): checked first, so
+    the operator is told which client to install."""
+    server = server_major(url)
+    client = None if server is None else client_major("pg_dump", server)
+    if client is not None and server is not None and client < server:
+        raise BackupError(mismatch("pg_dump", client, server))
+    command = ["pg_dump", "--format=custom", "--no-owner", "--no-privileges", "-f", str(file)]
+    _pg_run(command, url)
+    return client
+
+
+def pg_restore_ready(dumped_by: object) -> None:
+    """Before anything is dropped: pg_restore is there and can read the archive (the archive
+    format of a newer pg_dump is unknown to an older pg_restore)."""
+    need = dumped_by if isinstance(dumped_by, int) else None
+    client = client_major("pg_restore", need)
+    if need is not None and client < need:
+        raise BackupError(
+            f"pg_restore {client} cannot read an archive pg_dump {need} made: install the "
+            f"PostgreSQL client tools {need} or newer ({_install(need)}); nothing was changed"
+        )
 
 
 def pg_restore(url: str, file: Path) -> None:
@@ -137,14 +160,61 @@ def pg_restore(url: str, file: Path) -> None:
     _pg_run([*command, "--exit-on-error", "--dbname", database, str(file)], url)
 
 
+def server_major(url: str) -> int | None:
+    """None when the server cannot be asked: pg_dump then says why itself."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            version = connection.dialect.server_version_info
+    except SQLAlchemyError:
+        return None
+    finally:
+        engine.dispose()
+    return int(version[0]) if version else None
+
+
+def client_major(tool: str, server: int | None) -> int:
+    """The major version of `tool` on PATH; a missing tool is named with what to install."""
+    _on_path(tool, server)
+    try:
+        done = subprocess.run([tool, "--version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise BackupError(f"{tool} --version failed: {exc}") from exc
+    found = re.search(r"\(PostgreSQL\)\s+(\d+)", done.stdout)
+    if done.returncode != 0 or found is None:
+        raise BackupError(f"{tool} --version said {(done.stdout + done.stderr).strip()!r}")
+    return int(found.group(1))
+
+
+def _on_path(tool: str, server: int | None) -> None:
+    if shutil.which(tool) is None:
+        version = f", version {server} or newer ({_install(server)})" if server else ""
+        raise BackupError(
+            f"{tool} is not on PATH: install the PostgreSQL client tools{version}. The "
+            "botfleet-manager image has them once rebuilt (scripts/build-images.sh). Nothing "
+            "was written or changed"
+        )
+
+
+def mismatch(tool: str, client: int | str, server: int | str) -> str:
+    return (
+        f"server version mismatch: {tool} {client} cannot dump a PostgreSQL {server} server "
+        f"({tool} must be the server's major version or newer): install the PostgreSQL client "
+        f"tools {server} or newer ({_install(server)}); nothing was written"
+    )
+
+
+def _install(major: int | str) -> str:
+    return (
+        f"Debian and Ubuntu: postgresql-client-{major} from the distribution if it has it, "
+        "else from apt.postgresql.org"
+    )
+
+
 def _pg_run(command: list[str], url: str) -> None:
     """pg_dump or pg_restore, the URL's parts (password included) passed by environment: a
     command line is visible to every user of the machine."""
-    if shutil.which(command[0]) is None:
-        raise BackupError(
-            f"{command[0]} is not on PATH: install the PostgreSQL client tools "
-            "(the server's major version or newer)"
-        )
+    _on_path(command[0], None)
     parts = make_url(url)
     env = dict(os.environ)
     for var, value in (
@@ -160,5 +230,10 @@ def _pg_run(command: list[str], url: str) -> None:
         if name in PG_QUERY_ENV:
             env[PG_QUERY_ENV[name]] = given if isinstance(given, str) else given[0]
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise BackupError(f"{command[0]} failed: {done.stderr.strip()}")
+    if done.returncode == 0:
+        return
+    said = done.stderr.strip()
+    version = re.search(r"server version: (\d+).*?version: (\d+)", said, re.DOTALL)
+    if "server version mismatch" in said and version:  # what the check above did not foresee
+        raise BackupError(mismatch(command[0], version.group(2), version.group(1)))
+    raise BackupError(f"{command[0]} failed: {said}")
