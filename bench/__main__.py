@@ -11,6 +11,10 @@ Figures (issue 8), each beside its floor measured in the same run:
 9. fairness: a polite user's p99 during a flood      (bench/fairness.py)
 10. telegram bots: updates answered per second       (bench/telegram.py)
 11. containment: another user's p99 during attacks  (bench/containment.py)
+12. the queue: 1,000 POSTs with queue: true, drain;  (bench/queue.py)
+    how late the timers fire
+13. the CLI: a simple command's answer time           (bench/cli.py)
+14. bulk operations: 1,000 bots stopped in one call  (bench/bulk.py)
 
 The services (PostgreSQL, a Docker Engine, the images) must be up: `make bench` starts them.
 Timings are reported, never asserted; a figure that cannot be measured is reported as such and
@@ -31,12 +35,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bench import (
+    bulk,
     burst,
+    cli,
     commands,
     containment,
     fairness,
     load,
     memory,
+    queue,
     reconciler_tick,
     report,
     start_latency,
@@ -46,7 +53,10 @@ from bench.common import LOGS, RESULTS, Figure, bench_manager, machine_info, med
 from tests.support import RedisServer
 
 T = TypeVar("T")
-FAMILIES = ("process", "docker", "load", "reconciler", "fairness", "telegram", "containment")
+FAMILIES = (
+    "process", "docker", "load", "reconciler", "fairness", "telegram", "containment", "queue",
+    "cli", "bulk",
+)  # fmt: skip
 ORDER = [
     "start_latency_process",
     "start_latency_docker",
@@ -63,6 +73,10 @@ ORDER = [
     "fairness_flood",
     "containment",
     "telegram_updates",
+    queue.KEY,
+    queue.TIMERS_KEY,
+    cli.KEY,
+    bulk.KEY,
 ]
 
 
@@ -204,6 +218,8 @@ def main() -> int:
         "--containment-seconds", type=float, default=8.0, help="each attack of figure 11"
     )
     parser.add_argument("--telegram-bots", type=int, default=20, help="the telegram fleet")
+    parser.add_argument("--queue-bots", type=int, default=1000, help="POSTs with the queue")
+    parser.add_argument("--queue-limit", type=int, default=20, help="their user's limit")
     parser.add_argument(
         "--telegram-updates", type=int, default=300, help="one telegram bot's backlog"
     )
@@ -266,6 +282,17 @@ def main() -> int:
                         updates=args.telegram_updates,
                     ),
                 )
+            if "queue" in args.only:
+                run.attempt(
+                    queue.KEY,
+                    lambda: queue.run(
+                        tmp, redis_server.url, count=args.queue_bots, limit=args.queue_limit
+                    ),
+                )
+            if "cli" in args.only:
+                run.attempt(cli.KEY, lambda: cli.run(tmp, redis_server.url))
+            if "bulk" in args.only:
+                run.attempt(bulk.KEY, lambda: bulk.run(tmp, redis_server.url))
             if "reconciler" in args.only:
                 for database in reconciler_tick.DATABASES:
                     run.attempt(

@@ -282,6 +282,7 @@ def error_codes() -> str:
 
 def lifecycle() -> str:
     from botfleet.manager.lifecycle.states import (
+        HOLDS_CAPACITY,
         LIVE,
         PERMANENT_FAILURE_REASONS,
         RESTART_ON_DEFAULT,
@@ -307,15 +308,19 @@ def lifecycle() -> str:
         "backwards. Every move into `starting` begins a new attempt.",
         "",
         "```",
-        "requested ──► starting ──► active ──► stopping ──► completed",
-        "    │             │           │  ▲         │",
-        "    │             │           │  └─restart │",
-        "    └──► completed (cancelled)└──► completed / failed",
-        "    └──► failed   └──► stopping / failed           └──► failed",
+        "queued ──► requested ──► starting ──► active ──► stopping ──► completed",
+        "  │  (admitted)  │             │           │  ▲         │",
+        "  │              │             │           │  └─restart │",
+        "  │              └──► completed (cancelled)└──► completed / failed",
+        "  │              └──► failed   └──► stopping / failed           └──► failed",
+        "  └──► completed (cancelled), failed (queue_timeout)",
         "```",
         "",
         f"- Statuses: {names(BotStatus)}.",
         f"- Live (holding a workload or about to): {names(LIVE)}; ended: {names(TERMINAL)}.",
+        f"- Holding a slot of the user's limit and of every capacity: {names(HOLDS_CAPACITY)} "
+        "(a `queued` bot waits for one: it is live for `dedup_key` and `state_key`, but takes "
+        "no slot).",
         f"- Sources of a move: {names(Source)}.",
         f"- A restart policy retries by default on: {names(RESTART_ON_DEFAULT)}.",
         "- Never retried, whatever the policy (the bot declared the failure permanent): "

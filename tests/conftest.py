@@ -43,6 +43,10 @@ NOT_SQL = {
     "integration/api/test_rate_limit_burst.py",
     "integration/api/test_auth_floods.py",
     "integration/api/test_logs_bounded.py",
+    # the queue and timers over HTTP; their SQL runs twice in services/test_queue_admission.py
+    "integration/api/test_queue.py",
+    # health rules over HTTP; their SQL runs twice in services/test_health_rule_firing.py
+    "integration/api/test_health_rules.py",
     "integration/resilience/test_embedded_redis.py",
     "integration/resilience/test_redis_outage.py",
     "integration/resilience/test_stop_signals.py",

@@ -8,6 +8,7 @@ import subprocess
 from collections.abc import Iterator
 from typing import Any
 
+import croniter  # noqa: F401  (imported before the guard: its import runs `file` once)
 import pytest
 
 NETWORK = (socket.AF_INET, socket.AF_INET6)

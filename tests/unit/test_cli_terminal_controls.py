@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.text import Text
 from typer.testing import CliRunner, Result
 
-from botfleet.cli import output
+from botfleet.cli import output, transport
 from botfleet.cli.commands.events import describe
 from botfleet.cli.main import app
 from botfleet.cli.sse import Event
@@ -77,6 +77,7 @@ def answer(request: httpx.Request) -> httpx.Response:
 @pytest.fixture(autouse=True)
 def stand_in_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     real_client = httpx.Client
+    monkeypatch.setattr(transport, "USE_HTTPX", True)  # the stand-in is an httpx transport
     monkeypatch.setattr(
         httpx,
         "Client",

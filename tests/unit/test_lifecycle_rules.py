@@ -197,6 +197,7 @@ def test_on_launch_failed(status: BotStatus, expected: Outcome | None) -> None:
 WAITING_TO_RESTART = {"runtime_ref": None, "next_attempt_at": datetime(2026, 1, 1, tzinfo=UTC)}
 # A stop is requested: (status, bot fields) → the plan.
 STOP_CASES = [
+    (S.QUEUED, {}, StopPlan(((COMPLETED, "cancelled"),), tell_workload=False)),
     (S.REQUESTED, {}, StopPlan(((COMPLETED, "cancelled"),), tell_workload=False)),
     (S.STARTING, {}, StopPlan(((S.STOPPING, "stop_requested"),), tell_workload=True)),
     (S.ACTIVE, {}, StopPlan(((S.STOPPING, "stop_requested"),), tell_workload=True)),
@@ -272,6 +273,7 @@ def test_a_status_column_holds_a_botstatus_even_when_given_a_string() -> None:
 
 #: Whether a bot in each status takes a reconfigure, a custom command or new secrets.
 ACCEPTS = {
+    S.QUEUED: False,  # waiting for a slot: a stop cancels it
     S.REQUESTED: False,  # not launched yet: a stop cancels it instead
     S.STARTING: True,
     S.ACTIVE: True,

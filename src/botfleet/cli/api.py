@@ -1,23 +1,23 @@
-"""`ApiClient`: one method per endpoint of the botfleet HTTP API (see /docs), sync httpx.
+"""`ApiClient`: one method per endpoint of the botfleet HTTP API (see /docs).
 
-httpx is imported when a client is made, not with this module: `botfleet --help` needs none
-(httpx, httpcore and what they pull in are a third of a simple command's time).
+It speaks HTTP through `botfleet.cli.transport`: the standard library's http.client on a direct
+connection, httpx otherwise (a proxy, …), imported when a client is made, never with this module.
 """
 
 from __future__ import annotations
 
-import os
-import sys
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from botfleet.cli.bulk_api import BulkCalls
 from botfleet.cli.sse import Event, SSEParser
+from botfleet.cli.transport import TransportError, client_for
 
 if TYPE_CHECKING:
-    import ssl
-
     import httpx
+
+    from botfleet.cli.transport import Answer, StreamedAnswer
 
 Json = dict[str, Any]
 MAX_PAGE = 1000  # the API's largest `?limit=`
@@ -39,14 +39,11 @@ class Unreachable(Exception):
         self.url, self.reason = url, reason
 
 
-class ApiClient:
+class ApiClient(BulkCalls):  # bulk operations and edits: cli/bulk_api.py
     def __init__(self, url: str, token: str | None, *, timeout: float = 30) -> None:
-        httpx = _import_httpx()
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.url = url
-        self.http = httpx.Client(
-            base_url=url, headers=headers, timeout=timeout, verify=_verify_for(url)
-        )
+        self.http = client_for(url, headers, timeout)
 
     def __enter__(self) -> ApiClient:
         return self
@@ -56,13 +53,13 @@ class ApiClient:
 
     # ---- transport ---------------------------------------------------------------------------
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        import httpx
-
+    def _request(self, method: str, path: str, **kwargs: Any) -> Answer | httpx.Response:
+        """`params`, `json` and `headers` as httpx takes them; an error status raises ApiError,
+        no answer at all Unreachable."""
         try:
             response = self.http.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            raise Unreachable(self.url, _reason(exc)) from exc
+        except TransportError as exc:
+            raise Unreachable(self.url, exc.reason) from exc
         _raise_for_error(response)
         return response
 
@@ -174,20 +171,17 @@ class ApiClient:
     def follow_logs(self, bot_id: str, *, tail: int) -> Iterator[str]:
         """The last `tail` lines, then each new line as the bot writes it, from one streamed
         `GET /bots/{id}/logs?follow=1` (no polling); ends when the bot's workload ends."""
-        import httpx
-
         params: dict[str, str | int] = {"tail": tail, "follow": 1}
-        # A quiet bot sends nothing for a long time: no read timeout.
-        timeout = httpx.Timeout(10, read=None)
         path = f"/bots/{bot_id}/logs"
         try:
-            with self.http.stream("GET", path, params=params, timeout=timeout) as resp:
+            # A quiet bot sends nothing for a long time: no read timeout.
+            with self.http.stream("GET", path, params=params, connect_s=10, read_s=None) as resp:
                 if resp.is_error:
                     resp.read()
                     _raise_for_error(resp)
                 yield from resp.iter_lines()
-        except httpx.TransportError as exc:
-            raise Unreachable(self.url, _reason(exc)) from exc
+        except TransportError as exc:
+            raise Unreachable(self.url, exc.reason) from exc
 
     # ---- users (admin token) -----------------------------------------------------------------
 
@@ -277,8 +271,6 @@ class ApiClient:
         A dropped connection (or a 5xx) reconnects with exponential backoff and resumes after the
         last id seen, so a manager restart loses nothing; a 4xx is the caller's to fix and raises.
         """
-        import httpx
-
         backoff = 0.5
         while True:
             headers = {"Accept": "text/event-stream"}
@@ -286,9 +278,9 @@ class ApiClient:
                 headers["Last-Event-ID"] = str(last_event_id)
             parser = SSEParser()
             # Keep-alives arrive well within the read timeout; a silent socket is a dead one.
-            timeout = httpx.Timeout(10, read=90)
+            stream = self.http.stream("GET", "/events", headers=headers, connect_s=10, read_s=90)
             try:
-                with self.http.stream("GET", "/events", headers=headers, timeout=timeout) as resp:
+                with stream as resp:
                     if resp.is_error:
                         resp.read()
                         _raise_for_error(resp)
@@ -297,7 +289,7 @@ class ApiClient:
                             last_event_id = event.id or last_event_id
                             backoff = 0.5
                             yield event
-            except httpx.TransportError:
+            except TransportError:
                 pass
             except ApiError as exc:
                 if exc.status < 500:
@@ -323,49 +315,7 @@ def _bot_filters(
     return params
 
 
-#: What importing httpx and httpcore loads that a sync client never runs: httpx's own command line
-#: (click, pygments, rich.syntax: 40 ms here), and httpcore's support for async code under trio
-#: (80 ms, where trio is installed: selenium brings it into the dev environment).
-NEVER_RUN = ("httpx._main", "trio")
-
-
-def _import_httpx() -> Any:
-    """httpx with its transport (httpcore) imported, without the NEVER_RUN modules: each is
-    marked missing (None in sys.modules) for the import only, which both libraries allow for
-    (an ImportError they catch), then unmarked, so a later `import trio` works. Nothing happens
-    where httpx is imported already (the tests)."""
-    if "httpx" in sys.modules:
-        return sys.modules["httpx"]
-    marked = [name for name in NEVER_RUN if name not in sys.modules]
-    for name in marked:
-        sys.modules[name] = None  # type: ignore[assignment]  # "not installed", to an import
-    try:
-        import httpcore  # noqa: F401  (what httpx.Client imports when it is made)
-        import httpx
-    finally:
-        for name in marked:
-            if sys.modules.get(name, 0) is None:
-                del sys.modules[name]
-    return httpx
-
-
-def _verify_for(url: str) -> ssl.SSLContext | bool:
-    """httpx's `verify` for this URL. Left to httpx (True), it loads the whole CA bundle into a
-    new SSL context whenever a client is made (40 ms here), even for http://. A plain-http URL
-    gets instead a context that loads no certificate and so trusts none: TLS never happens
-    (httpx follows no redirect unless asked). Through a proxy from the environment, which may
-    be reached over TLS, the usual context."""
-    proxied = any(
-        os.environ.get(name) for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
-    )
-    if proxied or not url.lower().startswith("http://"):
-        return True
-    import ssl
-
-    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-
-
-def _raise_for_error(response: httpx.Response) -> None:
+def _raise_for_error(response: Answer | StreamedAnswer | httpx.Response) -> None:
     if not response.is_error:
         return
     try:
@@ -377,15 +327,3 @@ def _raise_for_error(response: httpx.Response) -> None:
         raise ApiError(response.status_code, detail["code"], str(detail.get("message", "")), body)
     text = response.text.strip()[:200] or response.reason_phrase
     raise ApiError(response.status_code, f"http_{response.status_code}", text, body)
-
-
-def _reason(exc: httpx.TransportError) -> str:
-    import httpx
-
-    if isinstance(exc, httpx.ConnectError):
-        return (
-            "connection refused" if "refused" in str(exc).lower() else str(exc) or "cannot connect"
-        )
-    if isinstance(exc, httpx.TimeoutException):
-        return "timed out"
-    return str(exc) or type(exc).__name__

@@ -7,7 +7,8 @@ and for arguments, whose name is already shown. So every value option of the CLI
 and the option's name for an option without a metavar (the manager's own commands have those).
 They override `display_type_rich`, a typer 0.29 method: older versions never call it and print
 their own help. tests/integration/cli/test_cli.py checks the help pages, so a typer upgrade
-that changes this again shows up there.
+that changes this again shows up there. The same classes convert values without pydantic where
+they can (`botfleet.cli.quick_params`).
 """
 
 from __future__ import annotations
@@ -19,8 +20,13 @@ import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 from typer.models import CommandInfo
 
+from botfleet.cli import quick_params
+
 
 class _Option(TyperOption):
+    def get_runtime_param(self) -> Any:
+        return quick_params.runtime_param(self, super().get_runtime_param)
+
     def display_type_rich(self, ctx: Any) -> str | None:
         if self.is_flag or self.count:
             return None
@@ -31,6 +37,9 @@ class _Option(TyperOption):
 
 
 class _Argument(TyperArgument):
+    def get_runtime_param(self) -> Any:
+        return quick_params.runtime_param(self, super().get_runtime_param)
+
     def display_type_rich(self, ctx: Any) -> str | None:
         return None  # its name (metavar) is shown already, in capitals
 

@@ -1,46 +1,85 @@
 """The `botfleet` command: the API client's commands plus the manager's own (`serve`, …).
 
-A client command (`botfleet bots ls`) imports nothing of the manager: its commands are loaded
-only when one of them runs or the root's help lists them. tests/integration/cli/
+A command's module is imported only when that command runs, or when the root's help lists them
+all: `botfleet bots ls` imports nothing of the manager, nor of `users`, `dev` or `webhooks`
+(issue 29: a simple command answers in under 0.3 s). tests/integration/cli/
 test_cli_imports.py checks what a simple command imports.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 import typer
 
 from botfleet.cli import help_format
-from botfleet.cli.commands import audit, bots, dev, events, kinds, users, webhooks
 from botfleet.cli.config import Connection
+
+#: The client's commands, in the order `botfleet --help` lists them (after the manager's): a
+#: single command is a function, a group of them a Typer app, named "module:attribute".
+COMMANDS = {
+    "events": "botfleet.cli.commands.events:events",
+    "audit": "botfleet.cli.commands.audit:audit",
+    "bots": "botfleet.cli.commands.bots:app",
+    "users": "botfleet.cli.commands.users:app",
+    "kinds": "botfleet.cli.commands.kinds:app",
+    "dev": "botfleet.cli.commands.dev:app",
+    "webhooks": "botfleet.cli.commands.webhooks:app",
+    "operations": "botfleet.cli.commands.operations:app",
+    "schedules": "botfleet.cli.commands.schedules:app",
+}
+
+
+def _built(name: str, target: str) -> Any:
+    """The click command typer builds for `target`, registered as `name` would be on the root
+    (a group's help and options come from its Typer app, as with `app.add_typer`)."""
+    module, _, attribute = target.partition(":")
+    found = getattr(importlib.import_module(module), attribute)
+    holder = help_format.Typer()
+    if isinstance(found, typer.Typer):
+        holder.add_typer(found, name=name)
+    else:
+        holder.command(name)(found)
+    return typer.main.get_group(holder).commands[name]
 
 
 class _Root(help_format.Group):
-    """The root group, which adds the manager's commands (`serve`, `migrate`, …) first, on
-    demand: they live in botfleet.manager.server_commands, with the manager's settings."""
+    """The root group, which loads its commands on demand: the client's from COMMANDS, and the
+    manager's (`serve`, `migrate`, …, in botfleet.manager.server_commands, with the manager's
+    settings), listed first as they always were."""
 
-    _manager_loaded = False
+    _all_loaded = False
 
-    def _load_manager_commands(self) -> None:
-        if self._manager_loaded:
+    def _load(self, name: str) -> None:
+        if name not in self.commands:
+            self.commands[name] = _built(name, COMMANDS[name])
+
+    def _load_all(self) -> None:
+        if self._all_loaded:
             return
         from botfleet.manager.server_commands import app as manager_app
 
         # Registered as they are (only their help is tidied), so `botfleet serve --welcome`
-        # is unchanged; listed first, as they always were.
+        # is unchanged.
         adopted = help_format.Typer()
         adopted.registered_commands.extend(map(help_format.adopt, manager_app.registered_commands))
-        self.commands = {**typer.main.get_group(adopted).commands, **self.commands}
-        self._manager_loaded = True
+        manager = typer.main.get_group(adopted).commands
+        for name in COMMANDS:
+            self._load(name)
+        client = {name: self.commands.pop(name) for name in COMMANDS}
+        self.commands = {**manager, **client, **self.commands}  # then any added to `app` itself
+        self._all_loaded = True
 
     def list_commands(self, ctx: Any) -> list[str]:
-        self._load_manager_commands()
+        self._load_all()
         return super().list_commands(ctx)
 
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
-        if cmd_name not in self.commands:
-            self._load_manager_commands()
+        if cmd_name in COMMANDS:
+            self._load(cmd_name)
+        elif cmd_name not in self.commands:
+            self._load_all()
         return super().get_command(ctx, cmd_name)
 
 
@@ -71,15 +110,6 @@ def root(
     """Talk to a botfleet manager, or run one (`serve`, `migrate`, `create-user`)."""
     ctx.obj = Connection(url=url, key=key)
 
-
-app.add_typer(bots.app, name="bots")
-app.add_typer(users.app, name="users")
-kinds.app.command("export")(dev.export_kind)
-app.add_typer(kinds.app, name="kinds")
-app.add_typer(dev.app, name="dev")
-app.add_typer(webhooks.app, name="webhooks")
-app.command("events")(events.events)
-app.command("audit")(audit.audit)
 
 if __name__ == "__main__":
     app()

@@ -5,22 +5,25 @@ is data, never Rich markup and never terminal controls: a bot may report `[/oops
 or `\\x1b[2J` (clear the screen) as its name. It goes through `clean` (and `escape`, or a `Text`)
 before it reaches a console; only the markup written here styles anything, and the consoles
 themselves show any control character that a forgotten path lets through.
+
+Rich is imported only when something is drawn with it (a table, colour, markup): a plain answer
+(`bots stop ID`, any `--json`) needs none of it (issue 29: a simple command in under 0.3 s).
+`console` and `err` are made on first use.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
-from rich.console import Console, ConsoleOptions, RenderableType
-from rich.markup import escape as escape_markup
-from rich.segment import Segment
-from rich.table import Table
-from rich.text import Text
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
 
 #: What a terminal acts on instead of showing: C0 controls (ESC starts every escape sequence),
 #: DEL, C1 controls (0x9b is a one-byte CSI to some terminals), the bidi marks, embeddings,
@@ -50,11 +53,15 @@ def clean(value: object, *, multiline: bool = False) -> str:
 def escape(value: object) -> str:
     """Data for a markup string: controls made visible (first: `^[` must be escaped too), then
     brackets escaped."""
+    from rich.markup import escape as escape_markup
+
     return escape_markup(clean(value))
 
 
 def plain(value: object) -> Text:
     """Data as a Text cell (no markup), controls made visible."""
+    from rich.text import Text
+
     return Text(clean(value))
 
 
@@ -70,27 +77,28 @@ def echo(value: object, *, multiline: bool = False) -> None:
     typer.echo(clean(value, multiline=multiline))
 
 
-class SafeConsole(Console):
-    """A console whose text never holds a control character: Rich's own controls (cursor moves,
-    styles) travel outside the text, so cleaning the text's is the last guard for a path that
-    forgot `clean`."""
-
-    def render(
-        self, renderable: RenderableType, options: ConsoleOptions | None = None
-    ) -> Iterable[Segment]:
-        for segment in super().render(renderable, options):
-            if segment.control or not UNSAFE_IN_LOGS.search(segment.text):
-                yield segment
-            else:
-                yield Segment(clean(segment.text, multiline=True), segment.style, None)
-
-
 def new_console(*, stderr: bool = False) -> Console:
+    from botfleet.cli.safe_console import SafeConsole
+
     return SafeConsole(stderr=stderr, highlight=False)
 
 
-console = new_console()
-err = new_console(stderr=True)
+console: Console  # made on first use (__getattr__), as is `err` (on stderr)
+err: Console
+
+
+def __getattr__(name: str) -> Any:
+    """`console` and `err`, made on first use: Rich is imported then, not with this module."""
+    if name not in ("console", "err"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    made = globals()[name] = new_console(stderr=name == "err")
+    return made
+
+
+def _stderr() -> Console:
+    """`err` from within this module, where a bare name would not reach `__getattr__`."""
+    return globals()["err"] if "err" in globals() else __getattr__("err")
+
 
 # Exit codes a script can branch on; 1 means "the bot or command itself failed".
 FAILED, INPUT, NOT_FOUND, CONFLICT, LIMIT, AUTH, SERVER = 1, 2, 3, 4, 5, 6, 7
@@ -106,6 +114,7 @@ STATUS_EXIT = {
     403: AUTH,
 }
 STATUS_STYLE = {
+    "queued": "blue",
     "requested": "cyan",
     "starting": "yellow",
     "active": "green",
@@ -125,7 +134,7 @@ def exit_code(http_status: int) -> int:
 
 def fail(message: str, code: int) -> NoReturn:
     """`error: …` on stderr and a distinct exit code, so scripts need not parse text."""
-    err.print(f"[red]error:[/] {escape(message)}", soft_wrap=True)
+    _stderr().print(f"[red]error:[/] {escape(message)}", soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -174,7 +183,15 @@ def clock(value: str | None) -> str:
     return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S") if moment else ""
 
 
+def queue_note(bot: dict[str, Any]) -> str:
+    """A queued bot's place (`#2 in the queue`), shown where others show their reason."""
+    position = bot.get("queue_position")
+    return f"#{position} in the queue" if bot.get("status") == "queued" and position else ""
+
+
 def bots_table(bots: list[dict[str, Any]]) -> Table:
+    from rich.table import Table
+
     table = Table(box=None, header_style="bold")
     for column in ("ID", "NAME", "BOT", "STATUS", "REASON", "ATTEMPT", "AGE"):
         table.add_column(column, no_wrap=column in {"ID", "STATUS", "AGE"})
@@ -184,7 +201,7 @@ def bots_table(bots: list[dict[str, Any]]) -> Table:
             escape(bot.get("name") or ""),
             escape(bot.get("bot") or ""),
             styled(bot.get("status")),
-            escape(bot.get("status_reason") or ""),
+            escape(queue_note(bot) or bot.get("status_reason") or ""),
             escape(bot.get("attempt", "")),
             age(bot.get("created_at")),
         )
@@ -202,6 +219,9 @@ def transitions_table(rows: list[dict[str, Any]], *, width: int) -> Table:
     columns do), the date goes above the time, and SOURCE (and any attempt after the first)
     under REASON, so that a long detail still reads as text.
     """
+    from rich.table import Table
+    from rich.text import Text
+
     cells = [
         {
             "AT": clock(row.get("at")),
@@ -243,6 +263,8 @@ def transitions_table(rows: list[dict[str, Any]], *, width: int) -> Table:
 
 
 def fields_table(record: dict[str, Any], names: list[str]) -> Table:
+    from rich.table import Table
+
     table = Table(box=None, show_header=False)
     table.add_column(style="bold")
     table.add_column()
@@ -264,6 +286,8 @@ def fields_table(record: dict[str, Any], names: list[str]) -> Table:
 
 
 def users_table(users: list[dict[str, Any]]) -> Table:
+    from rich.table import Table
+
     table = Table(box=None, header_style="bold")
     for column in ("ID", "NAME", "MAX BOTS", "CREATED"):
         table.add_column(column)
@@ -279,6 +303,8 @@ def users_table(users: list[dict[str, Any]]) -> Table:
 
 def keys_table(keys: list[dict[str, Any]]) -> Table:
     """A user's keys: never the key itself, its prefix to recognise it."""
+    from rich.table import Table
+
     table = Table(box=None, header_style="bold")
     for column in ("ID", "PREFIX", "NAME", "SCOPES", "CREATED", "LAST USED", "EXPIRES"):
         table.add_column(column, no_wrap=column in {"ID", "PREFIX"})
@@ -297,6 +323,8 @@ def keys_table(keys: list[dict[str, Any]]) -> Table:
 
 def audit_table(rows: list[dict[str, Any]]) -> Table:
     """Admin actions, newest first, with what changed as compact JSON."""
+    from rich.table import Table
+
     table = Table(box=None, header_style="bold")
     for column in ("AT", "ACTION", "TARGET", "CHANGE"):
         table.add_column(column, no_wrap=column != "CHANGE")

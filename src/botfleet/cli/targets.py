@@ -43,17 +43,23 @@ class Unresolved(Exception):
 def resolve(client: ApiClient, typed: str) -> str:
     """The whole id of the one bot `typed` names (raises `Unresolved`). Text that is no piece
     of an id at all goes to the API as it is, which says what it makes of it."""
+    return find(client, typed)[0]
+
+
+def find(client: ApiClient, typed: str) -> tuple[str, dict[str, Any] | None]:
+    """`resolve`, and the bot itself where looking up a piece of its id listed it (the same
+    record as `GET /bots/{id}`, one request fewer); None for a whole id."""
     text = typed.strip()
     if WHOLE_ID.fullmatch(text):
-        return text.lower()
+        return text.lower(), None
     if not ID_PIECE.fullmatch(text):
-        return typed
+        return typed, None
     piece = text.lower()
     page = client.list_bots(id_part=piece, limit=CANDIDATES_SHOWN + 1)
     # A manager that ignores `id` answers every bot: keep only the matches.
     found = [b for b in page["items"] if b["id"].startswith(piece) or b["id"].endswith(piece)]
     if len(found) == 1:
-        return str(found[0]["id"])
+        return str(found[0]["id"]), found[0]
     if not found:
         raise Unresolved(
             "bot_not_found",
@@ -71,8 +77,13 @@ def resolve(client: ApiClient, typed: str) -> str:
 
 def resolve_or_fail(client: ApiClient, typed: str) -> str:
     """`resolve` for a command about one bot: a typed id that names no one bot ends it."""
+    return find_or_fail(client, typed)[0]
+
+
+def find_or_fail(client: ApiClient, typed: str) -> tuple[str, dict[str, Any] | None]:
+    """`find` for a command about one bot: a typed id that names no one bot ends it."""
     try:
-        return resolve(client, typed)
+        return find(client, typed)
     except Unresolved as exc:
         fail(exc)
 

@@ -15,10 +15,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from botfleet.manager.backends import create_orchestrator
 from botfleet.manager.background.exit_watch import ExitWatch
+from botfleet.manager.background.health_rules import HealthRules, health_rules_loop, watch_reports
 from botfleet.manager.background.housekeeping import Housekeeping
 from botfleet.manager.background.leader import LeaderLease
 from botfleet.manager.background.loops import IntervalLoop
+from botfleet.manager.background.operations import INTERVAL_S as BULK_INTERVAL_S
+from botfleet.manager.background.operations import OperationsWorker
 from botfleet.manager.background.reconciler import Reconciler
+from botfleet.manager.background.schedules import ScheduleLoop
+from botfleet.manager.background.timers import Timers, timers_loop
 from botfleet.manager.background.webhook_sender import WebhookSender
 from botfleet.manager.bootstrap import admin_token, fleet_id
 from botfleet.manager.bot_firewall import apply_bot_firewall
@@ -42,6 +47,9 @@ from botfleet.manager.http.docs import install_docs
 from botfleet.manager.http.openapi import install_callbacks_document, operation_id
 from botfleet.manager.http.rate_limit import RateLimit, RateLimiter
 from botfleet.manager.http.routes import admin, bots, events, health, internal, kinds, webhooks
+from botfleet.manager.http.routes import capacities as capacity_routes
+from botfleet.manager.http.routes import operations as bulk_operations
+from botfleet.manager.http.routes import schedules as schedule_routes
 from botfleet.manager.messaging.bot_acl import BotRedisUsers
 from botfleet.manager.messaging.bot_acl import converge as converge_redis_users
 from botfleet.manager.messaging.embedded_redis import EmbeddedRedis
@@ -195,6 +203,20 @@ async def _start(stack: AsyncExitStack, settings: Settings) -> AppState:
         key_usage=key_usage,
         reports=reports,
     )
+    # Bulk operations, a bounded batch at a time (leader only): background/operations.py.
+    bulk = OperationsWorker(sessions=sessions, bots=parts.bots, launcher=parts.launcher)
+    loops += (IntervalLoop("operations", bulk.tick, interval_s=BULK_INTERVAL_S, lease=lease),)
+    # Health rules: written reports feed them on every replica; the leader fires them.
+    watch_reports()
+    rules = HealthRules(sessions=sessions, settings=settings, launcher=parts.launcher,
+                        bots=parts.bots, heard=heartbeats.buffer)  # fmt: skip
+    loops += (health_rules_loop(rules, settings=settings, lease=lease),)
+    # Schedules: due firings and stops, every timer interval (leader only).
+    schedules_loop = ScheduleLoop(sessions=sessions, requests=parts.bots)
+    loops += (schedules_loop.loop(interval_s=settings.timer_interval_s, lease=lease),)
+    # Timers (start_at, max_duration_s, restart backoffs) and the queue (leader only).
+    timers = Timers(sessions=sessions, settings=settings, launcher=parts.launcher, bots=parts.bots)
+    loops += (timers_loop(timers, settings=settings, lease=lease),)
     stack.callback(_flush_at_exit, heartbeats)  # runs after the scheduler has stopped
     stack.callback(_flush_reports_at_exit, reports)
     scheduler = BackgroundScheduler(timezone="UTC")
@@ -318,7 +340,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_docs(app)
     install_error_handlers(app)
-    for module in (bots, webhooks, events, internal, admin, kinds, health):
+    routers = (bots, bulk_operations, schedule_routes, webhooks, events, internal, admin, kinds)
+    for module in (*routers, capacity_routes, health):
         # The bots' callbacks have their own document, on their own port (`http/openapi.py`).
         app.include_router(module.router, include_in_schema=module is not internal)
     install_callbacks_document(app, internal.router)

@@ -342,6 +342,9 @@ def _bring_up_to_date(
 SEALED_QUERIES = {
     "bot secrets": "SELECT secrets_sealed FROM bots WHERE secrets_sealed IS NOT NULL",
     "webhook signing secrets": "SELECT secret_sealed FROM webhook_endpoints",
+    "webhook custom headers": (
+        "SELECT headers_sealed FROM webhook_endpoints WHERE headers_sealed IS NOT NULL"
+    ),
 }
 
 

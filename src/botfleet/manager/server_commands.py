@@ -202,6 +202,8 @@ def rotate_secrets() -> None:
                 count += 1
             for endpoint in session.scalars(select(WebhookEndpoint).with_for_update()):
                 endpoint.secret_sealed = box.reseal(endpoint.secret_sealed)
+                if endpoint.headers_sealed:  # its custom headers, sealed alike
+                    endpoint.headers_sealed = box.reseal(endpoint.headers_sealed)
                 hooks += 1
     finally:
         engine.dispose()

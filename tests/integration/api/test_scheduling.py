@@ -30,7 +30,9 @@ def test_start_at_launches_on_time_even_across_a_restart(manager: Manager) -> No
     bot = client.post("/bots", json={"bot": "demo", "config": {}, "start_at": at(4)}).json()
     manager.stop()
     manager.start()
-    assert client.get(f"/bots/{bot['id']}").json()["status"] == "requested"
+    seen = client.get(f"/bots/{bot['id']}").json()["status"]
+    if datetime.now(UTC) < datetime.fromisoformat(bot["start_at"]):  # seen before its time
+        assert seen == "requested"  # (a slow restart outlives the 4 s: the timers launch it)
     active = wait_for_status(client, bot["id"], {"active"}, timeout=30)
     started = datetime.fromisoformat(active["started_at"])
     assert started >= datetime.fromisoformat(bot["start_at"]), "never before its time"

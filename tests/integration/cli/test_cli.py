@@ -13,7 +13,7 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner, Result
 
-from botfleet.cli import output
+from botfleet.cli import output, transport
 from botfleet.cli.api import ApiClient
 from botfleet.cli.config import Connection
 from botfleet.cli.main import app
@@ -24,10 +24,10 @@ UNSET = {"BOTFLEET_URL": None, "BOTFLEET_KEY": None, "BOTFLEET_ADMIN_TOKEN": Non
 
 @pytest.fixture(autouse=True)
 def consoles_sized_per_run(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The CLI's consoles take COLUMNS from the environment when they are made (at import), as
-    the `botfleet` command does at its start. In-process runs set COLUMNS per run, and an xdist
-    worker has COLUMNS=80 in its environment at import: fresh consoles, made without it, read
-    each run's own."""
+    """The CLI's consoles take COLUMNS from the environment when they are made (on first use,
+    once per process), as the `botfleet` command does at its start. In-process runs set COLUMNS
+    per run, and an xdist worker has COLUMNS=80 in its environment: fresh consoles, made
+    without it, read each run's own."""
     monkeypatch.delenv("COLUMNS", raising=False)
     monkeypatch.setattr(output, "console", Console(highlight=False))
     monkeypatch.setattr(output, "err", Console(stderr=True, highlight=False))
@@ -62,6 +62,7 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list[httpx.Request]:
         return httpx.Response(404, json={"detail": {"code": "not_found", "message": "no"}})
 
     real_client = httpx.Client
+    monkeypatch.setattr(transport, "USE_HTTPX", True)  # the CLI's http.client would not see it
     monkeypatch.setattr(
         httpx,
         "Client",

@@ -238,7 +238,7 @@ def test_health_page_shows_the_chart_and_figures_after_a_bot_ran(
         bars = browser.find_elements(By.CSS_SELECTOR, "#status-chart rect[data-status]")
         assert {b.get_attribute("data-status") for b in bars} >= {"completed"}
         cells = _latest_counts(browser)
-        assert cells[1:] == ["0", "0", "0", "0", "1", "0"]  # requested … failed, now
+        assert cells[1:] == ["0", "0", "0", "0", "0", "1", "0"]  # queued … failed, now
 
         launch, round_trip = browser.find_elements(By.CSS_SELECTOR, "#latencies tr.latency")
         for row in (launch, round_trip):

@@ -110,6 +110,23 @@ def endpoint(sessions: sessionmaker[Session], url: str) -> str:
         return row.id
 
 
+def subscription_beside(sessions: sessionmaker[Session], endpoint_id: str, url: str) -> str:
+    """Another endpoint of the same user (`POST /webhooks`): its own queue, breaker, lanes."""
+    with transaction(sessions) as session:
+        owner = session.get(WebhookEndpoint, endpoint_id)
+        assert owner is not None
+        row = WebhookEndpoint(
+            user_id=owner.user_id,
+            url=url,
+            secret_sealed=BOX.seal_text(new_secret()),
+            enabled=True,
+            subscription=True,
+        )
+        session.add(row)
+        session.flush()
+        return row.id
+
+
 def queue(
     sessions: sessionmaker[Session], endpoint_id: str, events: range, *, bots: int = 1
 ) -> None:
@@ -176,8 +193,11 @@ def test_a_dead_endpoints_backlog_does_not_hold_up_another_users_delivery(
     healthy_server = Server()
     try:
         healthy = endpoint(sessions, healthy_server.url)
+        # The dead endpoint's own user's other endpoint is not held up either.
+        sibling = subscription_beside(sessions, dead, healthy_server.url)
         queue(sessions, dead, range(1, 301), bots=30)
         queue(sessions, healthy, range(301, 302))
+        queue(sessions, sibling, range(302, 303))
         with sessions() as session:
             oldest = session.scalars(
                 select(WebhookDelivery.endpoint_id).order_by(WebhookDelivery.event_id).limit(100)
@@ -189,7 +209,8 @@ def test_a_dead_endpoints_backlog_does_not_hold_up_another_users_delivery(
             sender.send_due()  # one tick
         finally:
             sender.close()
-        assert healthy_server.count == 1 and statuses(sessions, healthy) == ["delivered"]
+        assert healthy_server.count == 2 and statuses(sessions, healthy) == ["delivered"]
+        assert statuses(sessions, sibling) == ["delivered"]
         # The dead endpoint got one attempt per lane (each stops at its first failure).
         assert attempts(sessions, dead) <= 2
     finally:

@@ -23,7 +23,6 @@ import typer
 
 from botfleet.cli import help_format, output
 from botfleet.cli.api import ApiClient, ApiError, Unreachable
-from botfleet.cli.commands.bots.inputs import parse_pairs
 from botfleet.cli.commands.events import describe
 from botfleet.cli.config import ConfigError, Connection
 from botfleet.cli.sse import Event
@@ -68,6 +67,10 @@ def run(
 ) -> None:
     """Register the bot's kind, start one bot of it, show its log and reports; commands typed on
     stdin are sent to it (`help` lists them); Ctrl-C stops it."""
+    # Here, not at the top: `kinds list` imports this module (for `kinds export`), and importing
+    # anything of `bots` imports all of its commands.
+    from botfleet.cli.commands.bots.inputs import parse_pairs
+
     body = _start_body(spec, name, config, parse_pairs(secret, typed=False))
     connection = ctx.find_root().obj or Connection()
     try:

@@ -47,6 +47,16 @@ def describe(event: Event) -> str:
         when = output.clock(data.get("reported_at"))[11:] or when
         report = json.dumps(data.get("report"), separators=(",", ":"))
         return f"{when}  {bot}  report {esc(report)}"
+    if event.event == "queued":
+        where = f"queued at position {data.get('position')}, priority {data.get('priority')}"
+        return f"{when}  {bot}  {esc(where)}"
+    if event.event == "schedule":
+        fired = f"started by schedule {output.short(data.get('schedule_id'))}"
+        return f"{when}  {bot}  {esc(fired)}" + (
+            f" [dim](for {esc(output.clock(data['fired_for']))})[/]"
+            if data.get("fired_for")
+            else ""
+        )
     return f"{when}  {bot}  {esc(event.event)}: {esc(event.data)}"
 
 

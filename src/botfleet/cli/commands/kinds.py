@@ -7,14 +7,17 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.table import Table
 
 from botfleet.cli import help_format, output
 from botfleet.cli.api import ApiError
+from botfleet.cli.commands.dev import export_kind
 from botfleet.cli.session import connect
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 app = help_format.Typer(
     help="Kinds of bots: list them; register, update and retire them (admin token).",
@@ -60,6 +63,8 @@ def _listing_errors() -> Iterator[None]:
 
 
 def kinds_table(kinds: list[dict[str, Any]]) -> Table:
+    from rich.table import Table
+
     table = Table(box=None, header_style="bold")
     for column in ("NAME", "VERSION", "SECRETS", "COMMANDS", "DESCRIPTION"):
         table.add_column(column, no_wrap=column != "DESCRIPTION")
@@ -126,3 +131,7 @@ def _done(kind: dict[str, Any], what: str, as_json: bool) -> None:
         output.print_json(kind)
     else:
         typer.echo(f"kind {kind['name']} {what}: version {kind['version']}")
+
+
+# Last in `kinds --help`: it writes the document `register` reads (with `dev run`, for authors).
+app.command("export")(export_kind)

@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -29,6 +29,7 @@ from botfleet.manager.core.settings import Settings
 from botfleet.manager.core.webhook_models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from botfleet.manager.core.webhook_signing import sign
 from botfleet.manager.services import webhook_breaker as breaker
+from botfleet.manager.services.webhook_filters import sendable
 from botfleet.manager.services.webhook_guard import UrlRefused, pin
 
 log = logging.getLogger(__name__)
@@ -50,12 +51,14 @@ def retry_delay_s(settings: Settings, attempt_count: int) -> float:
 
 @dataclass(frozen=True)
 class Claimed:
-    """A delivery about to be attempted, with its endpoint's signing secret opened."""
+    """A delivery about to be attempted, with its endpoint's signing secret and custom headers
+    opened (never logged: a header is often the receiver's credential)."""
 
     delivery_id: str
     url: str
     secret: str
     payload: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict, repr=False)
 
 
 class WebhookAttempts:
@@ -123,12 +126,14 @@ class WebhookAttempts:
                 seconds=self.settings.webhook_timeout_s + CLAIM_MARGIN_S
             )
             secret = self.box.open_text(endpoint.secret_sealed)
-            return Claimed(delivery.id, endpoint.url, secret, dict(delivery.payload))
+            headers = self.box.open(endpoint.headers_sealed) if endpoint.headers_sealed else {}
+            return Claimed(delivery.id, endpoint.url, secret, dict(delivery.payload), headers)
 
     def post(self, claimed: Claimed) -> tuple[int | None, str | None, int]:
         """POST the signed envelope; (status code, error or None, duration in ms)."""
         body = body_bytes(claimed.payload)
-        headers = {
+        headers = {  # the endpoint's own first: ours (checked as reserved anyway) win
+            **sendable(claimed.headers),
             **sign(claimed.secret, str(claimed.payload["id"]), body),
             "Content-Type": "application/json",
         }

@@ -1,9 +1,11 @@
 """Step 1 of the webhook tick: turn new outbox events into one delivery per endpoint.
 
-For each enabled endpoint, the outbox `transition` and `report` events (webhook types
-`bot.transition`, `bot.report`) after its cursor (its user's, or its bot's for an override; a
-bot with an override is left out of the default) become one delivery each, and the cursor
-advances, in one transaction with the endpoint row locked. Events are read only up to a
+For each enabled endpoint, the outbox events of the kinds sent as webhooks (`WEBHOOK_TYPES`:
+`bot.transition`, `bot.report`, `command.result` once a command ended, `bot.queued`,
+`schedule.fired`) after its cursor (its user's, or its bot's for an override; a bot with an
+override is left out of the default, not out of the subscriptions) that its filters want (event
+types, labels: services/webhook_filters.py) become one delivery each, and the cursor advances,
+in one transaction with the endpoint row locked. Events are read only up to a
 *horizon*: PostgreSQL hands out ids before commit, so a lower id may still be committing when a
 higher one is visible; a gap is waited for up to `webhook_settle_s` (a rolled-back transaction
 leaves one for good).
@@ -20,15 +22,15 @@ from sqlalchemy import exists, select
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from botfleet.manager.core.db import transaction
-from botfleet.manager.core.models import Event, utcnow
+from botfleet.manager.core.models import Bot, Event, utcnow
 from botfleet.manager.core.settings import Settings
 from botfleet.manager.core.webhook_models import WebhookDelivery, WebhookEndpoint
+from botfleet.manager.services.webhook_filters import WEBHOOK_TYPES, kinds_for, labels_match, wants
 
 log = logging.getLogger(__name__)
 
 EVENT_TYPE = "bot.transition"
-#: The outbox kinds sent as webhooks, and each one's `type`.
-WEBHOOK_TYPES = {"transition": EVENT_TYPE, "report": "bot.report"}
+__all__ = ["WEBHOOK_TYPES", "WebhookFanOut", "envelope"]
 FAN_OUT_BATCH = 500  # events per endpoint per tick
 HORIZON_SCAN = 5000  # outbox ids examined per tick for gaps
 
@@ -39,7 +41,7 @@ def envelope(event: Event) -> dict[str, Any]:
         "type": WEBHOOK_TYPES.get(event.kind, EVENT_TYPE),
         "id": f"evt_{event.id}",
         "timestamp": event.at.isoformat(),
-        "data": event.data,
+        "data": {"bot_id": event.bot_id, **event.data},  # every kind names its bot
     }
 
 
@@ -105,11 +107,11 @@ class WebhookFanOut:
                 Event.id > endpoint.cursor,
                 Event.id <= horizon,
                 Event.user_id == endpoint.user_id,
-                Event.kind.in_(sorted(WEBHOOK_TYPES)),
+                Event.kind.in_(kinds_for(endpoint.events)),
             )
             if endpoint.bot_id is not None:
                 query = query.where(Event.bot_id == endpoint.bot_id)
-            else:
+            elif not endpoint.subscription:
                 override = aliased(WebhookEndpoint)
                 query = query.where(
                     ~exists().where(
@@ -121,7 +123,8 @@ class WebhookFanOut:
             events = list(session.scalars(query.order_by(Event.id).limit(FAN_OUT_BATCH)))
             now = utcnow()
             expires = now + timedelta(seconds=self.settings.webhook_give_up_s)
-            for event in events:
+            queued = self.wanted(session, endpoint, events)
+            for event in queued:
                 session.add(
                     WebhookDelivery(
                         endpoint_id=endpoint.id,
@@ -137,4 +140,15 @@ class WebhookFanOut:
             # All of the endpoint's events up to the horizon are queued unless the batch filled.
             full = len(events) == FAN_OUT_BATCH
             endpoint.cursor = events[-1].id if full else horizon
-            return len(events)
+            return len(queued)
+
+    @staticmethod
+    def wanted(session: Session, endpoint: WebhookEndpoint, events: list[Event]) -> list[Event]:
+        """The events the endpoint's filters want: its types (a command once it ended), then
+        its label filter on the bots' labels as they are now (one read per batch)."""
+        kept = [e for e in events if wants(endpoint.events, e.kind, e.data)]
+        if not endpoint.label_filter or not kept:
+            return kept
+        bot_ids = sorted({e.bot_id for e in kept})
+        labels = dict(session.execute(select(Bot.id, Bot.labels).where(Bot.id.in_(bot_ids))).all())
+        return [e for e in kept if labels_match(endpoint.label_filter, labels.get(e.bot_id))]

@@ -14,6 +14,10 @@ KNOWN_REASONS = frozenset(
         "start_failed", "exited", "workload_vanished", "start_timeout", "heartbeat_lost",
         "killed_after_grace", "cancelled", "restarting", "launching", "schedule_missed",
         "secrets_unreadable", "max_duration", "stop_requested", "out_of_memory",
+        "admitted", "queue_timeout",
+        "health_rule",  # manager/services/health_rules.py
+        # manager/services/schedule_firing.py: a schedule's stops
+        "schedule_duration", "schedule_window", "schedule_replaced",
         # orchestrators: OrchestratorError and LaunchFailed codes
         "launch_failed", "orchestrator_error", "workload_not_found", "backend_unavailable",
         "not_supported", "image_not_found", "network_unavailable", "name_conflict",
@@ -77,4 +81,18 @@ LOOP_CONSECUTIVE_FAILURES = Gauge(
 )
 LOOP_LAST_OK = Gauge(
     "botfleet_loop_last_ok_timestamp_seconds", "When a loop last ran without error", ["loop"]
+)
+QUEUED_BOTS = Gauge("botfleet_queued_bots", "Bots waiting in the queue (`queued`)")
+QUEUE_WAIT_SECONDS = Histogram(
+    "botfleet_queue_wait_seconds",
+    "How long a bot waited in the queue, by how the wait ended (`admitted`, `queue_timeout`)",
+    ["outcome"],
+    buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600),
+)
+TIMER_LATENESS_SECONDS = Histogram(
+    "botfleet_timer_lateness_seconds",
+    "How late a timer fired after its time (`start_at`, `max_duration`, `restart`, "
+    "`queue_timeout`, `health_rule`)",
+    ["timer"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 5, 10, 30),
 )

@@ -11,6 +11,7 @@ import enum
 
 
 class BotStatus(enum.StrEnum):
+    QUEUED = "queued"  # waits for capacity (the user's limit, an admin's capacity): no slot held
     REQUESTED = "requested"
     STARTING = "starting"
     ACTIVE = "active"
@@ -31,6 +32,10 @@ class Source(enum.StrEnum):
 
 TERMINAL: frozenset[BotStatus] = frozenset({BotStatus.COMPLETED, BotStatus.FAILED})
 LIVE: frozenset[BotStatus] = frozenset(BotStatus) - TERMINAL
+#: The live bots that take a slot of the user's `max_concurrent_bots` and of every capacity an
+#: admin set: all but the queued, which wait for one (a queued bot is still live for dedup and
+#: state keys).
+HOLDS_CAPACITY: frozenset[BotStatus] = LIVE - {BotStatus.QUEUED}
 
 #: The failures a restart policy retries when it names none (`restart.on`): what every bot's
 #: policy retried before `on` existed. A failed start is retried only when asked. Here because
@@ -66,9 +71,9 @@ def _refusal(bot_id: str, current: str, target: str) -> str:
         return f"bot {bot_id} cannot go from {current} to {target}"
     if current == BotStatus.STOPPING:
         return f"bot {bot_id} is stopping; it can no longer {done}"
-    if current == BotStatus.REQUESTED:
+    if current in (BotStatus.REQUESTED, BotStatus.QUEUED):
         return (
-            f"bot {bot_id} has not been launched yet (requested); it can {done} once it is "
+            f"bot {bot_id} has not been launched yet ({current}); it can {done} once it is "
             "starting or active"
         )
     return f"bot {bot_id} is {current}; it can {done} only while starting or active"

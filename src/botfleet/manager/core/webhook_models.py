@@ -1,22 +1,39 @@
-"""Webhook tables: endpoints (a user's default, or one bot's override), deliveries, attempts."""
+"""Webhook tables: endpoints (a user's default, a bot's override, or one of a user's
+subscriptions), deliveries, attempts."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    false,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from botfleet.manager.core.models import Base, JSONType, UTCDateTime, new_id, utcnow
 
+#: The one `PUT /webhook` endpoint per user: a user-level endpoint that is no subscription.
+DEFAULT_ENDPOINT_SQL = "bot_id IS NULL AND NOT subscription"
+
 
 class WebhookEndpoint(Base):
-    """Where a user's transitions go: `bot_id` None is the user's default, else a bot override.
+    """Where a user's events go: `bot_id` None and not `subscription` is the user's default
+    (`PUT /webhook`), `bot_id` set a bot's override, `subscription` one of the user's
+    `POST /webhooks` endpoints (several, each with its own filters).
 
     `cursor` is the last outbox event id fanned out to this endpoint; a new endpoint starts at
     the newest event (no history flood). A bot with an override is not sent to the default for
-    events after the override's `start_event_id`.
+    events after the override's `start_event_id` (subscriptions get it whatever the override).
     """
 
     __tablename__ = "webhook_endpoints"
@@ -27,8 +44,8 @@ class WebhookEndpoint(Base):
             "uq_webhook_endpoints_user_default",
             "user_id",
             unique=True,
-            postgresql_where=text("bot_id IS NULL"),
-            sqlite_where=text("bot_id IS NULL"),
+            postgresql_where=text(DEFAULT_ENDPOINT_SQL),
+            sqlite_where=text(DEFAULT_ENDPOINT_SQL),
         ),
     )
 
@@ -53,6 +70,15 @@ class WebhookEndpoint(Base):
     failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
     paused_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     pause_s: Mapped[float] = mapped_column(Float, default=0.0)
+    # Subscriptions (0020; services/webhook_filters.py): `events` None is every type, else the
+    # types (or `bot.transition.<status>`) sent; `label_filter` None or the labels a bot must
+    # all have; custom headers sealed like the secret (a JSON object), their names in clear.
+    subscription: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    name: Mapped[str | None] = mapped_column(String(100))
+    events: Mapped[list[str] | None] = mapped_column(JSONType)
+    label_filter: Mapped[dict[str, str] | None] = mapped_column(JSONType)
+    headers_sealed: Mapped[str | None] = mapped_column(Text)
+    header_names: Mapped[list[str] | None] = mapped_column(JSONType)
 
 
 class WebhookDelivery(Base):

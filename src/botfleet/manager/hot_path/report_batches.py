@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from prometheus_client import Counter
@@ -35,6 +35,13 @@ RECEIVED = Counter("botfleet_reports_received_total", "Reports received from bot
 WRITTEN = Counter(
     "botfleet_reports_written_total", "Reports written to the database, after coalescing"
 )
+
+
+#: Told of each report that lands on a bot with health rules, in the write's transaction:
+#: `(session, bot_id, row, data, at)`, `row` with the bot's `attempt`, `health_rules` and
+#: `health_state` (manager/services/health_rules.py remembers since when a value holds; set
+#: by manager/app.py: the hot path imports nothing above it).
+on_rules_report: Callable[[Session, str, Any, dict[str, Any], datetime], None] | None = None
 
 
 class ReportsFull(Exception):
@@ -124,7 +131,7 @@ def write_reports(sessions: sessionmaker[Session], reports: list[Report], *, now
         db_now = database_now(session)
         for report in reports:
             at = db_now - timedelta(seconds=max(now - report.received, 0.0))
-            user_id = session.execute(
+            row = session.execute(
                 update(Bot)
                 .where(
                     Bot.id == report.bot_id,
@@ -133,13 +140,15 @@ def write_reports(sessions: sessionmaker[Session], reports: list[Report], *, now
                     or_(Bot.reported_at.is_(None), Bot.reported_at < at),
                 )
                 .values(report=report.data, reported_at=at)
-                .returning(Bot.user_id)
+                .returning(Bot.user_id, Bot.attempt, Bot.health_rules, Bot.health_state)
                 .execution_options(synchronize_session=False)
-            ).scalar_one_or_none()
-            if user_id is not None:
+            ).one_or_none()
+            if row is not None:
                 record_report_event(
-                    session, user_id=user_id, bot_id=report.bot_id, data=report.data, at=at
+                    session, user_id=row.user_id, bot_id=report.bot_id, data=report.data, at=at
                 )
+                if row.health_rules and on_rules_report is not None:
+                    on_rules_report(session, report.bot_id, row, report.data, at)
                 landed += 1
     WRITTEN.inc(landed)
     return landed

@@ -8,6 +8,7 @@
 """
 
 from botfleet.manager.lifecycle.states import (
+    HOLDS_CAPACITY,
     LIVE,
     TERMINAL,
     TRANSITIONS,
@@ -18,6 +19,7 @@ from botfleet.manager.lifecycle.states import (
 )
 
 __all__ = [
+    "HOLDS_CAPACITY",
     "LIVE",
     "TERMINAL",
     "TRANSITIONS",

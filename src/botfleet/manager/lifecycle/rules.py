@@ -234,9 +234,10 @@ def on_launch_failed(bot: Bot, code: str, message: str) -> Outcome | None:
 
 
 def on_stop_requested(bot: Bot, reason: str) -> StopPlan:
-    """A stop (API, scheduler): cancel before launch, otherwise ask the bot to leave; a bot
-    waiting out a restart backoff has nothing running, so it ends at once. Idempotent."""
-    if bot.status == S.REQUESTED:
+    """A stop (API, scheduler): cancel before launch (queued or requested), otherwise ask the
+    bot to leave; a bot waiting out a restart backoff has nothing running, so it ends at once.
+    Idempotent."""
+    if bot.status in (S.QUEUED, S.REQUESTED):  # nothing launched yet: a cancel
         return StopPlan((Move(S.COMPLETED, "cancelled"),), tell_workload=False)
     if bot.status not in ACCEPTS_COMMANDS:
         return StopPlan((), tell_workload=False)  # stopping or ended already: no leave
@@ -264,7 +265,8 @@ def next_attempt(bot: Bot, outcome: Outcome) -> Restart | None:
     """The restart policy: a failure whose trigger the policy lists (`restart.on`, default
     crash and heartbeat_lost), with retries left, is relaunched after
     `backoff_s * 2^(restarts used)` seconds (at most an hour); anything else ends the bot."""
-    restarts_used = max(bot.attempt - 1, 0)
+    # Restarts a health rule made (services/health_rules.py) are not the policy's to count.
+    restarts_used = max(bot.attempt - 1 - int((bot.health_state or {}).get("restarts", 0)), 0)
     trigger = restart_trigger(bot, outcome)
     listed = RESTART_ON_DEFAULT if bot.restart_on is None else bot.restart_on
     if trigger is None or trigger not in listed:

@@ -10,6 +10,7 @@ one function that applies a move to a row.
 from __future__ import annotations
 
 from botfleet.manager.core.statuses import (
+    HOLDS_CAPACITY,
     LIVE,
     RESTART_ON_DEFAULT,
     TERMINAL,
@@ -19,8 +20,11 @@ from botfleet.manager.core.statuses import (
 )
 
 __all__ = [
+    "ADMITTED",
+    "HOLDS_CAPACITY",
     "LIVE",
     "PERMANENT_FAILURE_REASONS",
+    "QUEUE_TIMEOUT",
     "RESTART_ON_DEFAULT",
     "TERMINAL",
     "TRANSITIONS",
@@ -38,10 +42,18 @@ PERMANENT_FAILURE_REASONS: frozenset[str] = frozenset(
     {"platform_unauthorized", "invalid_config", "missing_secret"}
 )
 
+#: Why a queued bot left the queue for `requested`: capacity freed and its turn came.
+ADMITTED = "admitted"
+#: Why a queued bot failed: it waited its `queue_timeout_s` without being admitted.
+QUEUE_TIMEOUT = "queue_timeout"
+
 S = BotStatus
 #: (from, to) → the typical cause. Anything not listed is illegal. Every move into `starting`
 #: begins a new attempt (`store.transition` counts it).
 TRANSITIONS: dict[tuple[BotStatus, BotStatus], str] = {
+    (S.QUEUED, S.REQUESTED): "capacity freed; admitted in priority order, then first come",
+    (S.QUEUED, S.COMPLETED): "stopped while queued (cancelled)",
+    (S.QUEUED, S.FAILED): "`queue_timeout_s` passed (queue_timeout)",
     (S.REQUESTED, S.STARTING): "the orchestrator launch began",
     (S.REQUESTED, S.COMPLETED): "stopped before launch",
     (S.REQUESTED, S.FAILED): "launch impossible",

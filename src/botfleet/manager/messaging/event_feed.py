@@ -75,6 +75,11 @@ KEEPALIVE_S = 15.0
 BATCH = 500
 
 
+def _named(event: Event) -> dict[str, object]:
+    """The event's data, naming its bot whatever its kind (`bot_id` first, as recorded)."""
+    return {"bot_id": event.bot_id, **event.data}
+
+
 class EventFeed:
     """One viewer's stream (`user_id` None: the admin, every bot's events). It reads in short
     sessions of its own, one per batch: a stream lasts far longer than any transaction should."""
@@ -108,7 +113,7 @@ class EventFeed:
                 else {}
             )
             return [
-                (event_id, bodies[event_id].kind, bodies[event_id].data)
+                (event_id, bodies[event_id].kind, _named(bodies[event_id]))
                 if visible
                 else (event_id, "", {})
                 for event_id, visible in kept

@@ -49,20 +49,20 @@ def record_report_event(
 
 
 def record_command_event(session: Session, bot: Bot, command: Command) -> Event:
-    return record_event(
-        session,
-        bot=bot,
-        kind="command",
-        data={
-            "bot_id": bot.id,
-            "command_id": command.id,
-            "action": command.action,
-            "status": command.status,
-            "actor": command.actor,
-            "error": command.error,
-            "at": utcnow().isoformat(),
-        },
-    )
+    """A command's change: SSE `event: command`; once it ended (acked, failed, expired), the
+    webhook `command.result`, with the bot's `result` when it answered one."""
+    data: dict[str, Any] = {
+        "bot_id": bot.id,
+        "command_id": command.id,
+        "action": command.action,
+        "status": command.status,
+        "actor": command.actor,
+        "error": command.error,
+        "at": utcnow().isoformat(),
+    }
+    if command.status == "acked" and command.result is not None:
+        data["result"] = command.result
+    return record_event(session, bot=bot, kind="command", data=data)
 
 
 def wake_event_streams(session: Session, client: redis.Redis) -> None:

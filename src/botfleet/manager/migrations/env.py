@@ -7,6 +7,9 @@ from sqlalchemy import text
 
 from botfleet.manager.core import (
     kind_models,  # noqa: F401  (registers its table)
+    operation_models,  # noqa: F401  (registers its tables)
+    queue_models,  # noqa: F401  (registers its table and the bots' queue indexes)
+    schedule_models,  # noqa: F401  (registers its tables)
     webhook_models,  # noqa: F401  (registers its tables)
 )
 from botfleet.manager.core.db import make_engine

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import (
+    AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
@@ -24,6 +25,7 @@ from botfleet.manager.schemas.bounds import (
     check_secrets,
     in_utc_range,
 )
+from botfleet.manager.schemas.health_rules import HealthRules
 from botfleet.manager.schemas.list_page import Page
 from botfleet.manager.schemas.restart import RestartPolicy, RestartPublic
 
@@ -59,6 +61,21 @@ class BotCreate(Strict):
     restart: RestartPolicy | None = Field(
         None, description="Default: the user's default restart policy, else no restarts."
     )
+    queue: bool | None = Field(
+        None,
+        description="Over a limit (the user's `max_concurrent_bots`, or a capacity the admin "
+        "set), wait `queued` for a slot instead of 429 `concurrency_limit`. Default: the "
+        "user's `queue_by_default`.",
+    )
+    priority: int = Field(
+        0, ge=-1000, le=1000, description="In the queue, higher is admitted first; then first come."
+    )
+    queue_timeout_s: float | None = Field(
+        None,
+        gt=0,
+        le=30 * 86_400,
+        description="A queued bot not admitted within this long fails (`queue_timeout`).",
+    )
     dedup_key: ShortText | None = None
     state_key: (
         Annotated[
@@ -73,6 +90,7 @@ class BotCreate(Strict):
         description="A persistent directory (`BOTFLEET_STATE_DIR`) kept across restarts and "
         "relaunches with the same key; one live bot per user and key, else 409 `state_in_use`.",
     )
+    health: HealthRules | None = None  # none: its kind's rules (`[]`: no rules at all)
 
     @field_validator("bot")
     @classmethod
@@ -140,10 +158,28 @@ class BotPublic(BaseModel):
     state_key: str | None = None
     kind_version: int | None = Field(None, description="The version of its kind the bot runs.")
     relaunch_of: str | None = Field(None, description="The ended bot this one relaunches.")
+    priority: int = 0
+    queue_timeout_s: float | None = None
+    queued_at: datetime | None = Field(
+        None, description="Since when it waits in the queue (its `start_at`, if later)."
+    )
+    queue_position: int | None = Field(
+        None,
+        description="While `queued` and in line: 1 + the queued bots admitted before it that "
+        "compete for its slots (the same user's, those with a label of its that has a "
+        "capacity, and every bot while a fleet-wide capacity is set).",
+    )
+    health: list[dict[str, Any]] | None = Field(
+        None,
+        validation_alias=AliasChoices("health_rules", "health"),
+        description="Its health rules: its own, or its kind's when it named none.",
+    )
+    schedule_id: str | None = Field(None, description="The schedule that started this bot.")
     report: dict[str, Any] | None = Field(
         None, description="The bot's latest report (a JSON object it sent with `self.report`)."
     )
     reported_at: datetime | None = None
+    last_heartbeat_at: datetime | None = Field(None, description="Its last heartbeat, as stored.")
     created_at: datetime
     started_at: datetime | None
     active_at: datetime | None

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 from botfleet.manager.schemas.bots import IMAGE_REF
 from botfleet.manager.schemas.bounds import MAX_SECRETS, Strict, check_config, json_size
 from botfleet.manager.schemas.commands import RESERVED_ACTION_NAMES
+from botfleet.manager.schemas.health_rules import HealthRules
 from botfleet.manager.schemas.list_page import Page
 from botfleet.manager.schemas.restart import RestartPolicy
 
@@ -86,6 +87,7 @@ class KindDefinition(Strict):
     restart: RestartPolicy | None = Field(
         None, description="The restart policy of the kind's bots that are started with none."
     )
+    health: HealthRules | None = None  # the rules of the kind's bots that name none
     description: Annotated[str, StringConstraints(max_length=2000)] = ""
 
     @field_validator("image")
@@ -152,6 +154,7 @@ class KindPublic(BaseModel):
     config_schema: dict[str, Any] | None
     secrets: list[str]
     commands: dict[str, dict[str, Any]] | None
+    health: list[dict[str, Any]] | None = Field(None, description="Its bots' health rules.")
     builtin: bool = Field(False, description="Built into botfleet (`demo`, `telegram`).")
 
 

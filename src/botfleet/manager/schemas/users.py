@@ -33,6 +33,11 @@ class UserUpdate(Strict):
         description="The restart policy of the user's bots whose POST /bots names none "
         "(relaunches keep their own); `null` removes it.",
     )
+    queue_by_default: bool | None = Field(
+        None,
+        description="true: the user's bots over a limit wait `queued` unless their POST says "
+        '`"queue": false`; false: they are refused 429 unless it says `"queue": true`.',
+    )
 
 
 class UserPublic(BaseModel):
@@ -44,6 +49,7 @@ class UserPublic(BaseModel):
     created_at: datetime
     disabled_at: datetime | None = None
     default_restart: dict[str, Any] | None = None
+    queue_by_default: bool = False
 
 
 class UserWithKey(UserPublic):
@@ -105,8 +111,8 @@ class AuditEntry(BaseModel):
     at: datetime
     action: str = Field(
         description="`user_created`, `user_updated` (limit changed, disabled or enabled), "
-        "`key_created`, `key_revoked`."
+        "`key_created`, `key_revoked`, `capacity_set`, `capacity_removed`."
     )
-    target: str = Field(description="`user:<id>` or `key:<id>`.")
+    target: str = Field(description="`user:<id>`, `key:<id>` or `capacity:<id>`.")
     user_id: str | None
     change: dict[str, Any] = Field(description="What changed; `[old, new]` for an update.")

@@ -110,7 +110,7 @@ def end_attempt(session: Session, bot: Bot, outcome: Outcome, *, source: Source)
     """Store the end of the bot's current attempt on a locked bot; return its new status.
 
     The restart policy (`rules.next_attempt`) may send a failed `active` bot back to
-    `starting` instead; the relaunch waits for `next_attempt_at`, done by the reconciler.
+    `starting` instead; the relaunch waits for `next_attempt_at` (the timers loop fires it).
     """
     now = utcnow()
     row = session.get(BotAttempt, (bot.id, bot.attempt))

@@ -20,11 +20,11 @@ from botfleet.manager.core.errors import ErrorCode, Invalid
 from botfleet.manager.core.models import Bot, Command, utcnow
 from botfleet.manager.core.sealing import SecretBox
 from botfleet.manager.core.settings import Settings
-from botfleet.manager.lifecycle import Source
+from botfleet.manager.lifecycle import BotStatus, Source
 from botfleet.manager.schemas.api import BotCreate, RestartPolicy
 from botfleet.manager.services import bots as bot_records
 from botfleet.manager.services import commands as command_records
-from botfleet.manager.services import kind_checks, kinds
+from botfleet.manager.services import health_rules, kind_checks, kinds
 from botfleet.manager.services import webhook_endpoints as webhooks
 from botfleet.manager.services.audit import actor_for
 from botfleet.manager.services.command_publisher import CommandPublisher
@@ -63,8 +63,9 @@ class BotRequests:
     def start_bot(
         self, session: Session, *, user_id: str, data: BotCreate, relaunch_of: Bot | None = None
     ) -> Bot:
-        """Record a `requested` bot; once committed, launch it (unless it starts later). A
-        relaunch keeps its predecessor's secrets sealed as they are: never opened to copy.
+        """Record a `requested` bot; once committed, launch it (unless it starts later, or it
+        waits `queued` over a limit: `services/queue.py` admits and launches it). A relaunch
+        keeps its predecessor's secrets sealed as they are: never opened to copy.
 
         A kind's bot is checked against the kind before anything is stored (422 with the path
         of each error): its config, and the secrets it needs; it gets the kind's restart policy
@@ -94,7 +95,9 @@ class BotRequests:
             relaunch_of=relaunch_of.id if relaunch_of is not None else None,
         )
         bot.kind_version = kind.version if kind is not None else None
-        if bot.start_at is None or bot.start_at <= utcnow():
+        health_rules.keep_rules(bot, data.health, kind)  # its own, else its kind's
+        due = bot.start_at is None or bot.start_at <= utcnow()
+        if due and bot.status == BotStatus.REQUESTED:  # a queued bot launches once admitted
             after_commit(session, partial(self.launcher.submit, self.launcher.launch, bot.id))
         return bot
 
@@ -124,6 +127,18 @@ class BotRequests:
         if relaunch_of is None:
             return latest
         return kinds.kind_of_bot(session, relaunch_of) or latest
+
+    def check_start(self, session: Session, *, user_id: str, data: BotCreate) -> None:
+        """What `start_bot` checks against the kind, images and backend before it stores
+        anything, for a body kept to be posted later (a schedule's template): 422 now, not at
+        fire time. Limits and duplicates are checked at fire time only."""
+        kind = self._kind_to_start(session, data.bot, None)
+        check_image(data.image, self.allowed_images)
+        if kind is not None:
+            kind_checks.check_config(kind, data.config)
+            kind_checks.check_secrets(kind, data.secrets)
+        if data.state_key is not None:
+            self.launcher.check_state_supported(StateRef(user_id, data.state_key))
 
     def _check_allowed(self, bot: str) -> None:
         """`module:Class` from a module the operator allowed: users share the runtime image,

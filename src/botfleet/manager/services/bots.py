@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import cast
+from functools import partial
+from typing import Any, cast
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from botfleet.manager.core.errors import Conflict, ErrorCode, Invalid, NotFound, TooMany
+from botfleet.manager.core.errors import Conflict, ErrorCode, Invalid, NotFound
 from botfleet.manager.core.models import Bot, BotLabel, BotTransition, User, new_id
 from botfleet.manager.lifecycle import LIVE, TERMINAL, BotStatus, Source
 from botfleet.manager.lifecycle.rules import on_stop_requested
 from botfleet.manager.schemas.api import BotCreate, RestartPolicy, RestartTrigger
+from botfleet.manager.services import bot_listing, queue
 from botfleet.manager.services.keyset import PageRequest, read_page
 from botfleet.manager.services.transitions import transition
 
@@ -63,7 +65,11 @@ def create_bot(
     excludes every other creator, but not the `FOR KEY SHARE` that inserting a row referencing
     the user takes, so the insert above never waits for, nor deadlocks with, another creator.
     A POST with a `dedup_key` takes the lock first (as every POST once did), so that parallel
-    duplicates queue and each is told the live bot's id. A limit of 0 means no bots.
+    duplicates queue and each is told the live bot's id. A limit of 0 means no bots. Over a
+    limit (the user's, or a capacity an admin set), a bot that asks for the queue (`queue`, by
+    default the user's `queue_by_default`) is created `queued` instead of refused
+    (`services/queue.py`, which also takes the capacities' locks, after the user's; a queued
+    bot takes no slot, so one over a limit by the committed counts waits without any lock).
     """
     user = session.get(User, user_id)  # its default restart policy applies below
     if user is None:
@@ -97,11 +103,16 @@ def create_bot(
         restart_on=restart.on if restart else None,
         state_key=data.state_key,
         relaunch_of=relaunch_of,
+        priority=data.priority,
+        queue_timeout_s=data.queue_timeout_s,
     )
     session.add(bot)
     session.add_all(BotLabel(bot_id=bot.id, key=k, value=v) for k, v in data.labels.items())
     _insert(session)
-    _check_limit(session, user_id=user_id)
+    wants_queue = user.queue_by_default if data.queue is None else data.queue
+    lock_user = partial(_lock_user, session, user_id)
+    queue.place(session, bot, limit_now=user.max_concurrent_bots, lock_user=lock_user,
+                queue=wants_queue)  # fmt: skip
     return bot
 
 
@@ -129,24 +140,6 @@ def _lock_user(session: Session, user_id: str) -> int:
     if limit is None:
         raise NotFound(ErrorCode.USER_NOT_FOUND, f"no user {user_id}")
     return limit
-
-
-def _check_limit(session: Session, *, user_id: str) -> None:
-    """Under the user's row lock, refuse (429) when the user's live bots, the one just
-    inserted included, are more than its limit."""
-    limit = _lock_user(session, user_id)
-    live = session.scalar(
-        select(func.count())
-        .select_from(Bot)
-        .where(Bot.user_id == user_id, Bot.status.in_(LIVE_VALUES))
-    )
-    if (live or 0) > limit:
-        raise TooMany(
-            ErrorCode.CONCURRENCY_LIMIT,
-            f"{(live or 1) - 1} of {limit} concurrent bots are running; "
-            "stop one or ask for a higher limit",
-            limit=limit,
-        )
 
 
 def _refuse_duplicate(session: Session, *, user_id: str, dedup_key: str) -> None:
@@ -205,10 +198,12 @@ def list_bots(
     labels: Sequence[tuple[str, str]] = (),
     id_part: str | None = None,
     page: PageRequest = PageRequest(),
+    name_prefix: str | None = None,
+    sort: str = bot_listing.DEFAULT_SORT,
 ) -> tuple[list[Bot], str | None]:
     """A page of bots, newest first (ids are time-ordered), and the cursor of the next page.
     `id_part`: the bots whose id starts or ends with it (a prefix, or the short id that the CLI
-    and the dashboard show: `short_id`)."""
+    and the dashboard show: `short_id`). `name_prefix` and the other orders: bot_listing.py."""
     unknown = set(statuses) - {s.value for s in BotStatus}
     if unknown:
         raise Invalid(ErrorCode.INVALID_STATUS, f"unknown status {sorted(unknown)[0]!r}")
@@ -230,7 +225,11 @@ def list_bots(
             .where(BotLabel.bot_id == Bot.id, BotLabel.key == key, BotLabel.value == value)
             .exists()
         )
-    return read_page(session, query, keys=[Bot.id], page=page, descending=True)
+    if name_prefix:
+        query = query.where(bot_listing.name_starts_with(name_prefix))
+    if bot_listing.check_sort(sort) not in ("created", "-created"):
+        return bot_listing.read_sorted_page(session, query, sort=sort, page=page)
+    return read_page(session, query, keys=[Bot.id], page=page, descending=sort == "-created")
 
 
 def list_transitions(
@@ -286,6 +285,9 @@ def relaunch_request(old: Bot) -> BotCreate:
         restart=restart,
         dedup_key=old.dedup_key,
         state_key=old.state_key,
+        priority=old.priority,  # its place in the queue, should the relaunch wait there
+        queue_timeout_s=old.queue_timeout_s,
+        health=cast("list[Any]", old.health_rules or []),  # as it had them (`[]`: none)
     )
 
 

@@ -8,7 +8,7 @@ form) can put each message beside its field. Pure functions: no database, no eng
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -40,6 +40,7 @@ class KindDoc:
     commands: Mapping[str, Mapping[str, Any]] | None = None
     resources: Mapping[str, Any] | None = None
     restart: Mapping[str, Any] | None = None
+    health: Sequence[Mapping[str, Any]] | None = None  # its bots' health rules
     description: str = ""
     builtin: bool = False
     created_at: datetime | None = None

@@ -41,6 +41,7 @@ def doc_of(row: Kind) -> KindDoc:
         commands=row.commands,
         resources=row.resources,
         restart=row.restart,
+        health=row.health or None,
         description=row.description or "",
         created_at=row.created_at,
         retired_at=row.retired_at,

@@ -123,7 +123,11 @@ class Launcher:
             if bot.start_at is not None and bot.start_at > utcnow():
                 return
             miss_s = self.settings.schedule_miss_s
-            if bot.start_at is not None and bot.start_at < utcnow() - timedelta(seconds=miss_s):
+            if (
+                bot.start_at is not None
+                and bot.start_at < utcnow() - timedelta(seconds=miss_s)
+                and bot.queued_at is None  # a bot that waited in the queue missed nothing
+            ):
                 transition(
                     session,
                     bot,

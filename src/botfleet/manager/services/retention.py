@@ -3,8 +3,8 @@
 - An ended bot's record and all its history (transitions, commands with their configs,
   attempts, labels, its webhook override and every webhook delivery about it) go
   `BOTFLEET_RETAIN_ENDED_BOTS_DAYS` after it ended, its log files and Redis user with it.
-- Outbox events and webhook deliveries (with their attempts) go `BOTFLEET_RETAIN_EVENTS_DAYS`
-  after they were written. 0 keeps either forever.
+- Outbox events, webhook deliveries (with their attempts) and bulk operations (with their
+  results) go `BOTFLEET_RETAIN_EVENTS_DAYS` after they were written. 0 keeps them forever.
 - `DELETE /bots/{id}` deletes one ended bot the same way, at once.
 
 Pruning runs in housekeeping (leader only) in short transactions of at most `BATCH` rows each,
@@ -38,6 +38,7 @@ from botfleet.manager.core.models import (
     Event,
     utcnow,
 )
+from botfleet.manager.core.operation_models import BotEdit, Operation, OperationResult
 from botfleet.manager.core.webhook_models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from botfleet.manager.lifecycle import TERMINAL
 from botfleet.manager.services import bots as bot_records
@@ -82,6 +83,7 @@ _HISTORY: tuple[tuple[Any, Any, Any], ...] = (
     (Command, Command.id, Command.bot_id),
     (BotAttempt, BotAttempt.attempt, BotAttempt.bot_id),
     (BotLabel, BotLabel.key, BotLabel.bot_id),
+    (BotEdit, BotEdit.id, BotEdit.bot_id),
 )
 
 
@@ -221,6 +223,9 @@ def prune_events(sessions: sessionmaker[Session], *, days: float, budget: Budget
     for table, key, at in (
         (Event, Event.id, Event.at),
         (WebhookDelivery, WebhookDelivery.id, WebhookDelivery.created_at),
+        # Bulk operations with their results (results first: they name their operation).
+        (OperationResult, OperationResult.id, OperationResult.created_at),
+        (Operation, Operation.id, Operation.created_at),
     ):
         while budget.spend():
             with transaction(sessions) as session:

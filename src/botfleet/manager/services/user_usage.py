@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from botfleet.manager.core.models import ApiKey, Bot, utcnow
-from botfleet.manager.lifecycle.states import LIVE, BotStatus
+from botfleet.manager.lifecycle.states import HOLDS_CAPACITY, LIVE, BotStatus
 
 LIVE_ORDER: tuple[BotStatus, ...] = tuple(s for s in BotStatus if s in LIVE)
 
@@ -27,7 +27,8 @@ class Usage:
 
     @property
     def live(self) -> int:
-        return sum(self.live_by_status.values())
+        """The bots that hold a slot of the limit (queued ones wait for one: not counted)."""
+        return sum(n for s, n in self.live_by_status.items() if s in HOLDS_CAPACITY)
 
 
 def usage_by_user(session: Session, user_ids: Collection[str]) -> dict[str, Usage]:

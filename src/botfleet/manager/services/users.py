@@ -168,6 +168,7 @@ def update_user(
     max_concurrent_bots: int | None = None,
     disabled: bool | None = None,
     default_restart: dict[str, Any] | EllipsisType | None = ...,
+    queue_by_default: bool | None = None,
 ) -> User:
     """Change a user's limit and/or disable (or enable) it, logging what changed.
 
@@ -185,6 +186,9 @@ def update_user(
     if default_restart is not ... and default_restart != user.default_restart:
         change["default_restart"] = [user.default_restart, default_restart]
         user.default_restart = default_restart  # `...`: not sent, unchanged; None: removed
+    if queue_by_default is not None and queue_by_default != user.queue_by_default:
+        change["queue_by_default"] = [user.queue_by_default, queue_by_default]
+        user.queue_by_default = queue_by_default
     if change:
         audit.record_admin_action(
             session,

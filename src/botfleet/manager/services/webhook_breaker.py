@@ -10,9 +10,12 @@ rules in the transaction that records each attempt, with the endpoint's row lock
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Literal
 
 from botfleet.manager.core.settings import Settings
 from botfleet.manager.core.webhook_models import WebhookEndpoint
+
+BreakerState = Literal["closed", "open", "half_open"]
 
 
 def is_probing(endpoint: WebhookEndpoint) -> bool:
@@ -45,3 +48,11 @@ def record_failure(endpoint: WebhookEndpoint, settings: Settings, *, now: dateti
     endpoint.pause_s = min(pause, settings.webhook_breaker_pause_max_s)
     endpoint.paused_until = now + timedelta(seconds=endpoint.pause_s)
     return True
+
+
+def state(endpoint: WebhookEndpoint, *, now: datetime) -> BreakerState:
+    """`open` while paused (its deliveries wait), `half_open` once the pause ran out and the
+    probe has not answered yet, else `closed`."""
+    if endpoint.paused_until is not None and endpoint.paused_until > now:
+        return "open"
+    return "half_open" if is_probing(endpoint) else "closed"

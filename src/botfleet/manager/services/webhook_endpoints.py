@@ -17,6 +17,7 @@ from botfleet.manager.core.webhook_signing import new_secret
 from botfleet.manager.messaging.outbox import latest_event_id
 from botfleet.manager.services import bots as bot_records
 from botfleet.manager.services.keyset import PageRequest, read_page
+from botfleet.manager.services.webhook_filters import V2_EVENTS
 from botfleet.manager.services.webhook_guard import UrlRefused, check_url
 
 #: The `type` of the event `send_test_event` queues.
@@ -37,16 +38,21 @@ def _find(
 ) -> WebhookEndpoint | None:
     query = select(WebhookEndpoint).where(WebhookEndpoint.user_id == user_id)
     query = query.where(
-        WebhookEndpoint.bot_id.is_(None) if bot_id is None else WebhookEndpoint.bot_id == bot_id
+        WebhookEndpoint.bot_id.is_(None) & WebhookEndpoint.subscription.is_(False)
+        if bot_id is None
+        else WebhookEndpoint.bot_id == bot_id
     )
     return session.scalar(query.with_for_update() if lock else query)
 
 
-def list_endpoints(session: Session, *, user_id: str) -> list[WebhookEndpoint]:
-    """The user's endpoints: the default one (no bot) first, then the bots' own, newest first."""
+def list_endpoints(
+    session: Session, *, user_id: str, limit: int | None = None
+) -> list[WebhookEndpoint]:
+    """The user's endpoints: the default one first, then the subscriptions, then the bots'
+    own, newest first in each (the dashboard's `limit` newest)."""
     query = select(WebhookEndpoint).where(WebhookEndpoint.user_id == user_id)
-    rows = session.scalars(query.order_by(WebhookEndpoint.id.desc())).all()
-    return sorted(rows, key=lambda e: e.bot_id is not None)
+    rows = session.scalars(query.order_by(WebhookEndpoint.id.desc()).limit(limit)).all()
+    return sorted(rows, key=lambda e: (e.bot_id is not None, e.subscription))
 
 
 def get_endpoint(session: Session, *, user_id: str, bot_id: str | None) -> WebhookEndpoint:
@@ -114,6 +120,7 @@ def _create(
         user_id=user_id,
         bot_id=bot_id,
         url=url,
+        events=list(V2_EVENTS),  # the types these endpoints always had
         secret_sealed=secret_sealed,
         cursor=newest,
         start_event_id=newest,
@@ -249,7 +256,7 @@ def copy_override(session: Session, *, from_bot_id: str, to_bot_id: str, user_id
     old = _find(session, user_id=user_id, bot_id=from_bot_id)
     if old is None:
         return
-    _create(
+    new = _create(
         session,
         user_id=user_id,
         bot_id=to_bot_id,
@@ -257,3 +264,6 @@ def copy_override(session: Session, *, from_bot_id: str, to_bot_id: str, user_id
         enabled=old.enabled,
         secret_sealed=old.secret_sealed,
     )
+    if new is not None:  # and its filters and headers (PATCH /webhooks/{id})
+        new.name, new.events, new.label_filter = old.name, old.events, old.label_filter
+        new.headers_sealed, new.header_names = old.headers_sealed, old.header_names

@@ -19,6 +19,8 @@ from botfleet.manager.ui import (
     bot,
     fleet,
     health,
+    queue,
+    schedules,
     session,
     start_form,
     webhooks,
@@ -35,7 +37,9 @@ router.include_router(bot.router)
 router.include_router(admin_kinds.router)  # /admin/kinds before any /admin/{...}
 router.include_router(admin.router)
 router.include_router(health.router)
+router.include_router(queue.router)
 router.include_router(webhooks.router)
+router.include_router(schedules.router)
 
 
 class SecureStaticFiles(StaticFiles):

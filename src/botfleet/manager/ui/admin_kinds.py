@@ -45,7 +45,7 @@ MAX_DOCUMENT_CHARS = 1024 * 1024
 NamePath = Annotated[str, Path(min_length=1, max_length=64, pattern=KIND_NAME.pattern)]
 DOCUMENT_KEYS = (
     "run", "image", "package", "config_schema", "secrets", "commands", "resources", "restart",
-    "description",
+    "health", "description",
 )  # fmt: skip
 
 
@@ -222,6 +222,7 @@ def _document(kind: KindDoc) -> dict[str, Any]:
         "commands": kind.commands,
         "resources": kind.resources,
         "restart": kind.restart,
+        "health": list(kind.health) if kind.health else None,
         "description": kind.description,
     }
     return {k: doc[k] for k in DOCUMENT_KEYS if doc[k] is not None}

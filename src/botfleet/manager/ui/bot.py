@@ -24,7 +24,7 @@ from botfleet.manager.http.deps import AppStateDep, BotRequestsDep, SessionDep, 
 from botfleet.manager.http.log_follow import followed_logs
 from botfleet.manager.messaging.outbox import latest_event_id
 from botfleet.manager.schemas.api import CommandCreate
-from botfleet.manager.services import attempts, kinds, retention
+from botfleet.manager.services import attempts, kinds, queue, retention
 from botfleet.manager.services import bots as bot_records
 from botfleet.manager.services import commands as command_records
 from botfleet.manager.services import logs as bot_logs
@@ -56,7 +56,7 @@ NOTICES = {
 }
 #: A warning beside the notice: the bot started, but from a form written the old way.
 WARNINGS = {"started-labels": LABEL_SYNTAX_WARNING}
-LIVE = {"requested", "starting", "active", "stopping"}
+LIVE = {"queued", "requested", "starting", "active", "stopping"}
 
 
 def _status(value: Any) -> str:
@@ -128,7 +128,8 @@ def _page(
         live=status in LIVE,
         config=config,
         transitions=moves,
-        timeline=timeline.build(bot.created_at, moves, launches),
+        timeline=timeline.build(bot.created_at, moves, launches, first=status),
+        queue_position=queue.positions_of(session, [bot]).get(bot.id),
         commands=commands,
         command_form=drawn,
         command_values=values,

@@ -19,6 +19,7 @@ GAP = 4
 
 #: Fallback fills; ui.css colours `svg.timeline rect.<status>` the same way as the badges.
 FILLS = {
+    "queued": "#b0a36b",
     "requested": "#8a94a6",
     "starting": "#d08a00",
     "active": "#1f9d55",

@@ -1,16 +1,20 @@
 """The fleet page (`/ui`): the caller's bots (the admin's: everyone's, with a user filter),
 counts by status, filters by status and label, a search by id (the short id the pages show,
-or a prefix: the listing's `id_part`); and `/ui/events`, the live event stream the dashboard's
-pages listen to (the API's `GET /events`, authenticated by the session cookie)."""
+or a prefix: the listing's `id_part`) or by name (a prefix, any case), an order (newest,
+oldest, name, status, last heartbeat; each a keyset page), the last heartbeat of each bot, and
+checkboxes whose bots a bulk action acts on (ui/operations.py); and `/ui/events`, the live event
+stream the dashboard's pages listen to (the API's `GET /events`, authenticated by the session
+cookie)."""
 
 from __future__ import annotations
 
 import weakref
 from collections.abc import Iterable
+from dataclasses import asdict, dataclass
 from typing import Annotated
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -24,16 +28,29 @@ from botfleet.manager.http.stream_slots import acquire_stream_slot, key_id_for_t
 from botfleet.manager.lifecycle.states import BotStatus
 from botfleet.manager.messaging.event_feed import EventFeed
 from botfleet.manager.messaging.outbox import latest_event_id
+from botfleet.manager.services import bot_listing
 from botfleet.manager.services import bots as bot_records
 from botfleet.manager.services.keyset import MAX_CURSOR_CHARS, PageRequest
-from botfleet.manager.ui.session import UiCallerDep
+from botfleet.manager.ui import operations
+from botfleet.manager.ui.session import UiCaller, UiCallerDep
 from botfleet.manager.ui.templating import render, secure
 
 router = APIRouter()
+router.include_router(operations.router)
 
 PAGE_SIZE = 100
 NOTICES = {"deleted": "Bot deleted, with its history and logs."}
 STATUSES = [s.value for s in BotStatus]
+#: The orders the page offers, as the sort box names them.
+SORT_CHOICES = {
+    "-created": "newest first",
+    "created": "oldest first",
+    "name": "name A to Z",
+    "-name": "name Z to A",
+    "status": "status",
+    "-heartbeat": "last heartbeat, latest first",
+    "heartbeat": "last heartbeat, oldest first",
+}
 
 
 def count_by_status(session: Session, *, user_id: str | None) -> dict[str, int]:
@@ -62,70 +79,120 @@ def names_of_users(session: Session, user_ids: Iterable[str | None]) -> dict[str
     return {row.id: row.name for row in rows}
 
 
-def fleet_page(
-    request: Request,
-    caller: UiCallerDep,
-    session: SessionDep,
+@dataclass(frozen=True)
+class Listing:
+    """What the fleet page lists: its filters, search, order and page, as the URL says."""
+
+    status: str = ""
+    label: str = ""
+    user_id: str = ""
+    id: str = ""
+    name: str = ""
+    sort: str = ""
+    cursor: str | None = None
+
+    def url(self, cursor: str | None) -> str:
+        """This listing at another page (the same filters and order)."""
+        shown = {k: v for k, v in asdict(self).items() if v and k != "cursor"}
+        if cursor:
+            shown["cursor"] = cursor
+        return "/ui?" + urlencode(shown) if shown else "/ui"
+
+
+def listing(
     status: Annotated[str, Query(max_length=20)] = "",
     label: Annotated[str, Query(max_length=600)] = "",
     user_id: Annotated[str, Query(max_length=36)] = "",
     cursor: Annotated[str | None, Query(max_length=MAX_CURSOR_CHARS)] = None,
-    notice: Annotated[str, Query(max_length=20)] = "",
     id_: Annotated[str, Query(alias="id", max_length=100)] = "",
+    name: Annotated[str, Query(max_length=200)] = "",
+    sort: Annotated[str, Query(max_length=16)] = "",
+) -> Listing:
+    return Listing(status, label, user_id, id_.strip(), name.strip(), sort, cursor)
+
+
+ListingDep = Annotated[Listing, Depends(listing)]
+
+
+def fleet_page(
+    request: Request,
+    caller: UiCallerDep,
+    session: SessionDep,
+    shown: ListingDep,
+    notice: Annotated[str, Query(max_length=20)] = "",
     live: Annotated[str | None, Header(alias="X-Botfleet-Live", max_length=8)] = None,
 ) -> Response:
     """`?id=`: a short id or an id's first characters; when exactly one bot matches, its page
     (a search, not a filter: the live refresh of a list that shrank to one stays a list)."""
-    owner = (user_id or None) if caller.is_admin else caller.user_id
-    id_part = id_.strip()
+    page = render_fleet(request, caller, session, shown, notice=NOTICES.get(notice))
+    bots = page.bots
+    if shown.id and len(bots) == 1 and shown.cursor is None and live is None and not page.error:
+        return secure(RedirectResponse(f"/ui/bots/{bots[0].id}", status_code=303))
+    return page.response
+
+
+@dataclass
+class FleetPage:
+    response: Response
+    bots: list[Bot]
+    error: str | None
+
+
+def render_fleet(
+    request: Request,
+    caller: UiCaller,
+    session: Session,
+    shown: Listing,
+    *,
+    notice: str | None = None,
+    error: str | None = None,
+    status_code: int = 200,
+) -> FleetPage:
+    """The fleet page for this listing (`error`: an action's refusal, shown above it)."""
+    owner = (shown.user_id or None) if caller.is_admin else caller.user_id
     events_since = latest_event_id(session)  # before the reads: later changes are streamed
-    error = None
     bots: list[Bot] = []
     next_cursor = None
     try:
-        labels = bot_records.parse_label_filters([label]) if label.strip() else []
+        labels = bot_records.parse_label_filters([shown.label]) if shown.label.strip() else []
         bots, next_cursor = bot_records.list_bots(
             session,
             user_id=owner,
-            statuses=[status] if status else [],
+            statuses=[shown.status] if shown.status else [],
             labels=labels,
-            id_part=id_part or None,
-            page=PageRequest(limit=PAGE_SIZE, cursor=cursor),
+            id_part=shown.id or None,
+            name_prefix=shown.name or None,
+            sort=shown.sort or bot_listing.DEFAULT_SORT,
+            page=PageRequest(limit=PAGE_SIZE, cursor=shown.cursor),
         )
     except BotfleetError as exc:
-        error = exc.message
-    if id_part and len(bots) == 1 and cursor is None and live is None:
-        return secure(RedirectResponse(f"/ui/bots/{bots[0].id}", status_code=303))
+        error, status_code = exc.message, exc.status_code
     counts = count_by_status(session, user_id=owner)
     users = user_names(session) if caller.is_admin else []
-    return render(
+    response = render(
         request,
         "fleet.html",
-        status_code=422 if error else 200,
+        status_code=status_code,
         title="Fleet",
         bots=bots,
         counts=counts,
         total=sum(counts.values()),
         statuses=STATUSES,
-        status=status,
-        label=label,
-        user_id=user_id,
+        shown=shown,
+        status=shown.status,
+        label=shown.label,
+        user_id=shown.user_id,
         users=users,
         names=dict(users),
-        id_part=id_part,
-        next_url=_next_url(status, label, user_id, id_part, next_cursor),
+        id_part=shown.id,
+        sorts=SORT_CHOICES,
+        here=shown.url(shown.cursor),
+        next_url=shown.url(next_cursor) if next_cursor else "",
         error=error,
-        notice=NOTICES.get(notice),
+        notice=notice,
         events_since=events_since,
     )
-
-
-def _next_url(status: str, label: str, user_id: str, id_part: str, cursor: str | None) -> str:
-    """The next page of the same listing, or "" on the last."""
-    if cursor is None:
-        return ""
-    shown = {"status": status, "label": label, "user_id": user_id, "id": id_part}
-    return "/ui?" + urlencode({**{k: v for k, v in shown.items() if v}, "cursor": cursor})
+    return FleetPage(response, bots, error)
 
 
 @router.get("/events")

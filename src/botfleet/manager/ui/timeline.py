@@ -88,6 +88,7 @@ def build(
     attempts: Sequence[BotAttempt],
     *,
     now: datetime | None = None,
+    first: str = "requested",
 ) -> Timeline:
     """The timeline from the bot's creation to its last transition when it has ended, else to
     now. Each state lasts from the transition into it to the next one."""
@@ -101,8 +102,10 @@ def build(
     def x_of(at: datetime) -> float:
         return round((at - start).total_seconds() / span * WIDTH, 1)
 
-    # (state, since, attempt, note): "requested" from creation, then every transition's target.
-    spans: list[tuple[str, datetime, int, str]] = [("requested", start, 0, "")]
+    # (state, since, attempt, note): the first state from creation (`requested`, or `queued`:
+    # the first move's origin, else `first`, the state now), then every transition's target.
+    initial = moves[0][1].from_status if moves else first
+    spans: list[tuple[str, datetime, int, str]] = [(initial, start, 0, "")]
     failures = []
     for at, move in moves:
         note = move.reason + (f": {move.detail}" if move.detail else "")

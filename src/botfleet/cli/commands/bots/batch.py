@@ -5,6 +5,8 @@ One id behaves as it always did: its answer, or its error and exit code. Several
 selector: a line per bot (the error of one does not stop the others), a summary on stderr, and
 a non-zero exit when any failed. A selector that matches more than one bot asks first at a
 terminal, and elsewhere (a script) needs --yes: it may match more than its author thought.
+More than `bulk.BULK_FROM` bots are one bulk operation (one call, then its progress; `--no-wait`
+prints its id) instead of a call per bot; the lines and the summary read the same.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import typer
 
 from botfleet.cli import output, targets
 from botfleet.cli.api import ApiClient, ApiError
+from botfleet.cli.commands.bots import bulk
 from botfleet.cli.commands.bots.inputs import (
     BotIds,
     LabelSelector,
@@ -31,7 +34,7 @@ from botfleet.cli.session import connect
 from botfleet.cli.targets import Unresolved
 
 #: What a selector stops: bots not yet on their way out.
-LIVE = ["requested", "starting", "active"]
+LIVE = ["queued", "requested", "starting", "active"]
 #: What a selector deletes: the API refuses a live bot.
 ENDED = sorted(TERMINAL)
 
@@ -71,12 +74,20 @@ def stop(
     as_json: bool = typer.Option(
         False, "--json", help="Print the API's JSON (a list for several bots), nothing else."
     ),
+    no_wait: bool = bulk.NoWait,
 ) -> None:
     """Ask bots to leave; idempotent on a stopping or ended bot. With --label: every
-    requested, starting or active bot with those labels."""
+    queued, requested, starting or active bot with those labels."""
     labels = parse_labels(label)
     with connect(ctx) as client:
         asked = _choose(client, bot_ids, labels, LIVE, "stop", yes)
+        if _in_bulk(asked):
+            body = {"action": "stop", "selector": bulk.selector(_ids(asked), labels, LIVE)}
+            operation = bulk.start(client, body, no_wait=no_wait)
+            if operation is not None:
+                ended = _wait_ended(client, _ids(asked), labels, timeout) if wait else {}
+                _bulk_report(client, operation, asked, as_json, "stopped", ended=ended)
+            return
         _act(asked, client.stop_bot)
         if not _several(bot_ids, labels):
             _stop_one(client, asked[0], wait=wait, timeout=timeout, as_json=as_json)
@@ -121,12 +132,19 @@ def remove(
     purge_state: bool = typer.Option(
         False, "--purge-state", help="Also delete their state directory (their --state-key)."
     ),
+    no_wait: bool = bulk.NoWait,
 ) -> None:
     """Delete ended bots with their history and logs (a live bot: stop it first, exit 4).
     With --label: every completed or failed bot with those labels."""
     labels = parse_labels(label)
     with connect(ctx) as client:
         asked = _choose(client, bot_ids, labels, ENDED, "delete", yes)
+        if _in_bulk(asked) and not purge_state:  # a bulk delete keeps states: one call each
+            body = {"action": "delete", "selector": bulk.selector(_ids(asked), labels, ENDED)}
+            operation = bulk.start(client, body, no_wait=no_wait)
+            if operation is not None:
+                _bulk_report(client, operation, asked, False, "deleted")
+            return
         _act(asked, lambda bot_id: client.delete_bot(bot_id, purge_state=purge_state))
     if not _several(bot_ids, labels):
         _fail_alone(asked[0])
@@ -135,6 +153,73 @@ def remove(
             typer.echo(f"{outcome.bot_id} deleted")
     if _several(bot_ids, labels):
         _summary(asked, "deleted")
+
+
+def _ids(asked: list[Outcome]) -> list[str]:
+    return [o.bot_id for o in asked if o.bot_id and not o.error]
+
+
+def _in_bulk(asked: list[Outcome]) -> bool:
+    return len(_ids(asked)) > bulk.BULK_FROM
+
+
+def _wait_ended(
+    client: ApiClient, ids: list[str], labels: list[tuple[str, str]], timeout: float
+) -> dict[str, str]:
+    """Wait until none of these bots is live (one listing a poll, not one call a bot); then
+    {id: "failed"} for those that failed (the others completed)."""
+    wanted, deadline = set(ids), time.monotonic() + timeout
+    while True:
+        pages = client.iter_pages(status=[*LIVE, "stopping"], labels=labels, limit=1000)
+        if not any(b["id"] in wanted for page in pages for b in page["items"]):
+            break
+        if time.monotonic() > deadline:
+            output.fail(f"timed out after {timeout:g}s waiting for the bots to end", output.FAILED)
+        time.sleep(0.5)
+    pages = client.iter_pages(status=["failed"], labels=labels, limit=1000)
+    return {b["id"]: "failed" for page in pages for b in page["items"] if b["id"] in wanted}
+
+
+def _bulk_report(
+    client: ApiClient,
+    operation: dict[str, Any],
+    asked: list[Outcome],
+    as_json: bool,
+    verb: str,
+    *,
+    ended: dict[str, str] | None = None,
+    line: Callable[[dict[str, Any]], str] | None = None,
+) -> None:
+    """The operation's results as the per-bot calls' lines and summary (`line`: a result's
+    line, when not a stop's or a delete's): the ids that named no bot, and (`ended`, after
+    --wait) the bots that ended failed, count as failures too."""
+    elsewhere = []
+    for outcome in asked:
+        if isinstance(outcome.error, Unresolved):
+            error = outcome.error
+            output.err.print(
+                f"[red]error:[/] {output.escape(outcome.typed)}: {output.escape(error)}",
+                soft_wrap=True,
+            )
+            targets.show_candidates(error)
+            elsewhere.append((outcome.typed, error.code, error.message, error.exit_code))
+
+    def stopped_or_deleted(result: dict[str, Any]) -> str:
+        if verb == "deleted":
+            return f"{result['bot_id']} deleted"
+        if ended is not None:
+            return f"{result['bot_id']} {ended.get(result['bot_id'], 'completed')}"
+        return f"{result['bot_id']} {result['result']['status']}"
+
+    bulk.report(
+        client,
+        operation,
+        line=line or stopped_or_deleted,
+        as_json=as_json,
+        verb=verb,
+        elsewhere=elsewhere,
+        ended_badly=ended or {},
+    )
 
 
 def _several(bot_ids: list[str] | None, labels: list[tuple[str, str]]) -> bool:

@@ -7,9 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Group
-from rich.live import Live
-from rich.text import Text
 
 from botfleet.cli import output, targets
 from botfleet.cli.api import ApiClient
@@ -31,6 +28,7 @@ SHOW_FIELDS = [
     "runtime_ref", "image", "platform", "native_id", "config", "config_version", "labels",
     "dedup_key", "start_at", "max_duration_s", "created_at", "started_at", "active_at",
     "ended_at", "report", "reported_at", "restart", "state_key", "relaunch_of",
+    "priority", "queue_timeout_s", "queued_at", "queue_position",
 ]  # fmt: skip
 
 
@@ -81,6 +79,10 @@ def list_bots(
             if page.get("next_cursor"):
                 output.err.print("[dim]more bots: --all to list every page[/]")
             return
+
+        from rich.console import Group
+        from rich.live import Live
+        from rich.text import Text
 
         def frame() -> Group:
             page = fetch()
@@ -148,6 +150,15 @@ def start(
         metavar="KEY",
         help="A persistent directory kept across restarts and relaunches with this key.",
     ),
+    queue: bool | None = typer.Option(
+        None, "--queue/--no-queue", help="Over a limit, wait queued instead of failing (429)."
+    ),
+    priority: int | None = typer.Option(
+        None, "--priority", metavar="N", help="Queue priority, higher first (-1000..1000)."
+    ),
+    queue_timeout: float | None = typer.Option(
+        None, "--queue-timeout", metavar="SECONDS", help="Fail if still queued after this long."
+    ),
     idempotency_key: str | None = IdempotencyKey,
     wait: bool = WaitActive,
     timeout: float = WaitTimeout,
@@ -165,6 +176,9 @@ def start(
         "max_duration_s": max_duration,
         "dedup_key": dedup_key,
         "state_key": state_key,
+        "queue": queue,
+        "priority": priority,
+        "queue_timeout_s": queue_timeout,
     }
     body.update({k: v for k, v in optional.items() if v is not None})
     if secret:
@@ -198,8 +212,8 @@ def _announce_new_bot(
 def show(ctx: typer.Context, bot_id: str = BotId, as_json: bool = JsonOpt) -> None:
     """A bot's fields and its lifecycle history (JSON: the bot plus `transitions`)."""
     with connect(ctx) as client:
-        bot_id = targets.resolve_or_fail(client, bot_id)
-        bot = client.get_bot(bot_id)
+        bot_id, listed = targets.find_or_fail(client, bot_id)
+        bot = listed or client.get_bot(bot_id)
         rows = client.transitions(bot_id)
     if as_json:
         output.print_json({**bot, "transitions": rows})

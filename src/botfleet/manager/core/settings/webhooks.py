@@ -13,6 +13,13 @@ class WebhookSettings(SettingsArea):
         description="Let webhooks reach loopback, private, link-local and other non-public "
         "addresses (refused by default: SSRF).",
     )
+    webhook_max_endpoints: int = Field(
+        10,
+        ge=0,
+        le=1000,
+        description="Most user-level webhook endpoints a user may have (`POST /webhooks`; the "
+        "`PUT /webhook` one counts, bots' own do not); 0: none may be added.",
+    )
     webhook_interval_s: float = Field(
         1.0, gt=0, description="How often the leader fans out events and sends due webhooks."
     )

@@ -65,7 +65,9 @@ def get_user(user_id: str, session: SessionDep) -> UserPublic:
         "at once on every replica; its bots run on (the admin may stop them with "
         "`POST /bots/{id}/stop`); `false` enables it again. `default_restart` "
         "(`{max_retries, backoff_s, on?}`) is the restart policy of the user's new bots that "
-        "name none; `null` removes it. Each change is in `GET /admin/audit`."
+        "name none; `null` removes it. `queue_by_default: true` makes the user's bots over a "
+        "limit wait `queued` unless their POST says `queue: false`. Each change is in "
+        "`GET /admin/audit`."
     ),
 )
 def update_user(user_id: str, body: UserUpdate, session: SessionDep) -> UserPublic:
@@ -75,6 +77,7 @@ def update_user(user_id: str, body: UserUpdate, session: SessionDep) -> UserPubl
         max_concurrent_bots=body.max_concurrent_bots,
         disabled=body.disabled,
         default_restart=_default_restart(body),
+        queue_by_default=body.queue_by_default,
     )
     return UserPublic.model_validate(user)
 

@@ -33,10 +33,11 @@ from botfleet.manager.schemas.api import (
     SecretsReplace,
     TransitionPublic,
 )
-from botfleet.manager.services import attempts, retention
+from botfleet.manager.services import attempts, queue, retention
 from botfleet.manager.services import bots as bot_records
 from botfleet.manager.services import commands as command_records
 from botfleet.manager.services import logs as bot_logs
+from botfleet.manager.services.bot_listing import DEFAULT_SORT
 
 router = APIRouter(
     prefix="/bots",
@@ -46,6 +47,8 @@ router = APIRouter(
 
 #: The `status` filter's values, in words: it takes them comma-separated, so it is no enum.
 STATUS_FILTER = "Repeatable, or comma-separated: " + ", ".join(BotStatus) + "."
+SORT_DESCRIPTION = "`-created` (newest first), `created`, `name`, `status`, `heartbeat`; `-`: "
+SORT_DESCRIPTION += "descending. Each is a keyset page (its cursor is for that order only)."
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=BotPublic)
@@ -56,7 +59,7 @@ def start_bot(
     if replay is not None:
         return replay
     bot = bots.start_bot(session, user_id=user.id, data=body)
-    return once.answer(BotPublic.model_validate(bot), status.HTTP_201_CREATED)
+    return once.answer(queue.shown(session, [bot])[0], status.HTTP_201_CREATED)
 
 
 @router.get(
@@ -85,6 +88,10 @@ def list_bots(
             "prefix, or the short id the CLI and the dashboard show (the last 8).",
         ),
     ] = None,
+    name: Annotated[
+        str | None, Query(max_length=200, description="Names starting with this, in any case.")
+    ] = None,
+    sort: Annotated[str, Query(max_length=16, description=SORT_DESCRIPTION)] = DEFAULT_SORT,
 ) -> BotPage:
     statuses = [s for item in status_ for s in item.split(",") if s]
     rows, next_cursor = bot_records.list_bots(
@@ -94,14 +101,16 @@ def list_bots(
         labels=bot_records.parse_label_filters(label),
         id_part=id_,
         page=page,
+        name_prefix=name,
+        sort=sort,
     )
-    return BotPage(items=[BotPublic.model_validate(b) for b in rows], next_cursor=next_cursor)
+    return BotPage(items=queue.shown(session, rows), next_cursor=next_cursor)
 
 
 @router.get("/{bot_id}", response_model=BotPublic)
 def get_bot(bot_id: str, session: SessionDep, viewer: Viewer) -> BotPublic:
     """The bot (any user's with the admin token)."""
-    return BotPublic.model_validate(bot_records.get_bot(session, bot_id, user_id=viewer.user_id))
+    return queue.shown(session, [bot_records.get_bot(session, bot_id, user_id=viewer.user_id)])[0]
 
 
 @router.get("/{bot_id}/transitions", response_model=Page[TransitionPublic])
@@ -241,7 +250,7 @@ def relaunch_bot(
     if replay is not None:
         return replay
     bot = bots.relaunch_bot(session, bot_id=bot_id, user_id=user.id)
-    return once.answer(BotPublic.model_validate(bot), status.HTTP_201_CREATED)
+    return once.answer(queue.shown(session, [bot])[0], status.HTTP_201_CREATED)
 
 
 @router.delete("/{bot_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)

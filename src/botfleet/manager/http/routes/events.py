@@ -1,7 +1,8 @@
-"""`GET /events`: a Server-Sent Events stream of the caller's transitions and command status
-changes (an admin sees every bot's). Event ids are the outbox's ids: reconnect with
-`Last-Event-ID` to resume exactly after the last event seen, on any replica. Each key holds at
-most `BOTFLEET_MAX_STREAMS_PER_KEY` open streams per replica (429 `too_many_streams`)."""
+"""`GET /events`: a Server-Sent Events stream of the caller's transitions, command status
+changes, reports, queue entries and schedule firings (an admin sees every bot's). Event ids are
+the outbox's ids: reconnect with `Last-Event-ID` to resume exactly after the last event seen, on
+any replica. Each key holds at most `BOTFLEET_MAX_STREAMS_PER_KEY` open streams per replica (429
+`too_many_streams`)."""
 
 from __future__ import annotations
 
@@ -28,7 +29,10 @@ SSE_EVENT_SCHEMA = {
     "type": "object",
     "required": ["data"],
     "properties": {
-        "event": {"type": "string", "enum": ["transition", "command", "report"]},
+        "event": {
+            "type": "string",
+            "enum": ["transition", "command", "report", "queued", "schedule"],
+        },
         "data": {"type": "string", "description": "the change, as a JSON object"},
     },
 }

@@ -1,26 +1,29 @@
-"""Outbound webhooks: a user's default endpoint, per-bot overrides, deliveries and attempts."""
+"""Outbound webhooks: a user's default endpoint, per-bot overrides, deliveries and attempts
+(v1/v2); the v3 endpoints (`/webhooks`, several per user) are webhook_subscriptions.py's."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response, status
-from sqlalchemy.orm import Session
 
 from botfleet.manager.core.errors import error_responses
-from botfleet.manager.core.sealing import SecretBox
-from botfleet.manager.core.webhook_models import WebhookDelivery, WebhookEndpoint
 from botfleet.manager.http.deps import (
-    AppStateDep,
     CurrentUser,
     SessionDep,
     SettingsDep,
     authenticate_before_transaction,
 )
 from botfleet.manager.http.page_params import PageQuery
+from botfleet.manager.http.routes import webhook_subscriptions
+from botfleet.manager.http.routes.webhook_views import (
+    CREATED,
+    BoxDep,
+    deliveries_public,
+    endpoint_public,
+)
 from botfleet.manager.schemas.api import Page
 from botfleet.manager.schemas.webhooks import (
-    WebhookAttemptPublic,
     WebhookDeliveryPublic,
     WebhookPublic,
     WebhookPut,
@@ -29,45 +32,7 @@ from botfleet.manager.schemas.webhooks import (
 from botfleet.manager.services import webhook_endpoints as service
 
 router = APIRouter(tags=["webhooks"], responses=error_responses(400, 401, 403, 404, 413, 422, 503))
-CREATED: dict[int | str, dict[str, Any]] = {
-    201: {"model": WebhookPublic, "description": "Created, with its signing secret"}
-}
-
-
-def get_box(state: AppStateDep) -> SecretBox:
-    """The manager's one SecretBox: webhook signing secrets are sealed like bot secrets."""
-    return state.box
-
-
-BoxDep = Annotated[SecretBox, Depends(get_box)]
-
-
-def _public(endpoint: WebhookEndpoint, *, secret: str | None = None) -> WebhookPublic:
-    out = WebhookPublic.model_validate(endpoint)
-    out.secret = secret
-    return out
-
-
-def _deliveries(session: Session, rows: list[WebhookDelivery]) -> list[WebhookDeliveryPublic]:
-    attempts = service.attempts_of(session, [d.id for d in rows])
-    return [
-        WebhookDeliveryPublic(
-            id=d.id,
-            endpoint_id=d.endpoint_id,
-            bot_id=d.bot_id,
-            event_id=d.event_id,
-            webhook_id=str(d.payload.get("id", "")),
-            status=d.status,
-            attempt_count=d.attempt_count,
-            next_attempt_at=d.next_attempt_at,
-            expires_at=d.expires_at,
-            created_at=d.created_at,
-            delivered_at=d.delivered_at,
-            payload=d.payload,
-            attempts=[WebhookAttemptPublic.model_validate(a) for a in attempts[d.id]],
-        )
-        for d in rows
-    ]
+_public, _deliveries = endpoint_public, deliveries_public
 
 
 def checked_webhook_url(
@@ -226,3 +191,6 @@ def send_test_event(
     `webhook_disabled` for a disabled endpoint."""
     delivery = service.send_test_event(session, user_id=user.id, endpoint_id=endpoint_id)
     return _deliveries(session, [delivery])[0]
+
+
+router.include_router(webhook_subscriptions.router)
