@@ -217,6 +217,15 @@ def test_start_always_sends_a_config(run, sent: list[httpx.Request]) -> None:
     }
 
 
+def test_start_sends_health_rules_as_given(run, sent: list[httpx.Request]) -> None:
+    rule = {"when": {"no_report_for_s": 60}, "then": "restart"}
+    started = run("bots", "start", "demo", "--health", json.dumps(rule), **STAND_IN)
+    assert started.exit_code == 0, started.output
+    assert json.loads(sent[-1].content)["health"] == [rule]
+    refused = run("bots", "start", "demo", "--health", "{not json", **STAND_IN)
+    assert refused.exit_code == 2 and "--health" in refused.output, refused.output
+
+
 def test_every_label_option_takes_key_colon_value(run, sent: list[httpx.Request]) -> None:
     """`key:value`, the API's and the dashboard's syntax; the first `:` separates (a key has
     none), so a value may hold `:` or `=`."""

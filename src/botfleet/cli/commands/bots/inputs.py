@@ -45,6 +45,14 @@ def parse_value(text: str) -> Any:
         return text
 
 
+def parse_json_option(text: str, option: str) -> Any:
+    """A JSON value given on the command line; a usage error naming the option if it is not."""
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise typer.BadParameter(f"not JSON: {exc}", param_hint=option) from exc
+
+
 def parse_pairs(pairs: list[str], *, typed: bool) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for pair in pairs:

@@ -16,6 +16,7 @@ from botfleet.cli.commands.bots.inputs import (
     JsonOpt,
     WaitActive,
     WaitTimeout,
+    parse_json_option,
     parse_labels,
     parse_pairs,
     read_json_object,
@@ -159,6 +160,13 @@ def start(
     queue_timeout: float | None = typer.Option(
         None, "--queue-timeout", metavar="SECONDS", help="Fail if still queued after this long."
     ),
+    health: list[str] = typer.Option(
+        [],
+        "--health",
+        metavar="RULE",
+        help='A health rule as JSON, e.g. \'{"when": {"no_report_for_s": 60}, "then": "restart"}\''
+        "; repeatable (docs/how-to/health-rules.md).",
+    ),
     idempotency_key: str | None = IdempotencyKey,
     wait: bool = WaitActive,
     timeout: float = WaitTimeout,
@@ -190,6 +198,8 @@ def start(
         body["restart"] = {k: v for k, v in policy.items() if v is not None}
         if restart_on:
             body["restart"]["on"] = restart_on
+    if health:
+        body["health"] = [parse_json_option(rule, "--health") for rule in health]
     with connect(ctx) as client:
         created = client.start_bot(body, idempotency_key=idempotency_key)
         _announce_new_bot(client, created, wait=wait, timeout=timeout, as_json=as_json)
