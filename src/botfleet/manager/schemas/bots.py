@@ -31,6 +31,24 @@ from botfleet.manager.schemas.restart import RestartPolicy, RestartPublic
 
 BOT_REF = re.compile(r"^(?:[a-z][a-z0-9_-]*|[A-Za-z_][\w.]*:[A-Za-z_]\w*)$")
 LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,62}$")
+
+
+def check_label_keys(labels: dict[str, Any]) -> None:
+    """A label's key is a short identifier (the value is checked by its type)."""
+    for key in labels:
+        if not LABEL_KEY.match(key):
+            raise ValueError(f"label key {key!r} must match {LABEL_KEY.pattern}")
+
+
+def check_start_at(value: datetime | None) -> datetime | None:
+    """`start_at` names its zone and fits the database's range (POST /bots, PATCH /bots/{id})."""
+    if value is not None and value.tzinfo is None:
+        raise ValueError("start_at needs a time zone, e.g. 2026-01-01T10:00:00Z")
+    if value is not None and not in_utc_range(value):
+        raise ValueError("start_at is out of range")
+    return value
+
+
 MAX_LABELS = 32
 # A Docker/OCI image reference: [registry[:port]/]path[:tag][@digest], lower-case path.
 IMAGE_REF = re.compile(
@@ -118,19 +136,13 @@ class BotCreate(Strict):
     def _labels(cls, value: dict[str, str]) -> dict[str, str]:
         if len(value) > MAX_LABELS:
             raise ValueError(f"at most {MAX_LABELS} labels")
-        for key in value:
-            if not LABEL_KEY.match(key):
-                raise ValueError(f"label key {key!r} must match {LABEL_KEY.pattern}")
+        check_label_keys(value)
         return value
 
     @field_validator("start_at")
     @classmethod
     def _aware(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            raise ValueError("start_at needs a time zone, e.g. 2026-01-01T10:00:00Z")
-        if value is not None and not in_utc_range(value):
-            raise ValueError("start_at is out of range")
-        return value
+        return check_start_at(value)
 
 
 class BotPublic(BaseModel):

@@ -15,8 +15,8 @@ from pydantic import (
 )
 
 from botfleet.manager.core.statuses import BotStatus
-from botfleet.manager.schemas.bots import LABEL_KEY
-from botfleet.manager.schemas.bounds import ShortText, Strict, check_config, in_utc_range
+from botfleet.manager.schemas.bots import check_label_keys, check_start_at
+from botfleet.manager.schemas.bounds import ShortText, Strict, check_config
 from botfleet.manager.schemas.commands import CommandCreate
 from botfleet.manager.schemas.restart import RestartPolicy
 
@@ -147,20 +147,13 @@ class BotEditBody(Strict):
     @field_validator("labels")
     @classmethod
     def _label_keys(cls, value: dict[str, str | None] | None) -> dict[str, str | None] | None:
-        for key in value or {}:
-            if not LABEL_KEY.match(key):
-                raise ValueError(f"label key {key!r} must match {LABEL_KEY.pattern}")
+        check_label_keys(value or {})
         return value
 
     @field_validator("start_at")
     @classmethod
     def _aware(cls, value: datetime | None) -> datetime | None:
-        """As POST /bots checks it."""
-        if value is not None and value.tzinfo is None:
-            raise ValueError("start_at needs a time zone, e.g. 2026-01-01T10:00:00Z")
-        if value is not None and not in_utc_range(value):
-            raise ValueError("start_at is out of range")
-        return value
+        return check_start_at(value)
 
 
 class BotEditPublic(BaseModel):
