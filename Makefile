@@ -33,17 +33,17 @@ run: $(RUN_STAMP)
 test: $(STAMP)
 	bash scripts/test-services.sh
 	bash scripts/docker-engine.sh
-	bash scripts/build-images.sh
 	mkdir -p .botfleet
-	# The browser bot's image (over 1 GB, from Debian's mirror) builds while the linters run;
-	# its test waits for it.
+	# The images build while the linters and the Node tests run (their log is shown after);
+	# then the browser bot's image (over 1 GB, from Debian's mirror) builds in the background
+	# on the runtime image, and its test waits for it.
+	bash scripts/build-images.sh >.botfleet/images.log 2>&1 & images=$$!; \
+	  $(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy \
+	  && $(BIN)/mkdocs build --strict --quiet --site-dir $(SITE) && $(MAKE) test-node; \
+	  checked=$$?; wait $$images; built=$$?; cat .botfleet/images.log; \
+	  test $$checked -eq 0 -a $$built -eq 0
 	bash scripts/build-browser-image.sh >.botfleet/browser-image.log 2>&1 &
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
-	$(BIN)/mypy
-	$(BIN)/mkdocs build --strict --quiet --site-dir $(SITE)
 	rm -rf $(RESULTS)
-	$(MAKE) test-node
 	$(MAKE) test-pg test-sqlite
 	$(BIN)/python -m tests.slowest $(RESULTS)/*.xml
 

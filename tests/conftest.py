@@ -51,6 +51,12 @@ NOT_SQL = {
     "integration/resilience/test_redis_outage.py",
     "integration/resilience/test_stop_signals.py",
     "integration/resilience/test_manager_restart.py",
+    # Their SQL runs on both databases in tests/integration/services (the worker, the firing,
+    # the admission); the HTTP modules show the routes, once.
+    "integration/api/test_bulk_operations.py",
+    "integration/api/test_schedules.py",
+    # Commands travel over Redis; their rows are the same SQL as any other command's.
+    "integration/api/test_custom_commands.py",
 }
 
 

@@ -30,7 +30,7 @@ from tests.support import (
     wait_for_status,
 )
 
-EXAMPLES = int(os.environ.get("BOTFLEET_FUZZ_EXAMPLES", "15"))
+EXAMPLES = int(os.environ.get("BOTFLEET_FUZZ_EXAMPLES", "10"))
 
 
 @pytest.fixture(scope="module")
