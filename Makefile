@@ -8,7 +8,7 @@ RUN_STAMP := $(VENV)/.run-stamp
 STAMP     := $(VENV)/.dev-stamp
 SITE      := .botfleet/site
 
-.PHONY: run test test-fast test-node test-pg test-sqlite lint docs bench fuzz clean
+.PHONY: run test test-fast test-node test-pg test-pg-serial test-sqlite lint docs bench fuzz clean
 
 # Two distributions from this tree: botfleet-runtime (runtime/) and botfleet-server (here), both
 # editable. The telegram kind's aiogram comes with the dev extra (botfleet-runtime[telegram]).
@@ -44,7 +44,12 @@ test: $(STAMP)
 	  test $$checked -eq 0 -a $$built -eq 0
 	bash scripts/build-browser-image.sh >.botfleet/browser-image.log 2>&1 &
 	rm -rf $(RESULTS)
-	$(MAKE) test-pg test-sqlite
+	BOTFLEET_TEST_DATABASE=postgresql $(PYTEST_2) -m "not serial" --junitxml=$(RESULTS)/pg.xml
+	# The `serial` tests restart PostgreSQL, which the SQLite tier never uses: they run beside
+	# it, their output shown after it.
+	$(MAKE) test-pg-serial >.botfleet/serial.log 2>&1 & serial=$$!; \
+	  $(MAKE) test-sqlite; sqlite=$$?; wait $$serial; serial=$$?; cat .botfleet/serial.log; \
+	  test $$sqlite -eq 0 -a $$serial -eq 0
 	$(BIN)/python -m tests.slowest $(RESULTS)/*.xml
 
 ## test-fast: the unit tier alone (tests/unit: no services, no processes), in seconds
@@ -60,13 +65,17 @@ test-node:
 	fi
 
 # Two workers, a test module on one worker (its manager is started once); the tests marked
-# `serial` (they restart PostgreSQL, which every other test uses) run alone afterwards.
+# `serial` (they restart PostgreSQL, which every other PostgreSQL test uses) run afterwards.
 PYTEST_2 := $(BIN)/pytest -p no:cacheprovider -n 2 --dist loadscope
 RESULTS  := .botfleet/test-results
 
 # Every tier (tests/unit, tests/integration, tests/e2e) on PostgreSQL.
 test-pg: $(STAMP)
 	BOTFLEET_TEST_DATABASE=postgresql $(PYTEST_2) -m "not serial" --junitxml=$(RESULTS)/pg.xml
+	$(MAKE) test-pg-serial
+
+# The tests marked `serial` (they restart PostgreSQL), alone.
+test-pg-serial: $(STAMP)
 	BOTFLEET_TEST_DATABASE=postgresql $(BIN)/pytest -p no:cacheprovider -m serial \
 		--junitxml=$(RESULTS)/pg-serial.xml
 

@@ -57,6 +57,10 @@ NOT_SQL = {
     "integration/api/test_schedules.py",
     # Commands travel over Redis; their rows are the same SQL as any other command's.
     "integration/api/test_custom_commands.py",
+    "integration/api/test_secrets_update.py",
+    # A test delivery and a graceful stop: HTTP and signals.
+    "integration/webhooks/test_webhook_test_event.py",
+    "integration/resilience/test_graceful_stop.py",
 }
 
 
