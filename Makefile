@@ -44,7 +44,7 @@ test: $(STAMP)
 	  test $$checked -eq 0 -a $$built -eq 0
 	bash scripts/build-browser-image.sh >.botfleet/browser-image.log 2>&1 &
 	rm -rf $(RESULTS)
-	BOTFLEET_TEST_DATABASE=postgresql $(PYTEST_2) -m "not serial" --junitxml=$(RESULTS)/pg.xml
+	BOTFLEET_TEST_DATABASE=postgresql $(PYTEST_2) -m "not serial and not cluster" --junitxml=$(RESULTS)/pg.xml
 	# The `serial` tests restart PostgreSQL, which the SQLite tier never uses: they run beside
 	# it, their output shown after it.
 	$(MAKE) test-pg-serial >.botfleet/serial.log 2>&1 & serial=$$!; \
@@ -71,7 +71,7 @@ RESULTS  := .botfleet/test-results
 
 # Every tier (tests/unit, tests/integration, tests/e2e) on PostgreSQL.
 test-pg: $(STAMP)
-	BOTFLEET_TEST_DATABASE=postgresql $(PYTEST_2) -m "not serial" --junitxml=$(RESULTS)/pg.xml
+	BOTFLEET_TEST_DATABASE=postgresql $(PYTEST_2) -m "not serial and not cluster" --junitxml=$(RESULTS)/pg.xml
 	$(MAKE) test-pg-serial
 
 # The tests marked `serial` (they restart PostgreSQL), alone.
@@ -82,7 +82,7 @@ test-pg-serial: $(STAMP)
 # Only the tests that exercise SQL (marker `sql`, set by folder in tests/conftest.py) run again on
 # SQLite; fleet tests that merely need a manager run once, above.
 test-sqlite: $(STAMP)
-	BOTFLEET_TEST_DATABASE=sqlite $(PYTEST_2) -m "sql and not serial" --junitxml=$(RESULTS)/sqlite.xml
+	BOTFLEET_TEST_DATABASE=sqlite $(PYTEST_2) -m "sql and not serial and not cluster" --junitxml=$(RESULTS)/sqlite.xml
 
 ## fuzz: the schemathesis run of every endpoint, with many more examples than `make test`
 fuzz: $(STAMP)

@@ -21,7 +21,7 @@ pytest_plugins = ["tests.ui_browser"]
 
 TESTS = Path(__file__).parent
 # The tier is the folder: tests/unit, tests/integration/<area>, tests/e2e.
-TIERS = ("unit", "integration", "e2e")
+TIERS = ("unit", "integration", "e2e", "cluster")
 # The areas whose tests exercise SQL (services, migrations, pagination, locks, retention,
 # persistence through the API): they run again on SQLite (`make test-sqlite`, marker `sql`).
 # Fleet tests that merely need a manager (e2e, backends, ui, ...) run once, on PostgreSQL.

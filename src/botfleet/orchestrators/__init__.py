@@ -31,6 +31,7 @@ BACKENDS: dict[str, str] = {
     "process": "botfleet.orchestrators.process:ProcessOrchestrator",
     "docker": "botfleet.orchestrators.docker:DockerOrchestrator",
     "nomad": "botfleet.orchestrators.nomad:NomadOrchestrator",
+    "swarm": "botfleet.orchestrators.swarm:SwarmOrchestrator",
 }
 
 

@@ -76,6 +76,13 @@ class CapabilityNotSupported(OrchestratorError):
     code = "not_supported"
 
 
+class PlacementUnsupported(OrchestratorError):
+    """The backend cannot honour this placement (POST /bots answers 422 with this code): the
+    message says what it can do instead."""
+
+    code = "placement_unsupported"
+
+
 @dataclass(frozen=True)
 class StateRef:
     """A persistent state directory: one per user and `state_key`, kept across the attempts
@@ -108,6 +115,23 @@ class Resources:
 
 
 @dataclass(frozen=True)
+class Placement:
+    """Where one bot may run (CONTRACT v3 `placement`): engine constraint expressions, as the
+    engine words them (`node.labels.zone==a` on swarm, `${attr.kernel.name} = linux` on nomad),
+    and node labels every eligible node must carry. Backends that place nothing refuse a
+    non-empty one before the bot is stored (`Orchestrator.check_placement`)."""
+
+    constraints: tuple[str, ...] = ()
+    node_labels: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, data: Mapping[str, Any] | None) -> Placement | None:
+        if not data or not (data.get("constraints") or data.get("node_labels")):
+            return None
+        return cls(tuple(data.get("constraints") or ()), dict(data.get("node_labels") or {}))
+
+
+@dataclass(frozen=True)
 class LaunchSpec:
     """Everything a backend needs to start one bot attempt.
 
@@ -137,6 +161,8 @@ class LaunchSpec:
     python: str | None = None
     #: Its kind's CPU and memory in place of the backend's per-bot defaults; None: the defaults.
     resources: Resources | None = None
+    #: Where the engine may place it (the bot's, else its kind's); None: anywhere.
+    placement: Placement | None = None
 
     def environment(self) -> dict[str, str]:
         """The whole environment, for engines that hand both parts to the workload alike."""
@@ -263,6 +289,15 @@ class Orchestrator(abc.ABC):
     @abc.abstractmethod
     def list_workloads(self, labels: Mapping[str, str] | None = None) -> list[Workload]:
         """Every botfleet workload the engine knows (matching `labels`), live or exited."""
+
+    def check_placement(self, placement: Placement) -> None:
+        """Raise PlacementUnsupported unless this backend can honour `placement` (checked before
+        a bot is stored, so a request it cannot honour is a 422, never a failed launch). Engines
+        without nodes to choose from honour none."""
+        raise PlacementUnsupported(
+            f"the {self.name} backend runs every bot on the manager's own machine and cannot "
+            "place bots; placement needs the swarm or nomad backend"
+        )
 
     def kind_python(self, name: str, version: int, package: Mapping[str, Any]) -> str | None:
         """The interpreter of the kind's virtualenv if it is built and ready now, else None.

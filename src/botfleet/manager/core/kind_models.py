@@ -32,6 +32,8 @@ class Kind(Base):
     # {"<action>": <JSON Schema of its payload>}; None: any action, unchecked
     commands: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     resources: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    # Where its bots run unless they name their own ({"constraints", "node_labels"}).
+    placement: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     restart: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     # Health rules every bot of this version gets unless it names its own (CONTRACT v3).
     health: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType)

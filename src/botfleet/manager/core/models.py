@@ -162,6 +162,10 @@ class Bot(Base):
     # Health rules (CONTRACT v3) and what they have seen so far (since when a field held a value).
     health_rules: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType)
     health_state: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    # Its own CPU and memory ({"cpu", "memory_mb"}) and placement ({"constraints",
+    # "node_labels"}); None: its kind's, else the backend's defaults (migration 0021).
+    resources: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    placement: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
 
     token_hash: Mapped[str | None] = mapped_column(String(64), index=True)
     stop_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
