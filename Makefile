@@ -8,7 +8,7 @@ RUN_STAMP := $(VENV)/.run-stamp
 STAMP     := $(VENV)/.dev-stamp
 SITE      := .botfleet/site
 
-.PHONY: run test test-fast test-node test-pg test-pg-serial test-sqlite lint docs bench fuzz clean
+.PHONY: run test test-fast test-node test-pg test-pg-serial test-sqlite test-cluster test-cluster-run lint docs bench fuzz clean
 
 # Two distributions from this tree: botfleet-runtime (runtime/) and botfleet-server (here), both
 # editable. The telegram kind's aiogram comes with the dev extra (botfleet-runtime[telegram]).
@@ -44,7 +44,13 @@ test: $(STAMP)
 	  test $$checked -eq 0 -a $$built -eq 0
 	bash scripts/build-browser-image.sh >.botfleet/browser-image.log 2>&1 &
 	rm -rf $(RESULTS)
-	BOTFLEET_TEST_DATABASE=postgresql $(PYTEST_2) -m "not serial and not cluster" --junitxml=$(RESULTS)/pg.xml
+	# The cluster lane (a three-node Swarm, mostly waiting on its drills' clocks) runs beside
+	# the PostgreSQL tier, its output shown after it; it ends before the serial tests restart
+	# PostgreSQL.
+	$(MAKE) test-cluster-run >.botfleet/cluster.log 2>&1 & cluster=$$!; \
+	  BOTFLEET_TEST_DATABASE=postgresql $(PYTEST_2) -m "not serial and not cluster" \
+	    --junitxml=$(RESULTS)/pg.xml; pg=$$?; wait $$cluster; cluster=$$?; \
+	  cat .botfleet/cluster.log; test $$pg -eq 0 -a $$cluster -eq 0
 	# The `serial` tests restart PostgreSQL, which the SQLite tier never uses: they run beside
 	# it, their output shown after it.
 	$(MAKE) test-pg-serial >.botfleet/serial.log 2>&1 & serial=$$!; \
@@ -83,6 +89,19 @@ test-pg-serial: $(STAMP)
 # SQLite; fleet tests that merely need a manager run once, above.
 test-sqlite: $(STAMP)
 	BOTFLEET_TEST_DATABASE=sqlite $(PYTEST_2) -m "sql and not serial and not cluster" --junitxml=$(RESULTS)/sqlite.xml
+
+## test-cluster: the multi-node drills alone: a real three-node Docker Swarm in network
+## namespaces the tests make (tests/cluster), the swarm backend's contract suite and its drills
+test-cluster: $(STAMP)
+	bash scripts/test-services.sh
+	bash scripts/docker-engine.sh
+	bash scripts/build-images.sh
+	$(MAKE) test-cluster-run
+
+# The cluster lane itself (make test runs it beside the SQLite tier).
+test-cluster-run: $(STAMP)
+	BOTFLEET_TEST_DATABASE=postgresql $(BIN)/pytest -p no:cacheprovider -m cluster tests/cluster \
+		--junitxml=$(RESULTS)/cluster.xml
 
 ## fuzz: the schemathesis run of every endpoint, with many more examples than `make test`
 fuzz: $(STAMP)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Makes sure a Docker Engine answers on this machine, for the docker backend's tests and the image
 # builds: installs docker.io where dockerd is missing, and docker-compose (which checks
-# compose.yaml in tests/e2e/test_compose.py; bookworm's is 1.29.2) where that is missing, and starts
+# compose.yaml in tests/e2e/test_compose.py; bookworm's is 1.29.2) and iproute2 (the Swarm nodes'
+# network namespaces of tests/cluster) where missing, and starts
 # dockerd when `docker info` fails. The engine has no default bridge and no iptables rules:
 # every test container uses host networking (the docker backend's default).
 # Idempotent: a running engine is left alone.
@@ -18,6 +19,8 @@ apt_install() {
   apt-get install -y -qq "$@" >/dev/null
 }
 command -v dockerd >/dev/null 2>&1 || apt_install docker.io
+# `ip` makes the network namespaces of the three-node Swarm of tests/cluster.
+command -v ip >/dev/null 2>&1 || apt_install iproute2
 # Without its recommends: docker-compose recommends docker.io, which must not replace an engine
 # installed some other way.
 command -v docker-compose >/dev/null 2>&1 || apt_install --no-install-recommends docker-compose

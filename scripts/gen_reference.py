@@ -81,6 +81,7 @@ def configuration() -> str:
     from botfleet.orchestrators.docker.config import DockerOrchestratorConfig
     from botfleet.orchestrators.nomad.config import NomadOrchestratorConfig
     from botfleet.orchestrators.process.config import ProcessOrchestratorConfig
+    from botfleet.orchestrators.swarm.config import SwarmOrchestratorConfig
 
     lines = [
         "# Configuration",
@@ -112,6 +113,7 @@ def configuration() -> str:
         ("process", ProcessOrchestratorConfig),
         ("docker", DockerOrchestratorConfig),
         ("nomad", NomadOrchestratorConfig),
+        ("swarm", SwarmOrchestratorConfig),
     ):
         prefix = str(model.model_config.get("env_prefix", ""))
         names = [n for n in model.model_fields if n not in shared]

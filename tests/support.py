@@ -163,7 +163,8 @@ class RedisServer:
     redis-server binds its port by itself: the port comes from `unassigned_port`, and a first
     start whose bind fails starts again on another one."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, host: str = "127.0.0.1") -> None:
+        self.host = host  # the address it listens on (the swarm's bridge: tests/cluster)
         self.port = unassigned_port()
         self.workdir = workdir
         self.password = f"test-{uuid.uuid4().hex}"
@@ -172,7 +173,7 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
+        return f"redis://:{self.password}@{self.host}:{self.port}/0"
 
     def start(self) -> None:
         for _ in range(5):
@@ -182,7 +183,7 @@ class RedisServer:
             if self._started_once:
                 break  # a restart keeps its port: the clients' URLs name it
             self.port = unassigned_port()
-        raise AssertionError(f"redis-server could not bind 127.0.0.1:{self.port}: {self._log()}")
+        raise AssertionError(f"redis-server could not bind {self.host}:{self.port}: {self._log()}")
 
     def _start_once(self) -> bool:
         """Start redis-server; False when it exited instead (its port was taken)."""
@@ -196,7 +197,7 @@ class RedisServer:
                     "redis-server",
                     str(config),
                     "--bind",
-                    "127.0.0.1",
+                    self.host,
                     "--port",
                     str(self.port),
                     "--save",

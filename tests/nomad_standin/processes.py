@@ -27,7 +27,9 @@ def run_task(cluster: Cluster, job: Job, alloc: Alloc) -> None:
     for sub in (logs_dir, task_dir / "local", task_dir / "secrets", task_dir / "tmp"):
         sub.mkdir(parents=True, exist_ok=True)
     with cluster.lock:
-        if alloc.desired_status == "stop" or alloc.terminal:
+        if alloc.desired_status == "stop" or alloc.terminal or alloc.client_stopped:
+            return
+        if alloc.partitioned:  # its template cannot be rendered without the servers: it waits
             return
         alloc.events.append(event("Task Setup", Message="Building Task Directory"))
         cluster.touch(alloc)
@@ -76,12 +78,26 @@ def run_task(cluster: Cluster, job: Job, alloc: Alloc) -> None:
             alloc.finished_at = iso_now()
             cluster.touch(alloc)
             return
+    if cluster.report_delay_s > 0:  # the client tells the servers a moment later
+        timer = threading.Timer(cluster.report_delay_s, _report_started, (cluster, alloc))
+        timer.daemon = True
+        timer.start()
+    else:
+        _report_started(cluster, alloc)
+    threading.Thread(target=_watch, args=(cluster, alloc), daemon=True).start()
+
+
+def _report_started(cluster: Cluster, alloc: Alloc) -> None:
+    """The client tells the servers the task runs; a cut-off client cannot (the allocation
+    stays as the servers last knew it)."""
+    with cluster.lock:
+        if alloc.partitioned or alloc.terminal:
+            return
         alloc.events.append(event("Started", DisplayMessage="Task started by client"))
         alloc.client_status, alloc.task_state = "running", "running"
         alloc.client_description = "Tasks are running"
         alloc.started_at = iso_now()
         cluster.touch(alloc)
-    threading.Thread(target=_watch, args=(cluster, alloc), daemon=True).start()
 
 
 def _nomad_env(cluster: Cluster, job: Job, alloc: Alloc, task_dir: Path) -> dict[str, str]:

@@ -10,18 +10,27 @@ import json
 import re
 import shutil
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from tests.nomad_standin import scheduler
-from tests.nomad_standin.logs import read_logs
+from tests.nomad_standin import nodes, scheduler
+from tests.nomad_standin.logs import StreamFailed, read_logs
 from tests.nomad_standin.state import NODE_ID, Alloc, ApiError, Cluster, Job, parse_bool
 from tests.nomad_standin.variables import handle_variable
 
 _NAMESPACED = ("/v1/jobs", "/v1/job/", "/v1/allocation", "/v1/client/", "/v1/var/")
+
+
+class Answered(Exception):
+    """A JSON answer with a status other than 200 (Nomad's 409 on a variable conflict)."""
+
+    def __init__(self, status: int, answer: Any) -> None:
+        super().__init__(status)
+        self.status, self.answer = status, answer
 
 
 @dataclass
@@ -54,6 +63,8 @@ class StandIn:
         datacenter: str = "dc1",
         cpu_mhz: int = 100_000,
         memory_mb: int = 262_144,
+        task_start_delay_s: float = 0.1,
+        report_delay_s: float = 0.0,
     ) -> None:
         self.workdir = workdir
         self.token = token
@@ -67,12 +78,17 @@ class StandIn:
             datacenter=datacenter,
             cpu_mhz=cpu_mhz,
             memory_mb=memory_mb,
+            task_start_delay_s=task_start_delay_s,
+            report_delay_s=report_delay_s,
         )
         #: When set, every request is answered with this status (e.g. 500): an outage.
         self.fail_with: int | None = None
         #: (method, path prefix) -> the status those requests alone are answered with.
         self.fail_requests: dict[tuple[str, str], int] = {}
         self.requests: list[Recorded] = []
+        #: (method, path prefix) -> what to do once, just before the next such request is
+        #: answered (another client acting in between two of ours).
+        self.before_next: dict[tuple[str, str], Callable[[], None]] = {}
         self.jobs = self.cluster.jobs
         self.variables = self.cluster.variables
         self._server: ThreadingHTTPServer | None = None
@@ -133,14 +149,28 @@ class StandIn:
         """The node running the job's allocation went away: the process dies, the alloc is lost."""
         alloc = self.alloc_of(job_id)
         assert alloc is not None, f"job {job_id} has no allocation"
-        scheduler.lose(self.cluster, alloc)
+        nodes.lose(self.cluster, alloc)
 
     def disconnect(self, job_id: str) -> None:
         """The node running the job's allocation stops talking to the servers; the task runs
-        on (see `scheduler.disconnect`)."""
+        on (see `nodes.disconnect`)."""
         alloc = self.alloc_of(job_id)
         assert alloc is not None, f"job {job_id} has no allocation"
-        scheduler.disconnect(self.cluster, alloc)
+        nodes.disconnect(self.cluster, alloc)
+
+    def collect(self, job_id: str) -> None:
+        """The client of the job's allocation garbage-collected it: its logs are gone."""
+        alloc = self.alloc_of(job_id)
+        assert alloc is not None, f"job {job_id} has no allocation"
+        nodes.collect(self.cluster, alloc)
+
+    def break_log_stream(self, job_id: str, error: str) -> None:
+        """The next log read of the job's allocation fails after its first frame with `error`
+        (in the 200 answer, as Nomad's HTTP layer writes it)."""
+        alloc = self.alloc_of(job_id)
+        assert alloc is not None, f"job {job_id} has no allocation"
+        with self.cluster.lock:
+            alloc.log_error = error
 
     def deny(self, capability: str) -> None:
         """The ACL token loses `capability` (e.g. "alloc-lifecycle"): such calls answer 403."""
@@ -183,14 +213,25 @@ class StandIn:
             for (method, prefix), status_code in list(self.fail_requests.items()):
                 if handler.command == method and path.startswith(prefix):
                     raise ApiError(status_code, "rpc error: No cluster leader")
+            for (method, prefix), action in list(self.before_next.items()):
+                if handler.command == method and path.startswith(prefix):
+                    del self.before_next[(method, prefix)]
+                    action()
             self._check_request(handler.command, path, query, handler.headers.get("X-Nomad-Token"))
             result = self._route(handler.command, path, query, record.body)
-            if isinstance(result, bytes):
-                # Stream Logs' plain answer names no charset (command/agent/fs_endpoint.go).
-                content_type, data = "text/plain", result
-                body = result.decode(errors="replace")
+            if isinstance(result, tuple):  # Stream Logs: (bytes, content type)
+                # The plain answer names no charset (command/agent/fs_endpoint.go `Logs`).
+                data, content_type = result
+                body = data.decode(errors="replace")
             else:
                 body = json.dumps(result)
+        except StreamFailed as exc:
+            # The stream began (200), then failed: its error follows what was sent, in the
+            # same body (command/agent/fs_endpoint.go `fsStreamImpl`, http.go `wrap`).
+            data, content_type = exc.sent + exc.error.encode(), "application/json"
+            body = data.decode(errors="replace")
+        except Answered as exc:
+            status, body = exc.status, json.dumps(exc.answer)
         except ApiError as exc:
             status, content_type, body = exc.status, "text/plain; charset=utf-8", str(exc)
         record.status, record.answer = status, body
@@ -264,7 +305,7 @@ class StandIn:
                 with cluster.lock:
                     alloc = cluster.get_alloc(match.group(1))
                     job = cluster.jobs.get((alloc.namespace, alloc.job_id))
-                    return {**alloc.stub(), "Job": job.read() if job else None}
+                    return {**alloc.full(), "Job": job.read() if job else None}
         elif match := re.fullmatch(r"/v1/client/allocation/([^/]+)/signal", path):
             if method == "POST":
                 return scheduler.signal_alloc(cluster, match.group(1), body or {})
@@ -272,5 +313,8 @@ class StandIn:
             if method == "GET":
                 return read_logs(cluster, match.group(1), query)
         elif match := re.fullmatch(r"/v1/var/(.+)", path):
-            return handle_variable(cluster, method, ns, match.group(1), body)
+            status, answer = handle_variable(cluster, method, ns, match.group(1), body, query)
+            if status != 200:
+                raise Answered(status, answer)
+            return answer
         raise ApiError(404, f"stand-in: no route for {method} {path}")

@@ -101,18 +101,24 @@ def validate(cluster: Cluster, ns: str, job: Any) -> None:
 
 
 def register(cluster: Cluster, ns: str, body: Any) -> dict[str, Any]:
-    """Create Job: answered at once; the allocation is placed later, asynchronously."""
-    spec = (body or {}).get("Job")
+    """Create Job: answered at once; the allocation is placed later, asynchronously. A job whose
+    ID exists is updated (a new version), unless `EnforceIndex` refuses it (`enforce_index`)."""
+    body = body or {}
+    spec = body.get("Job")
     validate(cluster, ns, spec)
     with cluster.lock:
         existing = cluster.jobs.get((ns, spec["ID"]))
-        if existing is not None and existing.allocs:
-            raise ApiError(400, "stand-in: job updates are not emulated")
+        if body.get("EnforceIndex"):
+            enforce_index(existing, int(body.get("JobModifyIndex") or 0))
         index = cluster.next_index()
-        job = Job(spec=spec, namespace=ns, create_index=index, modify_index=index)
-        cluster.jobs[(ns, job.id)] = job
+        if existing is not None:
+            job = _update(existing, spec, index)
+        else:
+            job = Job(spec=spec, namespace=ns, create_index=index, modify_index=index)
+            job.job_modify_index = index
+            cluster.jobs[(ns, job.id)] = job
         eval_id = new_eval(cluster, job, "job-register")
-        job.placement = threading.Timer(cluster.placement_delay_s, _place, (cluster, job, eval_id))
+        job.placement = threading.Timer(cluster.placement_delay_s, place, (cluster, job, eval_id))
         job.placement.daemon = True
         job.placement.start()
         return {
@@ -124,6 +130,38 @@ def register(cluster: Cluster, ns: str, body: Any) -> dict[str, Any]:
             "LastContact": 0,
             "KnownLeader": True,
         }
+
+
+def enforce_index(existing: Job | None, index: int) -> None:
+    """Register's check-and-set (nomad/structs/job.go, `Job.EnforceIndex`, checked again in
+    the Raft apply: nomad/state/state_store.go `upsertJobImpl`): JobModifyIndex 0 creates
+    only. Its errors carry no HTTP code, so the HTTP layer answers 500 with their text
+    (command/agent/http.go, `wrap`)."""
+    prefix = "Enforcing job modify index"  # structs.RegisterEnforceIndexErrPrefix
+    if existing is not None:
+        if index == 0:
+            raise ApiError(500, f"{prefix} 0: job already exists")
+        if index != existing.job_modify_index:
+            raise ApiError(
+                500,
+                f"{prefix} {index}: job exists with conflicting job modify index: "
+                f"{existing.job_modify_index}",
+            )
+    elif index != 0:
+        raise ApiError(500, f"{prefix} {index}: job does not exist")
+
+
+def _update(job: Job, spec: dict[str, Any], index: int) -> Job:
+    """Caller holds the lock. Registering an existing ID updates that job: a new version, placed
+    anew (nomad/job_endpoint.go `Register`). Only a job with no allocation yet is emulated."""
+    if job.allocs:
+        raise ApiError(400, "stand-in: updates of a job with allocations are not emulated")
+    if job.placement:
+        job.placement.cancel()
+    job.spec, job.stop = spec, False
+    job.version += 1
+    job.modify_index = job.job_modify_index = index
+    return job
 
 
 def deregister(cluster: Cluster, ns: str, job_id: str, purge: bool) -> dict[str, Any]:
@@ -215,7 +253,7 @@ def _fits(cluster: Cluster, job: Job) -> dict[str, Any] | None:
     }
 
 
-def _place(cluster: Cluster, job: Job, eval_id: str, previous: Alloc | None = None) -> None:
+def place(cluster: Cluster, job: Job, eval_id: str, previous: Alloc | None = None) -> None:
     """Settle the evaluation: place the job's allocation on the one node (its task starts a
     little later), or, when it does not fit, complete the evaluation with FailedTGAllocs and a
     blocked evaluation, as the scheduler does (scheduler/generic_sched.go)."""
@@ -255,8 +293,10 @@ def _place(cluster: Cluster, job: Job, eval_id: str, previous: Alloc | None = No
         alloc.events.append(event("Received", DisplayMessage="Task received by client"))
         job.allocs.append(alloc)
         cluster.allocs[alloc_id] = alloc
+        if previous is not None:
+            previous.next_alloc = alloc_id
     # The client sets the task up, renders templates, then starts it: a little later.
-    timer = threading.Timer(0.1, run_task, (cluster, job, alloc))
+    timer = threading.Timer(cluster.task_start_delay_s, run_task, (cluster, job, alloc))
     timer.daemon = True
     timer.start()
 
@@ -268,6 +308,8 @@ def stop_alloc(cluster: Cluster, alloc: Alloc) -> None:
     alloc.desired_status = "stop"
     alloc.desired_description = "alloc not needed due to job update"
     cluster.touch(alloc)
+    if alloc.partitioned:  # its client never hears of it
+        return
     proc = alloc.proc
     if proc is None:  # not started yet
         alloc.client_status, alloc.task_state = "complete", "dead"
@@ -302,6 +344,10 @@ def signal_alloc(cluster: Cluster, alloc_id: str, body: dict[str, Any]) -> dict[
         if cluster.denies("alloc-lifecycle"):
             # client/alloc_endpoint.go, Allocations.Signal: a token without alloc-lifecycle
             raise ApiError(403, "Permission denied")
+        if alloc.partitioned:
+            # No server holds a connection to its node: ErrNoNodeConn, answered 404
+            # (nomad/client_rpc.go `findNodeConnAndForward`, command/agent/alloc_endpoint.go)
+            raise ApiError(404, "No path to node")
         if alloc.proc is None or alloc.proc.poll() is not None:
             # The task runner's ErrTaskNotRunning, un-coded: HTTP 500 (client/alloc_endpoint.go,
             # command/agent/http.go)
@@ -312,65 +358,6 @@ def signal_alloc(cluster: Cluster, alloc_id: str, body: dict[str, Any]) -> dict[
         cluster.touch(alloc)
         signal_group(alloc.proc, sig)
         return {}
-
-
-def _replaces_lost(job: Job) -> bool:
-    """Whether Nomad replaces an allocation whose node is down: Disconnect.Replace, true unless
-    set (nomad/structs/group.go, NewDefaultDisconnectStrategy), whatever the reschedule policy
-    says (scheduler/reconciler/filters.go, reconcile_cluster.go `computePlacements`)."""
-    disconnect = job.spec["TaskGroups"][0].get("Disconnect") or {}
-    return disconnect.get("Replace") is not False
-
-
-def _replace(cluster: Cluster, job: Job, alloc: Alloc) -> None:
-    """Caller holds the lock. Place a replacement of `alloc` (a new evaluation, as Nomad's
-    node-update evaluation does)."""
-    eval_id = new_eval(cluster, job, "node-update")
-    timer = threading.Timer(cluster.placement_delay_s, _place, (cluster, job, eval_id, alloc))
-    timer.daemon = True
-    timer.start()
-
-
-def lose(cluster: Cluster, alloc: Alloc) -> None:
-    """The node running the allocation went away for good (down, then collected): the process
-    dies and the allocation is lost; Nomad places a replacement unless Disconnect.Replace is
-    false (`_replaces_lost`)."""
-    with cluster.lock:
-        alloc.client_status = "lost"
-        alloc.client_description = "alloc is lost since its node is down"
-        alloc.task_state = "dead"
-        alloc.finished_at = iso_now()
-        cluster.touch(alloc)
-        job = cluster.jobs.get((alloc.namespace, alloc.job_id))
-        if job is not None and not job.stop and _replaces_lost(job):
-            _replace(cluster, job, alloc)
-    if alloc.proc and alloc.proc.poll() is None:
-        signal_group(alloc.proc, signal.SIGKILL)
-
-
-def disconnect(cluster: Cluster, alloc: Alloc) -> None:
-    """The node stops talking to the servers while its task runs on. With Disconnect.Replace
-    false the allocation turns "unknown" and nothing replaces it, and the client stops the task
-    after StopOnClientAfter (client/heartbeatstop.go); otherwise it is lost and replaced while
-    the original runs on (scheduler/reconciler/filters.go)."""
-    with cluster.lock:
-        job = cluster.jobs.get((alloc.namespace, alloc.job_id))
-        replace = job is None or _replaces_lost(job)
-        alloc.client_status = "lost" if replace else "unknown"
-        alloc.client_description = "alloc is lost since its node is down"
-        cluster.touch(alloc)
-        if job is not None and not job.stop and replace:
-            _replace(cluster, job, alloc)
-        stop_after = (
-            None
-            if job is None
-            else (job.spec["TaskGroups"][0].get("Disconnect") or {}).get("StopOnClientAfter")
-        )
-    alloc.partitioned = True  # its exit is never reported to the servers
-    if stop_after is not None and alloc.proc is not None:
-        timer = threading.Timer(stop_after / 1e9, signal_group, (alloc.proc, signal.SIGKILL))
-        timer.daemon = True
-        timer.start()
 
 
 def shut_down(cluster: Cluster) -> None:

@@ -97,12 +97,31 @@ class Alloc:
     proc: subprocess.Popen[bytes] | None = None
     kill_timer: threading.Timer | None = None
     previous_alloc: str = ""
+    next_alloc: str = ""
+    #: ClientStatus changes the servers made (lost, unknown), with their time: the full
+    #: allocation carries them, a listing's stub does not (nomad/structs/alloc.go AllocState).
+    alloc_states: list[dict[str, Any]] = field(default_factory=list)
     #: Its node cannot reach the servers: what the task does is never reported.
     partitioned: bool = False
+    #: Its client destroyed it (Disconnect.StopOnClientAfter): it never starts again.
+    client_stopped: bool = False
+    #: Its client collected it (logs answer 404 "Unknown allocation").
+    collected: bool = False
+    #: Set by a test: its next log read fails after the first frame with this error text.
+    log_error: str | None = None
 
     @property
     def terminal(self) -> bool:
         return self.client_status in ("complete", "failed", "lost")
+
+    def mark(self, client_status: str) -> None:
+        """A ClientStatus the servers set (lost, unknown), recorded with its time."""
+        self.client_status = client_status
+        self.alloc_states.append({"Field": 0, "Value": client_status, "Time": iso_ns(now_ns())})
+
+    def full(self) -> dict[str, Any]:
+        """Read Allocation's answer: the stub plus what only the whole allocation has."""
+        return {**self.stub(), "AllocStates": list(self.alloc_states)}
 
     def stub(self) -> dict[str, Any]:
         return {
@@ -133,6 +152,7 @@ class Alloc:
             },
             "FollowupEvalID": "",
             "PreviousAllocation": self.previous_alloc,
+            "NextAllocation": self.next_alloc,
             "RescheduleTracker": None,
             "PreemptedAllocations": None,
             "PreemptedByAllocation": "",
@@ -150,6 +170,9 @@ class Job:
     create_index: int
     modify_index: int
     submit_time: int = field(default_factory=now_ns)
+    #: Bumped by every register of the same ID (an update), as JobModifyIndex is.
+    version: int = 0
+    job_modify_index: int = 0
     stop: bool = False
     allocs: list[Alloc] = field(default_factory=list)
     placement: threading.Timer | None = None
@@ -193,11 +216,11 @@ class Job:
             "Stop": self.stop,
             "Status": self.status,
             "StatusDescription": "",
-            "Version": 0,
+            "Version": self.version,
             "SubmitTime": self.submit_time,
             "CreateIndex": self.create_index,
             "ModifyIndex": self.modify_index,
-            "JobModifyIndex": self.create_index,
+            "JobModifyIndex": self.job_modify_index or self.create_index,
         }
 
     def list_stub(self, with_meta: bool) -> dict[str, Any]:
@@ -218,7 +241,7 @@ class Job:
             "JobSummary": self.summary(),
             "CreateIndex": self.create_index,
             "ModifyIndex": self.modify_index,
-            "JobModifyIndex": self.create_index,
+            "JobModifyIndex": self.job_modify_index or self.create_index,
             "SubmitTime": self.submit_time,
         }
         if with_meta:
@@ -228,6 +251,12 @@ class Job:
 
 def iso_now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S.000000000Z", time.gmtime())
+
+
+def iso_ns(at_ns: int) -> str:
+    """A Go time.Time as Nomad's JSON writes it (RFC 3339, nanoseconds)."""
+    seconds, fraction = divmod(at_ns, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{fraction:09d}Z"
 
 
 class Cluster:
@@ -243,8 +272,14 @@ class Cluster:
         datacenter: str = "dc1",
         cpu_mhz: int = 100_000,
         memory_mb: int = 262_144,
+        task_start_delay_s: float = 0.1,
+        report_delay_s: float = 0.0,
     ) -> None:
         self.workdir = workdir
+        #: How long the client takes from placement to starting the task, and from starting
+        #: it to telling the servers (the allocation reads "pending" meanwhile).
+        self.task_start_delay_s = task_start_delay_s
+        self.report_delay_s = report_delay_s
         self.region = region
         #: The one node's datacenter and capacity (what the scheduler places against).
         self.datacenter = datacenter

@@ -49,8 +49,19 @@ def parse_env_file(text: str) -> dict[str, str]:
     return env
 
 
-def handle_variable(cluster: Cluster, method: str, ns: str, path: str, body: Any) -> dict[str, Any]:
-    """PUT, GET or DELETE one variable, answering with Nomad's shapes."""
+#: The most bytes a variable's keys and values may take together (nomad/structs/variables.go,
+#: maxVariableSize, counted by `VariableItems.Size`).
+MAX_VARIABLE_BYTES = 65536
+
+
+def handle_variable(
+    cluster: Cluster, method: str, ns: str, path: str, body: Any, query: dict[str, str]
+) -> tuple[int, dict[str, Any]]:
+    """PUT, GET or DELETE one variable: (status, answer) with Nomad's shapes. A PUT checks the
+    variable's size (400, nomad/variables_endpoint.go `canonicalizeAndValidate`), then `cas`:
+    0 creates only, N replaces only the version N; a conflict answers 409 with the variable
+    found, items and all (command/agent/variable_endpoint.go `variableUpsert`,
+    nomad/state/state_store_variables.go `varSetCASTxn`)."""
     if not VAR_PATH.match(path):
         raise ApiError(400, f"invalid path {path!r}")
     key = (ns, path)
@@ -59,10 +70,10 @@ def handle_variable(cluster: Cluster, method: str, ns: str, path: str, body: Any
         if method == "GET":
             if current is None:
                 raise ApiError(404, "variable not found")
-            return current
+            return 200, current
         if method == "DELETE":
             cluster.variables.pop(key, None)
-            return {"Index": cluster.next_index()}
+            return 200, {"Index": cluster.next_index()}
         if method == "PUT":
             body = body or {}
             if body.get("Path", path) != path:
@@ -72,6 +83,18 @@ def handle_variable(cluster: Cluster, method: str, ns: str, path: str, body: Any
             items = body.get("Items")
             if not items or not all(isinstance(v, str) for v in items.values()):
                 raise ApiError(400, "variable missing Items (strings)")
+            size = sum(len(k.encode()) + len(v.encode()) for k, v in items.items())
+            if size > MAX_VARIABLE_BYTES:
+                raise ApiError(400, "variables are limited to 64KiB in total size")
+            if query.get("cas") not in (None, ""):
+                try:
+                    cas = int(query["cas"])
+                except ValueError:
+                    raise ApiError(400, "can not parse cas") from None
+                if (cas == 0 and current is not None) or (
+                    cas != 0 and (current is None or current["ModifyIndex"] != cas)
+                ):
+                    return 409, current or {"Namespace": ns, "Path": path}
             index, now = cluster.next_index(), now_ns()
             variable = {
                 "Namespace": ns,
@@ -83,7 +106,7 @@ def handle_variable(cluster: Cluster, method: str, ns: str, path: str, body: Any
                 "Items": dict(items),
             }
             cluster.variables[key] = variable
-            return variable
+            return 200, variable
     raise ApiError(405, f"method {method} not allowed")
 
 

@@ -39,10 +39,17 @@ def _alloc(client_status: str, *events: dict[str, object]) -> dict[str, object]:
             _alloc("failed", {"Type": "Driver Failure", "DisplayMessage": "no such image"}),
             WorkloadStatus(WorkloadState.EXITED, None, "Driver Failure: no such image"),
         ),
-        (_alloc("lost"), WorkloadStatus(WorkloadState.EXITED, None, "allocation lost")),
         (
-            _alloc("unknown"),
-            WorkloadStatus(WorkloadState.UNKNOWN, None, "nomad allocation status 'unknown'"),
+            _alloc("lost"),  # a job without StopOnClientAfter: Nomad replaces it at once
+            WorkloadStatus(WorkloadState.EXITED, None, "allocation lost (node ?)", "node_lost"),
+        ),
+        (
+            {**_alloc("unknown"), "NodeName": "n2"},
+            WorkloadStatus(
+                WorkloadState.UNKNOWN,
+                None,
+                "allocation unknown: node n2 is down, the bot may still run there",
+            ),
         ),
     ],
 )
@@ -57,3 +64,30 @@ def test_job_status_without_allocations_and_the_first_allocation_is_the_bot() ->
     old = {**_alloc("lost"), "CreateIndex": 5}
     new = {**_alloc("running"), "CreateIndex": 9}
     assert job_status({"Status": "running"}, [new, old]).state == WorkloadState.EXITED
+
+
+S = 1_000_000_000
+JOB = {
+    "TaskGroups": [{"Disconnect": {"StopOnClientAfter": 20 * S}, "Tasks": [{"KillTimeout": 4 * S}]}]
+}
+
+
+def _lost(at: str) -> dict[str, object]:
+    """A lost allocation read whole: AllocStates carries when the servers marked it lost."""
+    states = [{"Field": 0, "Value": "lost", "Time": at}]
+    return {**_alloc("lost"), "NodeName": "n1", "AllocStates": states, "ModifyTime": 0}
+
+
+def test_a_lost_allocation_ends_only_when_nomad_counts_its_client_stopped() -> None:
+    """nomad/structs/alloc.go WaitClientStop: lost + StopOnClientAfter + max(5 s, KillTimeout);
+    before that it may still run on its cut-off node: unknown, never an exit."""
+    lost = _lost("2026-01-01T00:00:00.5Z")
+    lost_ns = 1767225600 * S + S // 2
+    before = alloc_status(lost, JOB, now_ns=lost_ns + 25 * S - 1)
+    assert before.state == WorkloadState.UNKNOWN and "may still run" in before.detail
+    after = alloc_status(lost, JOB, now_ns=lost_ns + 25 * S)
+    assert (after.state, after.exit_code, after.reason) == (WorkloadState.EXITED, None, "node_lost")
+    # Without AllocStates (a listing's stub) its ModifyTime, never earlier, stands in.
+    stub = {**_alloc("lost"), "ModifyTime": lost_ns}
+    assert alloc_status(stub, JOB, now_ns=lost_ns + 24 * S).state == WorkloadState.UNKNOWN
+    assert alloc_status(stub, JOB, now_ns=lost_ns + 25 * S).state == WorkloadState.EXITED

@@ -94,6 +94,10 @@ def bot_uids(settings: Settings) -> str:
     config = backend_class(settings.orchestrator).config_class.from_manager(settings)
     if settings.orchestrator == "nomad":
         raise FirewallNotNeeded("nomad bots run on the Nomad clients, not on this host")
+    if settings.orchestrator == "swarm":  # guards the bots this host runs as a swarm node
+        if "host" not in getattr(config, "networks", ["host"]):
+            raise FirewallNotNeeded("swarm bots join swarm networks, not the host's")
+        return str(getattr(config, "user", "")).split(":")[0]  # numeric: the setting checks it
     if settings.orchestrator == "docker":
         network = str(getattr(config, "network", "host"))
         if network != "host":

@@ -100,8 +100,8 @@ class StateRef:
 
 @dataclass(frozen=True)
 class Resources:
-    """One bot's own CPU and memory (its kind's `resources`), in place of the backend's
-    per-bot defaults; None keeps that default."""
+    """One bot's CPU and memory (its own `resources` over its kind's, field by field), in
+    place of the backend's per-bot defaults; None keeps that default."""
 
     cpu: float | None = None  # CPUs
     memory_mb: int | None = None
@@ -123,12 +123,18 @@ class Placement:
 
     constraints: tuple[str, ...] = ()
     node_labels: Mapping[str, str] = field(default_factory=dict)
+    #: Nomad's datacenters (globs), in place of the backend's configured ones; nomad only.
+    datacenters: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, data: Mapping[str, Any] | None) -> Placement | None:
-        if not data or not (data.get("constraints") or data.get("node_labels")):
+        if not data or not any(data.get(k) for k in ("constraints", "node_labels", "datacenters")):
             return None
-        return cls(tuple(data.get("constraints") or ()), dict(data.get("node_labels") or {}))
+        return cls(
+            tuple(data.get("constraints") or ()),
+            dict(data.get("node_labels") or {}),
+            tuple(data.get("datacenters") or ()),
+        )
 
 
 @dataclass(frozen=True)
@@ -159,7 +165,8 @@ class LaunchSpec:
     #: The interpreter to run `-m botfleet.runtime` with (a kind's own virtualenv on the process
     #: backend); None: the backend's own.
     python: str | None = None
-    #: Its kind's CPU and memory in place of the backend's per-bot defaults; None: the defaults.
+    #: Its CPU and memory (its own over its kind's) in place of the backend's per-bot defaults;
+    #: None: the defaults.
     resources: Resources | None = None
     #: Where the engine may place it (the bot's, else its kind's); None: anywhere.
     placement: Placement | None = None

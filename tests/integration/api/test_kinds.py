@@ -259,3 +259,41 @@ def test_kinds_are_listed_a_page_at_a_time_and_a_foreign_cursor_is_refused(
         refused = client.get("/kinds", params={"cursor": foreign})
         assert refused.status_code == 422, (foreign, refused.text)
         assert refused.json()["detail"]["code"] == "invalid_cursor"
+
+
+def test_resources_and_placement_are_bounded_checked_and_kept(manager: Manager) -> None:
+    """Over the admin's maxima: 422 `resources_over_limit` (a kind's too); a placement the
+    process backend cannot honour: 422 `placement_unsupported`; neither stores anything.
+    Within them: shown on the bot, and kept by a relaunch."""
+    name = f"sized-{uuid.uuid4().hex[:8]}"
+    _, client = manager.new_user()
+    for extra, code, says in (
+        ({"resources": {"cpu": 64}}, "resources_over_limit", "4 CPUs"),
+        ({"resources": {"memory_mb": 65536}}, "resources_over_limit", "4096 MiB"),
+        ({"placement": {"node_labels": {"zone": "a"}}}, "placement_unsupported", "process"),
+        ({"placement": {"datacenters": ["dc1"]}}, "placement_unsupported", "process"),
+    ):
+        refused = client.post("/bots", json={"bot": "demo", "config": {}, **extra})
+        assert refused.status_code == 422 and detail(refused)["code"] == code, refused.text
+        assert says in detail(refused)["message"], refused.text
+    assert client.get("/bots").json()["items"] == [], "nothing stored"
+    with manager.admin() as admin:
+        for extra, code in (
+            ({"resources": {"memory_mb": 65536}}, "resources_over_limit"),
+            ({"placement": {"constraints": ["node.role==worker"]}}, "placement_unsupported"),
+        ):
+            refused = admin.post("/admin/kinds", json=kind_body(name, **extra))
+            assert refused.status_code == 422 and detail(refused)["code"] == code, refused.text
+    assert client.get(f"/kinds/{name}").status_code == 404, "nothing stored"
+
+    later = "2099-01-01T00:00:00Z"  # never launched: stopped at once, then relaunched
+    body = {"resources": {"cpu": 0.5}, "placement": {}, "start_at": later}
+    made = client.post("/bots", json={"bot": "demo", "config": {}, **body})
+    assert made.status_code == 201, made.text
+    assert (made.json()["resources"], made.json()["placement"]) == ({"cpu": 0.5}, {})
+    assert client.post(f"/bots/{made.json()['id']}/stop").status_code == 202
+    again = client.post(f"/bots/{made.json()['id']}/relaunch")
+    assert again.status_code == 201, again.text
+    shown = client.get(f"/bots/{again.json()['id']}").json()
+    assert (shown["resources"], shown["placement"]) == ({"cpu": 0.5}, {})
+    assert client.post(f"/bots/{shown['id']}/stop").status_code == 202

@@ -70,6 +70,28 @@ def test_containers_are_hardened_and_labelled(
     assert wait_for_status(client, bot["id"], {"completed", "failed"})["status"] == "completed"
 
 
+def test_a_bots_own_cpu_and_memory_reach_its_container(
+    manager: Manager, engine: docker.DockerClient
+) -> None:
+    """A bot's `resources` in place of the backend's defaults (1 CPU, 512 MiB); a placement,
+    which one engine cannot honour, is refused before anything is stored."""
+    _, client = manager.new_user()
+    placed = {"bot": "demo", "config": {}, "placement": {"constraints": ["node.role==worker"]}}
+    refused = client.post("/bots", json=placed)
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["detail"]["code"] == "placement_unsupported"
+    assert client.get("/bots").json()["items"] == []
+    sized = {"bot": "demo", "config": {}, "resources": {"cpu": 0.5, "memory_mb": 300}}
+    bot = client.post("/bots", json=sized).json()
+    ref = wait_until(
+        lambda: client.get(f"/bots/{bot['id']}").json()["runtime_ref"], what="the container"
+    )
+    host = engine.containers.get(ref).attrs["HostConfig"]
+    assert (host["NanoCpus"], host["Memory"]) == (5 * 10**8, 300 * 2**20)
+    assert client.post(f"/bots/{bot['id']}/stop").status_code == 202
+    wait_for_status(client, bot["id"], {"completed", "failed"})
+
+
 def test_docker_kill_fails_the_bot_with_the_engines_exit_code(
     manager: Manager, engine: docker.DockerClient
 ) -> None:

@@ -10,10 +10,12 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from botfleet.manager.schemas.bounds import MAX_SECRETS_BYTES, json_size
 from botfleet.orchestrators import BackendUnavailable, LaunchFailed, LaunchSpec
 from botfleet.orchestrators.base import WorkloadState
 from botfleet.orchestrators.nomad import NomadOrchestrator, NomadOrchestratorConfig, variable_path
@@ -61,6 +63,7 @@ def manager(
         "BOTFLEET_NOMAD_DATACENTERS": '["dc-test"]',
         "BOTFLEET_NOMAD_DRIVER": "raw_exec",
         "BOTFLEET_NOMAD_COMMAND": json.dumps([sys.executable, "-m", "botfleet.runtime"]),
+        "BOTFLEET_NOMAD_STOP_ON_CLIENT_AFTER_S": "1",  # a lost bot counts as ended in 6 s
     }
     root = tmp_path_factory.mktemp("nomad-manager")
     with running_manager(root, redis_server.url, backend="nomad", extra_env=extra_env) as instance:
@@ -138,19 +141,26 @@ def test_job_is_a_batch_job_with_meta_resources_no_restarts_and_no_secrets(
     assert wait_for_status(client, bot["id"], {"completed", "failed"})["status"] == "completed"
 
 
-def test_lost_allocation_fails_the_bot_as_vanished(manager: Manager, standin: StandIn) -> None:
+def test_a_lost_allocation_ends_the_bot_only_once_nomad_counts_it_stopped(
+    manager: Manager, standin: StandIn
+) -> None:
+    """Issue 31, 4a: `lost` is the servers' word, not the task's end. The bot ends only once
+    Nomad itself counts its task stopped by its client (lost + StopOnClientAfter 1 s +
+    max(5 s, KillTimeout 4 s)), never before: `node_lost`, or `heartbeat_lost` when its
+    silence (5 s here) was noticed first and it waited `stopping` for that proof."""
     _, client = manager.new_user()
     bot = client.post("/bots", json={"bot": "demo", "config": {}}).json()
     job_id = wait_for_status(client, bot["id"], {"active"})["runtime_ref"]
     standin.lose(job_id)
+    lost = standin.alloc_of(job_id)
+    assert lost is not None and lost.client_status == "lost"
+    lost_at = datetime.fromisoformat(lost.alloc_states[-1]["Time"].replace("Z", "+00:00"))
     done = wait_for_status(client, bot["id"], {"failed", "completed"})
-    assert (done["status"], done["status_reason"], done["exit_code"]) == (
-        "failed",
-        "workload_vanished",
-        None,
-    )
+    assert done["status"] == "failed" and done["exit_code"] is None
+    assert done["status_reason"] in ("node_lost", "heartbeat_lost"), done["status_reason"]
     last = client.get(f"/bots/{bot['id']}/transitions").json()["items"][-1]
-    assert (last["source"], last["detail"]) == ("reconciler", "allocation lost")
+    assert last["source"] == "reconciler" and "allocation lost" in last["detail"], last
+    assert datetime.fromisoformat(last["at"]) >= lost_at + timedelta(seconds=6), last
 
 
 def test_ended_jobs_are_purged_and_their_variable_deleted(
@@ -185,11 +195,59 @@ def test_logs_come_from_the_allocations_task_logs(manager: Manager, standin: Sta
     assert f"starting bot 'demo' as {bot['id']}" in logs
     reads = standin.requests_to("GET", f"/v1/client/fs/logs/{alloc.id}")
     assert {r.query["type"] for r in reads} == {"stdout", "stderr"}
-    assert all(r.query["task"] == "bot" and r.query["plain"] == "True" for r in reads)
+    # Framed, never plain: an error after the first byte is then told from the output.
+    assert all(r.query["task"] == "bot" and r.query["plain"] == "False" for r in reads)
     assert all(r.query["origin"] == "end" for r in reads)
     client.post(f"/bots/{bot['id']}/stop")
     assert wait_for_status(client, bot["id"], {"completed", "failed"})["status"] == "completed"
     assert transitions(client, bot["id"])[-1][:2] == ("stopping", "completed")
+
+
+def test_secrets_are_bounded_so_the_nomad_variable_always_fits(
+    manager: Manager, standin: StandIn
+) -> None:
+    """Issue 31, 4e. Nomad refuses a variable over 64 KiB of keys and values
+    (nomad/structs/variables.go, maxVariableSize): the API bounds the secrets (60 KiB as compact
+    JSON), so the largest accepted still launches (token, Redis URL and names included), and
+    one byte more is refused before anything is stored."""
+    _, client = manager.new_user()
+    names = [f"s{i:02d}" for i in range(64)]  # the most names: the most JSON spaces per byte
+    largest = {name: "" for name in names}
+    room = MAX_SECRETS_BYTES - json_size(largest)
+    for i, name in enumerate(names):
+        largest[name] = "v" * (room // 64 + (1 if i < room % 64 else 0))
+    assert json_size(largest) == MAX_SECRETS_BYTES
+    over = client.post(
+        "/bots",
+        json={"bot": "demo", "config": {}, "secrets": {**largest, "s00": largest["s00"] + "v"}},
+    )
+    assert over.status_code == 422 and over.json()["detail"]["code"] == "invalid_input", over.text
+    assert "secrets" in over.json()["detail"]["message"]
+    bot = client.post("/bots", json={"bot": "demo", "config": {}, "secrets": largest}).json()
+    job_id = wait_for_status(client, bot["id"], {"active"})["runtime_ref"]
+    items = standin.variable(variable_path(job_id))["Items"]  # type: ignore[index]
+    size = sum(len(k.encode()) + len(v.encode()) for k, v in items.items())
+    assert 60 * 1024 < size <= 64 * 1024, size
+    client.post(f"/bots/{bot['id']}/stop")
+    wait_for_status(client, bot["id"], {"completed", "failed"})
+
+
+def test_nomad_refuses_a_variable_over_64_kib(standin: StandIn) -> None:
+    """The stand-in answers as Nomad does: 400 "variables are limited to 64KiB in total size"
+    (nomad/variables_endpoint.go `canonicalizeAndValidate`); the launch fails with it."""
+    orchestrator = _orchestrator(standin, SLEEPER)
+    spec = LaunchSpec(
+        bot_id="huge",
+        user_id="user-1",
+        attempt=1,
+        image=None,
+        env={},
+        secret_env={"BOTFLEET_BOT_SECRETS": "x" * (64 * 1024)},
+    )
+    with pytest.raises(LaunchFailed) as refused:
+        orchestrator.launch(spec)
+    assert refused.value.code == "variable_rejected"
+    assert "variables are limited to 64KiB in total size" in str(refused.value)
 
 
 # ---- the backend alone, against the stand-in --------------------------------------------------
@@ -299,3 +357,54 @@ def test_server_errors_and_refused_tokens_are_backend_unavailable(standin: Stand
     with pytest.raises(BackendUnavailable, match="ACL token"):
         wrong.inspect("unit-x-1")
     assert orchestrator.inspect("unit-never-1").state == WorkloadState.NOT_FOUND
+
+
+def test_jobs_are_placed_by_the_bots_own_or_its_kinds_placement(
+    manager: Manager, standin: StandIn
+) -> None:
+    """A kind's placement and resources reach its bots' jobs; a bot's own placement replaces
+    the kind's and its own memory overrides the kind's; datacenters no node is in fail the
+    launch with Nomad's reason; an expression Nomad would refuse is 422 before anything is
+    stored. (The stand-in checks no constraint: what Nomad does with them is Nomad's.)"""
+    placement = {"constraints": ["${attr.kernel.name} = linux"], "datacenters": ["dc-*"]}
+    kind = {"name": "placed-demo", "run": {"python": "botfleet.runtime.bots.demo:DemoBot"},
+            "resources": {"cpu": 0.25, "memory_mb": 256}, "placement": placement}  # fmt: skip
+    with manager.admin() as admin:
+        made = admin.post("/admin/kinds", json=kind)
+        assert made.status_code == 201 and made.json()["placement"] == placement, made.text
+    _, client = manager.new_user()
+    wrong = {"bot": "placed-demo", "config": {}, "placement": {"constraints": ["zone == a"]}}
+    refused = client.post("/bots", json=wrong)
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["detail"]["code"] == "placement_unsupported"
+    assert client.get("/bots").json()["items"] == []
+    inherits = client.post("/bots", json={"bot": "placed-demo", "config": {}}).json()
+    own = {"node_labels": {"zone": "a"}, "datacenters": ["dc-elsewhere"]}
+    overrides = client.post(
+        "/bots",
+        json={"bot": "placed-demo", "config": {}, "resources": {"memory_mb": 300},
+              "placement": own},
+    ).json()  # fmt: skip
+
+    def job(bot_id: str) -> dict | None:
+        jobs = [r.body["Job"] for r in standin.requests_to("POST", "/v1/jobs")]
+        return next((j for j in jobs if j["Meta"]["botfleet_bot_id"] == bot_id), None)
+
+    kinds = wait_until(lambda: job(inherits["id"]), what="the kind's bot's job")
+    assert (kinds["Datacenters"], kinds["Constraints"]) == (
+        ["dc-*"],
+        [{"LTarget": "${attr.kernel.name}", "Operand": "=", "RTarget": "linux"}],
+    )
+    assert kinds["TaskGroups"][0]["Tasks"][0]["Resources"] == {"CPU": 250, "MemoryMB": 256}
+    bots = wait_until(lambda: job(overrides["id"]), what="the overriding bot's job")
+    assert (bots["Datacenters"], bots["Constraints"]) == (
+        ["dc-elsewhere"],
+        [{"LTarget": "${meta.zone}", "Operand": "=", "RTarget": "a"}],
+    )
+    assert bots["TaskGroups"][0]["Tasks"][0]["Resources"] == {"CPU": 250, "MemoryMB": 300}
+    failed = wait_for_status(client, overrides["id"], {"failed", "active", "completed"})
+    assert (failed["status"], failed["status_reason"]) == ("failed", "no_capacity"), failed
+    last = client.get(f"/bots/{overrides['id']}/transitions").json()["items"][-1]
+    assert "dc-elsewhere" in last["detail"], last
+    assert client.post(f"/bots/{inherits['id']}/stop").status_code == 202
+    wait_for_status(client, inherits["id"], {"completed", "failed"})

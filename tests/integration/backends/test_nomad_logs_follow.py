@@ -127,6 +127,26 @@ def test_follow_streams_what_the_bot_prints_next_and_ends_with_it(
     assert wait_for_status(client, bot_id, {"completed", "failed"})["status"] == "completed"
 
 
+def test_logs_on_a_node_nomad_cannot_reach_are_an_error_not_an_empty_log(
+    manager: Manager, standin: StandIn
+) -> None:
+    """Issue 31, 4b. Logs of an allocation whose node is down answer 404 "No path to node"
+    (nomad/client_fs_endpoint.go `logs`, command/agent/fs_endpoint.go): the user is told the
+    node cannot be reached (503 `node_unreachable`), tail or follow, never shown an empty log."""
+    _, client = manager.new_user()
+    bot_id = client.post("/bots", json={"bot": "demo", "config": {}}).json()["id"]
+    job_id = wait_for_status(client, bot_id, {"active"})["runtime_ref"]
+    wait_until(lambda: "started" in client.get(f"/bots/{bot_id}/logs").text, timeout=10)
+    standin.disconnect(job_id)
+    for params in ({"tail": 5}, {"tail": 5, "follow": 1}):
+        answer = client.get(f"/bots/{bot_id}/logs", params=params)
+        assert answer.status_code == 503, answer.text
+        detail = answer.json()["detail"]
+        assert detail["code"] == "node_unreachable" and "no path to its node" in detail["message"]
+    answers = {r.answer for r in standin.requests_to("GET", "/v1/client/fs/logs/")}
+    assert "No path to node" in answers, "the stand-in answers as Nomad does"
+
+
 # ---- the backend alone, against the stand-in --------------------------------------------------
 
 

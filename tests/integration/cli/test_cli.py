@@ -226,6 +226,28 @@ def test_start_sends_health_rules_as_given(run, sent: list[httpx.Request]) -> No
     assert refused.exit_code == 2 and "--health" in refused.output, refused.output
 
 
+def test_start_sends_resources_and_placement(run, sent: list[httpx.Request]) -> None:
+    started = run(
+        "bots", "start", "demo", "--cpu", "0.5", "--memory", "256",
+        "--constraint", "${meta.zone} = a", "--constraint", "${attr.kernel.name} = linux",
+        "--node-label", "disk=ssd", "--datacenter", "dc1", **STAND_IN,
+    )  # fmt: skip
+    assert started.exit_code == 0, started.output
+    body = json.loads(sent[-1].content)
+    assert body["resources"] == {"cpu": 0.5, "memory_mb": 256}
+    assert body["placement"] == {
+        "constraints": ["${meta.zone} = a", "${attr.kernel.name} = linux"],
+        "node_labels": {"disk": "ssd"},
+        "datacenters": ["dc1"],
+    }
+    run("bots", "start", "demo", "--memory", "300", **STAND_IN)
+    assert json.loads(sent[-1].content) == {
+        "bot": "demo",
+        "config": {},
+        "resources": {"memory_mb": 300},
+    }
+
+
 def test_every_label_option_takes_key_colon_value(run, sent: list[httpx.Request]) -> None:
     """`key:value`, the API's and the dashboard's syntax; the first `:` separates (a key has
     none), so a value may hold `:` or `=`."""

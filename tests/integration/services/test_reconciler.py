@@ -524,7 +524,8 @@ def test_an_older_attempt_gets_the_exit_grace_then_is_an_orphan(
     fleet: FleetParts, reconciler: StrictReconciler, orchestrator: FakeOrchestrator
 ) -> None:
     """An attempt ended while its workload ran on (a start timeout the engine could not carry
-    out): the next attempt runs, and the old workload is left its exit grace, then stopped."""
+    out): the old workload is left its exit grace, then stopped; the next attempt is launched
+    only once it is gone (`rules.may_relaunch`: never two copies of a bot)."""
     restart = {"max_retries": 1, "backoff_s": 0, "on": ["start_failed"]}
     bot_id = new_bot(fleet, restart=restart)
     fleet.launcher.launch(bot_id)
@@ -533,15 +534,17 @@ def test_an_older_attempt_gets_the_exit_grace_then_is_an_orphan(
     orchestrator.ignores_stop = True
     reconciler.reconcile_starting()  # start_timeout: attempt 1 ends, its workload runs on
     orchestrator.ignores_stop = False
-    reconciler.run_once()  # relaunches attempt 2
-    second = read(fleet, bot_id).runtime_ref
-    assert second and second != first
-    assert sorted(orchestrator.running()) == sorted([first, second]), "attempt 1 not stopped yet"
+    reconciler.run_once()  # attempt 2 is due, but attempt 1 may still run
+    assert read(fleet, bot_id).runtime_ref is None
+    assert orchestrator.running() == [first], "attempt 1 not stopped yet, and alone"
     backdate_attempt(fleet, bot_id, 1, reconciler.exit_grace_s + 1)
     before = orphans_stopped()
     reconciler.reconcile_workloads()
-    assert orchestrator.running() == [second], "attempt 1 outlived its grace: an orphan"
+    assert orchestrator.running() == [], "attempt 1 outlived its grace: an orphan"
     assert orphans_stopped() == before + 1
+    reconciler.run_once()  # attempt 1 is gone: attempt 2 is launched
+    second = read(fleet, bot_id).runtime_ref
+    assert second and second != first and orchestrator.running() == [second]
 
 
 def test_a_workload_of_a_missing_bot_is_stopped_at_once(

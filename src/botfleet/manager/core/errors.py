@@ -49,6 +49,8 @@ class ErrorCode(enum.StrEnum):
     ORCHESTRATOR_ERROR = "orchestrator_error"
     NOT_SUPPORTED = "not_supported"
     STATE_PURGE_FAILED = "state_purge_failed"
+    NODE_UNREACHABLE = "node_unreachable"  # the bot's node cannot be reached (its logs)
+    LOGS_GONE = "logs_gone"  # the engine collected the bot's logs
     # Credentials and scopes.
     MISSING_TOKEN = "missing_token"
     INVALID_TOKEN = "invalid_token"
@@ -115,6 +117,8 @@ class ErrorCode(enum.StrEnum):
     INVALID_SCHEMA = "invalid_schema"
     IMAGE_NOT_ALLOWED = "image_not_allowed"
     STATE_NOT_SUPPORTED = "state_not_supported"
+    PLACEMENT_UNSUPPORTED = "placement_unsupported"
+    RESOURCES_OVER_LIMIT = "resources_over_limit"
     WEBHOOK_URL_REFUSED = "webhook_url_refused"
     WEBHOOK_HEADER_REFUSED = "webhook_header_refused"
     UNKNOWN_EVENT_TYPE = "unknown_event_type"

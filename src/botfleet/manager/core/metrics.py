@@ -14,7 +14,7 @@ KNOWN_REASONS = frozenset(
         "start_failed", "exited", "workload_vanished", "start_timeout", "heartbeat_lost",
         "killed_after_grace", "cancelled", "restarting", "launching", "schedule_missed",
         "secrets_unreadable", "max_duration", "stop_requested", "out_of_memory",
-        "admitted", "queue_timeout",
+        "admitted", "queue_timeout", "node_lost", "evicted",
         "health_rule",  # manager/services/health_rules.py
         # manager/services/schedule_firing.py: a schedule's stops
         "schedule_duration", "schedule_window", "schedule_replaced",

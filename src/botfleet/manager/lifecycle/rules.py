@@ -9,6 +9,7 @@ with `store.transition`. `tests/unit/test_lifecycle_rules.py` lists the cases as
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, NamedTuple
@@ -28,6 +29,13 @@ MAX_BACKOFF_S = 3600.0
 #: A runtime may not call a clean exit a crash: these reasons are replaced on a zero exit.
 _FAILURE_REASONS = frozenset({"crashed", "start_failed"})
 HEARTBEAT_LOST = "heartbeat_lost"
+#: The engine ended a workload nobody in botfleet asked to stop, because of its node: the node
+#: was lost (partitioned or its engine dead, the task shut down once it came back; or removed
+#: by the operator) or drained (orchestrators/swarm). These outweigh what the bot reported (it
+#: left on the engine's SIGTERM) and count as a `crash` for the restart policy.
+NODE_LOST = "node_lost"
+EVICTED = "evicted"
+DISPLACED = frozenset({NODE_LOST, EVICTED})
 
 
 class Move(NamedTuple):
@@ -134,7 +142,11 @@ def on_workload_gone(
     """The engine confirms the workload is gone. The runtime's `report`, when it sent one, is
     the outcome (`on_exit`: the code its bot ended with, not how its leftovers were killed);
     else a failure the engine diagnosed itself (`engine_reason`: `out_of_memory`) is the
-    reason."""
+    reason. A node lost or drained (`DISPLACED`) is the reason even when the runtime reported
+    its exit (the engine's SIGTERM made it leave), unless the manager had stopped it for
+    silence first."""
+    if engine_reason in DISPLACED and not stopped_for_silence(bot):
+        return Outcome(S.FAILED, engine_reason, exit_code, detail)
     if report is not None:
         return on_exit(bot, report.exit_code, report.reason, report.detail)
     if stopped_for_silence(bot):
@@ -250,13 +262,15 @@ def on_stop_requested(bot: Bot, reason: str) -> StopPlan:
 def restart_trigger(bot: Bot, outcome: Outcome) -> str | None:
     """Which `restart.on` trigger a failure is: `start_failed` before `started` (launch error,
     start timeout, exit before started), `heartbeat_lost`, or `crash` for any other failure of
-    an active bot; None for what no policy retries (a success, a stop gone wrong, a failure
-    the bot declared permanent: `PERMANENT_FAILURE_REASONS`)."""
+    an active bot, and for a node lost or drained under a bot that was leaving on the engine's
+    own signal (`DISPLACED`: botfleet never asked it to stop); None for what no policy retries
+    (a success, a stop gone wrong, a failure the bot declared permanent:
+    `PERMANENT_FAILURE_REASONS`)."""
     if not outcome.failed or outcome.reason in PERMANENT_FAILURE_REASONS:
         return None
     if bot.status == S.STARTING:
         return "start_failed"
-    if bot.status == S.ACTIVE:
+    if bot.status == S.ACTIVE or outcome.reason in DISPLACED:
         return "heartbeat_lost" if outcome.reason == HEARTBEAT_LOST else "crash"
     return None
 
@@ -275,6 +289,14 @@ def next_attempt(bot: Bot, outcome: Outcome) -> Restart | None:
         return None
     delay = min(bot.restart_backoff_s * 2**restarts_used, MAX_BACKOFF_S)
     return Restart(attempt=bot.attempt + 1, delay_s=delay)
+
+
+def may_relaunch(earlier_attempts_gone: Iterable[bool]) -> bool:
+    """A restart launches its next attempt only once the engine confirms that every earlier
+    attempt's workload is gone: one on a node that is down (partitioned, its engine dead) may
+    still run, and relaunching then would run the bot twice. Until then the bot waits in
+    `starting`; the reconciler asks again on each pass."""
+    return all(earlier_attempts_gone)
 
 
 def _joined(reason: str, engine_detail: str) -> str:

@@ -62,11 +62,14 @@ TRANSITIONS: dict[tuple[BotStatus, BotStatus], str] = {
     (S.STARTING, S.FAILED): "launch error, start timeout, exit before started",
     (S.ACTIVE, S.STOPPING): "stop requested, or the bot is leaving",
     (S.ACTIVE, S.COMPLETED): "the bot exited 0 on its own",
-    (S.ACTIVE, S.FAILED): "non-zero exit, crash, heartbeat lost, workload vanished",
+    (S.ACTIVE, S.FAILED): "non-zero exit, crash, heartbeat lost, workload vanished, node lost "
+    "or drained (node_lost, evicted)",
     (S.ACTIVE, S.STARTING): "restart policy relaunches after a failure",
     (S.STARTING, S.STARTING): "restart policy retries a failed start (restart.on start_failed)",
     (S.STOPPING, S.COMPLETED): "exited after leave, or killed after the stop grace",
     (S.STOPPING, S.FAILED): "exited non-zero while leaving, or stopped for silence",
+    (S.STOPPING, S.STARTING): "restart policy relaunches a bot whose node was lost or drained "
+    "while it left on the engine's signal",
 }
 
 

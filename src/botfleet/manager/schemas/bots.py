@@ -27,6 +27,7 @@ from botfleet.manager.schemas.bounds import (
 )
 from botfleet.manager.schemas.health_rules import HealthRules
 from botfleet.manager.schemas.list_page import Page
+from botfleet.manager.schemas.placement import PlacementRequest, Resources
 from botfleet.manager.schemas.restart import RestartPolicy, RestartPublic
 
 BOT_REF = re.compile(r"^(?:[a-z][a-z0-9_-]*|[A-Za-z_][\w.]*:[A-Za-z_]\w*)$")
@@ -109,6 +110,16 @@ class BotCreate(Strict):
         "relaunches with the same key; one live bot per user and key, else 409 `state_in_use`.",
     )
     health: HealthRules | None = None  # none: its kind's rules (`[]`: no rules at all)
+    resources: Resources | None = Field(
+        None,
+        description="Its own CPU and memory, over its kind's field by field; each at most the "
+        "admin's maximum, else 422 `resources_over_limit`.",
+    )
+    placement: PlacementRequest | None = Field(
+        None,
+        description="Where it may run, in place of its kind's (`{}`: anywhere); 422 "
+        "`placement_unsupported` where the backend cannot honour it.",
+    )
 
     @field_validator("bot")
     @classmethod
@@ -187,6 +198,12 @@ class BotPublic(BaseModel):
         description="Its health rules: its own, or its kind's when it named none.",
     )
     schedule_id: str | None = Field(None, description="The schedule that started this bot.")
+    resources: dict[str, Any] | None = Field(
+        None, description="Its own CPU and memory as asked (its kind's fill in the rest)."
+    )
+    placement: dict[str, Any] | None = Field(
+        None, description="Its own placement as asked (none: its kind's, else anywhere)."
+    )
     report: dict[str, Any] | None = Field(
         None, description="The bot's latest report (a JSON object it sent with `self.report`)."
     )

@@ -12,6 +12,11 @@ from pydantic import BaseModel, ConfigDict, StringConstraints
 MAX_CONFIG_BYTES = 64 * 1024
 MAX_CONFIG_DEPTH = 16
 MAX_SECRETS = 64
+#: A bot's secrets as compact JSON, at most. The nomad backend writes the token and the secrets
+#: as one Nomad Variable, which Nomad refuses over 64 KiB of keys and values (nomad/structs/
+#: variables.go, maxVariableSize = 65536, `VariableDecrypted.Validate`): 4 KiB are left for the
+#: token, the bot's Redis URL, the variable names and JSON's spaces, so no launch fails on it.
+MAX_SECRETS_BYTES = 60 * 1024
 
 ShortText = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
 
@@ -56,9 +61,10 @@ def check_config(value: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_secrets(value: dict[str, str]) -> dict[str, str]:
-    """At most MAX_SECRETS names and 64 KiB: the same bound at POST /bots and PUT secrets."""
+    """At most MAX_SECRETS names and MAX_SECRETS_BYTES: the same bound at POST /bots and PUT
+    secrets (a relaunch copies bounded secrets)."""
     if len(value) > MAX_SECRETS:
         raise ValueError(f"at most {MAX_SECRETS} secrets")
-    if json_size(value) > MAX_CONFIG_BYTES:
-        raise ValueError(f"secrets are larger than {MAX_CONFIG_BYTES} bytes")
+    if json_size(value) > MAX_SECRETS_BYTES:
+        raise ValueError(f"secrets are larger than {MAX_SECRETS_BYTES} bytes as compact JSON")
     return value

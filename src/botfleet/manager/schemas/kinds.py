@@ -15,6 +15,7 @@ from botfleet.manager.schemas.bounds import MAX_SECRETS, Strict, check_config, j
 from botfleet.manager.schemas.commands import RESERVED_ACTION_NAMES
 from botfleet.manager.schemas.health_rules import HealthRules
 from botfleet.manager.schemas.list_page import Page
+from botfleet.manager.schemas.placement import PlacementRequest, Resources
 from botfleet.manager.schemas.restart import RestartPolicy
 
 #: Lowercase snake or kebab case; never a `module:Class` (no ':'), never a built-in's name.
@@ -55,11 +56,6 @@ class PackageRequirements(Strict):
     requirements: list[Item] = Field(..., min_length=1, max_length=MAX_PACKAGE_ITEMS)
 
 
-class Resources(Strict):
-    cpu: float | None = Field(None, gt=0, le=256)
-    memory_mb: int | None = Field(None, ge=16, le=1024 * 1024)
-
-
 class KindDefinition(Strict):
     """`PUT /admin/kinds/{name}`: a kind's whole document (the name is the path's)."""
 
@@ -84,6 +80,9 @@ class KindDefinition(Strict):
         "payload; none: any action, unchecked.",
     )
     resources: Resources | None = None
+    placement: PlacementRequest | None = Field(
+        None, description="Where its bots run unless they name a placement of their own."
+    )
     restart: RestartPolicy | None = Field(
         None, description="The restart policy of the kind's bots that are started with none."
     )
@@ -132,6 +131,8 @@ class KindDefinition(Strict):
             raise ValueError(f"the kind is larger than {MAX_KIND_BYTES} bytes")
         if body["resources"] is not None:
             body["resources"] = {k: v for k, v in body["resources"].items() if v is not None}
+        if self.placement is not None:
+            body["placement"] = self.placement.document() or None
         if body["restart"] is not None:
             body["restart"] = {k: v for k, v in body["restart"].items() if v is not None}
         return body
@@ -165,6 +166,7 @@ class KindAdmin(KindPublic):
     image: str | None
     package: dict[str, Any] | None
     resources: dict[str, Any] | None
+    placement: dict[str, Any] | None = None
     restart: dict[str, Any] | None
     created_at: datetime | None
     retired_at: datetime | None

@@ -27,6 +27,7 @@ from botfleet.manager.services import commands as command_records
 from botfleet.manager.services import health_rules, kind_checks, kinds
 from botfleet.manager.services import webhook_endpoints as webhooks
 from botfleet.manager.services.audit import actor_for
+from botfleet.manager.services.bot_resources import StartLimits, chosen_placement
 from botfleet.manager.services.command_publisher import CommandPublisher
 from botfleet.manager.services.images import allowed_patterns, check_image
 from botfleet.manager.services.launcher import Launcher
@@ -55,6 +56,11 @@ class BotRequests:
         self.allowed_images = allowed_patterns(
             settings.allowed_images, launcher.orchestrator.runtime_image
         )
+        self.limits = StartLimits(
+            max_cpu=settings.max_bot_cpu,
+            max_memory_mb=settings.max_bot_memory_mb,
+            orchestrator=launcher.orchestrator,
+        )
 
     # Methods take the caller's session first and queue their side effects to run after its
     # commit; `stop_bot` and `reconfigure` also run in a unit of work of their own when given
@@ -80,6 +86,7 @@ class BotRequests:
             if data.restart is None and kind.restart is not None:
                 restart = RestartPolicy.model_validate(kind.restart, strict=False)
                 data = data.model_copy(update={"restart": restart})
+        self._check_resources_and_placement(data, kind)
         if data.state_key is not None:
             self.launcher.check_state_supported(StateRef(user_id, data.state_key))
         if relaunch_of is not None:
@@ -137,8 +144,21 @@ class BotRequests:
         if kind is not None:
             kind_checks.check_config(kind, data.config)
             kind_checks.check_secrets(kind, data.secrets)
+        self._check_resources_and_placement(data, kind)
         if data.state_key is not None:
             self.launcher.check_state_supported(StateRef(user_id, data.state_key))
+
+    def _check_resources_and_placement(
+        self, data: BotCreate, kind: kind_checks.KindDoc | None
+    ) -> None:
+        """422 for resources over the admin's maxima (the bot's own: a kind's were checked when
+        it was registered) or a placement (its own, else its kind's) the backend cannot
+        honour."""
+        own = data.placement.document() if data.placement is not None else None
+        self.limits.check_resources(data.resources.document() if data.resources else None)
+        self.limits.check_placement(
+            chosen_placement(own, kind.placement if kind is not None else None)
+        )
 
     def _check_allowed(self, bot: str) -> None:
         """`module:Class` from a module the operator allowed: users share the runtime image,

@@ -16,6 +16,7 @@ from botfleet.manager.core.models import Bot, BotLabel, BotTransition, User, new
 from botfleet.manager.lifecycle import LIVE, TERMINAL, BotStatus, Source
 from botfleet.manager.lifecycle.rules import on_stop_requested
 from botfleet.manager.schemas.api import BotCreate, RestartPolicy, RestartTrigger
+from botfleet.manager.schemas.placement import PlacementRequest, Resources
 from botfleet.manager.services import bot_listing, queue
 from botfleet.manager.services.keyset import PageRequest, read_page
 from botfleet.manager.services.transitions import transition
@@ -105,6 +106,8 @@ def create_bot(
         relaunch_of=relaunch_of,
         priority=data.priority,
         queue_timeout_s=data.queue_timeout_s,
+        resources=(data.resources.document() or None) if data.resources is not None else None,
+        placement=data.placement.document() if data.placement is not None else None,
     )
     session.add(bot)
     session.add_all(BotLabel(bot_id=bot.id, key=k, value=v) for k, v in data.labels.items())
@@ -260,8 +263,8 @@ def cancel_or_begin_stop(session: Session, bot: Bot, *, source: Source, reason: 
 def relaunch_request(old: Bot) -> BotCreate:
     """What POST /bots would have been asked to create `old` again as it is now: its kind,
     image, name, platform, native id, latest config, labels, restart policy, dedup and state
-    keys and duration limit (secrets travel sealed, apart). Refuses (409 `bot_live`) a bot that
-    is still live: one bot per workload."""
+    keys, duration limit, resources and placement (secrets travel sealed, apart). Refuses
+    (409 `bot_live`) a bot that is still live: one bot per workload."""
     if old.status not in TERMINAL:
         raise Conflict(
             ErrorCode.BOT_LIVE, f"bot {old.id} is {old.status.value}: stop it before relaunching"
@@ -288,6 +291,12 @@ def relaunch_request(old: Bot) -> BotCreate:
         priority=old.priority,  # its place in the queue, should the relaunch wait there
         queue_timeout_s=old.queue_timeout_s,
         health=cast("list[Any]", old.health_rules or []),  # as it had them (`[]`: none)
+        resources=Resources.model_validate(old.resources, strict=False) if old.resources else None,
+        placement=(
+            PlacementRequest.model_validate(old.placement, strict=False)
+            if old.placement is not None
+            else None
+        ),
     )
 
 

@@ -39,6 +39,7 @@ class KindDoc:
     secrets: tuple[str, ...] = ()
     commands: Mapping[str, Mapping[str, Any]] | None = None
     resources: Mapping[str, Any] | None = None
+    placement: Mapping[str, Any] | None = None  # where its bots run unless they name a place
     restart: Mapping[str, Any] | None = None
     health: Sequence[Mapping[str, Any]] | None = None  # its bots' health rules
     description: str = ""

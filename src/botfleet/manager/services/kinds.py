@@ -20,6 +20,7 @@ from botfleet.manager.core.kind_models import Kind
 from botfleet.manager.core.models import Bot, utcnow
 from botfleet.manager.schemas.kinds import KindCreate, KindDefinition
 from botfleet.manager.services import audit
+from botfleet.manager.services.bot_resources import StartLimits
 from botfleet.manager.services.builtin_kinds import BUILTIN_KINDS
 from botfleet.manager.services.keyset import PageRequest, decode_cursor, encode_cursor
 from botfleet.manager.services.kind_checks import KindDoc, check_kind_schemas
@@ -40,6 +41,7 @@ def doc_of(row: Kind) -> KindDoc:
         secrets=tuple(row.secrets or ()),
         commands=row.commands,
         resources=row.resources,
+        placement=row.placement,
         restart=row.restart,
         health=row.health or None,
         description=row.description or "",
@@ -53,21 +55,24 @@ def _latest_row(session: Session, name: str, *, lock: bool = False) -> Kind | No
     return session.scalar(query.with_for_update() if lock else query)
 
 
-def _document(body: KindDefinition) -> dict[str, Any]:
+def _document(body: KindDefinition, limits: StartLimits | None) -> dict[str, Any]:
     try:
         document = body.document()
     except ValueError as exc:
         raise Invalid(ErrorCode.INVALID_INPUT, str(exc)) from exc
     check_kind_schemas(document)
+    if limits is not None:
+        limits.check_kind(document)
     return document
 
 
-def register(session: Session, body: KindCreate) -> KindDoc:
+def register(session: Session, body: KindCreate, *, limits: StartLimits | None = None) -> KindDoc:
     """Version 1 of a new kind: 409 `kind_exists` for a name taken (retired ones too), 422 for
-    a built-in's name or a schema that is not a valid JSON Schema."""
+    a built-in's name or a schema that is not a valid JSON Schema; with `limits`, 422 for
+    resources over the admin's maxima or a placement the backend cannot honour."""
     if body.name in BUILTIN_KINDS:
         raise Invalid(ErrorCode.INVALID_INPUT, f"name: {body.name!r} is a built-in kind")
-    document = _document(body)
+    document = _document(body, limits)
     if _latest_row(session, body.name) is not None:
         raise Conflict(
             ErrorCode.KIND_EXISTS,
@@ -80,11 +85,14 @@ def register(session: Session, body: KindCreate) -> KindDoc:
     return doc_of(row)
 
 
-def update_kind(session: Session, name: str, body: KindDefinition) -> KindDoc:
-    """The next version of a kind (a retired one comes back); bots keep the version they run."""
+def update_kind(
+    session: Session, name: str, body: KindDefinition, *, limits: StartLimits | None = None
+) -> KindDoc:
+    """The next version of a kind (a retired one comes back); bots keep the version they run.
+    `limits` as for `register`."""
     if name in BUILTIN_KINDS:
         raise Conflict(ErrorCode.KIND_BUILTIN, f"{name!r} is a built-in kind: it cannot change")
-    document = _document(body)
+    document = _document(body, limits)
     latest = _latest_row(session, name, lock=True)
     if latest is None:
         raise NotFound(ErrorCode.KIND_NOT_FOUND, f"no kind {name!r}")

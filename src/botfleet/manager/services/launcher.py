@@ -27,19 +27,20 @@ from botfleet.manager.core.sealing import SecretBox, SecretsUnreadable
 from botfleet.manager.core.secrets import BOT_TOKEN_PREFIX, digest, new_secret
 from botfleet.manager.core.settings import Settings
 from botfleet.manager.lifecycle import TERMINAL, BotStatus, Source
-from botfleet.manager.lifecycle.rules import on_launch_failed
+from botfleet.manager.lifecycle.rules import may_relaunch, on_launch_failed
 from botfleet.manager.messaging.bot_acl import BotRedisUsers, bot_url
 from botfleet.manager.services import attempts, kinds
 from botfleet.manager.services import bots as bot_records
+from botfleet.manager.services.bot_resources import chosen_placement, merged_resources
 from botfleet.manager.services.kind_checks import KindDoc
 from botfleet.manager.services.transitions import transition
 from botfleet.orchestrators.base import (
+    LABEL_BOT_ID,
     LABEL_FLEET,
     CapabilityNotSupported,
     LaunchSpec,
     Orchestrator,
     OrchestratorError,
-    Resources,
     StateRef,
     Workload,
 )
@@ -153,7 +154,14 @@ class Launcher:
     def relaunch(self, bot_id: str) -> None:
         """Launch the next attempt of a bot the restart policy sent back to `starting`, once its
         backoff is over. The bot is already `starting`: no transition, a new token. An env to
-        build first leaves `next_attempt_at` as it is: the reconciler asks again meanwhile."""
+        build first leaves `next_attempt_at` as it is: the reconciler asks again meanwhile, as
+        it does while an earlier attempt's workload may still run (`rules.may_relaunch`)."""
+        try:
+            earlier = self.workloads(**{LABEL_BOT_ID: bot_id})
+        except OrchestratorError:
+            earlier = []  # the launch meets the same engine, and says so
+        if not may_relaunch(w.status.is_gone for w in earlier):
+            return
         with transaction(self.sessions) as session:
             bot = bot_records.lock_bot(session, bot_id)
             due = bot.next_attempt_at is not None and bot.next_attempt_at <= utcnow()
@@ -282,7 +290,8 @@ class Launcher:
     def launch_spec(self, bot: Bot, token: str, *, kind: KindDoc | None = None) -> LaunchSpec:
         """The runtime's environment (runtime/env.py renders it, public and secret apart), and
         what the bot's kind says to run: BOTFLEET_BOT is a Python kind's `module:Class`, an
-        `exec` kind's argv replaces the runtime's command, its image is the default."""
+        `exec` kind's argv replaces the runtime's command, its image is the default; its own
+        resources over the kind's, its own placement else the kind's."""
         settings = self.settings
         state = StateRef(bot.user_id, bot.state_key) if bot.state_key else None
         rendered = RuntimeEnv(
@@ -309,7 +318,8 @@ class Launcher:
             fleet=self.fleet_id,
             state=state,
             command=kind.command if kind is not None else None,
-            resources=Resources.of(kind.resources) if kind is not None else None,
+            resources=merged_resources(bot.resources, kind.resources if kind else None),
+            placement=chosen_placement(bot.placement, kind.placement if kind else None),
         )
 
     def _bot_redis_url(self, bot_id: str, token: str) -> str:

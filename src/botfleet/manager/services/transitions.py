@@ -53,6 +53,7 @@ def transition(
     if target == S.STARTING:
         bot.attempt += 1
         bot.started_at = now
+        bot.stop_requested_at = None  # a new attempt: no stop asked of it yet
     elif target == S.ACTIVE:
         bot.active_at = now
         bot.last_heartbeat_at = database_now(

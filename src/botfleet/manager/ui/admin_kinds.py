@@ -44,8 +44,8 @@ MAX_LISTED = 500
 MAX_DOCUMENT_CHARS = 1024 * 1024
 NamePath = Annotated[str, Path(min_length=1, max_length=64, pattern=KIND_NAME.pattern)]
 DOCUMENT_KEYS = (
-    "run", "image", "package", "config_schema", "secrets", "commands", "resources", "restart",
-    "health", "description",
+    "run", "image", "package", "config_schema", "secrets", "commands", "resources", "placement",
+    "restart", "health", "description",
 )  # fmt: skip
 
 
@@ -104,7 +104,7 @@ def register_kind(
             text = _uploaded(document_file)
         body = _body(request, text, KindCreate)
         with session.begin_nested():  # a refusal undoes this attempt only: the page still reads
-            made = kinds.register(session, body)
+            made = kinds.register(session, body, limits=app_state(request).bots.limits)
     except BotfleetError as exc:
         return _kinds_page(request, session, refused=_refusal(exc), document=text)
     return _redirect(f"/ui/admin/kinds/{made.name}?notice=registered")
@@ -135,7 +135,7 @@ def new_version(
     try:
         body = _body(request, document, KindDefinition, name=name)
         with session.begin_nested():
-            kinds.update_kind(session, name, body)
+            kinds.update_kind(session, name, body, limits=app_state(request).bots.limits)
     except BotfleetError as exc:
         return _kind_page(request, session, name, refused=_refusal(exc), document=document)
     return _redirect(f"/ui/admin/kinds/{name}?notice=updated")
@@ -221,6 +221,7 @@ def _document(kind: KindDoc) -> dict[str, Any]:
         "secrets": list(kind.secrets),
         "commands": kind.commands,
         "resources": kind.resources,
+        "placement": kind.placement,
         "restart": kind.restart,
         "health": list(kind.health) if kind.health else None,
         "description": kind.description,

@@ -5,11 +5,10 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from botfleet.orchestrators.config import BackendConfig
-from botfleet.orchestrators.hardening import Hardening
+from botfleet.orchestrators.hardening import ContainerLimits
 
 
-class DockerOrchestratorConfig(BackendConfig):
+class DockerOrchestratorConfig(ContainerLimits):
     """Settings of the docker backend (environment: `BOTFLEET_DOCKER_*`)."""
 
     model_config = SettingsConfigDict(env_prefix="BOTFLEET_DOCKER_", extra="ignore")
@@ -29,11 +28,6 @@ class DockerOrchestratorConfig(BackendConfig):
         "has none of that name; bots must reach the manager and Redis from it "
         "(BOTFLEET_CALLBACK_URL, BOTFLEET_BOT_REDIS_URL).",
     )
-    cpus: float | None = Field(1.0, gt=0, description="CPU limit per bot.")
-    memory_mb: int | None = Field(512, gt=0, description="Memory limit per bot, in MiB.")
-    pids_limit: int | None = Field(256, gt=0, description="Process limit per bot.")
-    user: str = Field("10001:10001", description="uid:gid the bot runs as (never root).")
-    tmpfs_mb: int = Field(64, gt=0, description="Size of the writable /tmp.")
     shm_mb: int = Field(
         64, gt=0, description="Size of each container's private /dev/shm (Docker's shm_size)."
     )
@@ -47,13 +41,3 @@ class DockerOrchestratorConfig(BackendConfig):
     )
     api_timeout_s: float = Field(30.0, gt=0, description="Timeout of one Docker API call.")
     name_prefix: str = Field("botfleet-", description="Container names are prefix + bot id.")
-
-    def hardening(self) -> Hardening:
-        """The shared policy with this backend's limits."""
-        return Hardening(
-            user=self.user,
-            tmpfs_mb=self.tmpfs_mb,
-            pids_limit=self.pids_limit,
-            memory_mb=self.memory_mb,
-            cpus=self.cpus,
-        )

@@ -21,7 +21,7 @@ import requests
 from botfleet.orchestrators.base import BackendUnavailable, OrchestratorError, WorkloadNotFound
 from botfleet.orchestrators.nomad.config import NomadOrchestratorConfig
 from botfleet.orchestrators.nomad.jobspec import TASK, variable_path
-from botfleet.orchestrators.nomad.logs import read_capped
+from botfleet.orchestrators.nomad.logs import LogsGone, NodeUnreachable, read_capped
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,12 @@ def http_status(exc: BaseException) -> int | None:
     cause = exc.__cause__
     resp = getattr(cause, "nomad_resp", None)
     return resp.status_code if isinstance(resp, requests.Response) else None
+
+
+def answer_text(exc: BaseException) -> str:
+    """The body of the Nomad answer behind an error raised by `api_errors` ("" for none)."""
+    resp = getattr(exc.__cause__, "nomad_resp", None)
+    return resp.text.strip() if isinstance(resp, requests.Response) else ""
 
 
 def _response_text(exc: nomad_errors.BaseNomadException) -> str:
@@ -147,6 +153,12 @@ class NomadApi:
             job: NomadObject = self.client.job.get_job(job_id)
         return job
 
+    def read_alloc(self, alloc_id: str) -> NomadObject:
+        """The whole allocation (a listing's stub lacks AllocStates, its job and more)."""
+        with api_errors(f"reading allocation {alloc_id[:8]}"):
+            alloc: NomadObject = self.client.allocation.get_allocation(alloc_id)
+        return alloc
+
     def allocations(self, job_id: str) -> list[NomadObject]:
         with api_errors(f"reading the allocations of job {job_id}"):
             allocs: list[NomadObject] = self.client.job.get_allocations(job_id) or []
@@ -173,14 +185,46 @@ class NomadApi:
             pass
 
     def read_log(self, alloc_id: str, stream: str, origin: str, offset: int, limit: int) -> bytes:
-        """At most `limit` bytes of the task's `stream` (see `logs.read_capped`)."""
-        with api_errors(f"reading the {stream} of allocation {alloc_id[:8]}"):
-            return read_capped(
-                self.client.client.stream_logs,
-                alloc_id,
-                TASK,
-                stream,
-                origin=origin,
-                offset=offset,
-                limit=limit,
-            )
+        """At most `limit` bytes of the task's `stream` (see `logs.read_capped`). A task that
+        has not started has no logs yet (WorkloadNotFound); logs on a node the servers cannot
+        reach are NodeUnreachable; logs Nomad collected are LogsGone (`_missing_logs`)."""
+        try:
+            with api_errors(f"reading the {stream} of allocation {alloc_id[:8]}"):
+                return read_capped(
+                    self.client.client.stream_logs,
+                    alloc_id,
+                    TASK,
+                    stream,
+                    origin=origin,
+                    offset=offset,
+                    limit=limit,
+                )
+        except OrchestratorError as exc:
+            missing = _missing_logs(exc, alloc_id)
+            if missing is None:
+                raise
+            raise missing from exc
+
+
+def _missing_logs(exc: OrchestratorError, alloc_id: str) -> OrchestratorError | None:
+    """Why Nomad has no logs to give, as it says it (nomad/client_fs_endpoint.go `logs`,
+    client/fs_endpoint.go `logs`, command/agent/fs_endpoint.go): 404 "No path to node" when no
+    server holds a connection to the allocation's node (down, or cut off); 404 "Unknown
+    allocation" or "state for allocation ... not found on client" once it was collected, 400
+    "Unknown node" once its node was; 404 "task ... not started yet" before the task ran (no
+    output yet: kept a WorkloadNotFound). None: another error, kept as it is."""
+    status, text = http_status(exc), answer_text(exc)
+    short = alloc_id[:8]
+    if status == 404 and "not started yet" in text:
+        return None
+    if status == 404 and "No path to node" in text:
+        return NodeUnreachable(
+            f"the logs of allocation {short} cannot be read: Nomad has no path to its node "
+            "(the node is down or cut off from the servers); they can be read once it is back"
+        )
+    if status == 404 or (status == 400 and "Unknown node" in text):
+        return LogsGone(
+            f"the logs of allocation {short} are gone: Nomad collected the allocation or its "
+            f"node ({text[:200]})"
+        )
+    return None

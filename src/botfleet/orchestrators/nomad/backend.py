@@ -34,6 +34,8 @@ from botfleet.orchestrators.base import (
     LogFollower,
     Orchestrator,
     OrchestratorError,
+    Placement,
+    PlacementUnsupported,
     StateRef,
     Workload,
     WorkloadNotFound,
@@ -55,6 +57,7 @@ from botfleet.orchestrators.nomad.jobspec import (
     is_valid_variable_path,
     labels_of,
     meta_key,
+    placement_constraints,
     state_volume,
     variable_path,
 )
@@ -109,6 +112,14 @@ class NomadOrchestrator(Orchestrator):
             f"{state_volume(state.slug)} on the nodes the bot ran on"
         )
 
+    def check_placement(self, placement: Placement) -> None:
+        """Nomad places by constraints, node meta (`node_labels`) and datacenters (jobspec.py);
+        an expression Nomad would refuse or ignore is refused here, before the bot is stored."""
+        try:
+            placement_constraints(placement)
+        except ValueError as exc:
+            raise PlacementUnsupported(str(exc)) from exc
+
     def job_id(self, spec: LaunchSpec) -> str:
         return f"{self.config.job_prefix}{spec.bot_id}-{spec.attempt}"
 
@@ -120,15 +131,11 @@ class NomadOrchestrator(Orchestrator):
         return build_job(self.config, spec, job_id=self.job_id(spec), secret_names=names)
 
     def launch(self, spec: LaunchSpec) -> str:
+        """Create the attempt's job, never update one: a job or secrets variable of this ID
+        that exists already fails the launch `name_conflict` (`submit`: create-only writes)."""
         job_id = self.job_id(spec)
         if not is_valid_variable_path(variable_path(job_id)):
             raise LaunchFailed(f"job id {job_id!r} cannot name a Nomad variable", code="bad_id")
-        try:
-            self._api.read_job(job_id)
-        except WorkloadNotFound:
-            pass
-        else:
-            raise LaunchFailed(f"a Nomad job {job_id!r} exists already", code="name_conflict")
         submit(self._api, job_id, self.job_spec(spec), dict(spec.secret_env))
         return job_id
 
@@ -141,10 +148,23 @@ class NomadOrchestrator(Orchestrator):
             job = self._api.read_job(job_id)
             allocs = self._api.allocations(job_id)
             blocked = None if allocs else self._blocked_reason(job_id)
+            allocs = self._with_lost_states(allocs)
         except WorkloadNotFound:
             return _NOT_FOUND, []
         self._kill_extra_copies(job_id, allocs)
         return job_status(job, allocs, blocked=blocked), allocs
+
+    def _with_lost_states(self, allocs: list[NomadObject]) -> list[NomadObject]:
+        """A lost first allocation read whole: when Nomad marked it lost (its AllocStates) says
+        when it counts as ended (`status.client_stop_deadline_ns`); a stub lacks them."""
+        if not allocs or first_alloc(allocs).get("ClientStatus") != "lost":
+            return allocs
+        first = first_alloc(allocs)
+        try:
+            whole = {**first, **self._api.read_alloc(str(first["ID"]))}
+        except WorkloadNotFound:  # collected meanwhile: its stub's ModifyTime will do
+            return allocs
+        return [whole if a is first else a for a in allocs]
 
     def _blocked_reason(self, job_id: str) -> str | None:
         """Why Nomad has not placed the job, from its evaluations (None: it did not say)."""
@@ -271,9 +291,9 @@ class NomadOrchestrator(Orchestrator):
             try:
                 data = self._api.read_log(alloc_id, stream, "end", window, window)
             except WorkloadNotFound:
-                # Nomad answers 404 for a task that never started (a driver failure, an image
-                # that cannot be pulled) and for an allocation its client collected
-                # (client/fs_endpoint.go): no output, not a missing job.
+                # A task that never started (a driver failure, an image that cannot be
+                # pulled): no output yet (client/fs_endpoint.go). Logs on an unreachable node,
+                # or collected ones, raise (api.py `_missing_logs`): never an empty log.
                 data = b""
             windows.append((data, len(data) < window))  # else cut mid-line by the byte offset
         return tail_text(last_lines(windows, tail), tail=tail, limits=self.config.log_limits())

@@ -95,8 +95,12 @@ class NomadOrchestratorConfig(BackendConfig):
         20.0,
         gt=0,
         description="A Nomad client cut off from its servers stops the bot after this long "
-        "(Disconnect.StopOnClientAfter), and Nomad never places a replacement; keep it below the "
-        "manager's heartbeat budget, so a partitioned copy is gone before a restart relaunches.",
+        "(Disconnect.StopOnClientAfter). A running bot on a node that went down turns `unknown` "
+        "and is never replaced (Disconnect.Replace false); one still starting is marked `lost` "
+        "and Nomad places a replacement this long plus the kill timeout later, which botfleet "
+        "kills as a second copy, and only then counts the bot ended (`node_lost`). Keep it "
+        "below the manager's heartbeat budget, so a partitioned copy is gone before a restart "
+        "relaunches.",
     )
     api_timeout_s: float = Field(15.0, gt=0, description="Timeout of one Nomad API call.")
     ca_cert: str | None = Field(None, description="CA bundle to verify an https address.")

@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from botfleet.orchestrators.base import STATE_MOUNT, LaunchSpec
+from botfleet.orchestrators.base import STATE_MOUNT, LaunchFailed, LaunchSpec, Placement
 from botfleet.orchestrators.hardening import Hardening
 from botfleet.orchestrators.nomad.config import MHZ_PER_CPU, NomadOrchestratorConfig
 
@@ -24,6 +24,21 @@ SECRETS_FILE = "secrets/botfleet.env"
 _META_UNSAFE = re.compile(r"[^A-Za-z0-9_]")
 _VAR_PATH = re.compile(r"^[a-zA-Z0-9\-_~/]{1,128}$")  # Nomad's rule for variable paths
 _NS = 1_000_000_000
+#: Nomad's constraint operators (nomad/structs/structs.go, `Constraint.Validate`): these
+#: compare the node's value with a right side...
+COMPARING = (
+    "=", "==", "is", "!=", "not", "<", "<=", ">", ">=", "regexp", "version", "semver",
+    "set_contains", "set_contains_all", "set_contains_any",
+)  # fmt: skip
+#: ...these take none.
+UNARY = ("is_set", "is_not_set")
+#: These act among one job's allocations; a bot is a job of one allocation: they would do nothing.
+AMONG_ALLOCATIONS = ("distinct_hosts", "distinct_property")
+#: A node's value a constraint may test (Nomad's interpolation of node attributes).
+_NODE_VALUE = re.compile(
+    r"^\$\{(?:attr\.[A-Za-z0-9_.\-]+|meta\.[A-Za-z0-9_.\-]+"
+    r"|node\.(?:unique\.id|unique\.name|datacenter|class|pool))\}$"
+)
 
 
 def meta_key(label: str) -> str:
@@ -108,7 +123,8 @@ def build_job(
         "Type": "batch",
         "Namespace": cfg.namespace,
         **({"Region": cfg.region} if cfg.region else {}),
-        "Datacenters": list(cfg.datacenters),
+        "Datacenters": _datacenters(cfg, spec.placement),
+        **_constraints(spec.placement),
         "Meta": meta,
         "TaskGroups": [
             {
@@ -117,10 +133,12 @@ def build_job(
                 # botfleet owns restarts: Nomad neither restarts nor reschedules a bot.
                 "RestartPolicy": {"Attempts": 0, "Mode": "fail"},
                 "ReschedulePolicy": {"Attempts": 0, "Unlimited": False},
-                # ...nor replaces it when its node is lost: without this block Replace defaults
-                # to true and a lost allocation is replaced whatever the reschedule policy says
-                # (nomad/structs/group.go, scheduler/reconciler/filters.go), a second copy of
-                # the bot with its one token. A client cut off from the servers stops it.
+                # ...nor replaces it when its node goes down while it runs: without this block
+                # Replace defaults to true and a lost allocation is replaced whatever the
+                # reschedule policy says (nomad/structs/group.go, scheduler/reconciler/
+                # filters.go), a second copy of the bot with its one token. One still starting
+                # is replaced all the same (status.py: that copy is killed). A client cut off
+                # from the servers stops it.
                 "Disconnect": {
                     "Replace": False,
                     "StopOnClientAfter": int(cfg.stop_on_client_after_s * _NS),
@@ -129,6 +147,66 @@ def build_job(
             }
         ],
     }
+
+
+def parse_constraint(text: str) -> dict[str, str]:
+    """`<LTarget> <Operand> <RTarget>` as a Nomad constraint; ValueError saying what is wrong."""
+    parts = text.split(None, 2)
+    left, operand = [*parts, "", ""][:2]
+    right = parts[2].strip() if len(parts) == 3 else ""
+    if operand in AMONG_ALLOCATIONS:
+        raise ValueError(
+            f"constraint {text!r}: {operand} acts among one job's allocations, and each bot is "
+            "a Nomad job of its own with one: it would place nothing apart"
+        )
+    if operand not in COMPARING + UNARY:
+        raise ValueError(
+            f"constraint {text!r}: write `<LTarget> <Operand> <RTarget>`, e.g. "
+            f"`${{attr.kernel.name}} = linux`; operators: {', '.join(COMPARING + UNARY)}"
+        )
+    if not _NODE_VALUE.match(left):
+        raise ValueError(
+            f"constraint {text!r}: the left side is a node's value: ${{attr.<name>}}, "
+            "${meta.<key>}, ${node.datacenter}, ${node.class}, ${node.pool}, ${node.unique.name}"
+            " or ${node.unique.id}"
+        )
+    if (operand in UNARY) == bool(right):
+        needs = "takes no right side" if operand in UNARY else "needs a right side"
+        raise ValueError(f"constraint {text!r}: {operand} {needs}")
+    if operand == "regexp":
+        try:
+            re.compile(right)
+        except re.error as exc:
+            raise ValueError(f"constraint {text!r}: not a regular expression: {exc}") from exc
+    return {"LTarget": left, "Operand": operand, "RTarget": right}
+
+
+def placement_constraints(placement: Placement | None) -> list[dict[str, str]]:
+    """The job's Constraints: the bot's expressions, then a `${meta.<key>} = <value>` per node
+    label (Nomad's node meta). ValueError for an expression Nomad would refuse or ignore."""
+    if placement is None:
+        return []
+    found = [parse_constraint(text) for text in placement.constraints]
+    for key, value in sorted(placement.node_labels.items()):
+        found.append({"LTarget": f"${{meta.{key}}}", "Operand": "=", "RTarget": value})
+    return found
+
+
+def _constraints(placement: Placement | None) -> dict[str, Any]:
+    """The job's `Constraints` entry (none without any); a placement checked before the bot was
+    stored never fails here, one from before a change of backend fails its launch."""
+    try:
+        found = placement_constraints(placement)
+    except ValueError as exc:
+        raise LaunchFailed(str(exc), code="job_rejected") from exc
+    return {"Constraints": found} if found else {}
+
+
+def _datacenters(cfg: NomadOrchestratorConfig, placement: Placement | None) -> list[str]:
+    """The bot's datacenters when it names some, in place of the configured ones."""
+    if placement is not None and placement.datacenters:
+        return list(placement.datacenters)
+    return list(cfg.datacenters)
 
 
 def _resources(policy: Hardening) -> dict[str, int]:

@@ -1,26 +1,44 @@
 """A Nomad task's output: its last lines, and a follower that polls for what it writes next.
 
-Only Stream Logs (`GET /v1/client/fs/logs/:alloc_id`, `plain=true`, no `follow`) is used, so the
-ACL token needs `read-logs` alone (`/fs/ls` and `/fs/stat` would need `read-fs`, which also
-reads the rendered secrets). Its `offset` counts bytes across the task's log files from the
-oldest one kept (`origin=start`), or back from the newest one's end (`origin=end`); an offset
-past the end answers nothing. Plain answers say neither a log's size nor its files, so the
-follower finds where the output ends by reading (`find_end`), then asks from that offset on.
+Only Stream Logs (`GET /v1/client/fs/logs/:alloc_id`, no `follow`) is used, so the ACL token
+needs `read-logs` alone (`/fs/ls` and `/fs/stat` would need `read-fs`, which also reads the
+rendered secrets). Its `offset` counts bytes across the task's log files from the oldest one kept
+(`origin=start`), or back from the newest one's end (`origin=end`); an offset past the end
+answers nothing. Answers say neither a log's size nor its files, so the follower finds where the
+output ends by reading (`find_end`), then asks from that offset on.
+
+Framed, never `plain=true`: Nomad's HTTP layer writes an error that happens after the first
+byte of a stream into the 200 body it already started (command/agent/fs_endpoint.go
+`fsStreamImpl` returns it, command/agent/http.go `wrap` writes it after the data), so a plain
+answer would show the error as the bot's output. Framed, the answer is a run of JSON frames
+(client/lib/streamframer/framer.go `StreamFrame`: `Offset`, `Data` in base64, `File`,
+`FileEvent`); anything after the last whole frame is that error, and the read fails with it
+(`LogStreamBroken`), as Nomad's own client does (api/fs.go `AllocFS.Logs`: "failed to decode
+log endpoint response as JSON").
 
 Polling, as the docker backend does: a `follow=true` stream would hold a thread for the
 stream's whole life. Every read is streamed and cut at its byte budget, so no answer costs more
 than the caps (`orchestrators/log_tail.py`) whatever the log's size; bytes stay bytes here (the
-caps decode them as UTF-8, never with a charset guessed from the answer).
+caps decode them as UTF-8).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import logging
+import re
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any, Protocol
 
-from botfleet.orchestrators.base import OrchestratorError, TailFirstFollower, WorkloadNotFound
+from botfleet.orchestrators.base import (
+    BackendUnavailable,
+    OrchestratorError,
+    TailFirstFollower,
+    WorkloadNotFound,
+)
 from botfleet.orchestrators.log_tail import BLOCK, LogLimits
 
 log = logging.getLogger(__name__)
@@ -43,11 +61,90 @@ class ReadLog(Protocol):
     ) -> bytes: ...
 
 
+#: One JSON frame: an object whose strings may hold braces (no frame nests an object);
+#: possessive, so text that is no frame fails at once instead of backtracking.
+_FRAME = re.compile(rb'\{(?:[^"{}]++|"[^"\\]*+(?:\\.[^"\\]*+)*+")*+\}')
+_SPACE = re.compile(rb"\s*+")
+#: Bytes a frame may take at most: 64 KiB of data (client/fs_endpoint.go `streamFrameSize`) in
+#: base64, its file name and offset. A longer unfinished one is no frame.
+MAX_FRAME_BYTES = 4 * (64 * 1024) // 3 + 8192
+#: The most of Nomad's error text kept for the message.
+_ERROR_CHARS = 500
+
+
+class LogStreamBroken(BackendUnavailable):
+    """Nomad's log stream failed after it began: its error came after the frames, in the 200
+    answer. `data` holds the output the frames before it carried."""
+
+    def __init__(self, message: str, data: bytes = b"") -> None:
+        super().__init__(message)
+        self.data = data
+
+
+class NodeUnreachable(OrchestratorError):
+    """The logs live on a Nomad client the servers have no connection to (Nomad: 404 "No path
+    to node"): they cannot be read until it reconnects."""
+
+    code = "node_unreachable"
+
+
+class LogsGone(OrchestratorError):
+    """Nomad no longer keeps the allocation's logs (it collected the allocation, or its node)."""
+
+    code = "logs_gone"
+
+
+class FrameReader:
+    """Nomad's framed log answer, fed as it arrives: the output of each whole frame."""
+
+    def __init__(self) -> None:
+        self._pending = b""
+        #: Bytes of output the frames carried so far.
+        self.total = 0
+
+    def feed(self, chunk: bytes) -> bytes:
+        """The output of the frames `chunk` completes; LogStreamBroken once what follows the
+        last whole frame cannot be one (Nomad's error text), its `data` what came before."""
+        buffer, at = self._pending + chunk, 0
+        out = bytearray()
+        while True:
+            at = _SPACE.match(buffer, at).end()  # type: ignore[union-attr]  # always matches
+            match = _FRAME.match(buffer, at)
+            if match is None:
+                rest = buffer[at:]
+                if rest and (rest[:1] != b"{" or len(rest) > MAX_FRAME_BYTES):
+                    raise self._broken(rest, bytes(out))
+                self._pending = rest  # empty, or a frame still arriving
+                self.total += len(out)
+                return bytes(out)
+            out += self._payload(match.group(), bytes(out))
+            at = match.end()
+
+    def finish(self) -> None:
+        """The answer ended: LogStreamBroken when it left anything but whole frames."""
+        if self._pending.strip():
+            raise self._broken(self._pending.strip(), b"")
+
+    def _payload(self, frame: bytes, out: bytes) -> bytes:
+        try:
+            decoded = json.loads(frame)
+            return base64.b64decode(decoded.get("Data") or "", validate=True)
+        except (ValueError, AttributeError, binascii.Error):
+            raise self._broken(frame, out) from None
+
+    def _broken(self, text: bytes, out: bytes) -> LogStreamBroken:
+        said = text.decode(errors="replace")[:_ERROR_CHARS].strip()
+        return LogStreamBroken(
+            f"Nomad's log stream failed after {self.total + len(out)} bytes of output: {said}",
+            out,
+        )
+
+
 def read_capped(
     requester: Any, alloc_id: str, task: str, stream: str, *, origin: str, offset: int, limit: int
 ) -> bytes:
-    """One Stream Logs answer, streamed and cut at `limit` bytes (python-nomad's `stream` would
-    read the whole answer and decode it with a guessed charset)."""
+    """One framed Stream Logs answer, streamed and cut at `limit` bytes of output; an error
+    Nomad wrote after the frames raises LogStreamBroken (never passes as output)."""
     if limit <= 0:
         return b""
     params = {
@@ -56,15 +153,25 @@ def read_capped(
         "follow": False,
         "offset": offset,
         "origin": origin,
-        "plain": True,
+        "plain": False,
     }
     response = requester.request(alloc_id, params=params, method="get", stream=True)
     try:
+        frames = FrameReader()
         data = bytearray()
-        for chunk in response.iter_content(chunk_size=min(limit, BLOCK)):
-            data += chunk[: limit - len(data)]
+        for chunk in response.iter_content(chunk_size=BLOCK):
+            try:
+                data += frames.feed(chunk)
+            except LogStreamBroken as exc:
+                exc.data = (bytes(data) + exc.data)[:limit]
+                raise
             if len(data) >= limit:
-                break
+                return bytes(data[:limit])
+        try:
+            frames.finish()
+        except LogStreamBroken as exc:
+            exc.data = bytes(data)
+            raise
         return bytes(data)
     finally:
         response.close()
@@ -195,7 +302,16 @@ class TaskLogFollower(TailFirstFollower):
         limit = max(self._limits.line_max_bytes, self._limits.max_bytes // len(STREAMS))
         # One byte before the offset: a log shorter than what was read was rotated away.
         back = 1 if pos > 0 else 0
-        data = self._read(alloc_id, stream, "start", pos - back, limit + back)
+        try:
+            data = self._read(alloc_id, stream, "start", pos - back, limit + back)
+        except LogStreamBroken as exc:
+            # The output before Nomad's error is real: its whole lines go on, the rest is read
+            # again next time; the error itself is never output.
+            log.warning("following logs of allocation %s: %s", alloc_id[:8], exc)
+            whole = exc.data[back:]
+            cut = whole.rfind(b"\n") + 1
+            self._pos[stream] = pos + cut
+            return whole[:cut]
         if back and not data:
             self._pos[stream] = find_end(partial(self._read, alloc_id, stream, "start"))
             self._held[stream] = 0

@@ -5,6 +5,15 @@ Secrets never enter the job: the launch spec's `secret_env` (the bot token, the 
 Redis URL with a password) is written to the Nomad Variable `nomad/jobs/<job_id>` (which the
 job's own workload identity may read), and the job's template renders it into the task's
 environment. A launch that fails deletes that Variable: no job of the attempt will ever read it.
+
+Both writes only create. Registering a job whose ID exists is an update of that job, and writing
+a variable that exists replaces its items; so the variable is written with `cas=0` (set if it
+does not exist: nomad/state/state_store_variables.go `varSetCASTxn`; 409 otherwise) and the job
+registered with `EnforceIndex` and `JobModifyIndex` 0 (create only, checked again inside the
+Raft apply: nomad/structs/job.go `Job.EnforceIndex`, nomad/state/state_store.go
+`upsertJobImpl`; refused with "Enforcing job modify index 0: job already exists", an un-coded
+error, so HTTP 500). Either refusal fails the launch `name_conflict`, and a variable this launch
+did not create is never deleted.
 """
 
 from __future__ import annotations
@@ -13,13 +22,21 @@ import logging
 import time
 from typing import Any
 
+import nomad.api.exceptions as nomad_errors
+
 from botfleet.orchestrators.base import (
     BackendUnavailable,
     LaunchFailed,
     OrchestratorError,
     WorkloadNotFound,
 )
-from botfleet.orchestrators.nomad.api import NomadApi, NomadObject, api_errors, http_status
+from botfleet.orchestrators.nomad.api import (
+    NomadApi,
+    NomadObject,
+    answer_text,
+    api_errors,
+    http_status,
+)
 from botfleet.orchestrators.nomad.jobspec import variable_path
 from botfleet.orchestrators.nomad.placement import SETTLED, placement_failure
 
@@ -27,6 +44,9 @@ log = logging.getLogger(__name__)
 
 #: Seconds between two reads of a launch's evaluation.
 _EVAL_POLL_S = 0.1
+#: How Nomad's refusal of a create-only register begins (nomad/structs/job.go,
+#: RegisterEnforceIndexErrPrefix).
+ENFORCE_INDEX_REFUSED = "Enforcing job modify index"
 
 
 def submit(api: NomadApi, job_id: str, job: dict[str, Any], secrets: dict[str, str]) -> None:
@@ -43,7 +63,10 @@ def submit(api: NomadApi, job_id: str, job: dict[str, Any], secrets: dict[str, s
     except OrchestratorError:
         # The launch failed: no job of this attempt will ever run (one registered after
         # all blocks on its missing template and is stopped as an orphan), so its secrets
-        # go now; nothing else would ever delete them.
+        # go now; nothing else would ever delete them. Only the variable this launch
+        # created: without secrets it created none, and one of this path is another job's.
+        if not secrets:
+            raise
         try:
             api.delete_variable(job_id)
         except OrchestratorError as exc:
@@ -52,7 +75,8 @@ def submit(api: NomadApi, job_id: str, job: dict[str, Any], secrets: dict[str, s
 
 
 def _register(api: NomadApi, job_id: str, job: dict[str, Any]) -> NomadObject:
-    """Register the job; LaunchFailed(`job_rejected`) when Nomad refused it.
+    """Register the job, create-only; LaunchFailed(`name_conflict`) when one of its ID exists,
+    LaunchFailed(`job_rejected`) when Nomad refused it.
 
     Nomad answers an invalid job with HTTP 500 and a plain-text body, as it answers an
     outage: validation errors are un-coded RPC errors, which the HTTP layer turns into 500
@@ -60,11 +84,17 @@ def _register(api: NomadApi, job_id: str, job: dict[str, Any]) -> NomadObject:
     a Nomad that answers and has no such job refused it; one registered after all (an
     answer lost on the way) is launched.
     """
+    body = {"Job": job, "EnforceIndex": True, "JobModifyIndex": 0}
     try:
         with api_errors(f"registering job {job_id}"):
-            answer: NomadObject = api.client.jobs.register_job({"Job": job})
+            answer: NomadObject = api.client.jobs.register_job(body)
         return answer
     except BackendUnavailable as exc:
+        if ENFORCE_INDEX_REFUSED in answer_text(exc):
+            raise LaunchFailed(
+                f"a Nomad job {job_id!r} exists already: botfleet never updates one",
+                code="name_conflict",
+            ) from exc
         registered = job_exists(api, job_id)
         if registered:
             log.warning("job %s was registered although Nomad answered: %s", job_id, exc)
@@ -123,14 +153,25 @@ def _check_placement(api: NomadApi, job_id: str, eval_id: str) -> None:
 
 
 def _write_variable(api: NomadApi, job_id: str, secrets: dict[str, str]) -> None:
+    """Create the attempt's secrets variable; one that exists is another job's (or a leftover):
+    LaunchFailed(`name_conflict`), and it is left as it is. Nomad's 409 answers with the
+    variable it found, items included (nomad/variables_endpoint.go,
+    `makeVariablesApplyResponse`): never repeated here."""
     path = variable_path(job_id)
     payload = {"Namespace": api.config.namespace, "Path": path, "Items": secrets}
     try:
         with api_errors(f"writing the secrets of job {job_id}"):
-            api.client.variable.create_variable(path, payload, **api.namespace())
+            try:
+                api.client.variable.create_variable(path, payload, cas=0, **api.namespace())
+            except nomad_errors.VariableConflict:
+                raise LaunchFailed(
+                    f"the Nomad variable {path} exists already (another job's, or a leftover): "
+                    "botfleet never overwrites one",
+                    code="name_conflict",
+                ) from None
     except WorkloadNotFound as exc:  # a 404 here is no missing workload
         raise LaunchFailed(str(exc), code="variable_rejected") from exc
-    except BackendUnavailable:
+    except (BackendUnavailable, LaunchFailed):
         raise
     except OrchestratorError as exc:
         raise LaunchFailed(str(exc), code="variable_rejected") from exc

@@ -29,7 +29,7 @@ SHOW_FIELDS = [
     "runtime_ref", "image", "platform", "native_id", "config", "config_version", "labels",
     "dedup_key", "start_at", "max_duration_s", "created_at", "started_at", "active_at",
     "ended_at", "report", "reported_at", "restart", "state_key", "relaunch_of",
-    "priority", "queue_timeout_s", "queued_at", "queue_position",
+    "priority", "queue_timeout_s", "queued_at", "queue_position", "resources", "placement",
 ]  # fmt: skip
 
 
@@ -167,6 +167,29 @@ def start(
         help='A health rule as JSON, e.g. \'{"when": {"no_report_for_s": 60}, "then": "restart"}\''
         "; repeatable (docs/how-to/health-rules.md).",
     ),
+    cpu: float | None = typer.Option(
+        None,
+        "--cpu",
+        metavar="CPUS",
+        min=0.01,
+        help="CPUs for the bot, e.g. 0.5 (its kind's else).",
+    ),
+    memory: int | None = typer.Option(
+        None, "--memory", metavar="MIB", min=1, help="Memory for the bot, in MiB."
+    ),
+    constraint: list[str] = typer.Option(
+        [],
+        "--constraint",
+        metavar="EXPR",
+        help="Where it may run, in the backend's words (swarm: node.labels.zone==a; nomad: "
+        "'${meta.zone} = a'); repeatable.",
+    ),
+    node_label: list[str] = typer.Option(
+        [], "--node-label", metavar="KEY=VALUE", help="A label its node must carry; repeatable."
+    ),
+    datacenter: list[str] = typer.Option(
+        [], "--datacenter", metavar="DC", help="Nomad: a datacenter it may run in; repeatable."
+    ),
     idempotency_key: str | None = IdempotencyKey,
     wait: bool = WaitActive,
     timeout: float = WaitTimeout,
@@ -200,6 +223,16 @@ def start(
             body["restart"]["on"] = restart_on
     if health:
         body["health"] = [parse_json_option(rule, "--health") for rule in health]
+    resources = {"cpu": cpu, "memory_mb": memory}
+    if cpu is not None or memory is not None:
+        body["resources"] = {k: v for k, v in resources.items() if v is not None}
+    placement = {
+        "constraints": constraint,
+        "node_labels": parse_pairs(node_label, typed=False),
+        "datacenters": datacenter,
+    }
+    if any(placement.values()):
+        body["placement"] = {k: v for k, v in placement.items() if v}
     with connect(ctx) as client:
         created = client.start_bot(body, idempotency_key=idempotency_key)
         _announce_new_bot(client, created, wait=wait, timeout=timeout, as_json=as_json)

@@ -24,6 +24,7 @@ from botfleet.manager.core.settings import Settings
 from botfleet.manager.hot_path.heartbeat_batches import HeartbeatBuffer
 from botfleet.manager.lifecycle import BotStatus, Source
 from botfleet.manager.lifecycle.rules import (
+    DISPLACED,
     HEARTBEAT_LOST,
     STOP_FOR_SILENCE,
     Outcome,
@@ -218,7 +219,7 @@ class Context:
                          bot_id, bot.status, bot.attempt, outcome.reason)  # fmt: skip
                 return
             report = exit_report(session, bot)
-            if report is not None:
+            if report is not None and outcome.reason not in DISPLACED:  # the node's fate wins
                 outcome = on_workload_gone(bot, outcome.exit_code, outcome.detail, report=report)
                 # a bot's own reason is no metric label: bots could make as many as they like
                 source, repair = Source.RUNTIME, "reported_exit"

@@ -11,6 +11,20 @@ class LimitSettings(SettingsArea):
     default_max_concurrent_bots: int = Field(
         10, ge=0, description="Limit for users created without one. 0 means no bots at all."
     )
+    max_bot_cpu: float = Field(
+        4.0,
+        gt=0,
+        le=256,
+        description="The most CPUs one bot may ask for (`resources.cpu` of POST /bots, and of a "
+        "kind): more is refused with 422 `resources_over_limit` (default 4).",
+    )
+    max_bot_memory_mb: int = Field(
+        4096,
+        gt=0,
+        le=1024 * 1024,
+        description="The most memory, in MiB, one bot may ask for (`resources.memory_mb` of POST "
+        "/bots, and of a kind): more is refused with 422 `resources_over_limit` (default 4096).",
+    )
     max_body_bytes: int = Field(1_048_576, gt=0, description="Largest request body accepted.")
     max_json_depth: int = Field(
         32,

@@ -10,7 +10,7 @@ from botfleet.manager.core.settings.area import SettingsArea
 
 
 class OrchestratorSettings(SettingsArea):
-    orchestrator: Literal["process", "docker", "nomad"] = Field(
+    orchestrator: Literal["process", "docker", "nomad", "swarm"] = Field(
         "process", description="Which backend runs the bots."
     )
     allowed_bot_modules: list[str] = Field(

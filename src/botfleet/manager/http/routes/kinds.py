@@ -8,7 +8,7 @@ from dataclasses import asdict
 from fastapi import APIRouter, Path, Response, status
 
 from botfleet.manager.core.errors import error_responses
-from botfleet.manager.http.deps import AdminDep, SessionDep, Viewer
+from botfleet.manager.http.deps import AdminDep, BotRequestsDep, SessionDep, Viewer
 from botfleet.manager.http.page_params import PageQuery
 from botfleet.manager.schemas.kinds import (
     KindAdmin,
@@ -22,7 +22,9 @@ from botfleet.manager.services.kind_checks import KindDoc
 
 KIND_ERRORS = (
     "A schema that is not a valid JSON Schema answers 422 `invalid_schema` with "
-    "`errors: [{path, message}]` (JSON pointers into the body). Every change is in "
+    "`errors: [{path, message}]` (JSON pointers into the body); `resources` over the "
+    "maxima (BOTFLEET_MAX_BOT_CPU, BOTFLEET_MAX_BOT_MEMORY_MB) 422 `resources_over_limit`; a "
+    "`placement` the backend cannot honour 422 `placement_unsupported`. Every change is in "
     "`GET /admin/audit`."
 )
 
@@ -67,8 +69,8 @@ def _public_view(kind: KindDoc) -> KindPublic:
     "409 `kind_exists` for a name already registered (retired too); 422 for a built-in's "
     "name. " + KIND_ERRORS,
 )
-def register_kind(body: KindCreate, session: SessionDep) -> KindAdmin:
-    return _admin_view(kinds.register(session, body))
+def register_kind(body: KindCreate, session: SessionDep, bots: BotRequestsDep) -> KindAdmin:
+    return _admin_view(kinds.register(session, body, limits=bots.limits))
 
 
 @admin.put(
@@ -79,8 +81,10 @@ def register_kind(body: KindCreate, session: SessionDep) -> KindAdmin:
     "bots keep the version they started with (relaunches too); new bots get this one. A "
     "retired kind comes back. 404 `kind_not_found`; 409 `kind_builtin`. " + KIND_ERRORS,
 )
-def update_kind(body: KindDefinition, session: SessionDep, name: str = KindName) -> KindAdmin:
-    return _admin_view(kinds.update_kind(session, name, body))
+def update_kind(
+    body: KindDefinition, session: SessionDep, bots: BotRequestsDep, name: str = KindName
+) -> KindAdmin:
+    return _admin_view(kinds.update_kind(session, name, body, limits=bots.limits))
 
 
 @admin.delete(
