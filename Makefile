@@ -48,7 +48,7 @@ test: $(STAMP)
 	# the PostgreSQL tier, its output shown after it; it ends before the serial tests restart
 	# PostgreSQL.
 	$(MAKE) test-cluster-run >.botfleet/cluster.log 2>&1 & cluster=$$!; \
-	  BOTFLEET_TEST_DATABASE=postgresql $(PYTEST_2) -m "not serial and not cluster" \
+	  BOTFLEET_TEST_DATABASE=postgresql $(PYTEST_N) -m "not serial and not cluster" \
 	    --junitxml=$(RESULTS)/pg.xml; pg=$$?; wait $$cluster; cluster=$$?; \
 	  cat .botfleet/cluster.log; test $$pg -eq 0 -a $$cluster -eq 0
 	# The `serial` tests restart PostgreSQL, which the SQLite tier never uses: they run beside
@@ -70,14 +70,16 @@ test-node:
 		echo "SKIPPED: the Node.js SDK tests (sdk/node): no 'node' on PATH (install node >= 18)"; \
 	fi
 
-# Two workers, a test module on one worker (its manager is started once); the tests marked
-# `serial` (they restart PostgreSQL, which every other PostgreSQL test uses) run afterwards.
-PYTEST_2 := $(BIN)/pytest -p no:cacheprovider -n 2 --dist loadscope
+# Three workers on two cores (the tests wait on bots, engines and clocks far more than they
+# compute: two workers kept the cores 60% busy), a test module on one worker (its manager is
+# started once); the tests marked `serial` (they restart PostgreSQL, which every other
+# PostgreSQL test uses) run afterwards.
+PYTEST_N := $(BIN)/pytest -p no:cacheprovider -n 3 --dist loadscope
 RESULTS  := .botfleet/test-results
 
 # Every tier (tests/unit, tests/integration, tests/e2e) on PostgreSQL.
 test-pg: $(STAMP)
-	BOTFLEET_TEST_DATABASE=postgresql $(PYTEST_2) -m "not serial and not cluster" --junitxml=$(RESULTS)/pg.xml
+	BOTFLEET_TEST_DATABASE=postgresql $(PYTEST_N) -m "not serial and not cluster" --junitxml=$(RESULTS)/pg.xml
 	$(MAKE) test-pg-serial
 
 # The tests marked `serial` (they restart PostgreSQL), alone.
@@ -88,7 +90,7 @@ test-pg-serial: $(STAMP)
 # Only the tests that exercise SQL (marker `sql`, set by folder in tests/conftest.py) run again on
 # SQLite; fleet tests that merely need a manager run once, above.
 test-sqlite: $(STAMP)
-	BOTFLEET_TEST_DATABASE=sqlite $(PYTEST_2) -m "sql and not serial and not cluster" --junitxml=$(RESULTS)/sqlite.xml
+	BOTFLEET_TEST_DATABASE=sqlite $(PYTEST_N) -m "sql and not serial and not cluster" --junitxml=$(RESULTS)/sqlite.xml
 
 ## test-cluster: the multi-node drills alone: a real three-node Docker Swarm in network
 ## namespaces the tests make (tests/cluster), the swarm backend's contract suite and its drills
