@@ -28,9 +28,13 @@ LATER = "2099-01-01T00:00:00Z"  # a scheduled start keeps a bot `requested`, wit
 def manager(
     tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer
 ) -> Iterator[Manager]:
-    """A manager whose bots keep a copy of what they received, so a test can use a bot's token."""
+    """A manager whose bots keep a copy of what they received, so a test can use a bot's token.
+    Its requests wait up to 60 s for a database place (default 5 s): on a loaded machine the
+    burst test's 200 POSTs may take longer than 5 s to drain, and what that test guards is that
+    none fails for starvation (a 500 at the pool's 10 s timeout), not the machine's speed."""
     root = tmp_path_factory.mktemp("manager")
-    with running_manager(root, redis_server.url, extra_env=SPY_RUNTIME_ENV) as instance:
+    env = {**SPY_RUNTIME_ENV, "BOTFLEET_ADMISSION_WAIT_S": "60"}
+    with running_manager(root, redis_server.url, extra_env=env) as instance:
         yield instance
 
 
